@@ -1,0 +1,179 @@
+//! `cargo xtask test-gpu [--bundle DIR]`: the GPU test suite, built here, run where a GPU is.
+//!
+//! The tests are built in release mode with each GPU package's `gpu-tests` feature, stripped, and
+//! copied into a bundle: `DIR/bin/<test>` plus a `run` script that needs no Rust toolchain. The
+//! script runs every test binary (each under a deadline), then the compute-sanitizer passes listed
+//! in [`SANITIZE`], prints `gpu bundle: N passed, M failed` and exits non-zero if anything failed.
+
+use crate::util;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Packages with GPU tests behind a `gpu-tests` feature.
+pub const GPU_PACKAGES: &[&str] = &["ferrocuda-tests"];
+
+/// compute-sanitizer passes: (tool, test binary, arguments to the test binary).
+pub const SANITIZE: &[(&str, &str, &str)] = &[];
+
+/// Seconds each test binary may run before the bundle calls it failed.
+const DEADLINE_S: u32 = 300;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut bundle: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bundle" => bundle = Some(it.next().ok_or("--bundle needs a directory")?.into()),
+            other => return Err(format!("test-gpu: unknown argument `{other}`")),
+        }
+    }
+    let gpu_here = gpu_present();
+    let dir = match (&bundle, gpu_here) {
+        (Some(d), _) => d.clone(),
+        (None, _) => util::root().join("target/gpu-bundle"),
+    };
+    let tests = build_tests()?;
+    write_bundle(&dir, &tests)?;
+    println!(
+        "wrote GPU test bundle {} ({} test binaries)",
+        dir.display(),
+        tests.len()
+    );
+    if bundle.is_none() {
+        if gpu_here {
+            return util::run(&mut Command::new(dir.join("run")));
+        }
+        println!(
+            "no GPU here: copy {} to a GPU machine and run `{}/run` there (it needs no Rust toolchain)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// An NVIDIA device node and the driver library are both present.
+fn gpu_present() -> bool {
+    Path::new("/dev/nvidiactl").exists()
+        && [
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+            "/usr/lib64/libcuda.so.1",
+        ]
+        .iter()
+        .any(|p| Path::new(p).exists())
+}
+
+/// Builds the GPU integration tests; returns (test name, executable).
+pub fn build_tests() -> Result<Vec<(String, PathBuf)>, String> {
+    build_test_executables(GPU_PACKAGES, "gpu-tests")
+}
+
+/// `cargo test --release --no-run` for `packages` with `feature`; the integration-test executables.
+pub fn build_test_executables(
+    packages: &[&str],
+    feature: &str,
+) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    for p in packages {
+        cmd.args(["-p", p, "--features", &format!("{p}/{feature}")]);
+    }
+    let out = util::output(&mut cmd)?;
+    let mut tests = Vec::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || !msg["profile"]["test"].as_bool().unwrap_or(false)
+        {
+            continue;
+        }
+        let is_integration = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(exe), Some(name)) = (
+            is_integration,
+            msg["executable"].as_str(),
+            msg["target"]["name"].as_str(),
+        ) {
+            tests.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    if tests.is_empty() {
+        return Err("no GPU test executables were built".into());
+    }
+    tests.sort();
+    Ok(tests)
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+/// Writes `dir/bin/*` (stripped copies) and `dir/run`.
+pub fn write_bundle(dir: &Path, tests: &[(String, PathBuf)]) -> Result<(), String> {
+    let bin = dir.join("bin");
+    if bin.exists() {
+        std::fs::remove_dir_all(&bin).map_err(io(&bin))?;
+    }
+    std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+    for (name, exe) in tests {
+        let dst = bin.join(name);
+        std::fs::copy(exe, &dst).map_err(io(exe))?;
+        // Symbols are not needed to run; stripping keeps the bundle far below the 64 MiB carry limit.
+        util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
+    }
+    let mut script = RUN_HEAD.replace("__DEADLINE__", &DEADLINE_S.to_string());
+    for (tool, test, args) in SANITIZE {
+        let _ = writeln!(script, "sanitize {tool} {test} {args}");
+    }
+    script.push_str(RUN_TAIL);
+    let run = dir.join("run");
+    std::fs::write(&run, script).map_err(io(&run))?;
+    util::run(Command::new("chmod").arg("+x").arg(&run))
+}
+
+const RUN_HEAD: &str = r#"#!/usr/bin/env bash
+# ferrocuda GPU test bundle, written by `cargo xtask test-gpu`. Needs an NVIDIA GPU and driver,
+# no Rust toolchain. Runs every test binary under a deadline, then the compute-sanitizer passes.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+export RUST_BACKTRACE=1
+pass=0; fail=0; failed=()
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+for t in "$here"/bin/*; do
+  name=$(basename "$t")
+  echo "=== test $name"
+  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 "$@"; then
+    pass=$((pass+1))
+  else
+    fail=$((fail+1)); failed+=("$name")
+  fi
+done
+san=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+sanitize() {
+  local tool=$1 test=$2; shift 2
+  echo "=== compute-sanitizer --tool $tool $test $*"
+  if [ ! -x "$san" ]; then
+    echo "compute-sanitizer not found"; fail=$((fail+1)); failed+=("$tool:$test"); return
+  fi
+  if timeout --kill-after=10 __DEADLINE__ "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 "$@"; then
+    pass=$((pass+1))
+  else
+    fail=$((fail+1)); failed+=("$tool:$test")
+  fi
+}
+"#;
+
+const RUN_TAIL: &str = r#"
+[ "$fail" = 0 ] || echo "failed: ${failed[*]}"
+echo "gpu bundle: $pass passed, $fail failed"
+[ "$fail" = 0 ]
+"#;

@@ -1,0 +1,50 @@
+//! `cargo xtask <command>`: every repository chore of ferrocuda.
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `setup` | makes a CUDA 13.0 compiler, `cuda.h` and cuobjdump available without root |
+//! | `bindgen [--check]` | regenerates `crates/cuda-sys/src/bindings.rs` (or checks it is fresh) |
+//! | `test` | the README's test command: everything that runs without a GPU |
+//! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
+
+mod codegen;
+mod gpu;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                    install the CUDA 13.0 compiler and headers (pip, no root) if no nvcc >= 13.0 is found
+  bindgen [--check]        regenerate ferrocuda-sys's bindings from cuda.h (--check: fail if stale)
+  test                     fmt, clippy, CPU tests, docs, freshness checks: the CI command
+  test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run().map(|tk| {
+            println!("nvcc: {}", tk.nvcc.display());
+        }),
+        Some("bindgen") => codegen::run(args[1..].iter().any(|a| a == "--check")),
+        Some("test") => test::run(),
+        Some("test-gpu") => gpu::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
+
+use crate::{codegen, setup, util};
+use std::time::Instant;
+
+/// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests";
+
+pub fn run() -> Result<(), String> {
+    let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<(), String>| {
+        eprintln!("\n==> {name}");
+        let t = Instant::now();
+        let r = f();
+        if let Err(e) = &r {
+            eprintln!("xtask test: step `{name}` failed: {e}");
+        }
+        steps.push((name, r, t.elapsed().as_secs_f64()));
+    };
+
+    let mut toolkit = None;
+    step("setup", &mut || setup::run().map(|tk| toolkit = Some(tk)));
+    step("fmt", &mut || {
+        util::run(util::cargo().args(["fmt", "--all", "--check"]))
+    });
+    step("clippy", &mut || {
+        util::run(util::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            LINT_FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    step("tests", &mut || {
+        util::run(util::cargo().args(["test", "--workspace"]))
+    });
+    step("doc", &mut || {
+        util::run(
+            util::cargo()
+                .args([
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--features",
+                    LINT_FEATURES,
+                ])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+    });
+    if codegen::libclang_available() {
+        step("bindings fresh", &mut || codegen::run(true));
+    } else {
+        eprintln!(
+            "\nxtask test: libclang not found, bindings freshness not checked (install libclang-dev)"
+        );
+    }
+
+    let failed: Vec<_> = steps.iter().filter(|s| s.1.is_err()).collect();
+    eprintln!();
+    for (name, r, secs) in &steps {
+        eprintln!(
+            "  {:<16} {:>6.1}s  {}",
+            name,
+            secs,
+            if r.is_ok() { "ok" } else { "FAILED" }
+        );
+    }
+    println!(
+        "xtask test: {} passed, {} failed",
+        steps.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} step(s) failed", failed.len()))
+    }
+}
