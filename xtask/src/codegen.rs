@@ -21,7 +21,7 @@ const FUNCTIONS: &str = concat!(
     "|Module[A-Z][A-Za-z0-9_]*",
     "|Library[A-Z][A-Za-z0-9_]*",
     "|Kernel(GetFunction|GetAttribute|SetAttribute|GetName)",
-    "|Func(GetAttribute|SetAttribute|GetName|SetCacheConfig)",
+    "|Func(GetAttribute|SetAttribute|GetName|SetCacheConfig|Load|IsLoaded)",
     "|Launch[A-Za-z0-9_]*",
     "|Occupancy[A-Za-z0-9_]*",
     "|Graph[A-Z][A-Za-z0-9_]*",
@@ -74,7 +74,7 @@ pub fn generate(include: &Path) -> Result<String, String> {
         // Deprecated entry points nothing here uses: a driver may drop them.
         .blocklist_function("cu(ModuleGetTexRef|ModuleGetSurfRef|Launch|LaunchGrid|LaunchGridAsync|LaunchCooperativeKernelMultiDevice)")
         .allowlist_var("CU_[A-Z0-9_]+|CUDA_VERSION")
-        .allowlist_type("CUtensorMap.*|CUstreamBatchMemOp.*|CUlaunchAttribute.*|CUgraphNodeType.*")
+        .allowlist_type("CUtensorMap.*|CUstreamBatchMemOp.*|CUlaunchAttribute.*|CUgraphNodeType.*|CU[A-Za-z]*_flags(_enum)?|CUstreamCaptureMode.*|CUgraphExecUpdateResult.*")
         .default_enum_style(bindgen::EnumVariation::NewType { is_bitfield: false, is_global: false })
         .derive_default(true)
         .derive_eq(true)

@@ -11,10 +11,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Packages with GPU tests behind a `gpu-tests` feature.
-pub const GPU_PACKAGES: &[&str] = &["ferrocuda-tests"];
+pub const GPU_PACKAGES: &[&str] = &["ferrocuda-driver", "ferrocuda-tests"];
 
 /// compute-sanitizer passes: (tool, test binary, arguments to the test binary).
-pub const SANITIZE: &[(&str, &str, &str)] = &[];
+/// The tests run under it set `FERROCUDA_SANITIZER=1`, which widens their time limits.
+pub const SANITIZE: &[(&str, &str, &str)] = &[
+    (
+        "memcheck",
+        "gpu_driver",
+        "--exact dropped_flag_stays_alive_until_wait_passes",
+    ),
+    (
+        "memcheck",
+        "gpu_deadlocks",
+        "--exact create_use_drop_cycles_leak_nothing",
+    ),
+];
 
 /// Seconds each test binary may run before the bundle calls it failed.
 const DEADLINE_S: u32 = 300;
@@ -151,7 +163,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_ver
 for t in "$here"/bin/*; do
   name=$(basename "$t")
   echo "=== test $name"
-  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 "$@"; then
+  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 --nocapture "$@"; then
     pass=$((pass+1))
   else
     fail=$((fail+1)); failed+=("$name")
@@ -164,7 +176,7 @@ sanitize() {
   if [ ! -x "$san" ]; then
     echo "compute-sanitizer not found"; fail=$((fail+1)); failed+=("$tool:$test"); return
   fi
-  if timeout --kill-after=10 __DEADLINE__ "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 "$@"; then
+  if FERROCUDA_SANITIZER=1 timeout --kill-after=10 120 "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 --nocapture "$@"; then
     pass=$((pass+1))
   else
     fail=$((fail+1)); failed+=("$tool:$test")

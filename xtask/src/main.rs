@@ -4,11 +4,13 @@
 //! | --- | --- |
 //! | `setup` | makes a CUDA 13.0 compiler, `cuda.h` and cuobjdump available without root |
 //! | `bindgen [--check]` | regenerates `crates/cuda-sys/src/bindings.rs` (or checks it is fresh) |
+//! | `ptx [--check]` | recompiles the checked-in PTX (or checks it is fresh) |
 //! | `test` | the README's test command: everything that runs without a GPU |
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
 
 mod codegen;
 mod gpu;
+mod ptx;
 mod setup;
 mod test;
 mod util;
@@ -21,6 +23,7 @@ usage: cargo xtask <command>
 commands:
   setup                    install the CUDA 13.0 compiler and headers (pip, no root) if no nvcc >= 13.0 is found
   bindgen [--check]        regenerate ferrocuda-sys's bindings from cuda.h (--check: fail if stale)
+  ptx [--check]            recompile the checked-in PTX (--check: fail if stale)
   test                     fmt, clippy, CPU tests, docs, freshness checks: the CI command
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
 ";
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
             println!("nvcc: {}", tk.nvcc.display());
         }),
         Some("bindgen") => codegen::run(args[1..].iter().any(|a| a == "--check")),
+        Some("ptx") => ptx::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("test-gpu") => gpu::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {

@@ -4,7 +4,7 @@ use crate::{codegen, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests";
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-driver/gpu-tests";
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -51,6 +51,7 @@ pub fn run() -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     });
+    step("ptx fresh", &mut || crate::ptx::run(true));
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
     } else {

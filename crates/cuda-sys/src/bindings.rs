@@ -161,6 +161,125 @@ const _: () = {
     ["Offset of field: CUuuid_st::bytes"][::std::mem::offset_of!(CUuuid_st, bytes) - 0usize];
 };
 pub type CUuuid = CUuuid_st;
+impl CUipcMem_flags_enum {
+    #[doc = "< Automatically enable peer access between remote devices as needed"]
+    pub const CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS: CUipcMem_flags_enum = CUipcMem_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " CUDA Ipc Mem Flags"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUipcMem_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " CUDA Ipc Mem Flags"]
+pub use self::CUipcMem_flags_enum as CUipcMem_flags;
+impl CUmemAttach_flags_enum {
+    #[doc = "< Memory can be accessed by any stream on any device"]
+    pub const CU_MEM_ATTACH_GLOBAL: CUmemAttach_flags_enum = CUmemAttach_flags_enum(1);
+    #[doc = "< Memory cannot be accessed by any stream on any device"]
+    pub const CU_MEM_ATTACH_HOST: CUmemAttach_flags_enum = CUmemAttach_flags_enum(2);
+    #[doc = "< Memory can only be accessed by a single stream on the associated device"]
+    pub const CU_MEM_ATTACH_SINGLE: CUmemAttach_flags_enum = CUmemAttach_flags_enum(4);
+}
+#[repr(transparent)]
+#[doc = " CUDA Mem Attach Flags"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUmemAttach_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " CUDA Mem Attach Flags"]
+pub use self::CUmemAttach_flags_enum as CUmemAttach_flags;
+impl CUctx_flags_enum {
+    #[doc = "< Automatic scheduling"]
+    pub const CU_CTX_SCHED_AUTO: CUctx_flags_enum = CUctx_flags_enum(0);
+    #[doc = "< Set spin as default scheduling"]
+    pub const CU_CTX_SCHED_SPIN: CUctx_flags_enum = CUctx_flags_enum(1);
+    #[doc = "< Set yield as default scheduling"]
+    pub const CU_CTX_SCHED_YIELD: CUctx_flags_enum = CUctx_flags_enum(2);
+    #[doc = "< Set blocking synchronization as default scheduling"]
+    pub const CU_CTX_SCHED_BLOCKING_SYNC: CUctx_flags_enum = CUctx_flags_enum(4);
+    #[doc = "< Set blocking synchronization as default scheduling\n  \\deprecated This flag was deprecated as of CUDA 4.0\n  and was replaced with ::CU_CTX_SCHED_BLOCKING_SYNC."]
+    pub const CU_CTX_BLOCKING_SYNC: CUctx_flags_enum = CUctx_flags_enum(4);
+    pub const CU_CTX_SCHED_MASK: CUctx_flags_enum = CUctx_flags_enum(7);
+    #[doc = "< \\deprecated This flag was deprecated as of CUDA 11.0\n  and it no longer has any effect. All contexts\n  as of CUDA 3.2 behave as though the flag is enabled."]
+    pub const CU_CTX_MAP_HOST: CUctx_flags_enum = CUctx_flags_enum(8);
+    #[doc = "< Keep local memory allocation after launch"]
+    pub const CU_CTX_LMEM_RESIZE_TO_MAX: CUctx_flags_enum = CUctx_flags_enum(16);
+    #[doc = "< Trigger coredumps from exceptions in this context"]
+    pub const CU_CTX_COREDUMP_ENABLE: CUctx_flags_enum = CUctx_flags_enum(32);
+    #[doc = "< Enable user pipe to trigger coredumps in this context"]
+    pub const CU_CTX_USER_COREDUMP_ENABLE: CUctx_flags_enum = CUctx_flags_enum(64);
+    #[doc = "< Ensure synchronous memory operations on this context will synchronize"]
+    pub const CU_CTX_SYNC_MEMOPS: CUctx_flags_enum = CUctx_flags_enum(128);
+    pub const CU_CTX_FLAGS_MASK: CUctx_flags_enum = CUctx_flags_enum(255);
+}
+#[repr(transparent)]
+#[doc = " Context creation flags"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUctx_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Context creation flags"]
+pub use self::CUctx_flags_enum as CUctx_flags;
+impl CUstream_flags_enum {
+    #[doc = "< Default stream flag"]
+    pub const CU_STREAM_DEFAULT: CUstream_flags_enum = CUstream_flags_enum(0);
+    #[doc = "< Stream does not synchronize with stream 0 (the NULL stream)"]
+    pub const CU_STREAM_NON_BLOCKING: CUstream_flags_enum = CUstream_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Stream creation flags"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstream_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Stream creation flags"]
+pub use self::CUstream_flags_enum as CUstream_flags;
+impl CUevent_flags_enum {
+    #[doc = "< Default event flag"]
+    pub const CU_EVENT_DEFAULT: CUevent_flags_enum = CUevent_flags_enum(0);
+    #[doc = "< Event uses blocking synchronization"]
+    pub const CU_EVENT_BLOCKING_SYNC: CUevent_flags_enum = CUevent_flags_enum(1);
+    #[doc = "< Event will not record timing data"]
+    pub const CU_EVENT_DISABLE_TIMING: CUevent_flags_enum = CUevent_flags_enum(2);
+    #[doc = "< Event is suitable for interprocess use. CU_EVENT_DISABLE_TIMING must be set"]
+    pub const CU_EVENT_INTERPROCESS: CUevent_flags_enum = CUevent_flags_enum(4);
+}
+#[repr(transparent)]
+#[doc = " Event creation flags"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUevent_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Event creation flags"]
+pub use self::CUevent_flags_enum as CUevent_flags;
+impl CUstreamWaitValue_flags_enum {
+    #[doc = "< Wait until (int32_t)(*addr - value) >= 0 (or int64_t for 64 bit\nvalues). Note this is a cyclic comparison which ignores wraparound.\n(Default behavior.)"]
+    pub const CU_STREAM_WAIT_VALUE_GEQ: CUstreamWaitValue_flags_enum =
+        CUstreamWaitValue_flags_enum(0);
+    #[doc = "< Wait until *addr == value."]
+    pub const CU_STREAM_WAIT_VALUE_EQ: CUstreamWaitValue_flags_enum =
+        CUstreamWaitValue_flags_enum(1);
+    #[doc = "< Wait until (*addr & value) != 0."]
+    pub const CU_STREAM_WAIT_VALUE_AND: CUstreamWaitValue_flags_enum =
+        CUstreamWaitValue_flags_enum(2);
+    #[doc = "< Wait until ~(*addr | value) != 0. Support for this operation can be\nqueried with ::cuDeviceGetAttribute() and\n::CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR."]
+    pub const CU_STREAM_WAIT_VALUE_NOR: CUstreamWaitValue_flags_enum =
+        CUstreamWaitValue_flags_enum(3);
+    #[doc = "< Follow the wait operation with a flush of outstanding remote writes. This\nmeans that, if a remote write operation is guaranteed to have reached the\ndevice before the wait can be satisfied, that write is guaranteed to be\nvisible to downstream device work. The device is permitted to reorder\nremote writes internally. For example, this flag would be required if\ntwo remote writes arrive in a defined order, the wait is satisfied by the\nsecond write, and downstream work needs to observe the first write.\nSupport for this operation is restricted to selected platforms and can be\nqueried with ::CU_DEVICE_ATTRIBUTE_CAN_FLUSH_REMOTE_WRITES."]
+    pub const CU_STREAM_WAIT_VALUE_FLUSH: CUstreamWaitValue_flags_enum =
+        CUstreamWaitValue_flags_enum(1073741824);
+}
+#[repr(transparent)]
+#[doc = " Flags for ::cuStreamWaitValue32 and ::cuStreamWaitValue64"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstreamWaitValue_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for ::cuStreamWaitValue32 and ::cuStreamWaitValue64"]
+pub use self::CUstreamWaitValue_flags_enum as CUstreamWaitValue_flags;
+impl CUstreamWriteValue_flags_enum {
+    #[doc = "< Default behavior"]
+    pub const CU_STREAM_WRITE_VALUE_DEFAULT: CUstreamWriteValue_flags_enum =
+        CUstreamWriteValue_flags_enum(0);
+    #[doc = "< Permits the write to be reordered with writes which were issued\nbefore it, as a performance optimization. Normally,\n::cuStreamWriteValue32 will provide a memory fence before the\nwrite, which has similar semantics to\n__threadfence_system() but is scoped to the stream\nrather than a CUDA thread.\nThis flag is not supported in the v2 API."]
+    pub const CU_STREAM_WRITE_VALUE_NO_MEMORY_BARRIER: CUstreamWriteValue_flags_enum =
+        CUstreamWriteValue_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for ::cuStreamWriteValue32"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstreamWriteValue_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for ::cuStreamWriteValue32"]
+pub use self::CUstreamWriteValue_flags_enum as CUstreamWriteValue_flags;
 impl CUstreamBatchMemOpType_enum {
     #[doc = "< Represents a ::cuStreamWaitValue32 operation"]
     pub const CU_STREAM_MEM_OP_WAIT_VALUE_32: CUstreamBatchMemOpType_enum =
@@ -187,6 +306,20 @@ impl CUstreamBatchMemOpType_enum {
 pub struct CUstreamBatchMemOpType_enum(pub ::std::os::raw::c_uint);
 #[doc = " Operations for ::cuStreamBatchMemOp"]
 pub use self::CUstreamBatchMemOpType_enum as CUstreamBatchMemOpType;
+impl CUstreamMemoryBarrier_flags_enum {
+    #[doc = "< System-wide memory barrier."]
+    pub const CU_STREAM_MEMORY_BARRIER_TYPE_SYS: CUstreamMemoryBarrier_flags_enum =
+        CUstreamMemoryBarrier_flags_enum(0);
+    #[doc = "< Limit memory barrier scope to the GPU."]
+    pub const CU_STREAM_MEMORY_BARRIER_TYPE_GPU: CUstreamMemoryBarrier_flags_enum =
+        CUstreamMemoryBarrier_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for ::CUstreamBatchMemOpParams::memoryBarrier"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstreamMemoryBarrier_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for ::CUstreamBatchMemOpParams::memoryBarrier"]
+pub use self::CUstreamMemoryBarrier_flags_enum as CUstreamMemoryBarrier_flags;
 #[doc = " Per-operation parameters for ::cuStreamBatchMemOp"]
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -512,6 +645,33 @@ impl Default for CUDA_BATCH_MEM_OP_NODE_PARAMS_v2_st {
 }
 #[doc = " Batch memory operation node parameters"]
 pub type CUDA_BATCH_MEM_OP_NODE_PARAMS_v2 = CUDA_BATCH_MEM_OP_NODE_PARAMS_v2_st;
+impl CUoccupancy_flags_enum {
+    #[doc = "< Default behavior"]
+    pub const CU_OCCUPANCY_DEFAULT: CUoccupancy_flags_enum = CUoccupancy_flags_enum(0);
+    #[doc = "< Assume global caching is enabled and cannot be automatically turned off"]
+    pub const CU_OCCUPANCY_DISABLE_CACHING_OVERRIDE: CUoccupancy_flags_enum =
+        CUoccupancy_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Occupancy calculator flag"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUoccupancy_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Occupancy calculator flag"]
+pub use self::CUoccupancy_flags_enum as CUoccupancy_flags;
+impl CUstreamUpdateCaptureDependencies_flags_enum {
+    #[doc = "< Add new nodes to the dependency set"]
+    pub const CU_STREAM_ADD_CAPTURE_DEPENDENCIES: CUstreamUpdateCaptureDependencies_flags_enum =
+        CUstreamUpdateCaptureDependencies_flags_enum(0);
+    #[doc = "< Replace the dependency set with the new nodes"]
+    pub const CU_STREAM_SET_CAPTURE_DEPENDENCIES: CUstreamUpdateCaptureDependencies_flags_enum =
+        CUstreamUpdateCaptureDependencies_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for ::cuStreamUpdateCaptureDependencies"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUstreamUpdateCaptureDependencies_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for ::cuStreamUpdateCaptureDependencies"]
+pub use self::CUstreamUpdateCaptureDependencies_flags_enum as CUstreamUpdateCaptureDependencies_flags;
 impl CUdevice_attribute_enum {
     #[doc = "< Maximum number of threads per block"]
     pub const CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: CUdevice_attribute_enum =
@@ -2259,6 +2419,23 @@ pub use self::CUstreamCaptureMode_enum as CUstreamCaptureMode;
 pub type CUstreamAttrValue_v1 = CUlaunchAttributeValue;
 #[doc = " Launch attributes union; used as value field of ::CUlaunchAttribute"]
 pub type CUstreamAttrValue = CUstreamAttrValue_v1;
+impl CUdriverProcAddress_flags_enum {
+    #[doc = "< Default search mode for driver symbols."]
+    pub const CU_GET_PROC_ADDRESS_DEFAULT: CUdriverProcAddress_flags_enum =
+        CUdriverProcAddress_flags_enum(0);
+    #[doc = "< Search for legacy versions of driver symbols."]
+    pub const CU_GET_PROC_ADDRESS_LEGACY_STREAM: CUdriverProcAddress_flags_enum =
+        CUdriverProcAddress_flags_enum(1);
+    #[doc = "< Search for per-thread versions of driver symbols."]
+    pub const CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM: CUdriverProcAddress_flags_enum =
+        CUdriverProcAddress_flags_enum(2);
+}
+#[repr(transparent)]
+#[doc = " Flags to specify search options. For more details see ::cuGetProcAddress"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUdriverProcAddress_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags to specify search options. For more details see ::cuGetProcAddress"]
+pub use self::CUdriverProcAddress_flags_enum as CUdriverProcAddress_flags;
 impl CUdriverProcAddressQueryResult_enum {
     #[doc = "< Symbol was succesfully found"]
     pub const CU_GET_PROC_ADDRESS_SUCCESS: CUdriverProcAddressQueryResult_enum =
@@ -3621,6 +3798,20 @@ impl CUmemAllocationType_enum {
 pub struct CUmemAllocationType_enum(pub ::std::os::raw::c_uint);
 #[doc = " Defines the allocation types available"]
 pub use self::CUmemAllocationType_enum as CUmemAllocationType;
+impl CUmemAllocationGranularity_flags_enum {
+    #[doc = "< Minimum required granularity for allocation"]
+    pub const CU_MEM_ALLOC_GRANULARITY_MINIMUM: CUmemAllocationGranularity_flags_enum =
+        CUmemAllocationGranularity_flags_enum(0);
+    #[doc = "< Recommended granularity for allocation for best performance"]
+    pub const CU_MEM_ALLOC_GRANULARITY_RECOMMENDED: CUmemAllocationGranularity_flags_enum =
+        CUmemAllocationGranularity_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flag for requesting different optimal and required granularities for an allocation."]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUmemAllocationGranularity_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flag for requesting different optimal and required granularities for an allocation."]
+pub use self::CUmemAllocationGranularity_flags_enum as CUmemAllocationGranularity_flags;
 #[doc = " Specifies a memory location."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -3652,6 +3843,20 @@ impl Default for CUmemLocation_st {
 pub type CUmemLocation_v1 = CUmemLocation_st;
 #[doc = " Specifies a memory location."]
 pub type CUmemLocation = CUmemLocation_v1;
+impl CUmulticastGranularity_flags_enum {
+    #[doc = "< Minimum required granularity"]
+    pub const CU_MULTICAST_GRANULARITY_MINIMUM: CUmulticastGranularity_flags_enum =
+        CUmulticastGranularity_flags_enum(0);
+    #[doc = "< Recommended granularity for best performance"]
+    pub const CU_MULTICAST_GRANULARITY_RECOMMENDED: CUmulticastGranularity_flags_enum =
+        CUmulticastGranularity_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for querying different granularities for a multicast object"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUmulticastGranularity_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for querying different granularities for a multicast object"]
+pub use self::CUmulticastGranularity_flags_enum as CUmulticastGranularity_flags;
 #[doc = " Memory access descriptor"]
 #[repr(C)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -4468,6 +4673,104 @@ impl Default for CUgraphNodeParams_st {
 }
 #[doc = " Graph node parameters.  See ::cuGraphAddNode."]
 pub type CUgraphNodeParams = CUgraphNodeParams_st;
+impl CUgraphDebugDot_flags_enum {
+    #[doc = "< Output all debug data as if every debug flag is enabled"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_VERBOSE: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(1);
+    #[doc = "< Use CUDA Runtime structures for output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_RUNTIME_TYPES: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(2);
+    #[doc = "< Adds CUDA_KERNEL_NODE_PARAMS values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_KERNEL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(4);
+    #[doc = "< Adds CUDA_MEMCPY3D values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMCPY_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(8);
+    #[doc = "< Adds CUDA_MEMSET_NODE_PARAMS values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEMSET_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(16);
+    #[doc = "< Adds CUDA_HOST_NODE_PARAMS values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HOST_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(32);
+    #[doc = "< Adds CUevent handle from record and wait nodes to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EVENT_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(64);
+    #[doc = "< Adds CUDA_EXT_SEM_SIGNAL_NODE_PARAMS values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXT_SEMAS_SIGNAL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(128);
+    #[doc = "< Adds CUDA_EXT_SEM_WAIT_NODE_PARAMS values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXT_SEMAS_WAIT_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(256);
+    #[doc = "< Adds CUkernelNodeAttrValue values to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_KERNEL_NODE_ATTRIBUTES: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(512);
+    #[doc = "< Adds node handles and every kernel function handle to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_HANDLES: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(1024);
+    #[doc = "< Adds memory alloc node parameters to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEM_ALLOC_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(2048);
+    #[doc = "< Adds memory free node parameters to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_MEM_FREE_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(4096);
+    #[doc = "< Adds batch mem op node parameters to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_BATCH_MEM_OP_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(8192);
+    #[doc = "< Adds edge numbering information"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_EXTRA_TOPO_INFO: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(16384);
+    #[doc = "< Adds conditional node parameters to output"]
+    pub const CU_GRAPH_DEBUG_DOT_FLAGS_CONDITIONAL_NODE_PARAMS: CUgraphDebugDot_flags_enum =
+        CUgraphDebugDot_flags_enum(32768);
+}
+#[repr(transparent)]
+#[doc = " The additional write options for ::cuGraphDebugDotPrint"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUgraphDebugDot_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " The additional write options for ::cuGraphDebugDotPrint"]
+pub use self::CUgraphDebugDot_flags_enum as CUgraphDebugDot_flags;
+impl CUuserObject_flags_enum {
+    #[doc = "< Indicates the destructor execution is not synchronized by any CUDA handle."]
+    pub const CU_USER_OBJECT_NO_DESTRUCTOR_SYNC: CUuserObject_flags_enum =
+        CUuserObject_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for user objects for graphs"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUuserObject_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for user objects for graphs"]
+pub use self::CUuserObject_flags_enum as CUuserObject_flags;
+impl CUuserObjectRetain_flags_enum {
+    #[doc = "< Transfer references from the caller rather than creating new references."]
+    pub const CU_GRAPH_USER_OBJECT_MOVE: CUuserObjectRetain_flags_enum =
+        CUuserObjectRetain_flags_enum(1);
+}
+#[repr(transparent)]
+#[doc = " Flags for retaining user object references for graphs"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUuserObjectRetain_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for retaining user object references for graphs"]
+pub use self::CUuserObjectRetain_flags_enum as CUuserObjectRetain_flags;
+impl CUgraphInstantiate_flags_enum {
+    #[doc = "< Automatically free memory allocated in a graph before relaunching."]
+    pub const CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH: CUgraphInstantiate_flags_enum =
+        CUgraphInstantiate_flags_enum(1);
+    #[doc = "< Automatically upload the graph after instantiation. Only supported by\n::cuGraphInstantiateWithParams.  The upload will be performed using the\nstream provided in \\p instantiateParams."]
+    pub const CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD: CUgraphInstantiate_flags_enum =
+        CUgraphInstantiate_flags_enum(2);
+    #[doc = "< Instantiate the graph to be launchable from the device. This flag can only\nbe used on platforms which support unified addressing. This flag cannot be\nused in conjunction with CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH."]
+    pub const CUDA_GRAPH_INSTANTIATE_FLAG_DEVICE_LAUNCH: CUgraphInstantiate_flags_enum =
+        CUgraphInstantiate_flags_enum(4);
+    #[doc = "< Run the graph using the per-node priority attributes rather than the\npriority of the stream it is launched into."]
+    pub const CUDA_GRAPH_INSTANTIATE_FLAG_USE_NODE_PRIORITY: CUgraphInstantiate_flags_enum =
+        CUgraphInstantiate_flags_enum(8);
+}
+#[repr(transparent)]
+#[doc = " Flags for instantiating a graph"]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUgraphInstantiate_flags_enum(pub ::std::os::raw::c_uint);
+#[doc = " Flags for instantiating a graph"]
+pub use self::CUgraphInstantiate_flags_enum as CUgraphInstantiate_flags;
 impl CUmoduleLoadingMode_enum {
     #[doc = "< Lazy Kernel Loading is not enabled"]
     pub const CU_MODULE_EAGER_LOADING: CUmoduleLoadingMode_enum = CUmoduleLoadingMode_enum(1);
@@ -4480,6 +4783,34 @@ impl CUmoduleLoadingMode_enum {
 pub struct CUmoduleLoadingMode_enum(pub ::std::os::raw::c_uint);
 #[doc = " CUDA Lazy Loading status"]
 pub use self::CUmoduleLoadingMode_enum as CUmoduleLoadingMode;
+impl CUfunctionLoadingState_enum {
+    pub const CU_FUNCTION_LOADING_STATE_UNLOADED: CUfunctionLoadingState_enum =
+        CUfunctionLoadingState_enum(0);
+    pub const CU_FUNCTION_LOADING_STATE_LOADED: CUfunctionLoadingState_enum =
+        CUfunctionLoadingState_enum(1);
+    pub const CU_FUNCTION_LOADING_STATE_MAX: CUfunctionLoadingState_enum =
+        CUfunctionLoadingState_enum(2);
+}
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUfunctionLoadingState_enum(pub ::std::os::raw::c_uint);
+pub use self::CUfunctionLoadingState_enum as CUfunctionLoadingState;
+impl CUgreenCtxCreate_flags {
+    #[doc = "< Required. Creates a default stream to use inside the green context"]
+    pub const CU_GREEN_CTX_DEFAULT_STREAM: CUgreenCtxCreate_flags = CUgreenCtxCreate_flags(1);
+}
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUgreenCtxCreate_flags(pub ::std::os::raw::c_uint);
+impl CUdevSmResourceSplit_flags {
+    pub const CU_DEV_SM_RESOURCE_SPLIT_IGNORE_SM_COSCHEDULING: CUdevSmResourceSplit_flags =
+        CUdevSmResourceSplit_flags(1);
+    pub const CU_DEV_SM_RESOURCE_SPLIT_MAX_POTENTIAL_CLUSTER_SIZE: CUdevSmResourceSplit_flags =
+        CUdevSmResourceSplit_flags(2);
+}
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct CUdevSmResourceSplit_flags(pub ::std::os::raw::c_uint);
 pub struct Driver {
     __library: ::libloading::Library,
     pub cuGetErrorString:
@@ -5104,6 +5435,9 @@ pub struct Driver {
         name: *mut *const ::std::os::raw::c_char,
         hfunc: CUfunction,
     ) -> CUresult,
+    pub cuFuncIsLoaded:
+        unsafe extern "C" fn(state: *mut CUfunctionLoadingState, function: CUfunction) -> CUresult,
+    pub cuFuncLoad: unsafe extern "C" fn(function: CUfunction) -> CUresult,
     pub cuLaunchKernel: unsafe extern "C" fn(
         f: CUfunction,
         gridDimX: ::std::os::raw::c_uint,
@@ -5838,6 +6172,8 @@ impl Driver {
         let cuFuncSetAttribute = __library.get(b"cuFuncSetAttribute\0").map(|sym| *sym)?;
         let cuFuncSetCacheConfig = __library.get(b"cuFuncSetCacheConfig\0").map(|sym| *sym)?;
         let cuFuncGetName = __library.get(b"cuFuncGetName\0").map(|sym| *sym)?;
+        let cuFuncIsLoaded = __library.get(b"cuFuncIsLoaded\0").map(|sym| *sym)?;
+        let cuFuncLoad = __library.get(b"cuFuncLoad\0").map(|sym| *sym)?;
         let cuLaunchKernel = __library.get(b"cuLaunchKernel\0").map(|sym| *sym)?;
         let cuLaunchKernelEx = __library.get(b"cuLaunchKernelEx\0").map(|sym| *sym)?;
         let cuLaunchCooperativeKernel = __library
@@ -6222,6 +6558,8 @@ impl Driver {
             cuFuncSetAttribute,
             cuFuncSetCacheConfig,
             cuFuncGetName,
+            cuFuncIsLoaded,
+            cuFuncLoad,
             cuLaunchKernel,
             cuLaunchKernelEx,
             cuLaunchCooperativeKernel,
@@ -7548,6 +7886,18 @@ impl Driver {
         hfunc: CUfunction,
     ) -> CUresult {
         (self.cuFuncGetName)(name, hfunc)
+    }
+    #[doc = " \\brief Returns if the function is loaded\n\n Returns in \\p state the loading state of \\p function.\n\n \\param state - returned loading state\n \\param function - the function to check\n\n \\return\n ::CUDA_SUCCESS,\n ::CUDA_ERROR_INVALID_HANDLE,\n ::CUDA_ERROR_INVALID_VALUE\n\n \\sa ::cuFuncLoad,\n ::cuModuleEnumerateFunctions"]
+    pub unsafe fn cuFuncIsLoaded(
+        &self,
+        state: *mut CUfunctionLoadingState,
+        function: CUfunction,
+    ) -> CUresult {
+        (self.cuFuncIsLoaded)(state, function)
+    }
+    #[doc = " \\brief Loads a function\n\n Finalizes function loading for \\p function. Calling this API with a\n fully loaded function has no effect.\n\n \\param function - the function to load\n\n \\return\n ::CUDA_SUCCESS,\n ::CUDA_ERROR_INVALID_HANDLE,\n ::CUDA_ERROR_INVALID_VALUE\n\n \\sa ::cuModuleEnumerateFunctions,\n ::cuFuncIsLoaded"]
+    pub unsafe fn cuFuncLoad(&self, function: CUfunction) -> CUresult {
+        (self.cuFuncLoad)(function)
     }
     #[doc = " \\brief Launches a CUDA function ::CUfunction or a CUDA kernel ::CUkernel\n\n Invokes the function ::CUfunction or the kernel ::CUkernel \\p f\n on a \\p gridDimX x \\p gridDimY x \\p gridDimZ grid of blocks.\n Each block contains \\p blockDimX x \\p blockDimY x\n \\p blockDimZ threads.\n\n \\p sharedMemBytes sets the amount of dynamic shared memory that will be\n available to each thread block.\n\n Kernel parameters to \\p f can be specified in one of two ways:\n\n 1) Kernel parameters can be specified via \\p kernelParams.  If \\p f\n has N parameters, then \\p kernelParams needs to be an array of N\n pointers.  Each of \\p kernelParams[0] through \\p kernelParams[N-1]\n must point to a region of memory from which the actual kernel\n parameter will be copied.  The number of kernel parameters and their\n offsets and sizes do not need to be specified as that information is\n retrieved directly from the kernel's image.\n\n 2) Kernel parameters can also be packaged by the application into\n a single buffer that is passed in via the \\p extra parameter.\n This places the burden on the application of knowing each kernel\n parameter's size and alignment/padding within the buffer.  Here is\n an example of using the \\p extra parameter in this manner:\n \\code\nsize_t argBufferSize;\nchar argBuffer[256];\n\n// populate argBuffer and argBufferSize\n\nvoid *config[] = {\nCU_LAUNCH_PARAM_BUFFER_POINTER, argBuffer,\nCU_LAUNCH_PARAM_BUFFER_SIZE,    &argBufferSize,\nCU_LAUNCH_PARAM_END\n};\nstatus = cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, NULL, config);\n \\endcode\n\n The \\p extra parameter exists to allow ::cuLaunchKernel to take\n additional less commonly used arguments.  \\p extra specifies a list of\n names of extra settings and their corresponding values.  Each extra\n setting name is immediately followed by the corresponding value.  The\n list must be terminated with either NULL or ::CU_LAUNCH_PARAM_END.\n\n - ::CU_LAUNCH_PARAM_END, which indicates the end of the \\p extra\n   array;\n - ::CU_LAUNCH_PARAM_BUFFER_POINTER, which specifies that the next\n   value in \\p extra will be a pointer to a buffer containing all\n   the kernel parameters for launching kernel \\p f;\n - ::CU_LAUNCH_PARAM_BUFFER_SIZE, which specifies that the next\n   value in \\p extra will be a pointer to a size_t containing the\n   size of the buffer specified with ::CU_LAUNCH_PARAM_BUFFER_POINTER;\n\n The error ::CUDA_ERROR_INVALID_VALUE will be returned if kernel\n parameters are specified with both \\p kernelParams and \\p extra\n (i.e. both \\p kernelParams and \\p extra are non-NULL).\n\n Calling ::cuLaunchKernel() invalidates the persistent function state\n set through the following deprecated APIs:\n  ::cuFuncSetBlockShape(),\n  ::cuFuncSetSharedSize(),\n  ::cuParamSetSize(),\n  ::cuParamSeti(),\n  ::cuParamSetf(),\n  ::cuParamSetv().\n\n Note that to use ::cuLaunchKernel(), the kernel \\p f must either have\n been compiled with toolchain version 3.2 or later so that it will\n contain kernel parameter information, or have no kernel parameters.\n If either of these conditions is not met, then ::cuLaunchKernel() will\n return ::CUDA_ERROR_INVALID_IMAGE.\n\n Note that the API can also be used to launch context-less kernel ::CUkernel\n by querying the handle using ::cuLibraryGetKernel() and then passing it\n to the API by casting to ::CUfunction. Here, the context to launch\n the kernel on will either be taken from the specified stream \\p hStream\n or the current context in case of NULL stream.\n\n \\param f              - Function ::CUfunction or Kernel ::CUkernel to launch\n \\param gridDimX       - Width of grid in blocks\n \\param gridDimY       - Height of grid in blocks\n \\param gridDimZ       - Depth of grid in blocks\n \\param blockDimX      - X dimension of each thread block\n \\param blockDimY      - Y dimension of each thread block\n \\param blockDimZ      - Z dimension of each thread block\n \\param sharedMemBytes - Dynamic shared-memory size per thread block in bytes\n \\param hStream        - Stream identifier\n \\param kernelParams   - Array of pointers to kernel parameters\n \\param extra          - Extra options\n\n \\return\n ::CUDA_SUCCESS,\n ::CUDA_ERROR_DEINITIALIZED,\n ::CUDA_ERROR_NOT_INITIALIZED,\n ::CUDA_ERROR_INVALID_CONTEXT,\n ::CUDA_ERROR_INVALID_HANDLE,\n ::CUDA_ERROR_INVALID_IMAGE,\n ::CUDA_ERROR_INVALID_VALUE,\n ::CUDA_ERROR_LAUNCH_FAILED,\n ::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,\n ::CUDA_ERROR_LAUNCH_TIMEOUT,\n ::CUDA_ERROR_LAUNCH_INCOMPATIBLE_TEXTURING,\n ::CUDA_ERROR_SHARED_OBJECT_INIT_FAILED,\n ::CUDA_ERROR_NOT_FOUND\n \\note_null_stream\n \\notefnerr\n\n \\sa ::cuCtxGetCacheConfig,\n ::cuCtxSetCacheConfig,\n ::cuFuncSetCacheConfig,\n ::cuFuncGetAttribute,\n ::cudaLaunchKernel,\n ::cuLibraryGetKernel,\n ::cuKernelSetCacheConfig,\n ::cuKernelGetAttribute,\n ::cuKernelSetAttribute"]
     pub unsafe fn cuLaunchKernel(

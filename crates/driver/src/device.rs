@@ -1,0 +1,317 @@
+//! [`Device`]: an accelerator and its primary context.
+
+use crate::error::{Error, Result};
+use crate::raw::{self, CUcontext, CUdevice, CUdevice_attribute, CUstream};
+use crate::stream::DeviceStream;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+/// One CUDA device (an accelerator) with its retained primary context.
+///
+/// `Device` is a cheap handle: clones, and every `Device::new` of the same ordinal, share one
+/// process-wide state. The crate makes the device's primary context current on whatever thread
+/// needs it, so users never push or pop contexts.
+///
+/// The primary context is retained once per device and kept for the life of the process, as the
+/// CUDA runtime does: releasing it does not return while any stream waits on a host value that
+/// nobody will signal (docs/deadlocks.md), and dropping a handle must never block.
+///
+/// ```no_run
+/// use ferrocuda_driver::Device;
+/// # fn main() -> ferrocuda_driver::Result<()> {
+/// let device = Device::new(0)?; // MAX: `Accelerator()`
+/// println!("{} (sm_{}{}), {} GiB", device.name(), device.compute_capability().0,
+///          device.compute_capability().1, device.total_memory() >> 30);
+/// let stream = device.new_stream()?;
+/// stream.synchronize()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+pub(crate) struct DeviceInner {
+    pub(crate) ordinal: usize,
+    pub(crate) cu: CUdevice,
+    pub(crate) ctx: CUcontext,
+    name: String,
+    compute_capability: (u32, u32),
+    total_memory: usize,
+    pub(crate) can_map_host_memory: bool,
+    pub(crate) unified_addressing: bool,
+    default_stream: OnceLock<DeviceStream>,
+    /// A stream of the crate's own on which fenced device frees are ordered.
+    reclaim_stream: OnceLock<Result<CUstream>>,
+}
+
+// SAFETY: a CUcontext handle may be used from any thread (the driver API is thread-safe, and a
+// context can be current on several threads at once); every other field is plain data or Sync.
+unsafe impl Send for DeviceInner {}
+// SAFETY: as above; no field is mutated through a shared reference except via OnceLock.
+unsafe impl Sync for DeviceInner {}
+
+thread_local! {
+    /// The context this crate last made current on this thread.
+    static CURRENT: Cell<CUcontext> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+fn table() -> &'static [OnceLock<Arc<DeviceInner>>] {
+    static TABLE: OnceLock<Vec<OnceLock<Arc<DeviceInner>>>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let n = raw::init().and_then(|()| raw::device_count()).unwrap_or(0);
+        (0..n).map(|_| OnceLock::new()).collect()
+    })
+}
+
+impl Device {
+    /// Opens device `ordinal` (0-based) and retains its primary context.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Load`] without an NVIDIA driver, [`Error::NoSuchDevice`] for an ordinal out of
+    /// range, [`Error::Driver`] if the driver refuses.
+    pub fn new(ordinal: usize) -> Result<Device> {
+        raw::init()?;
+        let count = Self::count()?;
+        let slot = table()
+            .get(ordinal)
+            .ok_or(Error::NoSuchDevice { ordinal, count })?;
+        if let Some(inner) = slot.get() {
+            return Ok(Device {
+                inner: inner.clone(),
+            });
+        }
+        let opened = Arc::new(DeviceInner::open(ordinal)?);
+        // Two threads may race to open: the loser's retain is harmless (the primary context is
+        // reference-counted and kept for the process anyway).
+        Ok(Device {
+            inner: slot.get_or_init(|| opened).clone(),
+        })
+    }
+
+    /// How many CUDA devices this machine has.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Load`] without an NVIDIA driver.
+    pub fn count() -> Result<usize> {
+        raw::init()?;
+        raw::device_count()
+    }
+
+    /// The CUDA driver's version, e.g. `13000` for CUDA 13.0.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Load`] without an NVIDIA driver.
+    pub fn driver_version() -> Result<i32> {
+        raw::init()?;
+        raw::driver_version()
+    }
+
+    /// The ordinal this device was opened with.
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+
+    /// The device's name, e.g. `"NVIDIA H100 80GB HBM3"`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The compute capability as (major, minor), e.g. `(9, 0)` for Hopper.
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.inner.compute_capability
+    }
+
+    /// Total device memory in bytes.
+    pub fn total_memory(&self) -> usize {
+        self.inner.total_memory
+    }
+
+    /// Any device attribute.
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{Device, sys::CUdevice_attribute};
+    /// # fn main() -> ferrocuda_driver::Result<()> {
+    /// let sms = Device::new(0)?.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] for an attribute the driver does not know.
+    pub fn attribute(&self, attr: CUdevice_attribute) -> Result<i32> {
+        raw::device_attribute(self.inner.cu, attr)
+    }
+
+    /// Free and total device memory in bytes, as `cuMemGetInfo` reports them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    pub fn memory_info(&self) -> Result<(usize, usize)> {
+        self.inner.bind_checked()?;
+        // SAFETY: the device's context is current on this thread.
+        unsafe { raw::mem_get_info() }
+    }
+
+    /// The device's default stream: a non-blocking stream the crate creates once per device.
+    ///
+    /// It is not CUDA's legacy NULL stream, so it never synchronises implicitly with other streams.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the stream cannot be created (first call only).
+    pub fn default_stream(&self) -> Result<DeviceStream> {
+        if let Some(s) = self.inner.default_stream.get() {
+            return Ok(s.clone());
+        }
+        let s = DeviceStream::create(self)?;
+        Ok(self.inner.default_stream.get_or_init(|| s).clone())
+    }
+
+    /// A new non-blocking stream on this device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver cannot create one.
+    pub fn new_stream(&self) -> Result<DeviceStream> {
+        DeviceStream::create(self)
+    }
+
+    /// Whether this device can read and write memory of `peer` directly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses the query.
+    pub fn can_access_peer(&self, peer: &Device) -> Result<bool> {
+        raw::device_can_access_peer(self.inner.cu, peer.inner.cu)
+    }
+
+    /// Lets kernels and copies on this device access `peer`'s memory. Enabling twice is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when the hardware cannot, [`Error::Driver`] otherwise.
+    pub fn enable_peer_access(&self, peer: &Device) -> Result<()> {
+        if !self.can_access_peer(peer)? {
+            return Err(self.unsupported("peer access to the other device"));
+        }
+        self.inner.bind_checked()?;
+        // SAFETY: this device's context is current; `peer`'s context is live for the process.
+        match unsafe { raw::ctx_enable_peer_access(peer.inner.ctx) } {
+            Err(Error::Driver(e))
+                if e.code == ferrocuda_sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Returns the device's default memory pool's cached memory to the system, keeping `keep`
+    /// bytes. Freed buffers go back to the pool first; call this (after
+    /// [`wait_for_releases`](crate::wait_for_releases)) to see them in [`memory_info`](Self::memory_info).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    pub fn trim_memory_pool(&self, keep: usize) -> Result<()> {
+        self.inner.bind_checked()?;
+        raw::mem_pool_trim_default(self.inner.cu, keep)
+    }
+
+    pub(crate) fn unsupported(&self, what: &'static str) -> Error {
+        Error::Unsupported {
+            ordinal: self.inner.ordinal,
+            name: self.inner.name.clone(),
+            what,
+        }
+    }
+
+    pub(crate) fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Device) -> bool {
+        self.same(other)
+    }
+}
+
+impl Eq for Device {}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("ordinal", &self.inner.ordinal)
+            .field("name", &self.inner.name)
+            .field("compute_capability", &self.inner.compute_capability)
+            .finish()
+    }
+}
+
+impl DeviceInner {
+    fn open(ordinal: usize) -> Result<DeviceInner> {
+        let cu = raw::device_get(ordinal as i32)?;
+        let attr = |a| raw::device_attribute(cu, a);
+        let ctx = raw::primary_ctx_retain(cu)?;
+        Ok(DeviceInner {
+            ordinal,
+            cu,
+            ctx,
+            name: raw::device_name(cu)?,
+            compute_capability: (
+                attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? as u32,
+                attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)? as u32,
+            ),
+            total_memory: raw::device_total_mem(cu)?,
+            can_map_host_memory: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY)?
+                != 0,
+            unified_addressing: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING)?
+                != 0,
+            default_stream: OnceLock::new(),
+            reclaim_stream: OnceLock::new(),
+        })
+    }
+
+    /// Makes this device's context current on this thread, trusting the crate's own record of
+    /// what it made current last (no driver call when it already is). For calls whose handles
+    /// already name their context (launches).
+    #[inline]
+    pub(crate) fn bind(&self) -> Result<()> {
+        if CURRENT.with(Cell::get) == self.ctx {
+            return Ok(());
+        }
+        self.bind_checked()
+    }
+
+    /// Makes this device's context current, asking the driver what is current now (so raw driver
+    /// calls of the user that changed it are noticed). For calls that act on "the current context".
+    pub(crate) fn bind_checked(&self) -> Result<()> {
+        if raw::ctx_get_current()? != self.ctx {
+            // SAFETY: the primary context is retained for the life of the process.
+            unsafe { raw::ctx_set_current(self.ctx)? };
+        }
+        CURRENT.with(|c| c.set(self.ctx));
+        Ok(())
+    }
+
+    /// The crate's internal stream for stream-ordered frees.
+    pub(crate) fn reclaim_stream(&self) -> Result<CUstream> {
+        self.reclaim_stream
+            .get_or_init(|| {
+                self.bind_checked()?;
+                // SAFETY: the context is current.
+                unsafe {
+                    raw::stream_create(ferrocuda_sys::CUstream_flags::CU_STREAM_NON_BLOCKING.0)
+                }
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,225 @@
+//! [`DeviceEvent`]: a point in a stream's work, optionally timed.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::raw::{self, CUevent};
+use crate::reclaim;
+use ferrocuda_sys::CUevent_flags;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// An owned `CUevent`; destroyed on drop (the driver defers the release past pending records, so
+/// this never blocks).
+pub(crate) struct RawEvent(pub(crate) CUevent);
+
+// SAFETY: CUevent handles may be used and destroyed from any thread.
+unsafe impl Send for RawEvent {}
+// SAFETY: as above; the handle is never mutated.
+unsafe impl Sync for RawEvent {}
+
+impl RawEvent {
+    /// An event without timing (the cheap kind), on `device`'s context.
+    pub(crate) fn new_untimed(device: &Device) -> Result<RawEvent> {
+        device.inner.bind_checked()?;
+        // SAFETY: the device's context is current.
+        unsafe { raw::event_create(CUevent_flags::CU_EVENT_DISABLE_TIMING.0) }.map(RawEvent)
+    }
+}
+
+impl Drop for RawEvent {
+    fn drop(&mut self) {
+        let e = self.0;
+        if raw::in_host_func() {
+            reclaim::defer(reclaim::Garbage::Event(RawEvent(e)));
+            return;
+        }
+        // SAFETY: the handle is live and this is its only owner.
+        if let Err(err) = unsafe { raw::event_destroy(e) } {
+            tracing::warn!(%err, "cuEventDestroy failed");
+        }
+    }
+}
+
+/// Polls `done` with growing pauses until it is true or `timeout` passes.
+pub(crate) fn poll_until(
+    what: &'static str,
+    timeout: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(1);
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Err(Error::Timeout { what, timeout });
+        }
+        if elapsed < Duration::from_micros(50) {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(pause.min(timeout - elapsed));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A marker in a stream's work that the host can query, wait for, and time.
+///
+/// Mirrors MAX's `max.driver.DeviceEvent`.
+///
+/// ```no_run
+/// use ferrocuda_driver::{Device, DeviceEvent};
+/// # fn main() -> ferrocuda_driver::Result<()> {
+/// let device = Device::new(0)?;
+/// // Create an event on the device
+/// let event = DeviceEvent::new(&device, false)?;
+/// // Record an event on the device (default stream)
+/// device.default_stream()?.record_event(&event)?;
+/// // Wait for execution on the default stream to reach the event
+/// event.synchronize()?;
+/// # Ok(()) }
+/// ```
+///
+/// Timing, as in the seed:
+///
+/// ```no_run
+/// use ferrocuda_driver::{Device, DeviceEvent};
+/// # fn main() -> ferrocuda_driver::Result<()> {
+/// let device = Device::new(0)?;
+/// let start = DeviceEvent::new(&device, true)?;
+/// let end = DeviceEvent::new(&device, true)?;
+///
+/// let stream = device.default_stream()?;
+/// stream.record_event(&start)?;
+/// // ... GPU work ...
+/// stream.record_event(&end)?;
+/// end.synchronize()?;
+///
+/// let elapsed_ms: f32 = start.elapsed_time(&end)?;
+/// # Ok(()) }
+/// ```
+pub struct DeviceEvent {
+    pub(crate) raw: RawEvent,
+    device: Device,
+    timing: bool,
+    recorded: AtomicBool,
+}
+
+impl DeviceEvent {
+    /// Creates an event on `device`; `enable_timing` allows [`elapsed_time`](Self::elapsed_time)
+    /// (timed events cost a little more to record).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver cannot create one.
+    pub fn new(device: &Device, enable_timing: bool) -> Result<DeviceEvent> {
+        device.inner.bind_checked()?;
+        let flags = if enable_timing {
+            CUevent_flags::CU_EVENT_DEFAULT
+        } else {
+            CUevent_flags::CU_EVENT_DISABLE_TIMING
+        };
+        // SAFETY: the device's context is current.
+        let raw = RawEvent(unsafe { raw::event_create(flags.0) }?);
+        Ok(DeviceEvent {
+            raw,
+            device: device.clone(),
+            timing: enable_timing,
+            recorded: AtomicBool::new(false),
+        })
+    }
+
+    /// The device the event belongs to.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether the event was created with timing enabled.
+    pub fn timing_enabled(&self) -> bool {
+        self.timing
+    }
+
+    /// Whether the work before the event's last record has completed (true for an event that was
+    /// never recorded, as in CUDA).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the query failed (for example an earlier kernel faulted).
+    pub fn is_ready(&self) -> Result<bool> {
+        // SAFETY: the event is live.
+        unsafe { raw::event_query(self.raw.0) }
+    }
+
+    /// Blocks until the work before the event's last record has completed.
+    ///
+    /// This waits as long as it takes: if that work is behind a wait on a host value, the thread
+    /// that will signal must not be this one. Prefer [`synchronize_timeout`](Self::synchronize_timeout)
+    /// where a hang is possible.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if any of that work failed.
+    pub fn synchronize(&self) -> Result<()> {
+        // SAFETY: the event is live.
+        unsafe { raw::event_synchronize(self.raw.0) }
+    }
+
+    /// Like [`synchronize`](Self::synchronize), but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the event is not complete in time.
+    pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
+        poll_until("DeviceEvent::synchronize_timeout", timeout, || {
+            self.is_ready()
+        })
+    }
+
+    /// Milliseconds of GPU time between this (start) event and `end`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimingDisabled`] if either event was created without timing,
+    /// [`Error::EventNotRecorded`] if either was never recorded, [`Error::NotReady`] if `end` has
+    /// not completed yet (synchronize it first).
+    pub fn elapsed_time(&self, end: &DeviceEvent) -> Result<f32> {
+        for (which, e) in [("start", self), ("end", end)] {
+            if !e.timing {
+                return Err(Error::TimingDisabled { which });
+            }
+        }
+        for (which, e) in [("start", self), ("end", end)] {
+            if !e.recorded.load(Ordering::Acquire) {
+                return Err(Error::EventNotRecorded { which });
+            }
+        }
+        // SAFETY: both events are live.
+        match unsafe { raw::event_elapsed_time(self.raw.0, end.raw.0) } {
+            Err(Error::Driver(e)) if e.code == ferrocuda_sys::CUresult::CUDA_ERROR_NOT_READY => {
+                Err(Error::NotReady)
+            }
+            other => other,
+        }
+    }
+
+    /// The raw handle, for driver calls this crate does not wrap. It stays owned by `self`.
+    pub fn as_raw(&self) -> CUevent {
+        self.raw.0
+    }
+
+    pub(crate) fn mark_recorded(&self) {
+        self.recorded.store(true, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for DeviceEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceEvent")
+            .field("device", &self.device.ordinal())
+            .field("timing", &self.timing)
+            .field("recorded", &self.recorded.load(Ordering::Relaxed))
+            .finish()
+    }
+}

@@ -1,0 +1,504 @@
+//! [`CompletionFlag`] and [`CompletionFlagRef`]: 8 bytes of pinned host memory mapped into every
+//! device, through which the host gates GPU work and the GPU tells the host it got somewhere.
+
+use crate::device::{Device, DeviceInner};
+use crate::error::{Error, Result};
+use crate::raw::{self, CUdeviceptr};
+use crate::reclaim;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Bytes between two flags: one cache line each, so that a GPU polling one flag and a host
+/// writing its neighbour do not share a line.
+const SLOT_STRIDE: usize = 64;
+/// Bytes of one pinned slab of flags.
+const SLAB_BYTES: usize = 4096;
+
+/// One 8-byte slot in a pinned, portable, device-mapped slab.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    host: NonNull<AtomicU64>,
+    dev: CUdeviceptr,
+}
+
+// SAFETY: the slot is process-wide pinned memory accessed only atomically.
+unsafe impl Send for Slot {}
+
+/// Pinned memory for flags is allocated in slabs and never returned to the driver while the
+/// process runs: `cuMemFreeHost` would block behind any stream that waits on a host value
+/// (docs/deadlocks.md). A dropped flag's slot comes back here once the GPU is past every use.
+struct Pool {
+    free: Mutex<Vec<Slot>>,
+    slabs: AtomicUsize,
+}
+
+fn pool() -> &'static Pool {
+    static P: OnceLock<Pool> = OnceLock::new();
+    P.get_or_init(|| Pool {
+        free: Mutex::new(Vec::new()),
+        slabs: AtomicUsize::new(0),
+    })
+}
+
+/// Flags currently handed out (for leak checks).
+static LIVE_FLAGS: AtomicUsize = AtomicUsize::new(0);
+
+impl Pool {
+    fn take(&self, device: &Arc<DeviceInner>) -> Result<Slot> {
+        if let Some(s) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(s);
+        }
+        device.bind_checked()?;
+        let flags =
+            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
+        // SAFETY: the device's context is current.
+        let host = unsafe { raw::mem_host_alloc(SLAB_BYTES, flags) }?;
+        // SAFETY: `host` is mapped pinned memory just allocated under the current context.
+        let dev = unsafe { raw::mem_host_get_device_pointer(host) }?;
+        if dev != host as CUdeviceptr {
+            // Without unified addressing the device address differs per device; a portable flag
+            // could not have one `device_ptr` for all of them. Keep the slab (freeing could block).
+            return Err(Error::Unsupported {
+                ordinal: device.ordinal,
+                name: String::new(),
+                what: "unified addressing (host and device addresses of mapped memory differ)",
+            });
+        }
+        crate::memory::PINNED_BYTES.fetch_add(SLAB_BYTES, Ordering::AcqRel);
+        self.slabs.fetch_add(1, Ordering::Relaxed);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for i in (1..SLAB_BYTES / SLOT_STRIDE).rev() {
+            let off = i * SLOT_STRIDE;
+            free.push(Slot {
+                // SAFETY: `off` is inside the slab and 8-byte aligned (the slab is page-aligned).
+                host: unsafe { NonNull::new_unchecked(host.cast::<u8>().add(off).cast()) },
+                dev: dev + off as u64,
+            });
+        }
+        Ok(Slot {
+            // SAFETY: the slab's first slot; `host` is non-null (the driver succeeded).
+            host: unsafe { NonNull::new_unchecked(host.cast()) },
+            dev,
+        })
+    }
+
+    fn give_back(&self, s: Slot) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+}
+
+/// How the stream compares a flag with the awaited value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// The flag equals the value (MAX's `wait_for_host_value`).
+    Equal,
+    /// The flag, as an unsigned 64-bit number, is at least the value: the one to use with
+    /// monotonically increasing epochs, since a late waiter or a replay can never miss a signal.
+    GreaterOrEqual,
+}
+
+impl WaitCondition {
+    /// Whether `current` satisfies the condition for `value`.
+    pub fn holds(self, current: u64, value: u64) -> bool {
+        match self {
+            WaitCondition::Equal => current == value,
+            WaitCondition::GreaterOrEqual => current >= value,
+        }
+    }
+}
+
+/// An 8-byte completion flag in pinned host memory mapped into the address space of every device.
+///
+/// A host thread signals a GPU stream (or the GPU the host) by writing a 64-bit value that both
+/// see. Mirrors MAX's `max.driver.CompletionFlag`; pair it with
+/// [`DeviceStream::wait_for_host_value`](crate::DeviceStream::wait_for_host_value) to gate GPU
+/// work on a host-produced result "without a second stream or a blocking host callback".
+///
+/// ```no_run
+/// use ferrocuda_driver::{CompletionFlag, Device};
+/// # fn main() -> ferrocuda_driver::Result<()> {
+/// let accel = Device::new(0)?;
+/// let flag = CompletionFlag::new(&accel)?;
+/// assert_eq!(flag.load(), 0); // initialized to zero
+/// // actually use the flag's device pointer:
+/// let _addr: u64 = flag.device_ptr();
+/// # Ok(()) }
+/// ```
+///
+/// # Protocol
+///
+/// * [`signal`](Self::signal) is a release store, [`load`](Self::load) an acquire load; the GPU's
+///   `cuStreamWaitValue64` reads the same 8 bytes. Data written before `signal` is visible to GPU
+///   work that the signal released.
+/// * Prefer monotonically increasing values with [`WaitCondition::GreaterOrEqual`]: a replay, or a
+///   waiter that arrives late, still passes.
+/// * [`abort`](Self::abort) stores [`ABORTED`](Self::ABORTED) (`u64::MAX`): every
+///   greater-or-equal wait passes, host waits return [`Error::Aborted`]. It is the way out when the
+///   producer failed. Equality waits are released only by their own value.
+///
+/// # Lifetime
+///
+/// `CompletionFlag` is a shared handle (clones refer to the same 8 bytes). When the last one drops,
+/// the slot is recycled only after the GPU is past every operation enqueued on it so far, so
+/// dropping a flag that a stream still waits on is safe. The pinned memory itself stays with the
+/// crate's pool (freeing it could block behind a waiting stream).
+#[derive(Clone)]
+pub struct CompletionFlag {
+    pub(crate) inner: Arc<FlagInner>,
+}
+
+pub(crate) struct FlagInner {
+    slot: Slot,
+    device: Device,
+}
+
+// SAFETY: the slot is pinned memory accessed only through atomics; Device is Send + Sync.
+unsafe impl Send for FlagInner {}
+// SAFETY: as above.
+unsafe impl Sync for FlagInner {}
+
+impl Drop for FlagInner {
+    fn drop(&mut self) {
+        let slot = self.slot;
+        // No driver call here (this may run inside a host function or on a worker): the
+        // reclaimer records the fence and returns the slot to the pool once it has passed.
+        reclaim::defer(reclaim::Garbage::Callback(Box::new(move || {
+            pool().give_back(slot);
+            LIVE_FLAGS.fetch_sub(1, Ordering::AcqRel);
+        })));
+    }
+}
+
+impl CompletionFlag {
+    /// The value [`abort`](Self::abort) stores: it releases every greater-or-equal wait.
+    pub const ABORTED: u64 = u64::MAX;
+
+    /// Allocates a flag, initialised to 0, visible to every device of the process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the device cannot map host memory or lacks unified addressing;
+    /// [`Error::Driver`] if pinned memory cannot be allocated.
+    pub fn new(device: &Device) -> Result<CompletionFlag> {
+        if !device.inner.can_map_host_memory {
+            return Err(device.unsupported("mapping pinned host memory (completion flags)"));
+        }
+        if !device.inner.unified_addressing {
+            return Err(device.unsupported("unified addressing (completion flags)"));
+        }
+        let slot = pool().take(&device.inner).map_err(|e| match e {
+            Error::Unsupported { what, .. } => device.unsupported(what),
+            e => e,
+        })?;
+        // SAFETY: the slot is valid pinned memory for the life of the process.
+        unsafe { slot.host.as_ref() }.store(0, Ordering::Release);
+        LIVE_FLAGS.fetch_add(1, Ordering::AcqRel);
+        Ok(CompletionFlag {
+            inner: Arc::new(FlagInner {
+                slot,
+                device: device.clone(),
+            }),
+        })
+    }
+
+    /// A non-owning, copyable view of this flag (what kernels and graph ops take).
+    pub fn as_ref(&self) -> CompletionFlagRef<'_> {
+        CompletionFlagRef {
+            host: self.inner.slot.host,
+            dev: self.inner.slot.dev,
+            _flag: PhantomData,
+        }
+    }
+
+    /// The device the flag was created for (any device can use it).
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// Acquire-ordered load of the current value.
+    #[inline]
+    pub fn load(&self) -> u64 {
+        self.as_ref().load()
+    }
+
+    /// Release-ordered store of `value`: GPU work waiting for it may start, and sees what this
+    /// thread wrote before.
+    ///
+    /// Its main use is priming at setup (so the first graph replay's wait passes before any async
+    /// kickoff ran); on the hot path, let the async host-function trampoline signal.
+    #[inline]
+    pub fn signal(&self, value: u64) {
+        self.as_ref().signal(value)
+    }
+
+    /// Clears the flag to 0 with a relaxed store. Safe before any consumer has observed the address.
+    #[inline]
+    pub fn reset(&self) {
+        self.as_ref().reset()
+    }
+
+    /// Stores [`ABORTED`](Self::ABORTED), releasing every greater-or-equal waiter (GPU or host).
+    pub fn abort(&self) {
+        self.signal(Self::ABORTED)
+    }
+
+    /// The device-visible 64-bit address of the 8-byte slot (the same on every device).
+    #[inline]
+    pub fn device_ptr(&self) -> u64 {
+        self.inner.slot.dev
+    }
+
+    /// Waits on the host until the flag satisfies `cond` for `value` (GPU → host, after
+    /// [`write_host_value`](crate::DeviceStream::write_host_value)); returns the value seen.
+    ///
+    /// Spins for the first tens of microseconds (the GPU's write usually lands within a few), then
+    /// sleeps with a growing pause.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] after `timeout`; [`Error::Aborted`] if the flag was aborted (unless
+    /// `value` is itself `ABORTED`).
+    pub fn wait(&self, cond: WaitCondition, value: u64, timeout: Duration) -> Result<u64> {
+        self.as_ref().wait(cond, value, timeout)
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<FlagInner> {
+        &self.inner
+    }
+
+    /// Flags handed out and not yet returned to the pool (for leak checks).
+    pub fn live_count() -> usize {
+        LIVE_FLAGS.load(Ordering::Acquire)
+    }
+
+    /// Pinned 4 KiB slabs the flag pool holds (64 flags each); they are kept for reuse.
+    pub fn pool_slabs() -> usize {
+        pool().slabs.load(Ordering::Relaxed)
+    }
+}
+
+impl FlagInner {
+    pub(crate) fn signal(&self, value: u64) {
+        // SAFETY: the slot is valid pinned memory for the life of the process.
+        unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for CompletionFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionFlag")
+            .field("device_ptr", &format_args!("{:#x}", self.device_ptr()))
+            .field("value", &self.load())
+            .finish()
+    }
+}
+
+/// A non-owning, `Copy` handle to a completion flag's slot (mirrors Mojo's `CompletionFlag`).
+///
+/// Borrowed safely from a [`CompletionFlag`] (`flag.as_ref()` or `(&flag).into()`), or built
+/// unsafely from an address, e.g. one unpacked from a kernel or graph payload.
+#[derive(Clone, Copy)]
+pub struct CompletionFlagRef<'a> {
+    host: NonNull<AtomicU64>,
+    dev: u64,
+    _flag: PhantomData<&'a AtomicU64>,
+}
+
+// SAFETY: a CompletionFlagRef is a shared reference to an AtomicU64 in pinned memory.
+unsafe impl Send for CompletionFlagRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for CompletionFlagRef<'_> {}
+
+impl<'a> From<&'a CompletionFlag> for CompletionFlagRef<'a> {
+    fn from(f: &'a CompletionFlag) -> Self {
+        f.as_ref()
+    }
+}
+
+impl CompletionFlagRef<'_> {
+    /// A handle to the 8-byte slot at `address`: its host address, which is also its device
+    /// address (unified addressing).
+    ///
+    /// # Safety
+    ///
+    /// `address` is an 8-byte aligned slot of pinned host memory mapped into the devices that will
+    /// use it (for example [`CompletionFlag::device_ptr`] of a live flag), and it stays allocated
+    /// while this handle, and any GPU work enqueued with it, may use it.
+    pub unsafe fn from_address(address: u64) -> Self {
+        // SAFETY: the caller promises a valid, aligned slot; a null address violates that.
+        let host = unsafe { NonNull::new_unchecked(address as usize as *mut AtomicU64) };
+        CompletionFlagRef {
+            host,
+            dev: address,
+            _flag: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn slot(&self) -> &AtomicU64 {
+        // SAFETY: a safely built ref borrows a live flag; an unsafely built one is valid by the
+        // caller's promise in `from_address`.
+        unsafe { self.host.as_ref() }
+    }
+
+    /// Acquire-ordered load of the current value.
+    #[inline]
+    pub fn load(&self) -> u64 {
+        self.slot().load(Ordering::Acquire)
+    }
+
+    /// Release-ordered store of `value`.
+    #[inline]
+    pub fn signal(&self, value: u64) {
+        self.slot().store(value, Ordering::Release)
+    }
+
+    /// Relaxed store of 0.
+    #[inline]
+    pub fn reset(&self) {
+        self.slot().store(0, Ordering::Relaxed)
+    }
+
+    /// The device-visible address of the slot.
+    #[inline]
+    pub fn device_ptr(&self) -> u64 {
+        self.dev
+    }
+
+    pub(crate) fn device_ptr_ref(&self) -> &u64 {
+        &self.dev
+    }
+
+    /// As [`CompletionFlag::wait`].
+    ///
+    /// # Errors
+    ///
+    /// As [`CompletionFlag::wait`].
+    pub fn wait(&self, cond: WaitCondition, value: u64, timeout: Duration) -> Result<u64> {
+        wait_host(|| self.load(), cond, value, timeout)
+    }
+}
+
+/// The host-side wait loop, over any `load` (so it can be tested without a GPU).
+pub(crate) fn wait_host(
+    load: impl Fn() -> u64,
+    cond: WaitCondition,
+    value: u64,
+    timeout: Duration,
+) -> Result<u64> {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(5);
+    let mut spins = 0u32;
+    loop {
+        let v = load();
+        if cond.holds(v, value) {
+            return Ok(v);
+        }
+        if v == CompletionFlag::ABORTED {
+            return Err(Error::Aborted);
+        }
+        spins += 1;
+        if !spins.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Err(Error::Timeout {
+                what: "CompletionFlag::wait",
+                timeout,
+            });
+        }
+        if elapsed > Duration::from_micros(100) {
+            std::thread::sleep(pause.min(timeout - elapsed));
+            pause = (pause * 2).min(Duration::from_micros(500));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    proptest! {
+        /// The comparison the GPU makes, on random values: equality is exact; greater-or-equal is
+        /// unsigned and monotone (once it holds for v it holds for every later, larger value).
+        #[test]
+        fn wait_condition_matches_unsigned_comparison(cur in any::<u64>(), val in any::<u64>(), later in any::<u64>()) {
+            prop_assert_eq!(WaitCondition::Equal.holds(cur, val), cur == val);
+            prop_assert_eq!(WaitCondition::GreaterOrEqual.holds(cur, val), cur >= val);
+            if WaitCondition::GreaterOrEqual.holds(cur, val) {
+                prop_assert!(WaitCondition::GreaterOrEqual.holds(cur.saturating_add(later), val));
+            }
+            prop_assert!(WaitCondition::GreaterOrEqual.holds(CompletionFlag::ABORTED, val));
+        }
+
+        /// A producer thread signals increasing epochs; a host waiter for epoch k always returns a
+        /// value >= k and never misses a signal, whatever the interleaving.
+        #[test]
+        fn host_wait_sees_monotone_epochs(steps in 1u64..200, target_frac in 0.0f64..1.0) {
+            let cell = Arc::new(AtomicU64::new(0));
+            let target = ((steps as f64 * target_frac) as u64).max(1);
+            let producer = {
+                let cell = cell.clone();
+                std::thread::spawn(move || for e in 1..=steps { cell.store(e, Ordering::Release); })
+            };
+            let seen = wait_host(|| cell.load(Ordering::Acquire), WaitCondition::GreaterOrEqual, target, Duration::from_secs(10));
+            producer.join().unwrap();
+            let seen = seen.unwrap();
+            prop_assert!(seen >= target && seen <= steps);
+        }
+    }
+
+    #[test]
+    fn host_wait_times_out_and_reports_abort() {
+        let cell = AtomicU64::new(3);
+        let e = wait_host(
+            || cell.load(Ordering::Acquire),
+            WaitCondition::Equal,
+            4,
+            Duration::from_millis(20),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        cell.store(CompletionFlag::ABORTED, Ordering::Release);
+        let e = wait_host(
+            || cell.load(Ordering::Acquire),
+            WaitCondition::Equal,
+            4,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Aborted), "{e}");
+        // Waiting for the abort value itself is not an abort.
+        assert_eq!(
+            wait_host(
+                || cell.load(Ordering::Acquire),
+                WaitCondition::Equal,
+                u64::MAX,
+                Duration::from_secs(1)
+            )
+            .unwrap(),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn from_address_round_trips_through_a_local_slot() {
+        let slot = AtomicU64::new(0);
+        let addr = &slot as *const AtomicU64 as u64;
+        // SAFETY: `slot` outlives `r` and is 8-byte aligned.
+        let r = unsafe { CompletionFlagRef::from_address(addr) };
+        r.signal(41);
+        assert_eq!(slot.load(Ordering::Acquire), 41);
+        assert_eq!(r.load(), 41);
+        assert_eq!(r.device_ptr(), addr);
+        r.reset();
+        assert_eq!(r.load(), 0);
+    }
+}

@@ -1,0 +1,92 @@
+//! Safe CUDA driver layer of [ferrocuda](https://github.com/ferrocuda/ferrocuda): gate GPU work on
+//! values the host produces, and the host on values the GPU produces, at the latency of the hardware.
+//!
+//! ```no_run
+//! use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+//! use std::time::Duration;
+//!
+//! # fn main() -> ferrocuda_driver::Result<()> {
+//! let device = Device::new(0)?;
+//! let stream = device.new_stream()?;
+//! let flag = CompletionFlag::new(&device)?;   // 8 bytes of pinned memory the GPU sees
+//! let done = CompletionFlag::new(&device)?;
+//!
+//! // Each step: the host computes a value on a worker (the stream does not wait for it to start),
+//! // the GPU waits for that value, then tells the host it got there.
+//! for step in 1..=100u64 {
+//!     stream.enqueue_async_host_func(&flag, step, move || { /* host work of `step` */ })?;
+//!     stream.wait_for_host_value_ge(&flag, step)?;
+//!     // ... kernels that consume the host's result ...
+//!     stream.write_host_value(&done, step)?;
+//! }
+//! done.wait(WaitCondition::GreaterOrEqual, 100, Duration::from_secs(5))?;
+//! stream.synchronize()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Concepts
+//!
+//! * [`Device`]: one GPU and its primary context, which the crate makes current wherever it needs
+//!   to. Users never push or pop contexts.
+//! * [`DeviceStream`]: ordered GPU work. Besides copies and kernel launches it can wait on a
+//!   [`CompletionFlag`] ([`wait_for_host_value`](DeviceStream::wait_for_host_value), equality as
+//!   in MAX, and [`wait_for_host_value_ge`](DeviceStream::wait_for_host_value_ge)), write one for
+//!   the host ([`write_host_value`](DeviceStream::write_host_value)), run host closures
+//!   ([`enqueue_host_func`](DeviceStream::enqueue_host_func)) and kick off host work that signals a
+//!   flag when done without holding the stream
+//!   ([`enqueue_async_host_func`](DeviceStream::enqueue_async_host_func)).
+//! * [`DeviceEvent`]: a point in a stream: query it, wait for it, time between two.
+//! * [`CompletionFlag`] / [`CompletionFlagRef`]: the 8-byte flag and its non-owning view.
+//! * [`DeviceBuffer`], [`HostBuffer`]: device memory (stream-ordered) and pinned host memory.
+//! * [`Module`], [`Function`], [`LaunchConfig`], [`LaunchArgs`]: GPU code and how to launch it.
+//!
+//! # Guarantees
+//!
+//! * **Keep-alive.** Whatever an enqueued operation touches — a flag, a buffer, a module, a host
+//!   closure — stays alive until the GPU is past that operation, even if every handle is dropped.
+//! * **No hidden deadlocks.** Dropping anything never blocks, even while a stream waits on a host
+//!   value that has not been signalled: the driver calls that would block (`cuMemFreeHost`,
+//!   `cuModuleUnload`, ...) run on the crate's own thread once the GPU is past the resource, and
+//!   device memory is freed stream-ordered. See [`wait_for_releases`] and `docs/deadlocks.md`.
+//! * **Host functions are contained.** A closure runs exactly once; its panic is caught and
+//!   reported by the next `synchronize`; a CUDA call inside it returns
+//!   [`Error::CalledFromHostFunc`] instead of deadlocking.
+//! * **Errors, not panics.** A missing driver, a bad argument or a failed call is an [`Error`]
+//!   that keeps the driver's code, name, message and the call that failed.
+//!
+//! # Tracing
+//!
+//! Every driver call opens a `trace`-level span named `cu` with the call's name; failures are
+//! `debug` events. Nothing is logged at `info` or above. With no subscriber, this costs a branch.
+//!
+//! # Features
+//!
+//! * `gpu-tests`: compiles the crate's GPU integration tests (used by `cargo xtask test-gpu`).
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod device;
+mod error;
+mod event;
+mod flag;
+mod host_func;
+mod memory;
+mod module;
+mod raw;
+mod reclaim;
+mod stream;
+
+pub use device::Device;
+pub use error::{DriverError, Error, Result};
+pub use event::DeviceEvent;
+pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes};
+pub use module::{
+    DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
+    Module,
+};
+pub use reclaim::{pending_releases, wait_for_releases};
+pub use stream::DeviceStream;
+
+/// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.
+pub use ferrocuda_sys as sys;

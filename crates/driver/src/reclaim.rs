@@ -1,0 +1,306 @@
+//! Releases that never block the user's thread, and never free what the GPU may still touch.
+//!
+//! Two rules meet here (docs/deadlocks.md):
+//!
+//! 1. *Keep-alive.* Whatever enqueued work touches stays alive until the GPU is past it. When the
+//!    last handle to a resource drops, the crate builds a **fence**: an event recorded now on every
+//!    live stream the crate knows (plus the last event of each stream that was dropped with work
+//!    still queued). The GPU is past every use of the resource once every fence event has completed,
+//!    because every use was enqueued before the drop.
+//! 2. *No hidden deadlocks.* `cuMemFreeHost`, `cuModuleUnload` (and `cuMemFree`) do not return
+//!    while any stream of the context waits on an unsatisfied host value. So they run on the
+//!    crate's **reclaimer** thread, never on the dropping thread, which may be the one that is
+//!    about to signal. Device memory is freed stream-ordered (`cuMemFreeAsync`), which returns at once.
+//!
+//! The reclaimer polls its pending fences with `cuEventQuery` (which never blocks), sleeps with a
+//! growing back-off while anything is pending, and parks when nothing is.
+
+use crate::device::DeviceInner;
+use crate::error::{Error, Result};
+use crate::event::RawEvent;
+use crate::raw::{self, CUdeviceptr, CUmodule};
+use crate::stream::StreamInner;
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Something to release once the GPU is past every use of it.
+pub(crate) enum Garbage {
+    /// Pinned host memory from `cuMemHostAlloc` (allocated under `device`'s context).
+    HostAlloc {
+        device: Arc<DeviceInner>,
+        ptr: HostPtr,
+        bytes: usize,
+    },
+    /// Device memory from `cuMemAllocAsync`.
+    DevicePtr {
+        device: Arc<DeviceInner>,
+        ptr: CUdeviceptr,
+    },
+    /// A module.
+    Module {
+        device: Arc<DeviceInner>,
+        module: ModulePtr,
+    },
+    /// An event whose owner dropped it where no driver call may be made.
+    Event(RawEvent),
+    /// A stream whose owner dropped it where no driver call may be made.
+    Stream(Box<StreamInner>),
+    /// Anything else: run once the fence has passed (no driver call may block in it).
+    Callback(Box<dyn FnOnce() + Send>),
+}
+
+/// A raw pointer to pinned memory, movable to the reclaimer thread.
+pub(crate) struct HostPtr(pub(crate) *mut c_void);
+// SAFETY: pinned host memory is process-wide; only the reclaimer touches the pointer after handoff.
+unsafe impl Send for HostPtr {}
+
+/// A module handle, movable to the reclaimer thread.
+pub(crate) struct ModulePtr(pub(crate) CUmodule);
+// SAFETY: module handles may be used from any thread; ownership moves with the value.
+unsafe impl Send for ModulePtr {}
+
+// ---------------------------------------------------------------------------------------------
+// The registry of streams that fences cover
+
+#[derive(Default)]
+struct Registry {
+    live: Vec<Weak<StreamInner>>,
+    /// Last events of dropped streams whose work may not have finished.
+    tails: Vec<Arc<RawEvent>>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent (each critical section
+    // is a push, a retain or a swap), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn register_stream(s: &Arc<StreamInner>) {
+    let mut r = lock(registry());
+    r.live.retain(|w| w.strong_count() > 0);
+    r.live.push(Arc::downgrade(s));
+}
+
+/// Keeps the last event of a dropped stream until its work has finished.
+pub(crate) fn retire_stream_tail(tail: RawEvent) {
+    lock(registry()).tails.push(Arc::new(tail));
+}
+
+/// Whether `home` is the only stream that can have pending work (so a stream-ordered release on
+/// `home` is already fenced against every use).
+pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
+    let mut r = lock(registry());
+    r.live.retain(|w| w.strong_count() > 0);
+    r.tails.retain(|t| !query_done(t));
+    r.tails.is_empty() && r.live.len() == 1 && std::ptr::eq(r.live[0].as_ptr(), Arc::as_ptr(home))
+}
+
+fn query_done(e: &RawEvent) -> bool {
+    // SAFETY: the event is live (owned by `e`). A failed query counts as done: an event whose
+    // stream faulted will never complete, and the context is then unusable anyway.
+    unsafe { raw::event_query(e.0) }.unwrap_or(true)
+}
+
+/// Records a fence: one event on every live, non-capturing stream, plus the last events of dropped
+/// streams whose work is still pending.
+pub(crate) fn fence() -> Vec<Arc<RawEvent>> {
+    let (streams, mut events): (Vec<Arc<StreamInner>>, Vec<Arc<RawEvent>>) = {
+        let mut r = lock(registry());
+        r.live.retain(|w| w.strong_count() > 0);
+        r.tails.retain(|t| !query_done(t));
+        (
+            r.live.iter().filter_map(Weak::upgrade).collect(),
+            r.tails.clone(),
+        )
+    };
+    for s in &streams {
+        match s.record_fence_event() {
+            Ok(Some(e)) => events.push(Arc::new(e)),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "could not record a release fence on a stream"),
+        }
+    }
+    events
+}
+
+fn fence_done(f: &[Arc<RawEvent>]) -> bool {
+    f.iter().all(|e| query_done(e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reclaimer thread
+
+struct Reclaimer {
+    incoming: Mutex<VecDeque<Garbage>>,
+    wake: Condvar,
+    /// Garbage handed over and not yet released.
+    outstanding: AtomicUsize,
+    idle: Condvar,
+    idle_lock: Mutex<()>,
+}
+
+fn reclaimer() -> &'static Reclaimer {
+    static R: OnceLock<&'static Reclaimer> = OnceLock::new();
+    R.get_or_init(|| {
+        let r: &'static Reclaimer = Box::leak(Box::new(Reclaimer {
+            incoming: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            outstanding: AtomicUsize::new(0),
+            idle: Condvar::new(),
+            idle_lock: Mutex::new(()),
+        }));
+        let spawned = std::thread::Builder::new().name("ferrocuda-reclaimer".into()).spawn(move || run(r));
+        if let Err(e) = spawned {
+            // Without the thread nothing deferred is released: memory is kept, never freed early.
+            tracing::warn!(%e, "could not start the ferrocuda reclaimer thread; deferred releases are kept");
+        }
+        r
+    })
+}
+
+/// Hands `g` to the reclaimer: it is released once the GPU is past every use enqueued so far.
+/// Never blocks and makes no driver call, so it is safe anywhere, host functions included.
+pub(crate) fn defer(g: Garbage) {
+    let r = reclaimer();
+    r.outstanding.fetch_add(1, Ordering::AcqRel);
+    lock(&r.incoming).push_back(g);
+    r.wake.notify_one();
+}
+
+fn run(r: &'static Reclaimer) {
+    // Garbage waits in batches behind one shared fence: one event per stream per batch, however
+    // many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
+    let mut pending: Vec<(Vec<Arc<RawEvent>>, Vec<Garbage>)> = Vec::new();
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let new: Vec<Garbage> = {
+            let mut q = lock(&r.incoming);
+            if q.is_empty() && pending.is_empty() {
+                q = r
+                    .wake
+                    .wait_while(q, |q| q.is_empty())
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            q.drain(..).collect()
+        };
+        if !new.is_empty() {
+            // Events and streams are released by the driver once their work is done: no fence.
+            let (now, fenced): (Vec<_>, Vec<_>) = new
+                .into_iter()
+                .partition(|g| matches!(g, Garbage::Event(_) | Garbage::Stream(_)));
+            let n = now.len();
+            now.into_iter().for_each(release);
+            if n > 0 {
+                r.done(n);
+            }
+            if !fenced.is_empty() {
+                // The fence is recorded here, after the drops: later is only more conservative.
+                pending.push((fence(), fenced));
+            }
+            pause = Duration::from_micros(20);
+        }
+        let mut released = 0;
+        pending.retain_mut(|(f, batch)| {
+            if !fence_done(f) {
+                return true;
+            }
+            released += batch.len();
+            batch.drain(..).for_each(release);
+            false
+        });
+        if released > 0 {
+            r.done(released);
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Reclaimer {
+    fn done(&self, n: usize) {
+        self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        let _g = lock(&self.idle_lock);
+        self.idle.notify_all();
+    }
+}
+
+fn release(g: Garbage) {
+    let result = match g {
+        Garbage::HostAlloc { device, ptr, bytes } => device.bind_checked().and_then(|()| {
+            // SAFETY: the fence passed, so no GPU work uses the memory, and no host handle remains.
+            unsafe { raw::mem_free_host(ptr.0) }?;
+            crate::memory::PINNED_BYTES.fetch_sub(bytes, Ordering::AcqRel);
+            Ok(())
+        }),
+        Garbage::DevicePtr { device, ptr } => device.reclaim_stream().and_then(|s| {
+            // SAFETY: the fence passed, so no work uses `ptr`; it came from cuMemAllocAsync.
+            unsafe { raw::mem_free_async(ptr, s) }
+        }),
+        Garbage::Module { device, module } => device.bind_checked().and_then(|()| {
+            // SAFETY: the fence passed, so no launch of the module's functions is pending, and no
+            // `Function` handle remains (each holds the module).
+            unsafe { raw::module_unload(module.0) }
+        }),
+        Garbage::Event(e) => {
+            drop(e);
+            Ok(())
+        }
+        Garbage::Stream(s) => {
+            drop(s);
+            Ok(())
+        }
+        Garbage::Callback(f) => {
+            f();
+            Ok(())
+        }
+    };
+    if let Err(err) = result {
+        tracing::warn!(%err, "deferred release failed");
+    }
+}
+
+/// Waits until everything the crate deferred so far has been released, or `timeout` passes.
+///
+/// Drops never block (docs/deadlocks.md): pinned memory, modules and device memory whose last
+/// handle dropped are released in the background once the GPU is past them. Call this in tests
+/// and at shutdown to see memory return. A release can wait on GPU work that waits on a host value:
+/// if nothing signals it, this times out.
+///
+/// # Errors
+///
+/// [`Error::Timeout`] if something is still pending after `timeout`.
+pub fn wait_for_releases(timeout: Duration) -> Result<()> {
+    let r = reclaimer();
+    let deadline = Instant::now() + timeout;
+    let mut g = lock(&r.idle_lock);
+    while r.outstanding.load(Ordering::Acquire) > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                what: "deferred releases",
+                timeout,
+            });
+        }
+        g = r
+            .idle
+            .wait_timeout(g, (deadline - now).min(Duration::from_millis(5)))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    Ok(())
+}
+
+/// How many deferred releases are still pending.
+pub fn pending_releases() -> usize {
+    reclaimer().outstanding.load(Ordering::Acquire)
+}

@@ -1,0 +1,660 @@
+//! [`DeviceStream`]: an ordered queue of GPU work.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::event::{DeviceEvent, RawEvent};
+use crate::flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+use crate::host_func::{self, Job, PanicSink, SmallFn};
+use crate::memory::{DeviceBuffer, HostBuffer};
+use crate::module::{Function, LaunchArgs, LaunchConfig};
+use crate::raw::{self, CUstream};
+use crate::reclaim;
+use bytemuck::Pod;
+use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An ordered queue of GPU work on one device. Cheap to clone (clones are the same stream).
+///
+/// Everything enqueued runs in order. The methods return once the work is enqueued, not done;
+/// [`synchronize`](Self::synchronize) waits for it. Streams are created non-blocking: they never
+/// synchronise implicitly with other streams.
+///
+/// Gate GPU work on a host value (MAX's pattern):
+///
+/// ```no_run
+/// use ferrocuda_driver::{CompletionFlag, Device};
+/// # fn main() -> ferrocuda_driver::Result<()> {
+/// let device = Device::new(0)?;
+/// let stream = device.new_stream()?;
+/// let flag = CompletionFlag::new(&device)?;
+/// stream.wait_for_host_value_ge(&flag, 1)?; // work after this waits for the host
+/// // ... enqueue the gated work ...
+/// flag.signal(1); // released
+/// stream.synchronize()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DeviceStream {
+    pub(crate) inner: Arc<StreamInner>,
+}
+
+pub(crate) struct StreamInner {
+    pub(crate) raw: CUstream,
+    pub(crate) device: Device,
+    pub(crate) panics: Arc<PanicSink>,
+}
+
+// SAFETY: CUstream handles may be used from any thread (the driver API is thread-safe); the
+// other fields are Send + Sync.
+unsafe impl Send for StreamInner {}
+// SAFETY: as above; the handle is never mutated after creation.
+unsafe impl Sync for StreamInner {}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        if raw::in_host_func() {
+            let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
+            let device = self.device.clone();
+            let panics = self.panics.clone();
+            reclaim::defer(reclaim::Garbage::Stream(Box::new(StreamInner {
+                raw,
+                device,
+                panics,
+            })));
+            return;
+        }
+        if self.raw.is_null() {
+            return;
+        }
+        // Work still queued may use resources whose fences no longer see this stream: keep its
+        // last event until that work has finished. cuStreamDestroy returns at once; the driver
+        // finishes the queued work.
+        // SAFETY: the stream is live.
+        if !matches!(unsafe { raw::stream_query(self.raw) }, Ok(true)) {
+            match self.record_fence_event() {
+                Ok(Some(tail)) => reclaim::retire_stream_tail(tail),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "could not record a dropped stream's last event"),
+            }
+        }
+        // SAFETY: the stream is live, and this is its last owner.
+        if let Err(err) = unsafe { raw::stream_destroy(self.raw) } {
+            tracing::warn!(%err, "cuStreamDestroy failed");
+        }
+    }
+}
+
+impl StreamInner {
+    /// An event recorded now (for fences), or `None` while the stream captures a graph (the
+    /// graph then owns what its work uses).
+    pub(crate) fn record_fence_event(&self) -> Result<Option<RawEvent>> {
+        // SAFETY: the stream is live.
+        if unsafe { raw::stream_is_capturing(self.raw) }? {
+            return Ok(None);
+        }
+        let e = RawEvent::new_untimed(&self.device)?;
+        // SAFETY: event and stream are live and of one context.
+        unsafe { raw::event_record(e.0, self.raw) }?;
+        Ok(Some(e))
+    }
+}
+
+impl DeviceStream {
+    pub(crate) fn create(device: &Device) -> Result<DeviceStream> {
+        device.inner.bind_checked()?;
+        // SAFETY: the device's context is current.
+        let raw =
+            unsafe { raw::stream_create(ferrocuda_sys::CUstream_flags::CU_STREAM_NON_BLOCKING.0) }?;
+        let inner = Arc::new(StreamInner {
+            raw,
+            device: device.clone(),
+            panics: Arc::default(),
+        });
+        reclaim::register_stream(&inner);
+        Ok(DeviceStream { inner })
+    }
+
+    /// The device the stream belongs to.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The raw handle, for driver calls this crate does not wrap. It stays owned by the stream.
+    pub fn as_raw(&self) -> CUstream {
+        self.inner.raw
+    }
+
+    fn check_panics(&self) -> Result<()> {
+        match self.inner.panics.take() {
+            Some((count, first)) => Err(Error::HostFuncPanicked { count, first }),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until all work enqueued so far has completed.
+    ///
+    /// Waits as long as it takes: if the stream waits on a host value, the thread that will signal
+    /// must not be this one ([`synchronize_timeout`](Self::synchronize_timeout) gives up instead).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if enqueued work failed; [`Error::HostFuncPanicked`] if a host function
+    /// (or trampoline closure) of this stream panicked since the last report.
+    pub fn synchronize(&self) -> Result<()> {
+        // SAFETY: the stream is live.
+        unsafe { raw::stream_synchronize(self.inner.raw) }?;
+        self.check_panics()
+    }
+
+    /// Like [`synchronize`](Self::synchronize), but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the work has not completed in time; otherwise as `synchronize`.
+    pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
+        let e = RawEvent::new_untimed(&self.inner.device)?;
+        // SAFETY: event and stream are live and of one context.
+        unsafe { raw::event_record(e.0, self.inner.raw) }?;
+        crate::event::poll_until("DeviceStream::synchronize_timeout", timeout, || {
+            // SAFETY: the event is live.
+            unsafe { raw::event_query(e.0) }
+        })?;
+        self.check_panics()
+    }
+
+    /// Whether all work enqueued so far has completed (never blocks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if enqueued work failed.
+    pub fn is_idle(&self) -> Result<bool> {
+        // SAFETY: the stream is live.
+        unsafe { raw::stream_query(self.inner.raw) }
+    }
+
+    /// Records `event` at this point of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceMismatch`] for an event of another device; [`Error::Driver`] otherwise.
+    #[inline]
+    pub fn record_event(&self, event: &DeviceEvent) -> Result<()> {
+        if !event.device().same(&self.inner.device) {
+            return Err(self.mismatch("the event", event.device()));
+        }
+        // SAFETY: event and stream are live and of one context (checked above).
+        unsafe { raw::event_record(event.raw.0, self.inner.raw) }?;
+        event.mark_recorded();
+        Ok(())
+    }
+
+    /// Makes later work on this stream wait until `event` (recorded on any stream, of any device)
+    /// has completed. The host does not wait.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    #[inline]
+    pub fn wait_for_event(&self, event: &DeviceEvent) -> Result<()> {
+        // SAFETY: event and stream are live; cross-context event waits are allowed.
+        unsafe { raw::stream_wait_event(self.inner.raw, event.raw.0) }
+    }
+
+    /// Makes later work on this stream wait until `flag` equals `value` (`cuStreamWaitValue64`,
+    /// equality, as MAX's `wait_for_host_value`). The host does not wait.
+    ///
+    /// Only `value` releases an equality wait (not [`CompletionFlag::abort`]); prefer
+    /// [`wait_for_host_value_ge`](Self::wait_for_host_value_ge) with increasing epochs.
+    /// The flag stays alive until the wait has passed, even if every handle to it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses (e.g. the stream is capturing in a mode that forbids it).
+    #[inline]
+    pub fn wait_for_host_value<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        self.wait_value(flag.into(), value, WaitCondition::Equal)
+    }
+
+    /// Makes later work on this stream wait until `flag >= value` (unsigned), the form that pairs
+    /// with monotonically increasing epochs and with [`CompletionFlag::abort`].
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for_host_value`](Self::wait_for_host_value).
+    #[inline]
+    pub fn wait_for_host_value_ge<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        self.wait_value(flag.into(), value, WaitCondition::GreaterOrEqual)
+    }
+
+    /// Makes later work wait until `flag` satisfies `cond` for `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for_host_value`](Self::wait_for_host_value).
+    #[inline]
+    pub fn wait_value(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+    ) -> Result<()> {
+        let flags = match cond {
+            WaitCondition::Equal => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ,
+            WaitCondition::GreaterOrEqual => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ,
+        };
+        // SAFETY: the stream is live; the slot is mapped pinned memory that stays allocated until
+        // the GPU is past this wait (a dropped flag's slot is recycled only after a fence).
+        unsafe { raw::stream_wait_value64(self.inner.raw, flag.device_ptr(), value, flags.0) }
+    }
+
+    /// When the stream reaches this point, the GPU writes `value` to `flag` (GPU → host; preceded
+    /// by a system-wide memory fence, so the host sees the work before it). Pair with
+    /// [`CompletionFlag::wait`] on the host.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    #[inline]
+    pub fn write_host_value<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        let flag = flag.into();
+        // SAFETY: as in `wait_value`.
+        unsafe {
+            raw::stream_write_value64(
+                self.inner.raw,
+                flag.device_ptr(),
+                value,
+                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
+            )
+        }
+    }
+
+    /// Runs `f` on a driver thread when the stream reaches this point; later work waits for it
+    /// (`cuLaunchHostFunc`).
+    ///
+    /// `f` runs exactly once. It must not call CUDA (CUDA forbids it); this crate's calls return
+    /// [`Error::CalledFromHostFunc`] there. A panic is caught — it never unwinds into the driver —
+    /// the stream goes on, and the next [`synchronize`](Self::synchronize) reports it. Small
+    /// closures (≤ 64 bytes of captures) are stored without allocating.
+    ///
+    /// For host work that should not hold the stream, use
+    /// [`enqueue_async_host_func`](Self::enqueue_async_host_func).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses (`f` is then dropped without running).
+    pub fn enqueue_host_func<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<()> {
+        let job = Job::new(SmallFn::new(f), self.inner.panics.clone(), None, 0);
+        self.launch_job(job, host_func::host_func_entry)
+    }
+
+    /// The async trampoline: when the stream reaches this point, a tiny host function hands `f` to
+    /// a worker thread of the crate and returns at once, so the stream moves on; the worker runs
+    /// `f` and then signals `value` on `flag` with release ordering. Gate downstream GPU work with
+    /// [`wait_for_host_value_ge`](Self::wait_for_host_value_ge)`(&flag, value)`.
+    ///
+    /// `f` runs exactly once, on a worker, where CUDA calls are allowed. If it panics, the flag is
+    /// still signalled (the waiters it owes go on) and the next `synchronize` reports the panic.
+    /// The flag stays alive until the signal, whatever handles the caller drops.
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{CompletionFlag, Device};
+    /// # fn main() -> ferrocuda_driver::Result<()> {
+    /// let device = Device::new(0)?;
+    /// let stream = device.new_stream()?;
+    /// let flag = CompletionFlag::new(&device)?;
+    /// for step in 1..=3u64 {
+    ///     stream.enqueue_async_host_func(&flag, step, move || { /* host work for `step` */ })?;
+    ///     stream.wait_for_host_value_ge(&flag, step)?; // the GPU waits for the host's result
+    ///     // ... GPU work that consumes it ...
+    /// }
+    /// stream.synchronize()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses (`f` is then dropped without running and the flag
+    /// is not signalled).
+    pub fn enqueue_async_host_func<F: FnOnce() + Send + 'static>(
+        &self,
+        flag: &CompletionFlag,
+        value: u64,
+        f: F,
+    ) -> Result<()> {
+        host_func::start_workers();
+        let job = Job::new(
+            SmallFn::new(f),
+            self.inner.panics.clone(),
+            Some(flag.inner().clone()),
+            value,
+        );
+        self.launch_job(job, host_func::kickoff_entry)
+    }
+
+    fn launch_job(
+        &self,
+        job: Box<Job>,
+        entry: unsafe extern "C" fn(*mut std::ffi::c_void),
+    ) -> Result<()> {
+        let data = Box::into_raw(job);
+        // SAFETY: the stream is live; `entry` reclaims `data` exactly once when the driver runs it.
+        match unsafe { raw::launch_host_func(self.inner.raw, entry, data.cast()) } {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // SAFETY: the driver did not take `data`; reclaim it here (dropping the closure).
+                let mut job = unsafe { Box::from_raw(data) };
+                job.disarm();
+                job.recycle();
+                Err(e)
+            }
+        }
+    }
+
+    fn mismatch(&self, what: &'static str, other: &Device) -> Error {
+        Error::DeviceMismatch {
+            what,
+            expected: self.inner.device.ordinal(),
+            found: other.ordinal(),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Memory
+
+    /// `len` uninitialised-on-the-GPU elements, allocated stream-ordered (`cuMemAllocAsync`):
+    /// usable by work enqueued on this stream after this call. (The contents are whatever the
+    /// memory held; `T: Pod` makes any bytes a valid `T`.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] when device memory runs out.
+    pub fn alloc<T: Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        DeviceBuffer::alloc(self, len)
+    }
+
+    /// `len` zeroed elements, allocated and cleared on this stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc).
+    pub fn alloc_zeroed<T: Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        let mut b = self.alloc(len)?;
+        self.memset_zero(&mut b)?;
+        Ok(b)
+    }
+
+    /// A device copy of `data` (the host data may be reused as soon as this returns).
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc).
+    pub fn clone_htod<T: Pod>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
+        let mut b = self.alloc(data.len())?;
+        self.copy_htod(data, &mut b)?;
+        Ok(b)
+    }
+
+    fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(Error::LengthMismatch {
+                what,
+                expected,
+                actual,
+            })
+        }
+    }
+
+    fn check_device<T: Pod>(&self, b: &DeviceBuffer<T>) -> Result<()> {
+        if b.device().same(&self.inner.device) {
+            Ok(())
+        } else {
+            Err(self.mismatch("the device buffer", b.device()))
+        }
+    }
+
+    /// Copies pageable host memory to the device, in stream order. The driver stages `src`
+    /// before returning, so it may be reused at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LengthMismatch`], [`Error::DeviceMismatch`], [`Error::Driver`].
+    pub fn copy_htod<T: Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
+        Self::check_len("copy_htod", dst.len(), src.len())?;
+        self.check_device(dst)?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `dst` holds `src.len()` elements; a pageable source is staged before returning.
+        unsafe {
+            raw::memcpy_htod_async(
+                dst.ptr,
+                src.as_ptr().cast(),
+                size_of_val(src),
+                self.inner.raw,
+            )
+        }
+    }
+
+    /// Copies device memory into host memory and waits until the copy (and everything before it
+    /// on this stream) has completed.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_htod`](Self::copy_htod), plus [`Error::HostFuncPanicked`] as in `synchronize`.
+    pub fn copy_dtoh<T: Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
+        Self::check_len("copy_dtoh", src.len(), dst.len())?;
+        self.check_device(src)?;
+        if !dst.is_empty() {
+            // SAFETY: `dst` is writable for its length and borrowed mutably until the
+            // synchronize below has returned, so nothing reads it while the copy runs.
+            unsafe {
+                raw::memcpy_dtoh_async(
+                    dst.as_mut_ptr().cast(),
+                    src.ptr,
+                    size_of_val(dst),
+                    self.inner.raw,
+                )
+            }?;
+        }
+        self.synchronize()
+    }
+
+    /// Copies device memory to device memory, in stream order.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_htod`](Self::copy_htod).
+    pub fn copy_dtod<T: Pod>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
+        Self::check_len("copy_dtod", dst.len(), src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: both buffers hold `src.len()` elements and stay alive until the GPU is past the
+        // copy (their drops are fenced).
+        unsafe { raw::memcpy_dtod_async(dst.ptr, src.ptr, src.byte_len(), self.inner.raw) }
+    }
+
+    /// Copies pinned host memory to the device, asynchronously. Host access to `src` waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_htod`](Self::copy_htod).
+    pub fn copy_htod_async<T: Pod>(
+        &self,
+        src: &HostBuffer<T>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
+        Self::check_len("copy_htod_async", dst.len(), src.len())?;
+        self.check_device(dst)?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: both hold `len` elements; `src` is pinned and its mutable access waits for the
+        // event recorded below; its free is fenced.
+        unsafe {
+            raw::memcpy_htod_async(
+                dst.ptr,
+                src.raw_ptr().cast_const().cast(),
+                dst.byte_len(),
+                self.inner.raw,
+            )
+        }?;
+        src.note_copy(self)
+    }
+
+    /// Copies device memory into pinned host memory, asynchronously. Host access to `dst` waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_htod`](Self::copy_htod).
+    pub fn copy_dtoh_async<T: Pod>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut HostBuffer<T>,
+    ) -> Result<()> {
+        Self::check_len("copy_dtoh_async", src.len(), dst.len())?;
+        self.check_device(src)?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: both hold `len` elements; every host access to `dst` first waits for the event
+        // recorded below; its free is fenced.
+        unsafe {
+            raw::memcpy_dtoh_async(
+                dst.raw_ptr().cast(),
+                src.ptr,
+                src.byte_len(),
+                self.inner.raw,
+            )
+        }?;
+        dst.note_copy(self)
+    }
+
+    /// Sets every byte of `buf` to zero, in stream order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`].
+    pub fn memset_zero<T: Pod>(&self, buf: &mut DeviceBuffer<T>) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the buffer holds `byte_len` bytes and lives until the GPU is past this.
+        unsafe { raw::memset_d8_async(buf.ptr, 0, buf.byte_len(), self.inner.raw) }
+    }
+
+    /// Sets every 32-bit word of `buf` to `value`, in stream order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] unless `T` is 4 bytes wide; [`Error::Driver`].
+    pub fn memset_u32<T: Pod>(&self, buf: &mut DeviceBuffer<T>, value: u32) -> Result<()> {
+        if size_of::<T>() != 4 {
+            return Err(Error::InvalidArgument(format!(
+                "memset_u32 needs 4-byte elements, not {}",
+                size_of::<T>()
+            )));
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the buffer holds `len` 4-byte words (cuMemAllocAsync aligns) and lives until
+        // the GPU is past this.
+        unsafe { raw::memset_d32_async(buf.ptr, value, buf.len(), self.inner.raw) }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Kernels
+
+    /// Launches `f` with `config` and `args`.
+    ///
+    /// # Safety
+    ///
+    /// `args` must match the kernel's parameter list in number and types, and the kernel must
+    /// only access memory its arguments make valid (in bounds of the buffers passed, for the
+    /// launch's grid). The buffers, flags and module stay alive until the GPU is past the launch
+    /// whatever the caller drops.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for zero dimensions or a cluster that does not divide the grid,
+    /// [`Error::DeviceMismatch`] for a function of another device, [`Error::Driver`] otherwise.
+    pub unsafe fn launch(
+        &self,
+        f: &Function,
+        config: LaunchConfig,
+        args: &mut LaunchArgs<'_>,
+    ) -> Result<()> {
+        config.validate()?;
+        args.check()?;
+        if !f.device().same(&self.inner.device) {
+            return Err(self.mismatch("the function", f.device()));
+        }
+        self.inner.device.inner.bind()?;
+        let params = args.params.as_mut_ptr();
+        match config.cluster {
+            // SAFETY: the caller guarantees the parameters; handles are live and of one context.
+            None => unsafe {
+                raw::launch_kernel(
+                    f.raw,
+                    config.grid,
+                    config.block,
+                    config.shared_mem_bytes,
+                    self.inner.raw,
+                    params,
+                )
+            },
+            Some(c) => {
+                let mut attr = ferrocuda_sys::CUlaunchAttribute {
+                    id: ferrocuda_sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+                    ..Default::default()
+                };
+                attr.value.clusterDim.x = c.0;
+                attr.value.clusterDim.y = c.1;
+                attr.value.clusterDim.z = c.2;
+                let cfg = ferrocuda_sys::CUlaunchConfig {
+                    gridDimX: config.grid.0,
+                    gridDimY: config.grid.1,
+                    gridDimZ: config.grid.2,
+                    blockDimX: config.block.0,
+                    blockDimY: config.block.1,
+                    blockDimZ: config.block.2,
+                    sharedMemBytes: config.shared_mem_bytes,
+                    hStream: self.inner.raw,
+                    attrs: &mut attr,
+                    numAttrs: 1,
+                };
+                // SAFETY: as above; `attr` outlives the call.
+                unsafe { raw::launch_kernel_ex(&cfg, f.raw, params) }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DeviceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceStream")
+            .field("device", &self.inner.device.ordinal())
+            .field("raw", &self.inner.raw)
+            .finish()
+    }
+}

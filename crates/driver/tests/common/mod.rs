@@ -1,0 +1,93 @@
+//! Shared helpers of the driver's GPU tests.
+#![allow(dead_code)]
+
+use ferrocuda_driver::{Device, Function, Module};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The test kernels (crates/driver/tests/kernels/test_kernels.cu, compiled by `cargo xtask ptx`).
+pub const TEST_PTX: &str = include_str!("../kernels/test_kernels.ptx");
+
+/// Runs `body` on its own thread and fails the test if it has not finished within `limit`
+/// (a stream waiting on a host value that never comes would otherwise hang the suite).
+pub fn deadline<T: Send + 'static>(
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let limit = limit * slack();
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test body did not finish within {limit:?} (hang?)")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("body returned without sending"),
+        },
+    }
+}
+
+/// How much slower than normal the test runs: 20 under compute-sanitizer (the bundle sets
+/// FERROCUDA_SANITIZER=1 there), else 1. Time limits are multiplied by it.
+pub fn slack() -> u32 {
+    if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
+        20
+    } else {
+        1
+    }
+}
+
+pub struct Kernels {
+    pub module: Module,
+    pub ack: Function,
+    pub spin_ns: Function,
+    pub log_tag: Function,
+    pub check_step: Function,
+    pub add_u32: Function,
+}
+
+pub fn kernels(device: &Device) -> Kernels {
+    let module = Module::from_ptx(device, TEST_PTX).expect("test PTX loads");
+    let f = |n| module.function(n).expect("kernel present");
+    Kernels {
+        ack: f("ack"),
+        spin_ns: f("spin_ns"),
+        log_tag: f("log_tag"),
+        check_step: f("check_step"),
+        add_u32: f("add_u32"),
+        module,
+    }
+}
+
+pub fn device() -> Device {
+    Device::new(0).expect("a GPU test needs device 0")
+}
+
+/// splitmix64, as the `check_step` kernel computes it.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A seed that differs per run (printed, so a failure can be replayed with FERROCUDA_SEED).
+pub fn seed() -> u64 {
+    let s = std::env::var("FERROCUDA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed: {s}");
+    s
+}

@@ -1,0 +1,53 @@
+// Kernels for ferrocuda-driver's GPU tests. `cargo xtask ptx` compiles this file to
+// test_kernels.ptx (checked in), which the tests load with Module::from_ptx.
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+__device__ __forceinline__ u64 globaltimer() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// splitmix64: the function the host and the GPU both compute in the step tests.
+__device__ __forceinline__ u64 mix(u64 x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// Writes `v` to `out` (device or mapped host memory) and makes it visible to the host.
+extern "C" __global__ void ack(u64* out, u64 v) {
+    *(volatile u64*)out = v;
+    __threadfence_system();
+}
+
+// Spins for `ns` nanoseconds of GPU time.
+extern "C" __global__ void spin_ns(u64 ns) {
+    u64 start = globaltimer();
+    while (globaltimer() - start < ns) {
+    }
+}
+
+// Appends `tag` to an order log: log[atomicAdd(count, 1)] = tag.
+extern "C" __global__ void log_tag(u32* log, u32* count, u32 tag) {
+    u32 i = atomicAdd(count, 1u);
+    log[i] = tag;
+    __threadfence_system();
+}
+
+// Step check of the trampoline test: the host wrote values[step] = mix(step ^ seed) before it
+// signalled; the GPU recomputes it and counts mismatches and checked steps.
+extern "C" __global__ void check_step(const u64* values, u64 step, u64 seed, u32* errors, u32* checked) {
+    u64 got = ((volatile const u64*)values)[step];
+    if (got != mix(step ^ seed)) atomicAdd(errors, 1u);
+    atomicAdd(checked, 1u);
+}
+
+// x[i] += v for i < n.
+extern "C" __global__ void add_u32(u32* x, u32 n, u32 v) {
+    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += v;
+}
