@@ -6,7 +6,10 @@
 //! | `bindgen [--check]` | regenerates `crates/cuda-sys/src/bindings.rs` (or checks it is fresh) |
 //! | `test` | the README's test command: everything that runs without a GPU |
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
+//! | `bench [--bundle DIR] [--json FILE]` | builds the benchmark bundle; runs it here if a GPU is present |
+//! | `bench-report [--markdown] FILE...` | compares raw / ferrocuda / cudarc rows of benchmark JSON files |
 
+mod bench;
 mod codegen;
 mod gpu;
 mod setup;
@@ -23,6 +26,10 @@ commands:
   bindgen [--check]        regenerate ferrocuda-sys's bindings from cuda.h (--check: fail if stale)
   test                     fmt, clippy, CPU tests, docs, freshness checks: the CI command
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
+  bench [--bundle DIR] [--json FILE] [BENCH...]
+                           build the benchmarks (C baseline + Rust programs); run them when a GPU is here
+  bench-report [--markdown] FILE...
+                           print raw / ferrocuda / cudarc side by side from benchmark JSON files
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
         Some("bindgen") => codegen::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("test-gpu") => gpu::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("bench-report") => bench::report(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
