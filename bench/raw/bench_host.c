@@ -112,8 +112,9 @@ static void CUDA_CB kick_hostfunc(void *user) {
 typedef enum { KICK_HOSTFUNC, KICK_GPUWRITE } kick_t;
 typedef enum { GATE_WAIT, GATE_POLL } gate_t;
 
-/* Issue 11 asks for 10,000 steps; fewer samples make p99 of a 0.3-0.5 ms tail unreliable. */
-#define TRAMPOLINE_MIN_SAMPLES 10000
+/* Five times the usual count (10,000 steps by default, as issue 11 asks): the host-function
+ * kickoff's 0.3-0.5 ms tail needs many samples for a stable p99. */
+#define TRAMPOLINE_SAMPLE_FACTOR 5
 
 static void run_trampoline(env_t *e, const char *bench, kick_t kick, gate_t gate) {
     env_reset(e);
@@ -127,7 +128,7 @@ static void run_trampoline(env_t *e, const char *bench, kick_t kick, gate_t gate
     if (pthread_create(&thread, NULL, worker_main, &w) != 0) {
         die("%s: pthread_create failed", bench);
     }
-    size_t n = g_samples < TRAMPOLINE_MIN_SAMPLES ? TRAMPOLINE_MIN_SAMPLES : g_samples;
+    size_t n = g_samples * TRAMPOLINE_SAMPLE_FACTOR;
     samples_t s = samples_new(n);
     CUdeviceptr flag = slot_dev(e, SLOT_FLAG), ack = slot_dev(e, SLOT_ACK),
                 err = slot_dev(e, SLOT_ERR);

@@ -111,7 +111,7 @@ void report(const char *bench, const char *regime, samples_t *s, const char *ext
     qsort(s->ns, s->n, sizeof(double), cmp_double);
     double p50 = pct(s->ns, s->n, 50) / 1e3, p90 = pct(s->ns, s->n, 90) / 1e3,
            p99 = pct(s->ns, s->n, 99) / 1e3, min = s->ns[0] / 1e3, max = s->ns[s->n - 1] / 1e3;
-    printf("%-24s %-14s %-15s %6zu %10.3f %10.3f %10.3f %10.3f %10.3f%s%s\n", bench, regime, g_state,
+    printf("%-24s %-16s %-15s %6zu %10.3f %10.3f %10.3f %10.3f %10.3f%s%s\n", bench, regime, g_state,
            s->n, p50, p90, p99, min, max, extra ? "  " : "", extra ? extra : "");
     fflush(stdout);
     if (g_json != NULL) {
@@ -155,7 +155,7 @@ void report_open(const char *path, const char *gpu, int driver_version, const ch
         fclose(v);
     }
     printf("GPU: %s, cuDriverGetVersion %d, %s\n", gpu, driver_version, nvrm);
-    printf("%-24s %-14s %-15s %6s %10s %10s %10s %10s %10s\n", "bench", "regime", "state", "n",
+    printf("%-24s %-16s %-15s %6s %10s %10s %10s %10s %10s\n", "bench", "regime", "state", "n",
            "p50_us", "p90_us", "p99_us", "min_us", "max_us");
     if (g_json != NULL) {
         time_t t = time(NULL);

@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--bundle DIR] [--json FILE] [BENCH...]` and `cargo xtask bench-report FILE...`.
+//! `cargo xtask bench [--bundle DIR] [--json FILE] [BENCH...]`, `cargo xtask bench --smoke` and
+//! `cargo xtask bench-report FILE...`.
 //!
 //! The benchmark bundle is a folder that runs on a GPU machine with no Rust toolchain and no CUDA
 //! toolkit (the device machines have python3 and the driver):
@@ -33,7 +34,7 @@ pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[];
 /// Seconds one program may run before the bundle calls it failed (the C baseline takes ~30 s).
 const DEADLINE_S: u32 = 570;
 
-const USAGE: &str = "usage: cargo xtask bench [--bundle DIR] [--json FILE] [all | BENCH...]";
+const USAGE: &str = "usage: cargo xtask bench [--bundle DIR] [--json FILE] [all | BENCH...] | cargo xtask bench --smoke";
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut bundle: Option<PathBuf> = None;
@@ -44,6 +45,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--bundle" => bundle = Some(it.next().ok_or("--bundle needs a directory")?.into()),
             "--json" => json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--smoke" => return smoke(),
             other if other.starts_with('-') => {
                 return Err(format!("bench: unknown argument `{other}`\n{USAGE}"));
             }
@@ -82,6 +84,101 @@ pub fn run(args: &[String]) -> Result<(), String> {
         cmd.arg("--json").arg(j);
     }
     util::run(cmd.args(&benches))
+}
+
+/// `cargo xtask bench --smoke` (and a step of `cargo xtask test`): builds the C baseline and its
+/// cubin, then runs every benchmark at 20 samples against `bench/raw/fake/fake_cuda.c`, a fake
+/// `libcuda.so.1` that runs streams on host threads. Its timings mean nothing; it proves on a
+/// machine without a GPU that every benchmark's protocol terminates (each wait is signalled, no
+/// deadline fires) and that the JSON has a well-formed row for every benchmark.
+pub fn smoke() -> Result<(), String> {
+    let tk = setup::run()?;
+    let root = util::root();
+    let dir = root.join("target/bench-smoke");
+    std::fs::create_dir_all(dir.join("fake")).map_err(io(&dir))?;
+    let cubin = dir.join("bench_kernels.cubin");
+    build_cubin(&tk, &root.join("bench/raw/bench_kernels.cu"), &cubin)?;
+    let exe = dir.join("raw_bench");
+    build_raw(&tk, &exe)?;
+    util::run(
+        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+            .args([
+                "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+            ])
+            .arg("-pthread")
+            .arg(format!("-I{}", tk.include.display()))
+            .arg(root.join("bench/raw/fake/fake_cuda.c"))
+            .arg("-o")
+            .arg(dir.join("fake/libcuda.so.1")),
+    )?;
+    let json = dir.join("smoke.jsonl");
+    let _ = std::fs::remove_file(&json);
+    let table = util::output(
+        Command::new(&exe)
+            .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .arg("--cubin")
+            .arg(&cubin)
+            .arg("--json")
+            .arg(&json)
+            .args([
+                "--samples",
+                "20",
+                "--warmup",
+                "2",
+                "--commit",
+                "smoke",
+                "all",
+            ]),
+    )?;
+    let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    check_rows(&text, &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+    eprintln!(
+        "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
+        names.len()
+    );
+    Ok(())
+}
+
+/// Every line is JSON; one `_meta` line; every benchmark in `names` has a row with ordered
+/// percentiles, a sample count and a state.
+fn check_rows(text: &str, names: &[String]) -> Result<(), String> {
+    let mut metas = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let bench = v["bench"]
+            .as_str()
+            .ok_or(format!("line {}: no bench", i + 1))?;
+        if bench == "_meta" {
+            metas += 1;
+            continue;
+        }
+        let p = |k: &str| v[k].as_f64().ok_or(format!("line {}: no {k}", i + 1));
+        let (p50, p90, p99) = (p("p50_us")?, p("p90_us")?, p("p99_us")?);
+        if !(p50 <= p90 && p90 <= p99 && v["n"].as_u64().unwrap_or(0) > 0) {
+            return Err(format!("line {}: bad percentiles or n: {line}", i + 1));
+        }
+        if v["impl"] != "raw" || v["regime"].as_str().is_none() || v["state"].as_str().is_none() {
+            return Err(format!(
+                "line {}: impl, regime or state missing: {line}",
+                i + 1
+            ));
+        }
+        seen.insert(bench.to_owned());
+    }
+    if metas != 1 {
+        return Err(format!("{metas} _meta lines, expected 1"));
+    }
+    let missing: Vec<_> = names.iter().filter(|n| !seen.contains(*n)).collect();
+    if !missing.is_empty() {
+        return Err(format!("no rows for {missing:?}"));
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench-report FILE...`: the comparison table of JSON-lines result files.

@@ -7,6 +7,7 @@
 //! | `test` | the README's test command: everything that runs without a GPU |
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
 //! | `bench [--bundle DIR] [--json FILE]` | builds the benchmark bundle; runs it here if a GPU is present |
+//! | `bench --smoke` | runs the C baseline against a fake driver: every benchmark terminates (part of `test`) |
 //! | `bench-report [--markdown] FILE...` | compares raw / ferrocuda / cudarc rows of benchmark JSON files |
 
 mod bench;
@@ -28,6 +29,7 @@ commands:
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
   bench [--bundle DIR] [--json FILE] [BENCH...]
                            build the benchmarks (C baseline + Rust programs); run them when a GPU is here
+  bench --smoke            run the C baseline against a fake driver (no GPU): every benchmark terminates
   bench-report [--markdown] FILE...
                            print raw / ferrocuda / cudarc side by side from benchmark JSON files
 ";

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{codegen, setup, util};
+use crate::{bench, codegen, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
@@ -51,6 +51,7 @@ pub fn run() -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     });
+    step("bench smoke", &mut bench::smoke);
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
     } else {
