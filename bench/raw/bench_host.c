@@ -143,11 +143,11 @@ static void run_trampoline(env_t *e, const char *bench, kick_t kick, gate_t gate
         if (gate == GATE_WAIT) {
             CU(cuStreamWaitValue64, e->s, flag, i, CU_STREAM_WAIT_VALUE_GEQ);
         } else {
-            void *args[] = {&flag, &i, &timeout, &err};
-            launch1(e->poll_gate, 1, e->s, args);
+            void *gate_args[] = {&flag, &i, &timeout, &err};
+            launch1(e->poll_gate, 1, e->s, gate_args);
         }
-        void *args[] = {&ack, &i};
-        launch1(e->ack, 1, e->s, args);
+        void *ack_args[] = {&ack, &i};
+        launch1(e->ack, 1, e->s, ack_args);
         uint64_t t1 = wait_geq(&e->host[SLOT_ACK], i, bench);
         if (i > g_warmup) {
             samples_push(&s, (double)(t1 - t0));
