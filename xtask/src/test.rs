@@ -51,7 +51,6 @@ pub fn run() -> Result<(), String> {
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     });
-    step("bench smoke", &mut bench::smoke);
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
     } else {
@@ -59,6 +58,8 @@ pub fn run() -> Result<(), String> {
             "\nxtask test: libclang not found, bindings freshness not checked (install libclang-dev)"
         );
     }
+
+    step("bench smoke", &mut bench::smoke);
 
     let failed: Vec<_> = steps.iter().filter(|s| s.1.is_err()).collect();
     eprintln!();
