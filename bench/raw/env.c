@@ -81,6 +81,14 @@ void env_reset(env_t *e) {
     CU(cuStreamSynchronize, e->s);
 }
 
+void env_destroy(env_t *e) {
+    env_reset(e);
+    CU(cuMemFreeHost, (void *)e->host);
+    CU(cuMemFree, e->scratch);
+    CU(cuStreamDestroy, e->s);
+    CU(cuStreamDestroy, e->s2);
+}
+
 void env_check_gpu_errors(env_t *e, const char *bench) {
     uint64_t err = load_acquire(&e->host[SLOT_ERR]);
     if (err != 0) {

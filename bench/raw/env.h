@@ -46,6 +46,10 @@ void env_init(env_t *e, int ordinal, const char *cubin_path);
  * zeroes the slots and the device scratch, so every benchmark starts counting from 1. */
 void env_reset(env_t *e);
 
+/* Frees the slots, the scratch and the streams after a final env_reset (nothing waits then, so
+ * cuMemFreeHost cannot block). The module and the primary context go with the process. */
+void env_destroy(env_t *e);
+
 /* Fails if a polling kernel recorded an expired time limit. */
 void env_check_gpu_errors(env_t *e, const char *bench);
 

@@ -206,10 +206,10 @@ int main(int argc, char **argv) {
         run_events(&e, "after_hostfunc");
     }
 
-    env_reset(&e);
+    env_destroy(&e);
     report_close();
     free(names);
-    /* The context and its memory go with the process: releasing the primary context adds nothing
-     * to measure, and would hang if a wait were still pending (GPU.md). */
+    /* The primary context is not released: that adds nothing to measure, and would hang if a
+     * wait were still pending (GPU.md); it goes with the process. */
     return 0;
 }
