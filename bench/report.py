@@ -160,6 +160,25 @@ def main(argv):
         print("elapsed-time accuracy: measured p50 - requested, us")
         print(table(h, b, markdown))
 
+    # Rows taken in several process states (the event rows): each state against the same
+    # implementation's fresh row (issue 11: after_gpuwrite within 1.1x of fresh).
+    multi = {}
+    for (bench, regime, state) in order:
+        multi.setdefault((bench, regime), []).append(state)
+    state_rows = [(k, states) for k, states in multi.items() if "fresh" in states and len(states) > 1]
+    if state_rows:
+        print()
+        h = ["bench", "regime", "state"] + [f"{i} p50" for i in impls] + [f"{i} /fresh" for i in impls]
+        b = []
+        for (bench, regime), states in state_rows:
+            fresh = {i: agg(rows[(bench, regime, "fresh")].get(i, []), "p50_us") for i in impls}
+            for st in states:
+                cur = {i: agg(rows[(bench, regime, st)].get(i, []), "p50_us") for i in impls}
+                b.append([bench, regime, st] + [fmt(cur[i]) for i in impls]
+                         + [fmt(ratio(cur[i], fresh[i]), 2) for i in impls])
+        print("process state effect: p50 against the same implementation's fresh row")
+        print(table(h, b, markdown))
+
     if "ferrocuda" in impls and "raw" in impls:
         print()
         print(f"ferrocuda target (p50 <= {RATIO_MAX} x raw or raw + {ABS_SLACK_US} us, "
