@@ -6,7 +6,8 @@
  * complete in stream order; graphs replay their nodes in insertion order. Device memory is host
  * memory. The timings it produces mean nothing; what it proves is that every benchmark's protocol
  * terminates, its waits are signalled, its deadlines and error checks hold, and the JSON is
- * written. Build: cc -shared -fPIC -pthread -I<cuda include> fake_cuda.c -o libcuda.so.1 */
+ * written, and that nothing calls cuMemFree, cuMemFreeHost or cuModuleLoadData while a stream
+ * waits on a value (the real driver blocks there, GPU.md). Build: cc -shared -fPIC -pthread -I<cuda include> fake_cuda.c -o libcuda.so.1 */
 #define _GNU_SOURCE
 #include <cuda.h>
 
@@ -190,6 +191,24 @@ static void stream_sync(struct CUstream_st *s) {
     while (ld(&s->done) < target) __builtin_ia32_pause();
 }
 
+/* The real driver's cuMemFree, cuMemFreeHost, cuModuleLoad* and cuModuleUnload do not return
+ * while any stream waits on an unsatisfied value (GPU.md); called from the thread that would
+ * signal, that is a deadlock. The fake fails loudly instead, so the smoke test catches it. */
+static void check_no_pending_wait(const char *call) {
+    for (int i = 0; i < g_nstreams; i++) {
+        struct CUstream_st *s = g_streams[i];
+        pthread_mutex_lock(&s->mu);
+        for (op_t *o = s->head; o != NULL; o = o->next) {
+            if (o->kind == OP_WAIT && ld(P(o->a[0])) < o->a[1]) {
+                fprintf(stderr, "fake_cuda: %s while a stream waits for a value: the real driver "
+                                "would block here until the wait passes\n", call);
+                exit(4);
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 /* ---- entry points ---- */
 static CUresult f_cuInit(unsigned f) { (void)f; return CUDA_SUCCESS; }
 static CUresult f_cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
@@ -201,7 +220,7 @@ static CUresult f_cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
 static CUresult f_cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)(uintptr_t)0x1000; return CUDA_SUCCESS; }
 static CUresult f_cuCtxSetCurrent(CUcontext c) { (void)c; return CUDA_SUCCESS; }
 static CUresult f_cuCtxSynchronize(void) { for (int i = 0; i < g_nstreams; i++) stream_sync(g_streams[i]); return CUDA_SUCCESS; }
-static CUresult f_cuModuleLoadData(CUmodule *m, const void *img) { (void)img; *m = (CUmodule)(uintptr_t)0x2000; return CUDA_SUCCESS; }
+static CUresult f_cuModuleLoadData(CUmodule *m, const void *img) { (void)img; check_no_pending_wait("cuModuleLoadData"); *m = (CUmodule)(uintptr_t)0x2000; return CUDA_SUCCESS; }
 static CUresult f_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
     (void)m;
     for (int i = 0; i < K_N; i++) if (strcmp(KERNELS[i].name, name) == 0) { *f = &FUNCS[i]; return CUDA_SUCCESS; }
@@ -267,12 +286,12 @@ static CUresult f_cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
 }
 /* Capped at 1 MiB: the fake copy and large memsets never touch memory (the 1 GiB copy buffers). */
 static CUresult f_cuMemAlloc(CUdeviceptr *p, size_t n) { *p = (CUdeviceptr)(uintptr_t)calloc(1, n < (1u << 20) ? n : (1u << 20)); return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY; }
-static CUresult f_cuMemFree(CUdeviceptr p) { free(P(p)); return CUDA_SUCCESS; }
+static CUresult f_cuMemFree(CUdeviceptr p) { check_no_pending_wait("cuMemFree"); free(P(p)); return CUDA_SUCCESS; }
 static CUresult f_cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { (void)s; return f_cuMemAlloc(p, n); }
-static CUresult f_cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return f_cuMemFree(p); }
+static CUresult f_cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; free(P(p)); return CUDA_SUCCESS; }
 static CUresult f_cuMemHostAlloc(void **p, size_t n, unsigned f) { (void)f; *p = calloc(1, n); return CUDA_SUCCESS; }
 static CUresult f_cuMemHostGetDevicePointer(CUdeviceptr *d, void *p, unsigned f) { (void)f; *d = (CUdeviceptr)(uintptr_t)p; return CUDA_SUCCESS; }
-static CUresult f_cuMemFreeHost(void *p) { free(p); return CUDA_SUCCESS; }
+static CUresult f_cuMemFreeHost(void *p) { check_no_pending_wait("cuMemFreeHost"); free(p); return CUDA_SUCCESS; }
 /* Memsets smaller than 4 KiB (the scratch words) are done, in stream order only after a sync. */
 static CUresult f_cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s) {
     stream_sync(s);
