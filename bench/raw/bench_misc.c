@@ -197,16 +197,22 @@ void bench_alloc_free_pinned(env_t *e) {
 #define DTOD_BYTES (1ull << 30)
 #define DTOD_WARMUP 5
 #define DTOD_SAMPLES 50
+#define MAX_POLLERS 8
 
-/* cuMemcpyDtoDAsync of 1 GiB between two device buffers, timed with events. Rate counts bytes
- * read plus written (2 GiB per copy) over the median copy time. */
-void bench_dtod_bandwidth(env_t *e) {
+/* One row of dtod_bandwidth: `pollers` polling gates (1 block of 1 thread each, on streams of their
+ * own) wait on the flag while the copies run, which is what a polling gate costs the rest of the
+ * GPU (GPU.md: one poller -1 %, eight -5 %). They are released and drained before returning. */
+static void dtod_row(env_t *e, CUdeviceptr dst, CUdeviceptr src, const char *regime, int pollers) {
     env_reset(e);
-    CUdeviceptr src, dst;
-    CU(cuMemAlloc, &src, DTOD_BYTES);
-    CU(cuMemAlloc, &dst, DTOD_BYTES);
-    CU(cuMemsetD8Async, src, 1, DTOD_BYTES, e->s);
-    CU(cuMemsetD8Async, dst, 0, DTOD_BYTES, e->s);
+    CUstream ps[MAX_POLLERS];
+    CUdeviceptr flag = slot_dev(e, SLOT_FLAG), err = slot_dev(e, SLOT_ERR);
+    uint64_t one = 1, timeout = GPU_POLL_TIMEOUT_NS;
+    for (int k = 0; k < pollers; k++) {
+        CU(cuStreamCreate, &ps[k], CU_STREAM_NON_BLOCKING);
+        void *args[] = {&flag, &one, &timeout, &err};
+        launch1(e->poll_gate, 1, ps[k], args);
+    }
+    spin_for_ns(100000); /* let the pollers become resident before the first copy */
     CUevent start, end;
     CU(cuEventCreate, &start, CU_EVENT_DEFAULT);
     CU(cuEventCreate, &end, CU_EVENT_DEFAULT);
@@ -222,14 +228,35 @@ void bench_dtod_bandwidth(env_t *e) {
             samples_push(&s, (double)ms * 1e6);
         }
     }
+    store_release(&e->host[SLOT_FLAG], 1);
+    for (int k = 0; k < pollers; k++) {
+        CU(cuStreamSynchronize, ps[k]);
+        CU(cuStreamDestroy, ps[k]);
+    }
+    env_check_gpu_errors(e, "dtod_bandwidth");
     char extra[128];
     double med = samples_median(&s);
     snprintf(extra, sizeof extra, "\"rate\":%.1f,\"rate_unit\":\"GB/s\",\"bytes\":%llu",
              2.0 * (double)DTOD_BYTES / med, (unsigned long long)DTOD_BYTES);
-    report("dtod_bandwidth", "1GiB", &s, extra);
+    report("dtod_bandwidth", regime, &s, extra);
     samples_free(&s);
     CU(cuEventDestroy, start);
     CU(cuEventDestroy, end);
+}
+
+/* cuMemcpyDtoDAsync of 1 GiB between two device buffers, timed with events: 50 copies after 5
+ * warm-up. Rate counts bytes read plus written (2 GiB per copy) over the median copy time. Rows:
+ * alone, and with 1 and 8 polling gates waiting meanwhile. */
+void bench_dtod_bandwidth(env_t *e) {
+    env_reset(e);
+    CUdeviceptr src, dst;
+    CU(cuMemAlloc, &src, DTOD_BYTES);
+    CU(cuMemAlloc, &dst, DTOD_BYTES);
+    CU(cuMemsetD8Async, src, 1, DTOD_BYTES, e->s);
+    CU(cuMemsetD8Async, dst, 0, DTOD_BYTES, e->s);
+    dtod_row(e, dst, src, "1GiB", 0);
+    dtod_row(e, dst, src, "1GiB_1poller", 1);
+    dtod_row(e, dst, src, "1GiB_8pollers", MAX_POLLERS);
     CU(cuMemFree, src);
     CU(cuMemFree, dst);
 }

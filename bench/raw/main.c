@@ -50,7 +50,7 @@ static const bench_t PHASE_NO_HOSTFUNC[] = {
     {"graph_fused_gate", bench_graph_fused_gate, "graph: one kernel node polling, then acking"},
     {"alloc_free_device", bench_alloc_free_device, "cuMemAllocAsync + cuMemFreeAsync, 1 MiB"},
     {"alloc_free_pinned", bench_alloc_free_pinned, "cuMemHostAlloc(8 B) + cuMemFreeHost"},
-    {"dtod_bandwidth", bench_dtod_bandwidth, "cuMemcpyDtoDAsync 1 GiB, read+written bytes/s"},
+    {"dtod_bandwidth", bench_dtod_bandwidth, "cuMemcpyDtoDAsync 1 GiB, read+written bytes/s; alone, with 1 and 8 pollers"},
 };
 
 static const bench_t PHASE_HOSTFUNC[] = {

@@ -167,7 +167,7 @@ static void *stream_main(void *arg) {
     return NULL;
 }
 
-#define MAX_STREAMS 16
+#define MAX_STREAMS 64 /* streams are never reclaimed by the fake */
 static struct CUstream_st *g_streams[MAX_STREAMS];
 static int g_nstreams;
 
@@ -228,6 +228,7 @@ static CUresult f_cuModuleGetFunction(CUfunction *f, CUmodule m, const char *nam
 }
 static CUresult f_cuStreamCreate(CUstream *ps, unsigned flags) {
     (void)flags;
+    if (g_nstreams == MAX_STREAMS) return CUDA_ERROR_OUT_OF_MEMORY;
     struct CUstream_st *s = calloc(1, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
