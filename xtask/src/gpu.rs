@@ -66,7 +66,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// An NVIDIA device node and the driver library are both present.
-fn gpu_present() -> bool {
+pub fn gpu_present() -> bool {
     Path::new("/dev/nvidiactl").exists()
         && [
             "/usr/lib/x86_64-linux-gnu/libcuda.so.1",

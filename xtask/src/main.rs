@@ -7,7 +7,11 @@
 //! | `ptx [--check]` | recompiles the checked-in PTX (or checks it is fresh) |
 //! | `test` | the README's test command: everything that runs without a GPU |
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
+//! | `bench [--bundle DIR] [--json FILE]` | builds the benchmark bundle; runs it here if a GPU is present |
+//! | `bench --smoke` | runs the C baseline against a fake driver: every benchmark terminates (part of `test`) |
+//! | `bench-report [--markdown] FILE...` | compares raw / ferrocuda / cudarc rows of benchmark JSON files |
 
+mod bench;
 mod codegen;
 mod gpu;
 mod ptx;
@@ -26,6 +30,11 @@ commands:
   ptx [--check]            recompile the checked-in PTX (--check: fail if stale)
   test                     fmt, clippy, CPU tests, docs, freshness checks: the CI command
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
+  bench [--bundle DIR] [--json FILE] [BENCH...]
+                           build the benchmarks (C baseline + Rust programs); run them when a GPU is here
+  bench --smoke            run the C baseline against a fake driver (no GPU): every benchmark terminates
+  bench-report [--markdown] FILE...
+                           print raw / ferrocuda / cudarc side by side from benchmark JSON files
 ";
 
 fn main() -> ExitCode {
@@ -38,6 +47,8 @@ fn main() -> ExitCode {
         Some("ptx") => ptx::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("test-gpu") => gpu::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("bench-report") => bench::report(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{codegen, setup, util};
+use crate::{bench, codegen, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
@@ -59,6 +59,8 @@ pub fn run() -> Result<(), String> {
             "\nxtask test: libclang not found, bindings freshness not checked (install libclang-dev)"
         );
     }
+
+    step("bench smoke", &mut bench::smoke);
 
     let failed: Vec<_> = steps.iter().filter(|s| s.1.is_err()).collect();
     eprintln!();

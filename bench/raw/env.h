@@ -1,0 +1,89 @@
+/* What every benchmark shares: the device, its primary context, two streams, the kernels, and
+ * slots of mapped pinned host memory. */
+#ifndef RAW_ENV_H
+#define RAW_ENV_H
+
+#include "cu.h"
+#include "util.h"
+
+/* Indices of 8-byte slots in env_t.host; each slot sits on its own 128-byte line so the GPU's
+ * writes to one never share a line with the host's writes to another. */
+enum {
+    SLOT_FLAG = 0, /* host -> GPU: the gate's flag (host stores i, the GPU waits for >= i) */
+    SLOT_ACK = 16, /* GPU -> host: the ack kernel / write value stores i, the host spins on it */
+    SLOT_KICK = 32, /* GPU -> host: the GPU-write trampoline's kickoff ticket */
+    SLOT_ERR = 48, /* GPU -> host: a polling kernel's expired time limit (the value it waited for) */
+    SLOT_COUNT = 64,
+};
+
+/* Indices of 8-byte words in env_t.scratch (device memory): graph epochs and counters. */
+enum { DEV_EPOCH = 0, DEV_ACK_COUNT = 16, DEV_WORDS = 32 };
+
+/* Time limit of every polling kernel (device side); below the host's DEADLINE_NS so the kernel's
+ * own error is what gets reported. */
+#define GPU_POLL_TIMEOUT_NS (1000ull * 1000 * 1000)
+
+typedef struct {
+    CUdevice dev;
+    CUcontext ctx;
+    CUstream s;  /* the stream every benchmark uses */
+    CUstream s2; /* the second stream of cross_stream_event_wait */
+    CUmodule mod;
+    CUfunction empty_kernel, ack, ack_inc, spin_ns, poll_gate, fused_gate_ack, poll_gate_epoch,
+        fused_gate_ack_epoch;
+    volatile uint64_t *host; /* SLOT_COUNT slots, cuMemHostAlloc(PORTABLE | DEVICEMAP) */
+    CUdeviceptr host_dev;    /* the same memory, as the device sees it */
+    CUdeviceptr scratch;     /* DEV_WORDS words of device memory */
+    char name[256];
+    int driver_version;
+} env_t;
+
+/* Initialises the driver, retains device `ordinal`'s primary context, loads the cubin (before any
+ * wait can exist: module loads block behind a waiting stream, GPU.md) and allocates the slots. */
+void env_init(env_t *e, int ordinal, const char *cubin_path);
+
+/* Waits for all work (bounded: nothing is left waiting on a host value between benchmarks), then
+ * zeroes the slots and the device scratch, so every benchmark starts counting from 1. */
+void env_reset(env_t *e);
+
+/* Frees the slots, the scratch and the streams after a final env_reset (nothing waits then, so
+ * cuMemFreeHost cannot block). The module and the primary context go with the process. */
+void env_destroy(env_t *e);
+
+/* Fails if a polling kernel recorded an expired time limit. */
+void env_check_gpu_errors(env_t *e, const char *bench);
+
+/* Device address of a host slot / a scratch word. */
+static inline CUdeviceptr slot_dev(const env_t *e, int slot) {
+    return e->host_dev + (CUdeviceptr)slot * sizeof(uint64_t);
+}
+static inline CUdeviceptr scratch_dev(const env_t *e, int word) {
+    return e->scratch + (CUdeviceptr)word * sizeof(uint64_t);
+}
+
+/* Launches f as a grid of 1 block of `threads` threads on stream s. */
+void launch1(CUfunction f, unsigned threads, CUstream s, void **args);
+
+/* The benchmarks, one function each (bench_*.c); `regime` variants are inside. */
+void bench_event_record_sync(env_t *e);
+void bench_event_query(env_t *e);
+void bench_elapsed_time_accuracy(env_t *e);
+void bench_launch_sync(env_t *e);
+void bench_write_value_seen(env_t *e);
+void bench_cross_stream_event_wait(env_t *e);
+void bench_alloc_free_device(env_t *e);
+void bench_alloc_free_pinned(env_t *e);
+void bench_dtod_bandwidth(env_t *e);
+void bench_signal_wait_ack(env_t *e);
+void bench_signal_wait_write(env_t *e);
+void bench_poll_gate_stream(env_t *e);
+void bench_fused_gate_stream(env_t *e);
+void bench_graph_wait_gate(env_t *e);
+void bench_graph_poll_gate(env_t *e);
+void bench_graph_fused_gate(env_t *e);
+void bench_host_func_latency(env_t *e);
+void bench_host_func_throughput(env_t *e);
+void bench_trampoline_hostfunc(env_t *e);
+void bench_trampoline_gpuwrite(env_t *e);
+
+#endif

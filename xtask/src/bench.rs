@@ -1,0 +1,384 @@
+//! `cargo xtask bench [--bundle DIR] [--json FILE] [BENCH...]`, `cargo xtask bench --smoke` and
+//! `cargo xtask bench-report FILE...`.
+//!
+//! The benchmark bundle is a folder that runs on a GPU machine with no Rust toolchain and no CUDA
+//! toolkit (the device machines have python3 and the driver):
+//!
+//! ```text
+//! DIR/run                        runs every program of DIR/programs, then prints the comparison
+//! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
+//! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
+//! DIR/cubin/bench_kernels.cubin  its kernels (bench/raw/bench_kernels.cu, sm_90a)
+//! DIR/report.py                  the comparison printer (bench/report.py)
+//! DIR/COMMIT                     the commit the bundle was built from
+//! ```
+//!
+//! Every program listed in `DIR/programs` follows one contract, so ferrocuda's and cudarc's
+//! programs slot in beside the C one: it is called as
+//! `EXECUTABLE [ARGS...] --json FILE --commit STR [--samples N] [all | BENCH...]`, runs the named
+//! benchmarks (unknown names are an error), prints a table and *appends* JSON lines to FILE: one
+//! `{"impl":..,"bench":"_meta","gpu":..,"driver_version":..,"commit":..}` line, then one line per
+//! row, `{"impl":..,"bench":..,"regime":..,"state":..,"p50_us":..,"p90_us":..,"p99_us":..,"n":..}`
+//! (more members allowed, e.g. `rate` and `rate_unit`). bench/README.md has the list of rows.
+//! To add a Rust program, add it to [`RUST_PROGRAMS`].
+
+use crate::{setup, util};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Rust benchmark programs built into the bundle: (impl name in the JSON, cargo package, binary
+/// target). Each follows the contract in the module docs and runs after `raw`, in this order.
+pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[];
+
+/// Seconds one program may run before the bundle calls it failed (`BENCH_DEADLINE_S` overrides it
+/// on the GPU machine). The C baseline should need well under a minute; three programs must still
+/// fit in the device tool's 10 minutes a command, so a hung one is cut off early.
+const DEADLINE_S: u32 = 180;
+
+const USAGE: &str = "usage: cargo xtask bench [--bundle DIR] [--json FILE] [all | BENCH...] | cargo xtask bench --smoke";
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut bundle: Option<PathBuf> = None;
+    let mut json: Option<PathBuf> = None;
+    let mut benches: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bundle" => bundle = Some(it.next().ok_or("--bundle needs a directory")?.into()),
+            "--json" => json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--smoke" => return smoke(),
+            other if other.starts_with('-') => {
+                return Err(format!("bench: unknown argument `{other}`\n{USAGE}"));
+            }
+            name => benches.push(name.to_owned()),
+        }
+    }
+    let dir = bundle
+        .clone()
+        .unwrap_or_else(|| util::root().join("target/bench-bundle"));
+    let toolkit = setup::run()?;
+    write_bundle(&dir, &toolkit)?;
+    println!("wrote benchmark bundle {}", dir.display());
+
+    if bundle.is_some() {
+        if json.is_some() {
+            eprintln!(
+                "bench: --json applies when the benchmarks run here; the bundle's `run` takes its own --json"
+            );
+        }
+        println!(
+            "on a GPU machine: {}/run [--json FILE] [--rounds N] [BENCH...]",
+            dir.display()
+        );
+        return Ok(());
+    }
+    if !crate::gpu::gpu_present() {
+        println!(
+            "no GPU here: copy {} to a GPU machine and run `{}/run` there (it needs no Rust toolchain or CUDA toolkit)",
+            dir.display(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let mut cmd = Command::new(dir.join("run"));
+    if let Some(j) = json {
+        cmd.arg("--json").arg(j);
+    }
+    util::run(cmd.args(&benches))
+}
+
+/// `cargo xtask bench --smoke` (and a step of `cargo xtask test`): builds the C baseline and its
+/// cubin, then runs every benchmark at 20 samples against `bench/raw/fake/fake_cuda.c`, a fake
+/// `libcuda.so.1` that runs streams on host threads. Its timings mean nothing; it proves on a
+/// machine without a GPU that every benchmark's protocol terminates (each wait is signalled, no
+/// deadline fires) and that the JSON has a well-formed row for every benchmark.
+pub fn smoke() -> Result<(), String> {
+    let tk = setup::run()?;
+    let root = util::root();
+    let dir = root.join("target/bench-smoke");
+    std::fs::create_dir_all(dir.join("fake")).map_err(io(&dir))?;
+    let cubin = dir.join("bench_kernels.cubin");
+    build_cubin(&tk, &root.join("bench/raw/bench_kernels.cu"), &cubin)?;
+    let exe = dir.join("raw_bench");
+    build_raw(&tk, &exe)?;
+    util::run(
+        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+            .args([
+                "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+            ])
+            .arg("-pthread")
+            .arg(format!("-I{}", tk.include.display()))
+            .arg(root.join("bench/raw/fake/fake_cuda.c"))
+            .arg("-o")
+            .arg(dir.join("fake/libcuda.so.1")),
+    )?;
+    let json = dir.join("smoke.jsonl");
+    let _ = std::fs::remove_file(&json);
+    let table = util::output(
+        Command::new(&exe)
+            .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .arg("--cubin")
+            .arg(&cubin)
+            .arg("--json")
+            .arg(&json)
+            .args([
+                "--samples",
+                "20",
+                "--warmup",
+                "2",
+                "--commit",
+                "smoke",
+                "all",
+            ]),
+    )?;
+    let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    check_rows(&text, &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+    eprintln!(
+        "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
+        names.len()
+    );
+    Ok(())
+}
+
+/// Every line is JSON; one `_meta` line; every benchmark in `names` has a row with ordered
+/// percentiles, a sample count and a state.
+fn check_rows(text: &str, names: &[String]) -> Result<(), String> {
+    let mut metas = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let bench = v["bench"]
+            .as_str()
+            .ok_or(format!("line {}: no bench", i + 1))?;
+        if bench == "_meta" {
+            metas += 1;
+            continue;
+        }
+        let p = |k: &str| v[k].as_f64().ok_or(format!("line {}: no {k}", i + 1));
+        let (p50, p90, p99) = (p("p50_us")?, p("p90_us")?, p("p99_us")?);
+        if !(p50 <= p90 && p90 <= p99 && v["n"].as_u64().unwrap_or(0) > 0) {
+            return Err(format!("line {}: bad percentiles or n: {line}", i + 1));
+        }
+        if v["impl"] != "raw" || v["regime"].as_str().is_none() || v["state"].as_str().is_none() {
+            return Err(format!(
+                "line {}: impl, regime or state missing: {line}",
+                i + 1
+            ));
+        }
+        seen.insert(bench.to_owned());
+    }
+    if metas != 1 {
+        return Err(format!("{metas} _meta lines, expected 1"));
+    }
+    let missing: Vec<_> = names.iter().filter(|n| !seen.contains(*n)).collect();
+    if !missing.is_empty() {
+        return Err(format!("no rows for {missing:?}"));
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench-report FILE...`: the comparison table of JSON-lines result files.
+pub fn report(args: &[String]) -> Result<(), String> {
+    if args.is_empty() {
+        return Err("usage: cargo xtask bench-report [--markdown] FILE...".into());
+    }
+    util::run(
+        Command::new("python3")
+            .arg(util::root().join("bench/report.py"))
+            .args(args),
+    )
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+/// Builds everything into `dir` (replacing what a previous build put there).
+pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
+    let root = util::root();
+    for sub in ["bin", "cubin"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(io(&p))?;
+        }
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+    }
+    let mut programs = String::from(
+        "# IMPL EXECUTABLE [ARGS...], bundle-relative; `run` adds --json FILE --commit STR [--samples N] BENCH...\n",
+    );
+
+    let cubin = dir.join("cubin/bench_kernels.cubin");
+    build_cubin(tk, &root.join("bench/raw/bench_kernels.cu"), &cubin)?;
+    build_raw(tk, &dir.join("bin/raw_bench"))?;
+    programs.push_str("raw bin/raw_bench --cubin cubin/bench_kernels.cubin\n");
+
+    for (name, exe) in build_rust_programs()? {
+        let dst = dir.join("bin").join(&name);
+        std::fs::copy(&exe, &dst).map_err(io(&exe))?;
+        // Symbols are not needed to run; stripped, the bundle stays far below the 64 MiB carry limit.
+        util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
+        let _ = writeln!(programs, "{name} bin/{name}");
+    }
+
+    let write = |name: &str, text: &str| -> Result<(), String> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(io(&p))
+    };
+    write("programs", &programs)?;
+    write("COMMIT", &format!("{}\n", commit()))?;
+    let report_py = root.join("bench/report.py");
+    std::fs::copy(&report_py, dir.join("report.py")).map_err(io(&report_py))?;
+    write("run", &RUN.replace("__DEADLINE__", &DEADLINE_S.to_string()))?;
+    util::run(Command::new("chmod").arg("+x").arg(dir.join("run")))
+}
+
+/// The C baseline: host `cc`, C11, warnings are errors, nothing CUDA linked (libcuda is dlopened).
+fn build_raw(tk: &setup::Toolkit, out: &Path) -> Result<(), String> {
+    let src = util::root().join("bench/raw");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .map_err(io(&src))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    util::run(
+        Command::new(cc)
+            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"])
+            .arg(format!("-I{}", tk.include.display()))
+            .args(&sources)
+            .arg("-o")
+            .arg(out)
+            .args(["-ldl", "-lm"]),
+    )
+}
+
+/// The baseline's kernels as an sm_90a cubin; checks with cuobjdump that every `__global__`
+/// function of the source was assembled into it.
+fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String> {
+    util::run(
+        Command::new(&tk.nvcc)
+            .args([
+                "-gencode=arch=compute_90a,code=sm_90a",
+                "--cubin",
+                "-Xptxas",
+                "-Werror",
+            ])
+            .arg("-o")
+            .arg(out)
+            .arg(cu),
+    )?;
+    let sass = util::output(Command::new(&tk.cuobjdump).arg("-sass").arg(out))?;
+    let source = std::fs::read_to_string(cu).map_err(io(cu))?;
+    let kernels: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.split("__global__ void ").nth(1))
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    if kernels.is_empty() {
+        return Err(format!("{}: no __global__ functions found", cu.display()));
+    }
+    for k in &kernels {
+        if !sass.contains(&format!("Function : {k}\n")) {
+            return Err(format!("{}: kernel `{k}` has no SASS", out.display()));
+        }
+    }
+    eprintln!("cubin: {} kernels assembled for sm_90a", kernels.len());
+    Ok(())
+}
+
+/// `cargo build --release` of [`RUST_PROGRAMS`]; (impl name, executable).
+fn build_rust_programs() -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out = Vec::new();
+    for (name, package, bin) in RUST_PROGRAMS {
+        let json = util::output(util::cargo().args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ]))?;
+        let exe = json
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == *bin)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))?;
+        out.push(((*name).to_owned(), exe));
+    }
+    Ok(out)
+}
+
+/// `git describe`-like id of the working tree: short hash, `-dirty` if it has changes.
+fn commit() -> String {
+    let hash = util::output(Command::new("git").current_dir(util::root()).args([
+        "rev-parse",
+        "--short=12",
+        "HEAD",
+    ]))
+    .map(|s| s.trim().to_owned())
+    .unwrap_or_else(|_| "unknown".into());
+    let dirty = util::output(Command::new("git").current_dir(util::root()).args([
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ]))
+    .is_ok_and(|s| !s.trim().is_empty());
+    if dirty { format!("{hash}-dirty") } else { hash }
+}
+
+const RUN: &str = r#"#!/usr/bin/env bash
+# ferrocuda benchmark bundle, written by `cargo xtask bench`. Needs an NVIDIA GPU, its driver and
+# python3; no Rust toolchain, no CUDA toolkit. Runs every program of ./programs (raw C baseline,
+# then the Rust ones), each in its own process, all appending JSON lines to one file, then prints
+# the comparison (report.py). With --rounds N the programs run N times interleaved
+# (raw, ferrocuda, cudarc, raw, ...) and the report takes the median of each percentile.
+#
+#   run [--json FILE] [--rounds N] [--samples N] [--only IMPL[,IMPL...]] [all | BENCH...]
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+json="$here/results.jsonl"; rounds=1; samples=(); only=""; benches=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --json) json=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --samples) samples=(--samples "$2"); shift 2 ;;
+    --only) only=",$2,"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -*) echo "run: unknown option $1" >&2; exit 2 ;;
+    *) benches+=("$1"); shift ;;
+  esac
+done
+[ ${#benches[@]} -gt 0 ] || benches=(all)
+case "$json" in /*) ;; *) json="$PWD/$json" ;; esac
+mkdir -p "$(dirname "$json")"
+: > "$json"
+commit=$(cat "$here/COMMIT" 2>/dev/null || echo unknown)
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm --format=csv
+cd "$here"
+fail=0; failed=()
+for round in $(seq 1 "$rounds"); do
+  while read -r impl exe args; do
+    case "$impl" in ''|'#'*) continue ;; esac
+    [ -z "$only" ] || [[ "$only" == *",$impl,"* ]] || continue
+    echo "=== $impl (round $round of $rounds)"
+    # shellcheck disable=SC2086 # args are the program's own words from ./programs
+    if ! timeout --kill-after=10 "${BENCH_DEADLINE_S:-__DEADLINE__}" "./$exe" $args --json "$json" --commit "$commit" "${samples[@]}" "${benches[@]}"; then
+      fail=$((fail+1)); failed+=("$impl#$round")
+    fi
+  done < "$here/programs"
+done
+echo
+python3 "$here/report.py" "$json" || fail=$((fail+1))
+echo "results: $json"
+[ "$fail" = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
+"#;
