@@ -6,9 +6,11 @@
 //! | `bindgen [--check]` | regenerates `crates/cuda-sys/src/bindings.rs` (or checks it is fresh) |
 //! | `test` | the README's test command: everything that runs without a GPU |
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
+//! | `kernels` | rebuilds the CUDA kernels, checks their SASS, refreshes `crates/kernels/prebuilt/` and docs/kernels.md |
 
 mod codegen;
 mod gpu;
+mod sass;
 mod setup;
 mod test;
 mod util;
@@ -23,6 +25,7 @@ commands:
   bindgen [--check]        regenerate ferrocuda-sys's bindings from cuda.h (--check: fail if stale)
   test                     fmt, clippy, CPU tests, docs, freshness checks: the CI command
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
+  kernels                  rebuild the CUDA kernels, check their SASS, refresh prebuilt cubins and docs
 ";
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("bindgen") => codegen::run(args[1..].iter().any(|a| a == "--check")),
         Some("test") => test::run(),
         Some("test-gpu") => gpu::run(&args[1..]),
+        Some("kernels") => setup::run().and_then(|tk| sass::write(&tk)),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

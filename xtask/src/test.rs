@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{codegen, setup, util};
+use crate::{codegen, sass, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
@@ -50,6 +50,10 @@ pub fn run() -> Result<(), String> {
                 ])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
+    });
+    step("kernels (SASS)", &mut || match &toolkit {
+        Some(tk) => sass::check(tk),
+        None => Err("no CUDA toolkit (the setup step failed)".into()),
     });
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
