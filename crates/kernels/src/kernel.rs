@@ -311,6 +311,38 @@ mod tests {
         }
     }
 
+    /// The host computes TMA boxes, expected bytes and shared memory from `Op::tile`; the kernels
+    /// from their own constants. A mismatch would hang a TMA pipeline (the transaction count
+    /// never reaches zero), so the two are compared here.
+    #[test]
+    fn tile_shapes_match_the_cuda_sources() {
+        let constant = |src: &str, name: &str| -> u32 {
+            let pat = format!("{name} = ");
+            let at = src.find(&pat).map(|i| i + pat.len());
+            let digits: String = at
+                .map(|i| src[i..].chars().take_while(char::is_ascii_digit).collect())
+                .unwrap_or_default();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("no `{name} = <number>` in the source"))
+        };
+        for op in Op::ALL {
+            let path = format!("{}/cuda/{}.cu", env!("CARGO_MANIFEST_DIR"), op.name());
+            let src = std::fs::read_to_string(&path).expect("the op's CUDA source is readable");
+            let tile = (constant(&src, "kTileRows"), constant(&src, "kTileRowBytes"));
+            assert_eq!(tile, op.tile(), "{path}");
+        }
+        let body = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/cuda/include/ferrocuda/tile_kernel.cuh"
+        ))
+        .expect("tile_kernel.cuh is readable");
+        assert_eq!(
+            (constant(&body, "kConsumerWarps") + 1) * 32,
+            THREADS_PER_BLOCK
+        );
+    }
+
     #[test]
     fn stages_outside_2_to_4_are_refused() {
         for s in [0, 1, 5, 100] {

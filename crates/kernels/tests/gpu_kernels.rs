@@ -5,8 +5,9 @@
 //! poisoned before every launch, and the padding past each destination row must still hold the
 //! poison afterwards (nothing is written outside the matrix). Copies and transposes must match
 //! bit for bit; row sums within 1e-5 (f32) or 1e-2 (bf16) relative error of an f64 reference.
-//! Tests named `large_*` use a grid smaller than the work (the persistent loop); the sanitizer
-//! passes of `cargo xtask test-gpu` skip them to stay within the deadline.
+//! Test names say their size: `small_*` (a few tiles; what the compute-sanitizer passes of
+//! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
+//! than the grid has blocks: the persistent loop).
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
@@ -76,7 +77,7 @@ impl TestElement for bf16 {
 }
 
 /// Odd shapes: single elements, partial tiles in both dimensions, exact tiles, tall and wide.
-const SHAPES: &[(u32, u32)] = &[
+const SMALL: &[(u32, u32)] = &[
     (1, 1),
     (1, 9),
     (7, 33),
@@ -86,9 +87,10 @@ const SHAPES: &[(u32, u32)] = &[
     (129, 257),
     (128, 256),
     (255, 3),
-    (3, 1029),
-    (1000, 777),
 ];
+
+/// Many tiles per matrix, still odd.
+const MEDIUM: &[(u32, u32)] = &[(3, 1029), (1000, 777), (301, 1030)];
 
 /// Large enough that every grid is smaller than the number of tiles.
 const LARGE: (u32, u32) = (2049, 4099);
@@ -236,30 +238,44 @@ fn check_row_sum<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32
 }
 
 #[test]
-fn copy_2d_matches_the_source_bit_for_bit() {
+fn small_copy_2d_matches_the_source_bit_for_bit() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0001);
-    for &shape in SHAPES {
+    for &shape in SMALL {
         check_copy::<f32>(&g, &mut rng, shape);
         check_copy::<bf16>(&g, &mut rng, shape);
     }
 }
 
 #[test]
-fn transpose_matches_the_reference_bit_for_bit() {
+fn small_transpose_matches_the_reference_bit_for_bit() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0002);
-    for &shape in SHAPES {
+    for &shape in SMALL {
         check_transpose::<f32>(&g, &mut rng, shape);
         check_transpose::<bf16>(&g, &mut rng, shape);
     }
 }
 
 #[test]
-fn row_sum_matches_an_f64_reference() {
+fn small_row_sum_matches_an_f64_reference() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0003);
-    for &shape in SHAPES {
+    for &shape in SMALL {
+        check_row_sum::<f32>(&g, &mut rng, shape);
+        check_row_sum::<bf16>(&g, &mut rng, shape);
+    }
+}
+
+#[test]
+fn medium_shapes_match_the_references() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0005);
+    for &shape in MEDIUM {
+        check_copy::<f32>(&g, &mut rng, shape);
+        check_copy::<bf16>(&g, &mut rng, shape);
+        check_transpose::<f32>(&g, &mut rng, shape);
+        check_transpose::<bf16>(&g, &mut rng, shape);
         check_row_sum::<f32>(&g, &mut rng, shape);
         check_row_sum::<bf16>(&g, &mut rng, shape);
     }
@@ -278,7 +294,7 @@ fn large_matrices_exercise_the_persistent_loop() {
 }
 
 #[test]
-fn bad_layouts_are_refused_before_launch() {
+fn small_bad_layouts_are_refused_before_launch() {
     let g = gpu();
     let src = g.upload(&vec![1.0f32; 100 * 7]);
     let mut dst = g.upload(&vec![f32::POISON; 100 * 8]);
