@@ -93,6 +93,14 @@ fn run() -> Result<(), String> {
             ));
         }
         write(&out.join(format!("{k}.ptxas.txt")), report.as_bytes())?;
+        for line in report.lines().filter(|l| l.contains("bytes spill")) {
+            if !line.contains(" 0 bytes spill stores, 0 bytes spill loads") {
+                println!(
+                    "cargo:warning={k}.cu: ptxas reports spills: {}",
+                    line.trim()
+                );
+            }
+        }
     }
     Ok(())
 }
