@@ -29,7 +29,10 @@ use std::process::Command;
 
 /// Rust benchmark programs built into the bundle: (impl name in the JSON, cargo package, binary
 /// target). Each follows the contract in the module docs and runs after `raw`, in this order.
-pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[];
+pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
+    ("ferrocuda", "ferrocuda-bench", "ferrocuda_bench"),
+    ("kernels", "ferrocuda-bench", "kernels_bench"),
+];
 
 /// Seconds one program may run before the bundle calls it failed (`BENCH_DEADLINE_S` overrides it
 /// on the GPU machine). The C baseline should need well under a minute; three programs must still
@@ -223,7 +226,10 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
         std::fs::copy(&exe, &dst).map_err(io(&exe))?;
         // Symbols are not needed to run; stripped, the bundle stays far below the 64 MiB carry limit.
         util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
-        let _ = writeln!(programs, "{name} bin/{name}");
+        let _ = writeln!(
+            programs,
+            "{name} bin/{name} --cubin cubin/bench_kernels.cubin"
+        );
     }
 
     let write = |name: &str, text: &str| -> Result<(), String> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Packages with GPU tests behind a `gpu-tests` feature.
-pub const GPU_PACKAGES: &[&str] = &["ferrocuda-driver", "ferrocuda-tests"];
+pub const GPU_PACKAGES: &[&str] = &["ferrocuda-driver", "ferrocuda-kernels", "ferrocuda-tests"];
 
 /// compute-sanitizer passes: (tool, test binary, arguments to the test binary).
 /// The tests run under it set `FERROCUDA_SANITIZER=1`, which widens their time limits.
@@ -26,6 +26,9 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_deadlocks",
         "--exact create_use_drop_cycles_leak_nothing",
     ),
+    ("memcheck", "gpu_kernels", "small_"),
+    ("racecheck", "gpu_kernels", "small_"),
+    ("synccheck", "gpu_kernels", "small_"),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

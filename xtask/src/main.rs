@@ -10,11 +10,13 @@
 //! | `bench [--bundle DIR] [--json FILE]` | builds the benchmark bundle; runs it here if a GPU is present |
 //! | `bench --smoke` | runs the C baseline against a fake driver: every benchmark terminates (part of `test`) |
 //! | `bench-report [--markdown] FILE...` | compares raw / ferrocuda / cudarc rows of benchmark JSON files |
+//! | `kernels` | rebuilds the CUDA kernels, checks their SASS, refreshes `crates/kernels/prebuilt/` and docs/kernels.md |
 
 mod bench;
 mod codegen;
 mod gpu;
 mod ptx;
+mod sass;
 mod setup;
 mod test;
 mod util;
@@ -35,6 +37,7 @@ commands:
   bench --smoke            run the C baseline against a fake driver (no GPU): every benchmark terminates
   bench-report [--markdown] FILE...
                            print raw / ferrocuda / cudarc side by side from benchmark JSON files
+  kernels                  rebuild the CUDA kernels, check their SASS, refresh prebuilt cubins and docs
 ";
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Some("test-gpu") => gpu::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("bench-report") => bench::report(&args[1..]),
+        Some("kernels") => setup::run().and_then(|tk| sass::write(&tk)),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -27,7 +27,6 @@ pub struct Toolkit {
     /// The directory holding `cuda.h`.
     pub include: PathBuf,
     /// The `cuobjdump` executable.
-    #[allow(dead_code)] // read by the kernels' SASS checks
     pub cuobjdump: PathBuf,
 }
 

@@ -1,10 +1,11 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{bench, codegen, setup, util};
+use crate::{bench, codegen, sass, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-driver/gpu-tests";
+pub const LINT_FEATURES: &str =
+    "ferrocuda-tests/gpu-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -52,6 +53,10 @@ pub fn run() -> Result<(), String> {
         )
     });
     step("ptx fresh", &mut || crate::ptx::run(true));
+    step("kernels (SASS)", &mut || match &toolkit {
+        Some(tk) => sass::check(tk),
+        None => Err("no CUDA toolkit (the setup step failed)".into()),
+    });
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
     } else {

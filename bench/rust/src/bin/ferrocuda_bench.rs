@@ -1,0 +1,373 @@
+//! ferrocuda's side of `cargo xtask bench`: the same loops as the C baseline (bench/raw/), through
+//! ferrocuda-driver, in the same order and process states (bench/README.md).
+
+use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceEvent, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
+    Result,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const KNOWN: &[&str] = &[
+    "event_record_sync",
+    "event_query",
+    "launch_sync",
+    "elapsed_time_accuracy",
+    "write_value_seen",
+    "cross_stream_event_wait",
+    "signal_wait_ack",
+    "signal_wait_write",
+    "alloc_free_device",
+    "alloc_free_pinned",
+    "host_func_latency",
+    "host_func_throughput",
+    "trampoline_hostfunc",
+];
+
+/// Steps the b2b regime keeps enqueued (as the C baseline).
+const QUEUE_AHEAD: u64 = 16;
+
+struct Env {
+    dev: Device,
+    s: DeviceStream,
+    s2: DeviceStream,
+    _module: Module,
+    empty: Function,
+    ack: Function,
+    spin_ns: Function,
+    flag: CompletionFlag,
+    ack_slot: CompletionFlag,
+}
+
+impl Env {
+    fn new(cubin: &str) -> Result<Env> {
+        let dev = Device::new(0)?;
+        let image = std::fs::read(cubin).unwrap_or_else(|e| die(&format!("{cubin}: {e}")));
+        let module = Module::from_cubin(&dev, &image)?;
+        Ok(Env {
+            s: dev.new_stream()?,
+            s2: dev.new_stream()?,
+            empty: module.function("empty_kernel")?,
+            ack: module.function("ack")?,
+            spin_ns: module.function("spin_ns")?,
+            _module: module,
+            flag: CompletionFlag::new(&dev)?,
+            ack_slot: CompletionFlag::new(&dev)?,
+            dev,
+        })
+    }
+
+    /// Idle streams and zeroed slots between benchmarks.
+    fn reset(&self) {
+        self.s.synchronize().unwrap_or_else(|e| die(&e.to_string()));
+        self.s2
+            .synchronize()
+            .unwrap_or_else(|e| die(&e.to_string()));
+        self.flag.reset();
+        self.ack_slot.reset();
+    }
+
+    fn launch_ack(&self, s: &DeviceStream, v: u64) {
+        let slot = self.ack_slot.as_ref();
+        // SAFETY: ack(u64* host_slot, u64 value).
+        unsafe {
+            s.launch(
+                &self.ack,
+                LaunchConfig::single_thread(),
+                LaunchArgs::new().arg(&slot).arg(&v),
+            )
+        }
+        .unwrap_or_else(|e| die(&e.to_string()));
+    }
+
+    fn wait_ack(&self, v: u64, what: &str) -> u64 {
+        wait_geq(|| self.ack_slot.load(), v, what)
+    }
+}
+
+fn ok<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| die(&e.to_string()))
+}
+
+fn events(e: &Env, a: &Args, r: &mut Report) {
+    if a.wants("event_record_sync") {
+        e.reset();
+        let ev = ok(DeviceEvent::new(&e.dev, false));
+        let mut v = collect(a.warmup, a.samples, |_| {
+            let t0 = now_ns();
+            ok(e.s.record_event(&ev));
+            ok(ev.synchronize());
+            (now_ns() - t0) as f64
+        });
+        r.row("event_record_sync", "idle_stream", &mut v, "");
+    }
+    if a.wants("event_query") {
+        e.reset();
+        let ev = ok(DeviceEvent::new(&e.dev, false));
+        ok(e.s.record_event(&ev));
+        ok(ev.synchronize());
+        let mut v = collect(a.warmup, a.samples, |_| {
+            let t0 = now_ns();
+            let ready = ok(ev.is_ready());
+            let t1 = now_ns();
+            if !ready {
+                die("event_query: a completed event is not ready");
+            }
+            (t1 - t0) as f64
+        });
+        r.row("event_query", "completed", &mut v, "");
+    }
+}
+
+/// Benchmarks that run no host function (phase 3 of the C baseline's order).
+fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
+    let mut ran = 0;
+    if a.wants("launch_sync") {
+        ran += 1;
+        e.reset();
+        let mut v = collect(a.warmup, a.samples, |_| {
+            let t0 = now_ns();
+            // SAFETY: empty_kernel().
+            ok(unsafe {
+                e.s.launch(
+                    &e.empty,
+                    LaunchConfig::single_thread(),
+                    &mut LaunchArgs::new(),
+                )
+            });
+            ok(e.s.synchronize());
+            (now_ns() - t0) as f64
+        });
+        r.row("launch_sync", "empty_kernel", &mut v, "");
+    }
+    if a.wants("elapsed_time_accuracy") {
+        ran += 1;
+        e.reset();
+        let (start, end) = (
+            ok(DeviceEvent::new(&e.dev, true)),
+            ok(DeviceEvent::new(&e.dev, true)),
+        );
+        for (regime, ns) in [("100us", 100_000u64), ("1ms", 1_000_000)] {
+            let mut v = collect(a.warmup, a.samples, |_| {
+                ok(e.s.record_event(&start));
+                // SAFETY: spin_ns(u64).
+                ok(unsafe {
+                    e.s.launch(
+                        &e.spin_ns,
+                        LaunchConfig::single_thread(),
+                        LaunchArgs::new().arg(&ns),
+                    )
+                });
+                ok(e.s.record_event(&end));
+                ok(end.synchronize());
+                ok(start.elapsed_time(&end)) as f64 * 1e6
+            });
+            r.row(
+                "elapsed_time_accuracy",
+                regime,
+                &mut v,
+                &format!("\"requested_us\":{:.1}", ns as f64 / 1e3),
+            );
+        }
+    }
+    if a.wants("write_value_seen") {
+        ran += 1;
+        e.reset();
+        let mut v = collect(a.warmup, a.samples, |i| {
+            let t0 = now_ns();
+            ok(e.s.write_host_value(&e.ack_slot, i));
+            (e.wait_ack(i, "write_value_seen") - t0) as f64
+        });
+        r.row("write_value_seen", "idle_stream", &mut v, "");
+    }
+    if a.wants("cross_stream_event_wait") {
+        ran += 1;
+        e.reset();
+        let ev = ok(DeviceEvent::new(&e.dev, false));
+        let mut v = collect(a.warmup, a.samples, |i| {
+            let t0 = now_ns();
+            // SAFETY: empty_kernel().
+            ok(unsafe {
+                e.s.launch(
+                    &e.empty,
+                    LaunchConfig::single_thread(),
+                    &mut LaunchArgs::new(),
+                )
+            });
+            ok(e.s.record_event(&ev));
+            ok(e.s2.wait_for_event(&ev));
+            e.launch_ack(&e.s2, i);
+            (e.wait_ack(i, "cross_stream_event_wait") - t0) as f64
+        });
+        r.row("cross_stream_event_wait", "kernel_event_ack", &mut v, "");
+    }
+    for (bench, with_kernel) in [("signal_wait_ack", true), ("signal_wait_write", false)] {
+        if !a.wants(bench) {
+            continue;
+        }
+        ran += 1;
+        let enqueue = |i: u64| {
+            ok(e.s.wait_for_host_value_ge(&e.flag, i));
+            if with_kernel {
+                e.launch_ack(&e.s, i);
+            } else {
+                ok(e.s.write_host_value(&e.ack_slot, i));
+            }
+        };
+        gate_rows(e, a, r, bench, &enqueue);
+    }
+    if a.wants("alloc_free_device") {
+        ran += 1;
+        e.reset();
+        let mut n = 0usize;
+        let mut v = collect(a.warmup, a.samples, |_| {
+            let t0 = now_ns();
+            let b = ok(e.s.alloc::<u8>(1 << 20));
+            drop(b);
+            let t1 = now_ns();
+            n += 1;
+            if n.is_multiple_of(256) {
+                ok(e.s.synchronize());
+            }
+            (t1 - t0) as f64
+        });
+        r.row("alloc_free_device", "async_1MiB", &mut v, "");
+    }
+    if a.wants("alloc_free_pinned") {
+        ran += 1;
+        e.reset();
+        // A flag is pooled pinned memory: new + drop reuses a slot after the reclaimer's fence.
+        let mut v = collect(a.warmup, a.samples, |_| {
+            let t0 = now_ns();
+            let f = ok(CompletionFlag::new(&e.dev));
+            drop(f);
+            (now_ns() - t0) as f64
+        });
+        r.row(
+            "alloc_free_pinned",
+            "flag_8B",
+            &mut v,
+            "\"note\":\"pooled CompletionFlag\"",
+        );
+    }
+    ran
+}
+
+/// The C baseline's `run_gate`: idle (30–50 µs before each signal) and b2b (16 steps ahead).
+fn gate_rows(e: &Env, a: &Args, r: &mut Report, bench: &str, enqueue: &dyn Fn(u64)) {
+    let total = (a.warmup + a.samples) as u64;
+    e.reset();
+    let mut gap = Gap::default();
+    let mut v = collect(a.warmup, a.samples, |i| {
+        enqueue(i);
+        spin_for_ns(gap.next_ns());
+        let t0 = now_ns();
+        e.flag.signal(i);
+        (e.wait_ack(i, bench) - t0) as f64
+    });
+    r.row(bench, "idle", &mut v, "");
+    e.reset();
+    for i in 1..=QUEUE_AHEAD.min(total) {
+        enqueue(i);
+    }
+    let mut v = collect(a.warmup, a.samples, |i| {
+        let t0 = now_ns();
+        e.flag.signal(i);
+        let t1 = e.wait_ack(i, bench);
+        if i + QUEUE_AHEAD <= total {
+            enqueue(i + QUEUE_AHEAD);
+        }
+        (t1 - t0) as f64
+    });
+    r.row(bench, "b2b", &mut v, "");
+}
+
+fn hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
+    let mut ran = 0;
+    if a.wants("host_func_latency") {
+        ran += 1;
+        e.reset();
+        r.state = "after_hostfunc";
+        let mark = Arc::new((AtomicU64::new(0), AtomicU64::new(0))); // (count, ran_ns)
+        let mut v = collect(a.warmup, a.samples, |i| {
+            let m = mark.clone();
+            let t0 = now_ns();
+            ok(e.s.enqueue_host_func(move || {
+                m.1.store(now_ns(), Ordering::Relaxed);
+                m.0.fetch_add(1, Ordering::Release);
+            }));
+            wait_geq(|| mark.0.load(Ordering::Acquire), i, "host_func_latency");
+            (mark.1.load(Ordering::Relaxed) - t0) as f64
+        });
+        r.row("host_func_latency", "enqueue_to_run", &mut v, "");
+    }
+    if a.wants("host_func_throughput") {
+        ran += 1;
+        e.reset();
+        r.state = "after_hostfunc";
+        let count = Arc::new(AtomicU64::new(0));
+        let mut v = collect(5, 50, |b| {
+            let t0 = now_ns();
+            for _ in 0..1000 {
+                let c = count.clone();
+                ok(e.s.enqueue_host_func(move || {
+                    c.fetch_add(1, Ordering::Release);
+                }));
+            }
+            (wait_geq(
+                || count.load(Ordering::Acquire),
+                b * 1000,
+                "host_func_throughput",
+            ) - t0) as f64
+                / 1000.0
+        });
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let med = sorted[sorted.len() / 2];
+        r.row(
+            "host_func_throughput",
+            "batch1000",
+            &mut v,
+            &format!(
+                "\"rate\":{:.1},\"rate_unit\":\"callbacks/s\",\"batch\":1000",
+                1e9 / med
+            ),
+        );
+    }
+    if a.wants("trampoline_hostfunc") {
+        ran += 1;
+        e.reset();
+        r.state = "after_hostfunc";
+        let mut v = collect(a.warmup, a.samples * 5, |i| {
+            let t0 = now_ns();
+            ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
+            ok(e.s.wait_for_host_value_ge(&e.flag, i));
+            e.launch_ack(&e.s, i);
+            (e.wait_ack(i, "trampoline_hostfunc") - t0) as f64
+        });
+        r.row("trampoline_hostfunc", "wait", &mut v, "");
+    }
+    ran
+}
+
+fn main() {
+    let args = Args::parse(KNOWN);
+    let e = ok(Env::new(&args.cubin));
+    let mut r = Report::open(
+        "ferrocuda",
+        &args,
+        e.dev.name(),
+        ok(Device::driver_version()),
+    );
+    events(&e, &args, &mut r);
+    if no_hostfunc(&e, &args, &mut r) > 0 {
+        r.state = "before_hostfunc";
+        events(&e, &args, &mut r);
+    }
+    if hostfunc(&e, &args, &mut r) > 0 {
+        r.state = "after_hostfunc";
+        events(&e, &args, &mut r);
+    }
+    e.reset();
+}

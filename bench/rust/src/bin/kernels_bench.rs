@@ -1,0 +1,144 @@
+//! Effective bandwidth of ferrocuda-kernels' pipeline kernels against `cuMemcpyDtoD` in the same
+//! run (issue 5): bytes read + written over CUDA-event time, median of 20 runs after 3 warm-up,
+//! on 1 GiB inputs. Prints a table with the ratios and appends `kernel_bandwidth` JSON lines.
+
+use ferrocuda_bench::{Args, Report, die};
+use ferrocuda_driver::{Device, DeviceBuffer, DeviceEvent, DeviceStream};
+use ferrocuda_kernels::{Element, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
+
+const RUNS: usize = 20;
+const WARMUP: usize = 3;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| die(&e.to_string()))
+}
+
+/// Median milliseconds of `f` between two timing events.
+fn time_ms(s: &DeviceStream, dev: &Device, mut f: impl FnMut()) -> f64 {
+    let (a, b) = (
+        ok(DeviceEvent::new(dev, true)),
+        ok(DeviceEvent::new(dev, true)),
+    );
+    let mut v = Vec::new();
+    for i in 0..WARMUP + RUNS {
+        ok(s.record_event(&a));
+        f();
+        ok(s.record_event(&b));
+        ok(b.synchronize());
+        if i >= WARMUP {
+            v.push(ok(a.elapsed_time(&b)) as f64);
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Host values of the element types.
+trait FromF32 {
+    fn from_f32(v: f32) -> Self;
+}
+impl FromF32 for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+impl FromF32 for half::bf16 {
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+fn rows<T: Element + FromF32>(
+    k: &Kernels,
+    dev: &Device,
+    s: &DeviceStream,
+    r: &mut Report,
+    tname: &str,
+    memcpy_gbs: f64,
+) {
+    // A square matrix of 1 GiB.
+    let n = ((1u64 << 30) / size_of::<T>() as u64).isqrt() as u32;
+    let layout = MatrixLayout::padded::<T>(n, n);
+    let len = layout.span() as usize;
+    let bytes = len as f64 * size_of::<T>() as f64;
+    // Random-ish non-zero contents (the kernels' correctness is the GPU tests' job).
+    let host: Vec<T> = (0..len)
+        .map(|i| <T as FromF32>::from_f32(((i * 2_654_435_761) % 1000) as f32 + 1.0))
+        .collect();
+    let src = ok(s.clone_htod(&host));
+    drop(host);
+    let mut dst: DeviceBuffer<T> = ok(s.alloc(len));
+    let mut sums: DeviceBuffer<f32> = ok(s.alloc(n.next_multiple_of(4) as usize));
+    for transfer in Transfer::ALL {
+        for stages in Stages::ALL {
+            let p = Pipeline::new(transfer, stages);
+            let cases: [(&str, f64, f64); 3] = [
+                (
+                    "copy2d",
+                    2.0 * bytes,
+                    time_ms(s, dev, || {
+                        ok(k.copy_2d(s, p, &src, layout, &mut dst, layout.pitch))
+                    }),
+                ),
+                (
+                    "transpose",
+                    2.0 * bytes,
+                    time_ms(s, dev, || {
+                        ok(k.transpose(s, p, &src, layout, &mut dst, layout.pitch))
+                    }),
+                ),
+                (
+                    "row_sum",
+                    bytes,
+                    time_ms(s, dev, || ok(k.row_sum(s, p, &src, layout, &mut sums))),
+                ),
+            ];
+            for (op, moved, ms) in cases {
+                let gbs = moved / (ms * 1e6);
+                let regime = format!("{op}_{}_{tname}_s{}", transfer.name(), stages.get());
+                println!(
+                    "{regime:<28} {ms:>9.3} ms {gbs:>8.1} GB/s  {:>5.3}x memcpy",
+                    gbs / memcpy_gbs
+                );
+                let mut v = [ms * 1e6];
+                r.row(
+                    "kernel_bandwidth",
+                    &regime,
+                    &mut v,
+                    &format!("\"rate\":{gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":{:.4},\"bytes\":{moved}", gbs / memcpy_gbs),
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let Some(args) = Args::parse_lenient(&["kernel_bandwidth"]) else {
+        return; // only other programs' benchmarks were asked for
+    };
+    let dev = ok(Device::new(0));
+    let s = ok(dev.new_stream());
+    let k = ok(Kernels::load(&dev));
+    let mut r = Report::open(
+        "ferrocuda-kernels",
+        &args,
+        dev.name(),
+        ok(Device::driver_version()),
+    );
+    let len = 1usize << 28; // 1 GiB of f32
+    let a: DeviceBuffer<f32> = ok(s.alloc_zeroed(len));
+    let mut b: DeviceBuffer<f32> = ok(s.alloc(len));
+    let ms = time_ms(&s, &dev, || ok(s.copy_dtod(&a, &mut b)));
+    let memcpy_gbs = 2.0 * (len * 4) as f64 / (ms * 1e6);
+    println!("memcpy_dtod 1 GiB: {ms:.3} ms, {memcpy_gbs:.1} GB/s (read + written)");
+    r.row(
+        "kernel_bandwidth",
+        "memcpy_dtod",
+        &mut [ms * 1e6],
+        &format!("\"rate\":{memcpy_gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":1.0"),
+    );
+    drop((a, b));
+    rows::<f32>(&k, &dev, &s, &mut r, "f32", memcpy_gbs);
+    rows::<half::bf16>(&k, &dev, &s, &mut r, "bf16", memcpy_gbs);
+    ok(s.synchronize());
+}

@@ -1,0 +1,144 @@
+// ferrocuda/tile_kernel.cuh: the warp-specialised, persistent kernel body that drives a tile
+// operation through the ring pipeline.
+//
+// CTA = kConsumerWarps consumer warps + 1 producer warp (warp index kConsumerWarps).
+// The grid is persistent: CTA b handles work items b, b + gridDim.x, ...; a work item is a
+// sequence of tiles (one for copy and transpose, a row band's column tiles for row sums).
+// Producer and consumers walk the same item/tile sequence and the same ring state, so stage k
+// of the producer is stage k of the consumers.
+//
+// An `Op` provides:
+//   kTileRows, kTileRowBytes          the tile shape (shared memory row = kTileRowBytes)
+//   Op(const MatrixArgs&)             per-CTA setup
+//   num_items(), tiles_per_item()     the work decomposition
+//   origin(item, t, &row, &col)       the tile's first row and column, in elements
+//   Acc, begin(Acc&), consume(tile, row, col, warp, lane, Acc&), finish(item, Acc&, warp, lane)
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "mbarrier.cuh"
+#include "pipeline.cuh"
+#include "tile_load.cuh"
+
+namespace ferrocuda {
+
+constexpr uint32_t kConsumerWarps = 4;
+constexpr uint32_t kProducerThreads = 32;
+constexpr uint32_t kThreadsPerCta = (kConsumerWarps + 1) * 32;
+
+/// f32 elements.
+struct F32 {
+  using T = float;
+  static constexpr uint32_t kBytes = 4;
+};
+/// bf16 elements, moved as raw 16-bit words; widened to f32 where arithmetic is needed.
+struct BF16 {
+  using T = uint16_t;
+  static constexpr uint32_t kBytes = 2;
+};
+
+template <bool kTma, class Op>
+using LoaderFor = typename std::conditional<
+    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes>,
+    CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, kProducerThreads>>::type;
+
+/// Dynamic shared memory a kernel of this op needs: kStages tiles (the barriers are static).
+template <class Op, uint32_t kStages>
+constexpr uint32_t dynamic_smem_bytes() {
+  return kStages * Op::kTileRows * Op::kTileRowBytes;
+}
+
+template <bool kTma, class Op, uint32_t kStages>
+__device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const MatrixArgs& args) {
+  using Loader = LoaderFor<kTma, Op>;
+  using Handler = typename Loader::Handler;
+  __shared__ Pipeline<Handler, kStages> pipe;
+  extern __shared__ __align__(128) uint8_t stage_mem[];
+
+  const uint32_t warp = threadIdx.x / 32;
+  const uint32_t lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    pipe.init(kConsumerWarps);
+  }
+  __syncthreads();
+
+  const Op op(args);
+  const uint32_t items = op.num_items();
+  const uint32_t tiles = op.tiles_per_item();
+
+  if (warp == kConsumerWarps) {
+    // Producer warp: TMA uses one elected lane, cp.async every lane.
+    const bool issuer = Handler::kSingleIssuer ? elect_one() : true;
+    if (issuer) {
+      Loader::prefetch(map);
+      PipelineState<kStages> st;
+      for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
+        for (uint32_t t = 0; t < tiles; ++t) {
+          uint32_t row, col;
+          op.origin(item, t, row, col);
+          pipe.producer_acquire(st);
+          pipe.producer_prepare(st, Loader::kBytes);
+          Loader::load(stage_mem + st.index * Loader::kBytes, map, args, row, col,
+                       pipe.full_barrier(st), Op::Elem::kBytes, lane);
+          pipe.producer_commit(st);
+          st.advance();
+        }
+      }
+    }
+    __syncwarp();
+  } else {
+    PipelineState<kStages> st;
+    for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
+      typename Op::Acc acc;
+      op.begin(acc);
+      for (uint32_t t = 0; t < tiles; ++t) {
+        uint32_t row, col;
+        op.origin(item, t, row, col);
+        pipe.consumer_wait(st);
+        op.consume(stage_mem + st.index * Loader::kBytes, row, col, warp, lane, acc);
+        pipe.consumer_release(st);
+        st.advance();
+      }
+      op.finish(item, acc, warp, lane);
+    }
+  }
+  // Every copy has completed (consumers waited on each full barrier): the ring can go.
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    pipe.invalidate();
+  }
+}
+
+}  // namespace ferrocuda
+
+/// Defines the extern "C" entry points of one op for both transfers, f32 and bf16, 2..4 stages:
+/// ferrocuda_<name>_{tma,cpasync}_{f32,bf16}_s{2,3,4}. TMA kernels take the source tensor map
+/// first; then every kernel takes (src, dst, rows, cols, src_pitch, dst_pitch), pitches in
+/// elements. TMA kernels read the source only through the map; `src` is passed to them too so
+/// that every launch names the buffers it touches.
+#define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                          \
+  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
+      ferrocuda_##name##_tma_##elem##_s##S(const __grid_constant__ CUtensorMap src_map,         \
+                                            const void* src, void* dst, uint32_t rows,          \
+                                            uint32_t cols, uint32_t src_pitch,                  \
+                                            uint32_t dst_pitch) {                               \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch};               \
+    ferrocuda::run_tile_pipeline<true, OP<ferrocuda::ELEM>, S>(&src_map, args);                \
+  }                                                                                             \
+  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
+      ferrocuda_##name##_cpasync_##elem##_s##S(const void* src, void* dst, uint32_t rows,       \
+                                                uint32_t cols, uint32_t src_pitch,              \
+                                                uint32_t dst_pitch) {                           \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch};               \
+    ferrocuda::run_tile_pipeline<false, OP<ferrocuda::ELEM>, S>(nullptr, args);                \
+  }
+
+#define FERROCUDA_TILE_KERNELS(name, OP)          \
+  FERROCUDA_TILE_KERNEL(name, OP, F32, f32, 2)    \
+  FERROCUDA_TILE_KERNEL(name, OP, F32, f32, 3)    \
+  FERROCUDA_TILE_KERNEL(name, OP, F32, f32, 4)    \
+  FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 2)  \
+  FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 3)  \
+  FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 4)

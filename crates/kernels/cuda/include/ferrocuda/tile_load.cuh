@@ -1,0 +1,99 @@
+// ferrocuda/tile_load.cuh: moving one 2D tile of a row-major matrix into a pipeline stage.
+//
+// A tile is kRows rows of kRowBytes bytes, stored densely in shared memory (row r at
+// r * kRowBytes). Elements outside the matrix arrive as zeros with either loader, so consumers
+// may read the whole tile and bounds-check only what they write.
+//
+//   TmaTileLoader      one thread, one `cp.async.bulk.tensor.2d` per tile; the copy engine
+//                      zero-fills the part of the box outside the tensor map's bounds and
+//                      completes the stage's transaction bytes on its full barrier
+//   CpAsyncTileLoader  every producer thread, 16-byte `cp.async.cg` per chunk; chunks past the
+//                      last row or column get a smaller source size (zero-fill of the rest),
+//                      so no byte outside the matrix is read
+#pragma once
+
+#include <cuda.h>  // CUtensorMap
+
+#include <cstdint>
+
+#include "barrier_handler.cuh"
+#include "mbarrier.cuh"
+
+namespace ferrocuda {
+
+/// A row-major matrix view: the kernel parameters every pipeline kernel shares.
+/// Pitches count elements; `src_pitch * element size` must be a multiple of 16 bytes and `src`
+/// 16-byte aligned (the tensor-map rules; the cp.async path reads 16-byte chunks too).
+struct MatrixArgs {
+  const void* src;
+  void* dst;
+  uint32_t rows;
+  uint32_t cols;
+  uint32_t src_pitch;
+  uint32_t dst_pitch;
+};
+
+/// Loads a tile with the tensor copy engine. `map` describes the source matrix with box
+/// {kRowBytes / element size, kRows}.
+template <uint32_t kRows, uint32_t kRowBytes>
+struct TmaTileLoader {
+  using Handler = TmaBarrierHandler;
+  static constexpr uint32_t kBytes = kRows * kRowBytes;
+  static_assert(kRowBytes % 16 == 0, "TMA boxes are a multiple of 16 bytes wide");
+
+  /// Hints the tensor map into the cache ahead of the first copy.
+  __device__ __forceinline__ static void prefetch(const CUtensorMap* map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+  }
+
+  /// Issued by the one elected producer thread. `row`/`col` are in elements.
+  __device__ __forceinline__ static void load(void* dst, const CUtensorMap* map, const MatrixArgs&,
+                                              uint32_t row, uint32_t col, uint64_t* full,
+                                              uint32_t /*elem_bytes*/, uint32_t /*thread*/) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst)),
+        "l"(map), "r"(col), "r"(row), "r"(smem_addr(full))
+        : "memory");
+  }
+};
+
+/// Loads a tile with 16-byte cp.async copies spread over kThreads producer threads.
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kThreads>
+struct CpAsyncTileLoader {
+  using Handler = CpAsyncBarrierHandler<kThreads>;
+  static constexpr uint32_t kBytes = kRows * kRowBytes;
+  static constexpr uint32_t kChunksPerRow = kRowBytes / 16;
+  static constexpr uint32_t kChunks = kRows * kChunksPerRow;
+  static_assert(kRowBytes % 16 == 0 && kChunks % kThreads == 0, "chunks must split evenly");
+
+  __device__ __forceinline__ static void prefetch(const CUtensorMap*) {}
+
+  /// Issued by every producer thread (`thread` in 0..kThreads). `row`/`col` are in elements.
+  __device__ __forceinline__ static void load(void* dst, const CUtensorMap*, const MatrixArgs& a,
+                                              uint32_t row, uint32_t col, uint64_t*,
+                                              uint32_t elem_bytes, uint32_t thread) {
+    const char* src = static_cast<const char*>(a.src);
+    const uint64_t pitch = uint64_t(a.src_pitch) * elem_bytes;
+    const uint32_t row_bytes = a.cols * elem_bytes;
+    const uint32_t col_byte = col * elem_bytes;
+    const uint32_t base = smem_addr(dst);
+#pragma unroll
+    for (uint32_t k = 0; k < kChunks / kThreads; ++k) {
+      const uint32_t i = k * kThreads + thread;
+      const uint32_t r = row + i / kChunksPerRow;
+      const uint32_t cb = col_byte + (i % kChunksPerRow) * 16;
+      uint32_t valid = 0;
+      if (r < a.rows && cb < row_bytes) {
+        valid = min(16u, row_bytes - cb);
+      }
+      // With a source size of 0 nothing is read; any mapped address will do.
+      const char* g = valid != 0 ? src + uint64_t(r) * pitch + cb : src;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + i * 16), "l"(g),
+                   "r"(valid)
+                   : "memory");
+    }
+  }
+};
+
+}  // namespace ferrocuda

@@ -1,0 +1,404 @@
+//! The kernels in the cubins: names, tile shapes, pipeline configuration and matrix layouts.
+//!
+//! Everything here is host-side arithmetic that the launchers use and that runs without a GPU:
+//! the entry-point name of each (op, transfer, element, stages) combination, the shared memory it
+//! needs, and the checks a matrix layout must pass before a launch.
+
+use crate::element::{Element, ElementType};
+use crate::error::{Error, Result};
+use crate::tensor_map::shared_memory_bytes;
+
+/// Threads per block of every pipeline kernel: four consumer warps and one producer warp.
+pub const THREADS_PER_BLOCK: u32 = 160;
+/// Static shared memory per block (the ring's mbarriers, padded by the compiler), in bytes.
+pub const STATIC_SHARED_BYTES: u64 = 128;
+
+/// How a stage's tile travels from global to shared memory; it picks the barrier handler.
+///
+/// Mirrors the seed (MAX's `BarrierHandler`):
+///
+/// * [`Transfer::Tma`]: one thread issues a `cp.async.bulk.tensor` per tile through a
+///   [`TensorMap`](crate::TensorMap). `prepare_stage` arrives on the stage's full barrier with
+///   the tile's byte count as expected transactions; `complete_stage` does nothing, because the
+///   copy engine itself completes those bytes on the barrier.
+/// * [`Transfer::CpAsync`]: the 32 producer threads issue 16-byte `cp.async` copies.
+///   `prepare_stage` does nothing (there is no byte count to announce); `complete_stage` is each
+///   thread's `cp.async.mbarrier.arrive.noinc`, an arrival the hardware performs when that
+///   thread's copies have landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transfer {
+    /// Tensor Memory Accelerator: `cp.async.bulk.tensor.2d` completing on an mbarrier.
+    Tma,
+    /// Per-thread 16-byte `cp.async.cg` copies, arrival via `cp.async.mbarrier.arrive.noinc`.
+    CpAsync,
+}
+
+impl Transfer {
+    /// Both transfers.
+    pub const ALL: [Transfer; 2] = [Transfer::Tma, Transfer::CpAsync];
+
+    /// The name used in kernel entry points.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transfer::Tma => "tma",
+            Transfer::CpAsync => "cpasync",
+        }
+    }
+}
+
+/// Pipeline depth: how many tiles are in flight per block (2, 3 or 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stages(u32);
+
+impl Stages {
+    /// Double buffering.
+    pub const TWO: Stages = Stages(2);
+    /// Triple buffering.
+    pub const THREE: Stages = Stages(3);
+    /// Four stages.
+    pub const FOUR: Stages = Stages(4);
+    /// Every depth the kernels are built for.
+    pub const ALL: [Stages; 3] = [Stages::TWO, Stages::THREE, Stages::FOUR];
+
+    /// `stages` if the kernels are built for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stages`] unless `stages` is 2, 3 or 4.
+    pub fn new(stages: u32) -> Result<Stages> {
+        if (2..=4).contains(&stages) {
+            Ok(Stages(stages))
+        } else {
+            Err(Error::Stages { stages })
+        }
+    }
+
+    /// The depth.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A kernel family: one `.cu` file, one cubin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `dst[r][c] = src[r][c]`.
+    Copy2d,
+    /// `dst[c][r] = src[r][c]`.
+    Transpose,
+    /// `dst[r] = sum_c src[r][c]`, accumulated and written in f32.
+    RowSum,
+}
+
+impl Op {
+    /// Every op.
+    pub const ALL: [Op; 3] = [Op::Copy2d, Op::Transpose, Op::RowSum];
+
+    /// The name used in kernel entry points (and the cubin's file name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Copy2d => "copy2d",
+            Op::Transpose => "transpose",
+            Op::RowSum => "row_sum",
+        }
+    }
+
+    /// The tile one stage holds: (rows, bytes per row), as in the op's `.cu` file.
+    pub const fn tile(self) -> (u32, u32) {
+        match self {
+            Op::Copy2d | Op::RowSum => (32, 512),
+            Op::Transpose => (128, 128),
+        }
+    }
+
+    /// The tile in elements of `element`: (rows, columns).
+    pub const fn tile_elements(self, element: ElementType) -> (u32, u32) {
+        let (rows, row_bytes) = self.tile();
+        (rows, row_bytes / element.size() as u32)
+    }
+
+    /// Bytes of one stage.
+    pub const fn tile_bytes(self) -> u64 {
+        let (rows, row_bytes) = self.tile();
+        rows as u64 * row_bytes as u64
+    }
+
+    /// Work items (what one block takes at a time) for a `rows` x `cols` source.
+    pub fn work_items(self, element: ElementType, rows: u32, cols: u32) -> u64 {
+        let (tr, tc) = self.tile_elements(element);
+        let row_tiles = u64::from(rows.div_ceil(tr));
+        match self {
+            Op::Copy2d | Op::Transpose => row_tiles * u64::from(cols.div_ceil(tc)),
+            Op::RowSum => row_tiles,
+        }
+    }
+}
+
+/// One entry point of the cubins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelId {
+    /// The family.
+    pub op: Op,
+    /// The transfer (barrier handler).
+    pub transfer: Transfer,
+    /// The element type.
+    pub element: ElementType,
+    /// The pipeline depth.
+    pub stages: Stages,
+}
+
+impl KernelId {
+    /// Every kernel of the cubins: 3 ops x 2 transfers x 2 element types x 3 depths.
+    pub fn all() -> impl Iterator<Item = KernelId> {
+        Op::ALL.into_iter().flat_map(|op| {
+            Transfer::ALL.into_iter().flat_map(move |transfer| {
+                [ElementType::F32, ElementType::Bf16]
+                    .into_iter()
+                    .flat_map(move |element| {
+                        Stages::ALL.into_iter().map(move |stages| KernelId {
+                            op,
+                            transfer,
+                            element,
+                            stages,
+                        })
+                    })
+            })
+        })
+    }
+
+    /// The kernel for element type `T`.
+    pub fn new<T: Element>(op: Op, transfer: Transfer, stages: Stages) -> KernelId {
+        KernelId {
+            op,
+            transfer,
+            element: T::DTYPE,
+            stages,
+        }
+    }
+
+    /// The entry point: `ferrocuda_<op>_<transfer>_<element>_s<stages>`.
+    pub fn name(&self) -> String {
+        let element = match self.element {
+            ElementType::F32 => "f32",
+            ElementType::Bf16 => "bf16",
+            _ => "unsupported", // no kernel is built for other element types
+        };
+        format!(
+            "ferrocuda_{}_{}_{}_s{}",
+            self.op.name(),
+            self.transfer.name(),
+            element,
+            self.stages.get()
+        )
+    }
+
+    /// Dynamic shared memory the kernel needs (its stages), checked against the per-block limit
+    /// together with the static part.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SharedMemory`] if it would not fit (it always fits for the built kernels).
+    pub fn dynamic_shared_bytes(&self) -> Result<u32> {
+        let total =
+            shared_memory_bytes(self.stages.get(), self.op.tile_bytes(), STATIC_SHARED_BYTES)?;
+        // Fits in u32: below SHARED_MEMORY_PER_BLOCK.
+        Ok((total - STATIC_SHARED_BYTES) as u32)
+    }
+}
+
+/// The shape of a row-major matrix in a buffer of elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatrixLayout {
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub cols: u32,
+    /// Elements from the start of one row to the next (>= `cols`).
+    pub pitch: u32,
+}
+
+impl MatrixLayout {
+    /// `rows` x `cols`, rows padded to a multiple of 16 bytes of `T` (what every kernel
+    /// requires of its source and destination).
+    pub fn padded<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
+        let per_16 = (16 / T::DTYPE.size()) as u32;
+        MatrixLayout {
+            rows,
+            cols,
+            pitch: cols.div_ceil(per_16) * per_16,
+        }
+    }
+
+    /// Elements a buffer must hold: `(rows - 1) * pitch + cols`.
+    pub fn span(&self) -> u64 {
+        u64::from(self.rows.saturating_sub(1)) * u64::from(self.pitch) + u64::from(self.cols)
+    }
+
+    /// Checks the layout for `element` and a buffer of `len` elements.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyMatrix`], [`Error::TooLarge`], [`Error::Pitch`] (pitch < cols, or rows not
+    /// starting 16-byte aligned) or [`Error::BufferTooSmall`].
+    pub fn check(&self, what: &'static str, element: ElementType, len: usize) -> Result<()> {
+        let &MatrixLayout { rows, cols, pitch } = self;
+        if rows == 0 || cols == 0 {
+            return Err(Error::EmptyMatrix { what, rows, cols });
+        }
+        if rows > i32::MAX as u32 || cols > i32::MAX as u32 {
+            return Err(Error::TooLarge { what, rows, cols });
+        }
+        if pitch < cols || !(u64::from(pitch) * element.size()).is_multiple_of(16) {
+            return Err(Error::Pitch {
+                what,
+                pitch,
+                cols,
+                elem_bytes: element.size(),
+            });
+        }
+        if (len as u64) < self.span() {
+            return Err(Error::BufferTooSmall {
+                what,
+                needed: self.span(),
+                len: len as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Blocks to launch: one per work item, at most `resident` per SM over `sm_count` SMs
+/// (the kernels loop over the rest), at least one.
+pub fn grid_size(items: u64, sm_count: u32, resident_per_sm: u32) -> u32 {
+    let cap = u64::from(sm_count.max(1)) * u64::from(resident_per_sm.max(1));
+    items.clamp(1, cap) as u32 // <= cap, which fits u32 products of small numbers
+}
+
+/// Blocks of `id` one SM holds at once, from its shared memory (228 KiB per SM on sm_90, with
+/// 1 KiB reserved per block) and threads (2048 per SM).
+pub fn resident_per_sm(id: &KernelId) -> u32 {
+    const SM_SHARED: u64 = 228 * 1024;
+    const RESERVED_PER_BLOCK: u64 = 1024;
+    let per_block =
+        id.op.tile_bytes() * u64::from(id.stages.get()) + STATIC_SHARED_BYTES + RESERVED_PER_BLOCK;
+    let by_smem = (SM_SHARED / per_block) as u32;
+    let by_threads = 2048 / THREADS_PER_BLOCK;
+    by_smem.min(by_threads).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn there_are_36_kernels_with_distinct_systematic_names() {
+        let names: std::collections::BTreeSet<String> = KernelId::all().map(|k| k.name()).collect();
+        assert_eq!(names.len(), 36);
+        assert!(names.contains("ferrocuda_copy2d_tma_f32_s3"));
+        assert!(names.contains("ferrocuda_transpose_cpasync_bf16_s2"));
+        assert!(names.contains("ferrocuda_row_sum_tma_f32_s4"));
+    }
+
+    #[test]
+    fn every_kernel_fits_in_shared_memory() {
+        for k in KernelId::all() {
+            let bytes = k.dynamic_shared_bytes().expect("built kernels fit");
+            assert_eq!(
+                u64::from(bytes),
+                k.op.tile_bytes() * u64::from(k.stages.get())
+            );
+        }
+    }
+
+    /// The host computes TMA boxes, expected bytes and shared memory from `Op::tile`; the kernels
+    /// from their own constants. A mismatch would hang a TMA pipeline (the transaction count
+    /// never reaches zero), so the two are compared here.
+    #[test]
+    fn tile_shapes_match_the_cuda_sources() {
+        let constant = |src: &str, name: &str| -> u32 {
+            let pat = format!("{name} = ");
+            let at = src.find(&pat).map(|i| i + pat.len());
+            let digits: String = at
+                .map(|i| src[i..].chars().take_while(char::is_ascii_digit).collect())
+                .unwrap_or_default();
+            digits
+                .parse()
+                .unwrap_or_else(|_| panic!("no `{name} = <number>` in the source"))
+        };
+        for op in Op::ALL {
+            let path = format!("{}/cuda/{}.cu", env!("CARGO_MANIFEST_DIR"), op.name());
+            let src = std::fs::read_to_string(&path).expect("the op's CUDA source is readable");
+            let tile = (constant(&src, "kTileRows"), constant(&src, "kTileRowBytes"));
+            assert_eq!(tile, op.tile(), "{path}");
+        }
+        let body = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/cuda/include/ferrocuda/tile_kernel.cuh"
+        ))
+        .expect("tile_kernel.cuh is readable");
+        assert_eq!(
+            (constant(&body, "kConsumerWarps") + 1) * 32,
+            THREADS_PER_BLOCK
+        );
+    }
+
+    #[test]
+    fn stages_outside_2_to_4_are_refused() {
+        for s in [0, 1, 5, 100] {
+            assert!(matches!(Stages::new(s), Err(Error::Stages { stages }) if stages == s));
+        }
+        for s in 2..=4 {
+            assert_eq!(Stages::new(s).map(Stages::get).ok(), Some(s));
+        }
+    }
+
+    #[test]
+    fn tma_boxes_of_every_op_are_valid_tensor_map_boxes() {
+        for op in Op::ALL {
+            for e in [ElementType::F32, ElementType::Bf16] {
+                let (r, c) = op.tile_elements(e);
+                let m = crate::TensorMapBuilder::matrix(e, 0, (1000, 1000), 4096, (r, c));
+                assert!(m.validate().is_ok(), "{op:?} {e:?}: {:?}", m.validate());
+                assert_eq!(m.box_bytes(), op.tile_bytes());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn padded_layouts_pass_and_unpadded_pitches_fail(rows in 1u32..5000, cols in 1u32..5000) {
+            let l = MatrixLayout::padded::<f32>(rows, cols);
+            prop_assert!(l.check("m", ElementType::F32, l.span() as usize).is_ok());
+            prop_assert!(matches!(
+                l.check("m", ElementType::F32, l.span() as usize - 1),
+                Err(Error::BufferTooSmall { .. })
+            ), "a buffer one element short was accepted");
+            let b = MatrixLayout::padded::<half::bf16>(rows, cols);
+            prop_assert!(b.check("m", ElementType::Bf16, b.span() as usize).is_ok());
+            prop_assert_eq!(b.pitch % 8, 0);
+            if cols % 4 != 0 {
+                let bad = MatrixLayout { pitch: cols, ..l };
+                prop_assert!(
+                    matches!(bad.check("m", ElementType::F32, usize::MAX), Err(Error::Pitch { .. })),
+                    "pitch {} accepted", cols
+                );
+            }
+            let short = MatrixLayout { pitch: cols - 1, ..l };
+            prop_assert!(
+                matches!(short.check("m", ElementType::F32, usize::MAX), Err(Error::Pitch { .. })),
+                "short pitch accepted"
+            );
+        }
+
+        #[test]
+        fn grid_is_between_one_and_the_resident_cap(items in 0u64..1 << 40, sms in 1u32..200) {
+            for id in KernelId::all() {
+                let per = resident_per_sm(&id);
+                let g = grid_size(items, sms, per);
+                prop_assert!(g >= 1 && u64::from(g) <= u64::from(sms) * u64::from(per));
+                prop_assert!(u64::from(g) <= items.max(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Safe launchers over `ferrocuda-driver` buffers and streams (feature `launch`).
+
+use crate::cubins;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::kernel::{
+    KernelId, MatrixLayout, Op, Stages, THREADS_PER_BLOCK, Transfer, grid_size, resident_per_sm,
+};
+use crate::tensor_map::TensorMapBuilder;
+use ferrocuda_driver::{
+    Device, DeviceBuffer, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
+};
+use ferrocuda_sys::CUdevice_attribute;
+
+/// How to run a pipeline kernel: the transfer (barrier handler) and the ring's depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pipeline {
+    /// How tiles are loaded.
+    pub transfer: Transfer,
+    /// Stages in flight.
+    pub stages: Stages,
+}
+
+impl Pipeline {
+    /// `transfer` with `stages` stages.
+    pub const fn new(transfer: Transfer, stages: Stages) -> Pipeline {
+        Pipeline { transfer, stages }
+    }
+}
+
+impl Default for Pipeline {
+    /// TMA, three stages.
+    fn default() -> Pipeline {
+        Pipeline::new(Transfer::Tma, Stages::THREE)
+    }
+}
+
+/// The pipeline kernels, loaded on one device.
+///
+/// Loading happens once, in [`Kernels::load`]: module loads wait behind streams that wait on host
+/// values (see the driver crate), so load before any such wait exists.
+pub struct Kernels {
+    // Keeps the functions' code loaded.
+    _modules: Vec<Module>,
+    functions: Vec<(KernelId, Function)>,
+    sm_count: u32,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("kernels", &self.functions.len())
+            .field("sm_count", &self.sm_count)
+            .finish()
+    }
+}
+
+impl Kernels {
+    /// Loads the three cubins on `device`, resolves all 36 kernels and raises each one's dynamic
+    /// shared-memory limit to what its stages need.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCubins`] in a docs.rs build, [`Error::Launch`] if the driver refuses a module,
+    /// a function or the attribute.
+    pub fn load(device: &Device) -> Result<Kernels> {
+        if !cubins::available() {
+            return Err(Error::NoCubins);
+        }
+        let sm_count = device
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            .max(1) as u32;
+        let mut modules = Vec::new();
+        let mut functions = Vec::new();
+        for op in Op::ALL {
+            let image = match op {
+                Op::Copy2d => cubins::COPY2D,
+                Op::Transpose => cubins::TRANSPOSE,
+                Op::RowSum => cubins::ROW_SUM,
+            };
+            let module = Module::from_cubin(device, image)?;
+            for id in KernelId::all().filter(|k| k.op == op) {
+                let f = module.function(&id.name())?;
+                f.set_max_dynamic_shared_memory(id.dynamic_shared_bytes()?)?;
+                functions.push((id, f));
+            }
+            modules.push(module);
+        }
+        Ok(Kernels {
+            _modules: modules,
+            functions,
+            sm_count,
+        })
+    }
+
+    fn function(&self, id: &KernelId) -> &Function {
+        self.functions
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, f)| f)
+            // Invariant: `load` resolved every id `KernelId::all` yields, and ids come from there.
+            .expect("every kernel id was resolved by Kernels::load")
+    }
+
+    /// `dst = src`, element by element, for a `src_layout.rows` x `src_layout.cols` matrix;
+    /// `dst_pitch` is the destination's row pitch in elements.
+    ///
+    /// # Errors
+    ///
+    /// A layout error ([`Error::Pitch`], [`Error::BufferTooSmall`], ...) or tensor-map error
+    /// before anything is enqueued; [`Error::Launch`] if the launch fails.
+    pub fn copy_2d<T: Element>(
+        &self,
+        stream: &DeviceStream,
+        pipeline: Pipeline,
+        src: &DeviceBuffer<T>,
+        src_layout: MatrixLayout,
+        dst: &mut DeviceBuffer<T>,
+        dst_pitch: u32,
+    ) -> Result<()> {
+        let dst_layout = MatrixLayout {
+            pitch: dst_pitch,
+            ..src_layout
+        };
+        self.launch::<T, T>(
+            stream,
+            Op::Copy2d,
+            pipeline,
+            src,
+            src_layout,
+            dst,
+            dst_layout,
+        )
+    }
+
+    /// `dst[c][r] = src[r][c]`: `dst` is `src_layout.cols` x `src_layout.rows` with row pitch
+    /// `dst_pitch` elements.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_2d`](Self::copy_2d).
+    pub fn transpose<T: Element>(
+        &self,
+        stream: &DeviceStream,
+        pipeline: Pipeline,
+        src: &DeviceBuffer<T>,
+        src_layout: MatrixLayout,
+        dst: &mut DeviceBuffer<T>,
+        dst_pitch: u32,
+    ) -> Result<()> {
+        let dst_layout = MatrixLayout {
+            rows: src_layout.cols,
+            cols: src_layout.rows,
+            pitch: dst_pitch,
+        };
+        self.launch::<T, T>(
+            stream,
+            Op::Transpose,
+            pipeline,
+            src,
+            src_layout,
+            dst,
+            dst_layout,
+        )
+    }
+
+    /// `dst[r] = sum over c of src[r][c]`, accumulated in f32; `dst` holds at least
+    /// `src_layout.rows` values.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_2d`](Self::copy_2d).
+    pub fn row_sum<T: Element>(
+        &self,
+        stream: &DeviceStream,
+        pipeline: Pipeline,
+        src: &DeviceBuffer<T>,
+        src_layout: MatrixLayout,
+        dst: &mut DeviceBuffer<f32>,
+    ) -> Result<()> {
+        // A column of `rows` f32: pitch 4 keeps the shared 16-byte pitch rule trivially true.
+        let dst_layout = MatrixLayout {
+            rows: 1,
+            cols: src_layout.rows,
+            pitch: src_layout.rows.next_multiple_of(4),
+        };
+        self.launch::<T, f32>(
+            stream,
+            Op::RowSum,
+            pipeline,
+            src,
+            src_layout,
+            dst,
+            dst_layout,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private funnel for the three public launchers
+    fn launch<T: Element, U: Element>(
+        &self,
+        stream: &DeviceStream,
+        op: Op,
+        pipeline: Pipeline,
+        src: &DeviceBuffer<T>,
+        src_layout: MatrixLayout,
+        dst: &mut DeviceBuffer<U>,
+        dst_layout: MatrixLayout,
+    ) -> Result<()> {
+        src_layout.check("source", T::DTYPE, src.len())?;
+        dst_layout.check("destination", U::DTYPE, dst.len())?;
+        let id = KernelId::new::<T>(op, pipeline.transfer, pipeline.stages);
+        let shared = id.dynamic_shared_bytes()?;
+        let map = match pipeline.transfer {
+            Transfer::Tma => {
+                let (box_rows, box_cols) = op.tile_elements(T::DTYPE);
+                Some(
+                    TensorMapBuilder::matrix(
+                        T::DTYPE,
+                        src.device_ptr(),
+                        (u64::from(src_layout.rows), u64::from(src_layout.cols)),
+                        u64::from(src_layout.pitch) * T::DTYPE.size(),
+                        (box_rows, box_cols),
+                    )
+                    .encode()?,
+                )
+            }
+            Transfer::CpAsync => {
+                if !src.device_ptr().is_multiple_of(16) {
+                    return Err(Error::UnalignedAddress {
+                        address: src.device_ptr(),
+                    });
+                }
+                None
+            }
+        };
+        if !dst.device_ptr().is_multiple_of(16) {
+            return Err(Error::UnalignedAddress {
+                address: dst.device_ptr(),
+            });
+        }
+        let items = op.work_items(T::DTYPE, src_layout.rows, src_layout.cols);
+        if items > u64::from(u32::MAX) {
+            return Err(Error::TooLarge {
+                what: "source",
+                rows: src_layout.rows,
+                cols: src_layout.cols,
+            });
+        }
+        let cfg = LaunchConfig {
+            grid: (grid_size(items, self.sm_count, resident_per_sm(&id)), 1, 1),
+            block: (THREADS_PER_BLOCK, 1, 1),
+            shared_mem_bytes: shared,
+            cluster: None,
+        };
+        let (rows, cols) = (src_layout.rows, src_layout.cols);
+        let (src_pitch, dst_pitch) = (src_layout.pitch, dst_layout.pitch);
+        let mut args = LaunchArgs::new();
+        if let Some(map) = &map {
+            args.arg(map);
+        }
+        args.arg(src)
+            .arg(dst)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&src_pitch)
+            .arg(&dst_pitch);
+        // SAFETY: the arguments match the entry point's signature, generated by
+        // FERROCUDA_TILE_KERNEL in cuda/include/ferrocuda/tile_kernel.cuh: (for TMA) a
+        // CUtensorMap by value, then (const void* src, void* dst, u32 rows, u32 cols,
+        // u32 src_pitch, u32 dst_pitch). Both layouts were checked against their buffers above,
+        // so every element the kernel reads (rows x cols of `src` at `src_pitch`; the tensor map
+        // describes the same region) or writes (`dst_layout`) lies inside the two buffers, whose
+        // rows start 16-byte aligned; the kernel never touches columns past `cols`. The stream
+        // keeps the buffers named in `args` alive until the kernel has run.
+        unsafe { stream.launch(self.function(&id), cfg, &mut args)? };
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! The pipeline kernels on a GPU, against CPU references: every op, both transfers, f32 and
+//! bf16, 2 to 4 stages, odd shapes with partial edge tiles and padded pitches.
+//!
+//! Inputs are random and non-zero (a seeded generator, so a failure reproduces); outputs are
+//! poisoned before every launch, and the padding past each destination row must still hold the
+//! poison afterwards (nothing is written outside the matrix). Copies and transposes must match
+//! bit for bit; row sums within 1e-5 (f32) or 1e-2 (bf16) relative error of an f64 reference.
+//! Test names say their size: `small_*` (a few tiles; what the compute-sanitizer passes of
+//! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
+//! than the grid has blocks: the persistent loop).
+#![cfg(feature = "gpu-tests")]
+
+use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
+use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
+use half::bf16;
+
+/// SplitMix64: small, seedable, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Host-side conversions the tests need for both element types.
+trait TestElement: Element + PartialEq + std::fmt::Debug {
+    /// A random non-zero value; positive when `positive` (row sums: no cancellation).
+    fn random(rng: &mut Rng, positive: bool) -> Self;
+    fn to_f64(self) -> f64;
+    fn bits(self) -> u32;
+    /// A NaN with a payload no kernel produces.
+    const POISON: Self;
+    /// Row-sum tolerance (relative).
+    const SUM_TOLERANCE: f64;
+}
+
+impl TestElement for f32 {
+    fn random(rng: &mut Rng, positive: bool) -> f32 {
+        let m = rng.uniform(0.25, 1.25) as f32;
+        if positive || rng.next() & 1 == 0 {
+            m
+        } else {
+            -m
+        }
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn bits(self) -> u32 {
+        self.to_bits()
+    }
+    const POISON: f32 = f32::from_bits(0x7fc0_dead);
+    const SUM_TOLERANCE: f64 = 1e-5;
+}
+
+impl TestElement for bf16 {
+    fn random(rng: &mut Rng, positive: bool) -> bf16 {
+        bf16::from_f32(f32::random(rng, positive))
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    fn bits(self) -> u32 {
+        u32::from(self.to_bits())
+    }
+    const POISON: bf16 = bf16::from_bits(0x7fad);
+    const SUM_TOLERANCE: f64 = 1e-2;
+}
+
+/// Odd shapes: single elements, partial tiles in both dimensions, exact tiles, tall and wide.
+const SMALL: &[(u32, u32)] = &[
+    (1, 1),
+    (1, 9),
+    (7, 33),
+    (32, 128),
+    (33, 127),
+    (31, 129),
+    (129, 257),
+    (128, 256),
+    (255, 3),
+];
+
+/// Many tiles per matrix, still odd.
+const MEDIUM: &[(u32, u32)] = &[(3, 1029), (1000, 777), (301, 1030)];
+
+/// Large enough that every grid is smaller than the number of tiles.
+const LARGE: (u32, u32) = (2049, 4099);
+
+fn pipelines() -> impl Iterator<Item = Pipeline> {
+    Transfer::ALL
+        .into_iter()
+        .flat_map(|t| Stages::ALL.into_iter().map(move |s| Pipeline::new(t, s)))
+}
+
+struct Gpu {
+    _device: Device,
+    stream: DeviceStream,
+    kernels: Kernels,
+}
+
+fn gpu() -> Gpu {
+    let device = Device::new(0).expect("a CUDA device");
+    let stream = device.new_stream().expect("a stream");
+    let kernels = Kernels::load(&device).expect("the kernels load");
+    Gpu {
+        _device: device,
+        stream,
+        kernels,
+    }
+}
+
+impl Gpu {
+    fn upload<T: Element>(&self, host: &[T]) -> DeviceBuffer<T> {
+        let mut buf = self.stream.alloc::<T>(host.len()).expect("alloc");
+        self.stream
+            .copy_htod(host, &mut buf)
+            .expect("copy to device");
+        buf
+    }
+    fn download<T: TestElement>(&self, buf: &DeviceBuffer<T>) -> Vec<T> {
+        let mut host = vec![T::POISON; buf.len()];
+        self.stream.copy_dtoh(buf, &mut host).expect("copy to host");
+        self.stream.synchronize().expect("synchronize");
+        host
+    }
+}
+
+/// A random source matrix (padding included: it must never be copied).
+fn source<T: TestElement>(rng: &mut Rng, layout: MatrixLayout, positive: bool) -> Vec<T> {
+    (0..layout.span())
+        .map(|_| T::random(rng, positive))
+        .collect()
+}
+
+/// The padded layout, with `extra` more elements of pitch (keeps 16-byte rows).
+fn layout<T: Element>(rows: u32, cols: u32, extra_vectors: u32) -> MatrixLayout {
+    let mut l = MatrixLayout::padded::<T>(rows, cols);
+    l.pitch += extra_vectors * (16 / std::mem::size_of::<T>() as u32);
+    l
+}
+
+fn check_copy<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
+    for p in pipelines() {
+        let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
+        let dst_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
+        let src_h = source::<T>(rng, src_l, false);
+        let src = g.upload(&src_h);
+        let mut dst = g.upload(&vec![T::POISON; dst_l.span() as usize]);
+        g.kernels
+            .copy_2d(&g.stream, p, &src, src_l, &mut dst, dst_l.pitch)
+            .expect("copy_2d launches");
+        let out = g.download(&dst);
+        for (i, got) in out.iter().enumerate() {
+            let (r, c) = (i as u32 / dst_l.pitch, i as u32 % dst_l.pitch);
+            let want = if c < cols {
+                src_h[(r * src_l.pitch + c) as usize]
+            } else {
+                T::POISON
+            };
+            assert_eq!(
+                got.bits(),
+                want.bits(),
+                "copy_2d {p:?} {rows}x{cols} ({}) at ({r},{c}): got {got:?}, want {want:?}",
+                T::NAME
+            );
+        }
+    }
+}
+
+fn check_transpose<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
+    for p in pipelines() {
+        let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
+        let dst_l = layout::<T>(cols, rows, (rng.next() % 2) as u32);
+        let src_h = source::<T>(rng, src_l, false);
+        let src = g.upload(&src_h);
+        let mut dst = g.upload(&vec![T::POISON; dst_l.span() as usize]);
+        g.kernels
+            .transpose(&g.stream, p, &src, src_l, &mut dst, dst_l.pitch)
+            .expect("transpose launches");
+        let out = g.download(&dst);
+        for (i, got) in out.iter().enumerate() {
+            // Destination (c, r) holds source (r, c).
+            let (c, r) = (i as u32 / dst_l.pitch, i as u32 % dst_l.pitch);
+            let want = if r < rows {
+                src_h[(r * src_l.pitch + c) as usize]
+            } else {
+                T::POISON
+            };
+            assert_eq!(
+                got.bits(),
+                want.bits(),
+                "transpose {p:?} {rows}x{cols} ({}) at dst ({c},{r}): got {got:?}, want {want:?}",
+                T::NAME
+            );
+        }
+    }
+}
+
+fn check_row_sum<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
+    for p in pipelines() {
+        let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
+        let src_h = source::<T>(rng, src_l, true);
+        let src = g.upload(&src_h);
+        // Four poisoned slots past the end catch a write beyond the last row.
+        let mut dst = g.upload(&vec![f32::POISON; rows as usize + 4]);
+        g.kernels
+            .row_sum(&g.stream, p, &src, src_l, &mut dst)
+            .expect("row_sum launches");
+        let out = g.download(&dst);
+        for r in 0..rows as usize {
+            let row = &src_h[r * src_l.pitch as usize..][..cols as usize];
+            let want: f64 = row.iter().map(|&x| x.to_f64()).sum();
+            let rel = (f64::from(out[r]) - want).abs() / want.abs();
+            assert!(
+                rel <= T::SUM_TOLERANCE,
+                "row_sum {p:?} {rows}x{cols} ({}) row {r}: got {}, want {want} (rel err {rel:e})",
+                T::NAME,
+                out[r]
+            );
+        }
+        for (k, tail) in out[rows as usize..].iter().enumerate() {
+            assert_eq!(
+                tail.to_bits(),
+                f32::POISON.to_bits(),
+                "row_sum wrote past the last row (+{k})"
+            );
+        }
+    }
+}
+
+#[test]
+fn small_copy_2d_matches_the_source_bit_for_bit() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0001);
+    for &shape in SMALL {
+        check_copy::<f32>(&g, &mut rng, shape);
+        check_copy::<bf16>(&g, &mut rng, shape);
+    }
+}
+
+#[test]
+fn small_transpose_matches_the_reference_bit_for_bit() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0002);
+    for &shape in SMALL {
+        check_transpose::<f32>(&g, &mut rng, shape);
+        check_transpose::<bf16>(&g, &mut rng, shape);
+    }
+}
+
+#[test]
+fn small_row_sum_matches_an_f64_reference() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0003);
+    for &shape in SMALL {
+        check_row_sum::<f32>(&g, &mut rng, shape);
+        check_row_sum::<bf16>(&g, &mut rng, shape);
+    }
+}
+
+#[test]
+fn medium_shapes_match_the_references() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0005);
+    for &shape in MEDIUM {
+        check_copy::<f32>(&g, &mut rng, shape);
+        check_copy::<bf16>(&g, &mut rng, shape);
+        check_transpose::<f32>(&g, &mut rng, shape);
+        check_transpose::<bf16>(&g, &mut rng, shape);
+        check_row_sum::<f32>(&g, &mut rng, shape);
+        check_row_sum::<bf16>(&g, &mut rng, shape);
+    }
+}
+
+#[test]
+fn large_matrices_exercise_the_persistent_loop() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0004);
+    check_copy::<f32>(&g, &mut rng, LARGE);
+    check_copy::<bf16>(&g, &mut rng, LARGE);
+    check_transpose::<f32>(&g, &mut rng, LARGE);
+    check_transpose::<bf16>(&g, &mut rng, LARGE);
+    check_row_sum::<f32>(&g, &mut rng, LARGE);
+    check_row_sum::<bf16>(&g, &mut rng, LARGE);
+}
+
+#[test]
+fn small_bad_layouts_are_refused_before_launch() {
+    let g = gpu();
+    let src = g.upload(&vec![1.0f32; 100 * 7]);
+    let mut dst = g.upload(&vec![f32::POISON; 100 * 8]);
+    // 7 f32 per row is 28 bytes: rows would not start 16-byte aligned.
+    let unpadded = MatrixLayout {
+        rows: 100,
+        cols: 7,
+        pitch: 7,
+    };
+    for p in pipelines() {
+        let r = g.kernels.copy_2d(&g.stream, p, &src, unpadded, &mut dst, 8);
+        assert!(matches!(r, Err(Error::Pitch { .. })), "{p:?}: {r:?}");
+    }
+    // A buffer too short for the layout.
+    let l = MatrixLayout::padded::<f32>(100, 8);
+    let mut small = g.upload(&[f32::POISON; 10]);
+    let r = g
+        .kernels
+        .copy_2d(&g.stream, Pipeline::default(), &dst, l, &mut small, 8);
+    assert!(matches!(r, Err(Error::BufferTooSmall { .. })), "{r:?}");
+    // The destination was never written.
+    assert!(
+        g.download(&small)
+            .iter()
+            .all(|x| x.to_bits() == f32::POISON.to_bits())
+    );
+}
