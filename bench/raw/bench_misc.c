@@ -142,7 +142,7 @@ void bench_cross_stream_event_wait(env_t *e) {
     }
     report("cross_stream_event_wait", "kernel_event_ack", &s, NULL);
     samples_free(&s);
-    CU(cuCtxSynchronize);
+    env_sync(e);
     CU(cuEventDestroy, ev);
 }
 

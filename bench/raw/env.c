@@ -71,9 +71,15 @@ void env_init(env_t *e, int ordinal, const char *cubin_path) {
     env_reset(e);
 }
 
+void env_sync(env_t *e) {
+    CU(cuStreamSynchronize, e->s);
+    CU(cuStreamSynchronize, e->s2);
+}
+
 void env_reset(env_t *e) {
-    /* Every benchmark ends with its last wait satisfied, so this returns promptly. */
-    CU(cuCtxSynchronize);
+    /* Every benchmark ends with its last wait satisfied, so this returns promptly. Streams, not
+     * cuCtxSynchronize: cuGetProcAddress(13000) resolves that name to a _v2 with another signature. */
+    env_sync(e);
     for (int i = 0; i < SLOT_COUNT; i++) {
         store_release(&e->host[i], 0);
     }

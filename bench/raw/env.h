@@ -62,6 +62,8 @@ static inline CUdeviceptr scratch_dev(const env_t *e, int word) {
 }
 
 /* Launches f as a grid of 1 block of `threads` threads on stream s. */
+/* Synchronizes both benchmark streams. */
+void env_sync(env_t *e);
 void launch1(CUfunction f, unsigned threads, CUstream s, void **args);
 
 /* The benchmarks, one function each (bench_*.c); `regime` variants are inside. */

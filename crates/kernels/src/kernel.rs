@@ -229,9 +229,14 @@ impl MatrixLayout {
         }
     }
 
-    /// Elements a buffer must hold: `(rows - 1) * pitch + cols`.
+    /// Elements a buffer must hold: `rows * pitch` (every row, the last one too, is a full pitch).
+    ///
+    /// The cp.async loader reads 16-byte chunks; at the right edge it asks for fewer bytes (the rest
+    /// is zero-filled), but compute-sanitizer's memcheck checks the full 16-byte chunk, so a last
+    /// row shorter than its pitch is reported out of bounds. Full-pitch buffers, as `cuMemAllocPitch`
+    /// makes them, keep every chunk inside the allocation.
     pub fn span(&self) -> u64 {
-        u64::from(self.rows.saturating_sub(1)) * u64::from(self.pitch) + u64::from(self.cols)
+        u64::from(self.rows) * u64::from(self.pitch)
     }
 
     /// Checks the layout for `element` and a buffer of `len` elements.
