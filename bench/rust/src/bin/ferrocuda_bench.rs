@@ -351,7 +351,52 @@ fn hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
     ran
 }
 
+/// `--diag`: what makes event calls slower in a process (GPU.md's trap), step by step: p50 of
+/// event record + synchronize after each thing a ferrocuda program may do.
+fn diag(e: &Env) {
+    let probe = |label: &str| {
+        let ev = ok(DeviceEvent::new(&e.dev, false));
+        let mut v = collect(200, 1000, |_| {
+            let t0 = now_ns();
+            ok(e.s.record_event(&ev));
+            ok(ev.synchronize());
+            (now_ns() - t0) as f64
+        });
+        v.sort_by(f64::total_cmp);
+        println!("diag: event record+sync p50 {:>6.3} us  after {label}", v[v.len() / 2] / 1e3);
+    };
+    probe("start");
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let ev = ok(DeviceEvent::new(&e.dev, false));
+            ok(ev.is_ready());
+        });
+    });
+    probe("a second thread made driver calls");
+    for _ in 0..100 {
+        drop(ok(e.s.alloc::<u8>(1 << 20)));
+    }
+    ok(e.s.synchronize());
+    probe("100 device alloc/free");
+    for _ in 0..100 {
+        drop(ok(CompletionFlag::new(&e.dev)));
+    }
+    ok(ferrocuda_driver::wait_for_releases(std::time::Duration::from_secs(5)));
+    probe("100 flag new/drop (reclaimer fences)");
+    let s3 = ok(e.dev.new_stream());
+    drop(s3);
+    probe("stream create/destroy");
+    ok(e.s.enqueue_host_func(|| {}));
+    ok(e.s.synchronize());
+    probe("one host function");
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--diag") {
+        let cubin = std::env::args().skip_while(|a| a != "--cubin").nth(1).unwrap_or_else(|| die("--cubin"));
+        diag(&ok(Env::new(&cubin)));
+        return;
+    }
     let args = Args::parse(KNOWN);
     let e = ok(Env::new(&args.cubin));
     let mut r = Report::open(
