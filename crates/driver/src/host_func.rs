@@ -6,9 +6,9 @@
 //! driver calls [`host_func_entry`] on its callback thread, which runs the closure once, inside
 //! `catch_unwind` (a panic never unwinds into the driver) and with driver calls refused.
 //!
-//! The trampoline ([`DeviceStream::enqueue_async_host_func`](crate::DeviceStream::enqueue_async_host_func))
-//! enqueues [`kickoff_entry`] instead: it hands the job to a worker thread and returns at once, so
-//! the stream moves on. The worker runs the closure and then signals the flag (release) — also
+//! The trampoline's jobs ([`DeviceStream::enqueue_async_host_func`](crate::DeviceStream::enqueue_async_host_func))
+//! are kicked off by [`kickoff_entry`] (host-function mode) or by a GPU write the crate's notifier
+//! sees (see `trampoline.rs`); a worker runs the closure and then signals the flag (release) — also
 //! when the closure panicked, so the waiters it owes are never stranded.
 
 use crate::flag::FlagInner;
@@ -165,13 +165,24 @@ impl Job {
         // The flag is signalled whether or not the closure panicked: the waiters it owes must go on.
         if let Some(flag) = &self.flag {
             flag.signal(self.value);
+            crate::trampoline::step_done();
         }
     }
 
-    /// Drops the closure unrun and forgets the flag (the enqueue failed: nothing is owed).
-    pub(crate) fn disarm(&mut self) {
+    /// Drops the closure unrun, forgets the flag (the enqueue failed: nothing is owed) and
+    /// recycles the job.
+    pub(crate) fn disarm_and_recycle(mut self: Box<Self>) {
         self.f = None;
-        self.flag = None;
+        if self.flag.take().is_some() {
+            crate::trampoline::step_done();
+        }
+        self.recycle();
+    }
+
+    /// Runs the job (its closure, then its signal) and recycles it.
+    pub(crate) fn run_and_recycle(mut self: Box<Self>) {
+        self.run();
+        self.recycle();
     }
 
     /// Returns the job to the pool (dropping what it held: the flag handle may be the last one).
@@ -215,59 +226,7 @@ pub(crate) unsafe extern "C" fn host_func_entry(data: *mut c_void) {
 pub(crate) unsafe extern "C" fn kickoff_entry(data: *mut c_void) {
     // SAFETY: per the contract, this reclaims the box exactly once.
     let job = unsafe { Box::from_raw(data.cast::<Job>()) };
-    dispatch(job);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Worker pool
-
-struct Workers {
-    tx: crossbeam_channel::Sender<Box<Job>>,
-}
-
-/// Number of trampoline workers: closures run concurrently up to this many.
-fn worker_count() -> usize {
-    std::env::var("FERROCUDA_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
-}
-
-fn workers() -> &'static Workers {
-    static W: OnceLock<Workers> = OnceLock::new();
-    W.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::unbounded::<Box<Job>>();
-        for i in 0..worker_count() {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("ferrocuda-worker-{i}"))
-                .spawn(move || {
-                    for mut job in rx.iter() {
-                        job.run();
-                        job.recycle();
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(%e, "could not start a ferrocuda worker thread");
-            }
-        }
-        Workers { tx }
-    })
-}
-
-/// Starts the worker pool now (so that the first kickoff does not pay for thread creation).
-pub(crate) fn start_workers() {
-    let _ = workers();
-}
-
-/// Gives `job` to a worker. Never blocks.
-pub(crate) fn dispatch(job: Box<Job>) {
-    if let Err(crossbeam_channel::SendError(mut job)) = workers().tx.send(job) {
-        // No worker could be started: run it here rather than strand the waiters.
-        job.run();
-        job.recycle();
-    }
+    crate::trampoline::dispatch(job);
 }
 
 #[cfg(test)]

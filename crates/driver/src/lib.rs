@@ -75,6 +75,7 @@ mod module;
 mod raw;
 mod reclaim;
 mod stream;
+mod trampoline;
 
 pub use device::Device;
 pub use error::{DriverError, Error, Result};
@@ -87,6 +88,7 @@ pub use module::{
 };
 pub use reclaim::{pending_releases, wait_for_releases};
 pub use stream::DeviceStream;
+pub use trampoline::{GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS};
 
 /// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.
 pub use ferrocuda_sys as sys;

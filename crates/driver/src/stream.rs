@@ -9,9 +9,11 @@ use crate::memory::{DeviceBuffer, HostBuffer};
 use crate::module::{Function, LaunchArgs, LaunchConfig};
 use crate::raw::{self, CUstream};
 use crate::reclaim;
+use crate::trampoline::{self, KickoffMode};
 use bytemuck::Pod;
 use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 /// An ordered queue of GPU work on one device. Cheap to clone (clones are the same stream).
@@ -43,6 +45,7 @@ pub(crate) struct StreamInner {
     pub(crate) raw: CUstream,
     pub(crate) device: Device,
     pub(crate) panics: Arc<PanicSink>,
+    kickoff: AtomicU8,
 }
 
 // SAFETY: CUstream handles may be used from any thread (the driver API is thread-safe); the
@@ -57,10 +60,12 @@ impl Drop for StreamInner {
             let raw = std::mem::replace(&mut self.raw, std::ptr::null_mut());
             let device = self.device.clone();
             let panics = self.panics.clone();
+            let kickoff = AtomicU8::new(self.kickoff.load(Ordering::Relaxed));
             reclaim::defer(reclaim::Garbage::Stream(Box::new(StreamInner {
                 raw,
                 device,
                 panics,
+                kickoff,
             })));
             return;
         }
@@ -110,6 +115,7 @@ impl DeviceStream {
             raw,
             device: device.clone(),
             panics: Arc::default(),
+            kickoff: AtomicU8::new(KickoffMode::process_default().to_u8()),
         });
         reclaim::register_stream(&inner);
         Ok(DeviceStream { inner })
@@ -300,9 +306,11 @@ impl DeviceStream {
         self.launch_job(job, host_func::host_func_entry)
     }
 
-    /// The async trampoline: when the stream reaches this point, a tiny host function hands `f` to
-    /// a worker thread of the crate and returns at once, so the stream moves on; the worker runs
-    /// `f` and then signals `value` on `flag` with release ordering. Gate downstream GPU work with
+    /// The async trampoline: when the stream reaches this point, `f` is handed to a worker thread
+    /// of the crate and the stream moves on at once; the worker runs `f` and then signals `value`
+    /// on `flag` with release ordering. The hand-off is a GPU write that the crate's notifier
+    /// thread watches ([`KickoffMode::GpuWrite`], the default) or a tiny host function
+    /// ([`KickoffMode::HostFunc`], MAX's way); see [`set_kickoff_mode`](Self::set_kickoff_mode). Gate downstream GPU work with
     /// [`wait_for_host_value_ge`](Self::wait_for_host_value_ge)`(&flag, value)`.
     ///
     /// `f` runs exactly once, on a worker, where CUDA calls are allowed. If it panics, the flag is
@@ -334,14 +342,58 @@ impl DeviceStream {
         value: u64,
         f: F,
     ) -> Result<()> {
-        host_func::start_workers();
+        trampoline::start_workers();
         let job = Job::new(
             SmallFn::new(f),
             self.inner.panics.clone(),
             Some(flag.inner().clone()),
             value,
         );
-        self.launch_job(job, host_func::kickoff_entry)
+        trampoline::step_enqueued();
+        if self.kickoff_mode() == KickoffMode::HostFunc {
+            return self.launch_job(job, host_func::kickoff_entry);
+        }
+        let ring = match trampoline::ring_for(&self.inner.device.inner) {
+            Ok(r) => r,
+            Err(e) => {
+                job.disarm_and_recycle();
+                return Err(e);
+            }
+        };
+        let ticket = match trampoline::reserve(ring, job) {
+            Ok(t) => t,
+            // More than RING_SLOTS steps in flight: this one is kicked off by a host function.
+            Err(job) => return self.launch_job(job, host_func::kickoff_entry),
+        };
+        // SAFETY: the stream is live; the ring slot is mapped pinned memory kept for the process.
+        // The default flags put a system-wide memory fence before the write, so the closure sees
+        // everything the stream did before this point.
+        let w = unsafe {
+            raw::stream_write_value64(
+                self.inner.raw,
+                ticket.addr,
+                ticket.ticket,
+                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
+            )
+        };
+        if let Err(e) = w {
+            if let Some(job) = ticket.cancel() {
+                job.disarm_and_recycle();
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// How this stream kicks off [`enqueue_async_host_func`](Self::enqueue_async_host_func) steps.
+    pub fn kickoff_mode(&self) -> KickoffMode {
+        KickoffMode::from_u8(self.inner.kickoff.load(Ordering::Relaxed))
+    }
+
+    /// Chooses how this stream (and its clones) kicks off later async host-function steps. The
+    /// default is [`KickoffMode::process_default`] (`GpuWrite` unless `FERROCUDA_KICKOFF=hostfunc`).
+    pub fn set_kickoff_mode(&self, mode: KickoffMode) {
+        self.inner.kickoff.store(mode.to_u8(), Ordering::Relaxed);
     }
 
     fn launch_job(
@@ -355,9 +407,7 @@ impl DeviceStream {
             Ok(()) => Ok(()),
             Err(e) => {
                 // SAFETY: the driver did not take `data`; reclaim it here (dropping the closure).
-                let mut job = unsafe { Box::from_raw(data) };
-                job.disarm();
-                job.recycle();
+                unsafe { Box::from_raw(data) }.disarm_and_recycle();
                 Err(e)
             }
         }

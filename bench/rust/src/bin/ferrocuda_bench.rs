@@ -3,8 +3,8 @@
 
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceEvent, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
-    Result,
+    CompletionFlag, Device, DeviceEvent, DeviceStream, Function, KickoffMode, LaunchArgs,
+    LaunchConfig, Module, Result,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,7 @@ const KNOWN: &[&str] = &[
     "host_func_latency",
     "host_func_throughput",
     "trampoline_hostfunc",
+    "trampoline_gpuwrite",
 ];
 
 /// Steps the b2b regime keeps enqueued (as the C baseline).
@@ -337,18 +338,25 @@ fn hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
     }
     if a.wants("trampoline_hostfunc") {
         ran += 1;
-        e.reset();
         r.state = "after_hostfunc";
-        let mut v = collect(a.warmup, a.samples * 5, |i| {
-            let t0 = now_ns();
-            ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
-            ok(e.s.wait_for_host_value_ge(&e.flag, i));
-            e.launch_ack(&e.s, i);
-            (e.wait_ack(i, "trampoline_hostfunc") - t0) as f64
-        });
-        r.row("trampoline_hostfunc", "wait", &mut v, "");
+        trampoline(e, a, r, "trampoline_hostfunc", KickoffMode::HostFunc);
     }
     ran
+}
+
+/// One step: [kickoff i] [wait flag >= i] [ack kernel]; enqueue -> ack seen (as the C baseline's
+/// `run_trampoline`, regime `wait`).
+fn trampoline(e: &Env, a: &Args, r: &mut Report, bench: &str, mode: KickoffMode) {
+    e.reset();
+    e.s.set_kickoff_mode(mode);
+    let mut v = collect(a.warmup, a.samples * 5, |i| {
+        let t0 = now_ns();
+        ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
+        ok(e.s.wait_for_host_value_ge(&e.flag, i));
+        e.launch_ack(&e.s, i);
+        (e.wait_ack(i, bench) - t0) as f64
+    });
+    r.row(bench, "wait", &mut v, "");
 }
 
 /// `--diag`: what makes event calls slower in a process (GPU.md's trap), step by step: p50 of
@@ -363,7 +371,10 @@ fn diag(e: &Env) {
             (now_ns() - t0) as f64
         });
         v.sort_by(f64::total_cmp);
-        println!("diag: event record+sync p50 {:>6.3} us  after {label}", v[v.len() / 2] / 1e3);
+        println!(
+            "diag: event record+sync p50 {:>6.3} us  after {label}",
+            v[v.len() / 2] / 1e3
+        );
     };
     probe("start");
     std::thread::scope(|sc| {
@@ -381,7 +392,9 @@ fn diag(e: &Env) {
     for _ in 0..100 {
         drop(ok(CompletionFlag::new(&e.dev)));
     }
-    ok(ferrocuda_driver::wait_for_releases(std::time::Duration::from_secs(5)));
+    ok(ferrocuda_driver::wait_for_releases(
+        std::time::Duration::from_secs(5),
+    ));
     probe("100 flag new/drop (reclaimer fences)");
     let s3 = ok(e.dev.new_stream());
     drop(s3);
@@ -393,7 +406,10 @@ fn diag(e: &Env) {
 
 fn main() {
     if std::env::args().any(|a| a == "--diag") {
-        let cubin = std::env::args().skip_while(|a| a != "--cubin").nth(1).unwrap_or_else(|| die("--cubin"));
+        let cubin = std::env::args()
+            .skip_while(|a| a != "--cubin")
+            .nth(1)
+            .unwrap_or_else(|| die("--cubin"));
         diag(&ok(Env::new(&cubin)));
         return;
     }
@@ -406,6 +422,18 @@ fn main() {
         ok(Device::driver_version()),
     );
     events(&e, &args, &mut r);
+    if args.wants("trampoline_gpuwrite") {
+        trampoline(
+            &e,
+            &args,
+            &mut r,
+            "trampoline_gpuwrite",
+            KickoffMode::GpuWrite,
+        );
+        r.state = "after_gpuwrite";
+        events(&e, &args, &mut r);
+        r.state = "fresh";
+    }
     if no_hostfunc(&e, &args, &mut r) > 0 {
         r.state = "before_hostfunc";
         events(&e, &args, &mut r);

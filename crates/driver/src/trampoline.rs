@@ -1,0 +1,527 @@
+//! The async trampoline's machinery: how a step is kicked off, and the threads that run it.
+//!
+//! A trampoline step ([`DeviceStream::enqueue_async_host_func`](crate::DeviceStream::enqueue_async_host_func))
+//! is kicked off in one of two ways ([`KickoffMode`]):
+//!
+//! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
+//!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
+//!   job to a worker. No host function is involved, so the process keeps its fast event calls
+//!   (GPU.md: once a host function ran between kernels, every event record/synchronize/query costs
+//!   about 1.1 µs more for the rest of the process).
+//! * **`HostFunc`** (MAX's way): `cuLaunchHostFunc` of a tiny callback that hands the job to a worker.
+//!
+//! Both thread kinds spend CPU only while work is in flight: while a step is enqueued and not yet
+//! done, the notifier spins on the ring (with `spin_loop` hints) and one worker spins on the job
+//! queue; [`GRACE`] after the last step they park and use no CPU. The crate knows when work is in
+//! flight because it enqueued it. Waking a parked thread is a futex call made on the enqueuing
+//! thread only when the thread is parked (the first step after an idle period).
+
+use crate::device::DeviceInner;
+use crate::error::Result;
+use crate::host_func::Job;
+use crate::raw::{self, CUdeviceptr};
+use crossbeam_queue::SegQueue;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// How an async host-function step is kicked off when its stream reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KickoffMode {
+    /// The stream writes a ticket to mapped memory that a crate thread watches: ≈ 4× faster than
+    /// `HostFunc` on an H100, keeps event calls fast, and costs one spinning core (the notifier)
+    /// while steps are in flight.
+    #[default]
+    GpuWrite,
+    /// `cuLaunchHostFunc` of a callback that hands the step to a worker (MAX's trampoline): no
+    /// notifier thread, but the driver's host-function latency (tens of µs, long tails) and slower
+    /// event calls for the rest of the process.
+    HostFunc,
+}
+
+impl KickoffMode {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            KickoffMode::GpuWrite => 0,
+            KickoffMode::HostFunc => 1,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        if v == 1 {
+            KickoffMode::HostFunc
+        } else {
+            KickoffMode::GpuWrite
+        }
+    }
+
+    /// The process default: `FERROCUDA_KICKOFF=hostfunc` selects `HostFunc`, anything else `GpuWrite`.
+    pub fn process_default() -> KickoffMode {
+        static D: OnceLock<KickoffMode> = OnceLock::new();
+        *D.get_or_init(|| match std::env::var("FERROCUDA_KICKOFF").as_deref() {
+            Ok("hostfunc" | "host_func" | "HostFunc") => KickoffMode::HostFunc,
+            _ => KickoffMode::GpuWrite,
+        })
+    }
+}
+
+/// How long the notifier and a worker keep spinning after the last step before they park.
+pub const GRACE: Duration = Duration::from_micros(200);
+
+/// Trampoline steps enqueued and not yet done (closure run, flag signalled).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A step was enqueued: the crate's threads should be awake.
+pub(crate) fn step_enqueued() {
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    pool().wake_spinner();
+}
+
+/// A step finished (or its enqueue failed).
+pub(crate) fn step_done() {
+    IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Steps in flight right now.
+pub(crate) fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parking
+
+/// Threads of one kind that park when idle; `wake` unparks one (a syscall only if one sleeps).
+struct Sleepers {
+    list: Mutex<Vec<Thread>>,
+    count: AtomicUsize,
+}
+
+impl Sleepers {
+    const fn new() -> Self {
+        Sleepers {
+            list: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Thread>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks the current thread unless `has_work()` after registering (no lost wake-ups: a wake
+    /// between the check and the park leaves the thread's park token set).
+    fn park_unless(&self, has_work: impl Fn() -> bool) {
+        {
+            let mut l = self.lock();
+            l.push(std::thread::current());
+            self.count.store(l.len(), Ordering::SeqCst);
+        }
+        if !has_work() {
+            std::thread::park();
+        }
+        let me = std::thread::current().id();
+        let mut l = self.lock();
+        l.retain(|t| t.id() != me);
+        self.count.store(l.len(), Ordering::SeqCst);
+    }
+
+    fn wake_one(&self) {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(t) = self.lock().pop() {
+            t.unpark();
+        }
+    }
+}
+
+/// Spins while `busy()`, then for [`GRACE`] more; returns when `ready()` or when it is time to park.
+fn spin(busy: impl Fn() -> bool, ready: impl Fn() -> bool) -> bool {
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        if ready() {
+            return true;
+        }
+        if busy() {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= GRACE {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+struct Pool {
+    queue: SegQueue<Box<Job>>,
+    sleepers: Sleepers,
+    /// One worker at a time spins for jobs; the others park.
+    spinner: AtomicBool,
+    started: OnceLock<()>,
+}
+
+fn pool() -> &'static Pool {
+    static P: Pool = Pool {
+        queue: SegQueue::new(),
+        sleepers: Sleepers::new(),
+        spinner: AtomicBool::new(false),
+        started: OnceLock::new(),
+    };
+    P.started.get_or_init(|| {
+        for i in 0..worker_count() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferrocuda-worker-{i}"))
+                .spawn(|| worker(&P));
+            if let Err(e) = spawned {
+                tracing::warn!(%e, "could not start a ferrocuda worker thread");
+            }
+        }
+    });
+    &P
+}
+
+/// Number of trampoline workers: closures run concurrently up to this many
+/// (`FERROCUDA_WORKERS` overrides; default 2 to 4 by available cores).
+fn worker_count() -> usize {
+    std::env::var("FERROCUDA_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
+}
+
+impl Pool {
+    fn wake_spinner(&self) {
+        if !self.spinner.load(Ordering::SeqCst) {
+            self.sleepers.wake_one();
+        }
+    }
+}
+
+fn worker(p: &'static Pool) {
+    loop {
+        if let Some(job) = p.queue.pop() {
+            job.run_and_recycle();
+            continue;
+        }
+        if p.spinner
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let got = spin(|| in_flight() > 0, || !p.queue.is_empty());
+            p.spinner.store(false, Ordering::SeqCst);
+            if got {
+                // Another worker takes over spinning while this one runs the job.
+                if in_flight() > 1 {
+                    p.sleepers.wake_one();
+                }
+                continue;
+            }
+        }
+        p.sleepers.park_unless(|| {
+            !p.queue.is_empty() || (in_flight() > 0 && !p.spinner.load(Ordering::SeqCst))
+        });
+    }
+}
+
+/// Starts the worker pool now, so that the first kickoff does not pay for thread creation.
+pub(crate) fn start_workers() {
+    let _ = pool();
+}
+
+/// Gives `job` to a worker. Never blocks; makes no driver call.
+pub(crate) fn dispatch(job: Box<Job>) {
+    let p = pool();
+    p.queue.push(job);
+    if !p.spinner.load(Ordering::SeqCst) {
+        p.sleepers.wake_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU-write kickoff: the ring and the notifier
+
+/// Slots of the kickoff ring (one cache line each): at most this many GPU-write steps in flight;
+/// beyond that a step falls back to a host-function kickoff.
+pub const RING_SLOTS: usize = 4096;
+const SLOT_STRIDE: usize = 64;
+
+pub(crate) struct Ring {
+    /// Mapped pinned memory: the GPU writes ticket t into slot t % RING_SLOTS.
+    host: *const AtomicU64,
+    dev: CUdeviceptr,
+    /// The job waiting for slot i's ticket, and that ticket.
+    jobs: Box<[AtomicPtr<Job>]>,
+    tickets: Box<[AtomicU64]>,
+    /// The last ticket of slot i that was dispatched.
+    done: Box<[AtomicU64]>,
+    /// Next ticket to hand out (tickets start at 1; 0 is what fresh slots hold).
+    next: AtomicU64,
+    /// Every ticket below this was dispatched (the notifier advances it).
+    low: AtomicU64,
+    sleepers: Sleepers,
+    /// Whether the notifier is spinning (not parked).
+    awake: AtomicBool,
+}
+
+// SAFETY: the ring's pinned memory is process-wide and accessed only through atomics; the rest
+// are atomics.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: `i < RING_SLOTS` and the allocation holds RING_SLOTS slots of SLOT_STRIDE bytes,
+        // kept for the life of the process.
+        unsafe {
+            &*self
+                .host
+                .cast::<u8>()
+                .add(i * SLOT_STRIDE)
+                .cast::<AtomicU64>()
+        }
+    }
+}
+
+static RING: OnceLock<Result<&'static Ring>> = OnceLock::new();
+
+/// The ring, allocated on first use under `device`'s context (`cuMemHostAlloc` returns at once
+/// even while streams wait; it is never freed).
+fn ring(device: &DeviceInner) -> Result<&'static Ring> {
+    RING.get_or_init(|| {
+        device.bind_checked()?;
+        let flags =
+            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
+        let bytes = RING_SLOTS * SLOT_STRIDE;
+        // SAFETY: the device's context is current.
+        let host = unsafe { raw::mem_host_alloc(bytes, flags) }?;
+        // SAFETY: fresh pinned memory of `bytes` bytes; zero is "no ticket yet".
+        unsafe { std::ptr::write_bytes(host.cast::<u8>(), 0, bytes) };
+        // SAFETY: `host` is mapped pinned memory of the current context.
+        let dev = unsafe { raw::mem_host_get_device_pointer(host) }?;
+        crate::memory::PINNED_BYTES.fetch_add(bytes, Ordering::AcqRel);
+        let atomics = |v: u64| {
+            (0..RING_SLOTS)
+                .map(|_| AtomicU64::new(v))
+                .collect::<Box<[_]>>()
+        };
+        let r: &'static Ring = Box::leak(Box::new(Ring {
+            host: host.cast_const().cast(),
+            dev,
+            jobs: (0..RING_SLOTS)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            tickets: atomics(0),
+            done: atomics(0),
+            next: AtomicU64::new(1),
+            low: AtomicU64::new(1),
+            sleepers: Sleepers::new(),
+            awake: AtomicBool::new(true),
+        }));
+        let spawned = std::thread::Builder::new()
+            .name("ferrocuda-notifier".into())
+            .spawn(move || notifier(r));
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "could not start the ferrocuda notifier thread");
+        }
+        Ok(r)
+    })
+    .clone()
+}
+
+/// A GPU-write kickoff prepared for a step: enqueue `cuStreamWriteValue64(addr, ticket)`.
+pub(crate) struct Ticket {
+    pub(crate) addr: CUdeviceptr,
+    pub(crate) ticket: u64,
+    slot: usize,
+    ring: &'static Ring,
+}
+
+/// The kickoff ring (allocated on first use).
+pub(crate) fn ring_for(device: &DeviceInner) -> Result<&'static Ring> {
+    ring(device)
+}
+
+/// Reserves a ring slot for `job` and publishes it to the notifier; `Err(job)` when the ring is
+/// full (the caller falls back to a host-function kickoff).
+pub(crate) fn reserve(r: &'static Ring, job: Box<Job>) -> std::result::Result<Ticket, Box<Job>> {
+    let mut t = r.next.load(Ordering::SeqCst);
+    loop {
+        // `low` lags behind, so this is conservative: a slot is never reused while its last
+        // ticket may still be pending.
+        if t - r.low.load(Ordering::Acquire) >= RING_SLOTS as u64 {
+            return Err(job);
+        }
+        match r
+            .next
+            .compare_exchange_weak(t, t + 1, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => break,
+            Err(cur) => t = cur,
+        }
+    }
+    let slot = (t % RING_SLOTS as u64) as usize;
+    r.tickets[slot].store(t, Ordering::Relaxed);
+    r.jobs[slot].store(Box::into_raw(job), Ordering::Release);
+    if !r.awake.load(Ordering::SeqCst) {
+        r.sleepers.wake_one();
+    }
+    Ok(Ticket {
+        addr: r.dev + (slot * SLOT_STRIDE) as u64,
+        ticket: t,
+        slot,
+        ring: r,
+    })
+}
+
+impl Ticket {
+    /// The enqueue of the GPU write failed: take the job back (nothing will write the ticket).
+    pub(crate) fn cancel(self) -> Option<Box<Job>> {
+        let p = self.ring.jobs[self.slot].swap(std::ptr::null_mut(), Ordering::AcqRel);
+        self.ring.done[self.slot].store(self.ticket, Ordering::Release);
+        // SAFETY: a non-null pointer here is the Box this ticket published and nobody took.
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+    }
+}
+
+fn notifier(r: &'static Ring) {
+    loop {
+        let mut dispatched = false;
+        let hi = r.next.load(Ordering::Acquire);
+        let start = r.low.load(Ordering::Relaxed);
+        let mut low = start;
+        let mut prefix = true;
+        for t in start..hi {
+            let i = (t % RING_SLOTS as u64) as usize;
+            if r.done[i].load(Ordering::Acquire) != t
+                && r.tickets[i].load(Ordering::Acquire) == t
+                && r.slot(i).load(Ordering::Acquire) == t
+            {
+                let p = r.jobs[i].swap(std::ptr::null_mut(), Ordering::AcqRel);
+                r.done[i].store(t, Ordering::Release);
+                if !p.is_null() {
+                    // SAFETY: the pointer is the Box `reserve` published for ticket t; the swap
+                    // made this the only owner.
+                    dispatch(unsafe { Box::from_raw(p) });
+                    dispatched = true;
+                }
+            }
+            if prefix && r.done[i].load(Ordering::Acquire) == t {
+                low = t + 1;
+            } else {
+                prefix = false;
+            }
+        }
+        r.low.store(low, Ordering::Release);
+        if dispatched {
+            continue;
+        }
+        let pending = || r.low.load(Ordering::Acquire) < r.next.load(Ordering::SeqCst);
+        if spin(pending, || {
+            let (lo, hi) = (
+                r.low.load(Ordering::Acquire),
+                r.next.load(Ordering::Acquire),
+            );
+            (lo..hi).any(|t| {
+                let i = (t % RING_SLOTS as u64) as usize;
+                r.slot(i).load(Ordering::Acquire) == t && r.done[i].load(Ordering::Acquire) != t
+            })
+        }) {
+            continue;
+        }
+        r.awake.store(false, Ordering::SeqCst);
+        r.sleepers.park_unless(pending);
+        r.awake.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_func::{PanicSink, SmallFn};
+    use std::sync::Arc;
+
+    fn worker_cpu_ticks() -> u64 {
+        let mut ticks = 0;
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.starts_with("ferrocuda-worke") {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let f: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                ticks += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+            }
+        }
+        ticks
+    }
+
+    /// Jobs dispatched from several threads each run exactly once on the pool; once nothing is in
+    /// flight the workers park and use no CPU.
+    #[test]
+    fn pool_runs_every_job_once_then_parks() {
+        let sink = Arc::new(PanicSink::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    for _ in 0..500 {
+                        let r = runs.clone();
+                        dispatch(Job::new(
+                            SmallFn::new(move || {
+                                r.fetch_add(1, Ordering::SeqCst);
+                            }),
+                            sink.clone(),
+                            None,
+                            0,
+                        ));
+                    }
+                });
+            }
+        });
+        let t = Instant::now();
+        while runs.load(Ordering::SeqCst) < 2000 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2000);
+        std::thread::sleep(GRACE * 5 + Duration::from_millis(20));
+        let c0 = worker_cpu_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        let c1 = worker_cpu_ticks();
+        assert!(
+            c1 - c0 <= 1,
+            "idle workers used {} ticks of CPU in 500 ms",
+            c1 - c0
+        );
+        // Still alive after parking: one more job runs.
+        let r = runs.clone();
+        dispatch(Job::new(
+            SmallFn::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+            sink,
+            None,
+            0,
+        ));
+        let t = Instant::now();
+        while runs.load(Ordering::SeqCst) < 2001 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2001);
+    }
+
+    #[test]
+    fn kickoff_mode_round_trips() {
+        for m in [KickoffMode::GpuWrite, KickoffMode::HostFunc] {
+            assert_eq!(KickoffMode::from_u8(m.to_u8()), m);
+        }
+        assert_eq!(KickoffMode::default(), KickoffMode::GpuWrite);
+    }
+}
