@@ -29,6 +29,11 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
     ("memcheck", "gpu_kernels", "small_"),
     ("racecheck", "gpu_kernels", "small_"),
     ("synccheck", "gpu_kernels", "small_"),
+    (
+        "memcheck",
+        "gpu_driver",
+        "--exact dropped_buffer_used_on_another_stream_stays_alive",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

@@ -9,7 +9,7 @@ use crate::stream::{DeviceStream, StreamInner};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,11 @@ pub fn pinned_bytes() -> usize {
 ///
 /// Created by [`DeviceStream::alloc`], [`DeviceStream::alloc_zeroed`] or
 /// [`DeviceStream::clone_htod`]. Dropping it never blocks: the memory is freed with
-/// `cuMemFreeAsync` once every stream that may use it is past its last use (on the home stream
-/// directly when that is the only stream with work), so no kernel or copy can see freed memory.
+/// `cuMemFreeAsync` in its home stream's order when only that stream used it (the common case,
+/// as cheap as the raw call), or once every stream is past its last use otherwise, so no kernel
+/// or copy can see freed memory. Uses are tracked through this crate's copies and through
+/// [`LaunchArgs::arg`](crate::LaunchArgs::arg); an address passed to a kernel as a plain integer
+/// ([`device_ptr`](Self::device_ptr)) is not tracked.
 ///
 /// ```no_run
 /// use ferrocuda_driver::Device;
@@ -43,6 +46,8 @@ pub struct DeviceBuffer<T: Pod> {
     pub(crate) ptr: CUdeviceptr,
     len: usize,
     home: Arc<StreamInner>,
+    /// Set once work on another stream than `home` used the buffer (through this crate's API).
+    foreign: AtomicBool,
     _t: PhantomData<T>,
 }
 
@@ -62,6 +67,7 @@ impl<T: Pod> DeviceBuffer<T> {
             ptr,
             len,
             home: stream.inner.clone(),
+            foreign: AtomicBool::new(false),
             _t: PhantomData,
         })
     }
@@ -97,6 +103,24 @@ impl<T: Pod> DeviceBuffer<T> {
             inner: self.home.clone(),
         }
     }
+
+    pub(crate) fn home_and_marker(&self) -> (&Arc<StreamInner>, &AtomicBool) {
+        (&self.home, &self.foreign)
+    }
+
+    /// Records that work on `stream` uses the buffer: a use off the home stream makes the drop
+    /// fence every stream instead of freeing in the home stream's order.
+    #[inline]
+    pub(crate) fn note_use(&self, stream: &StreamInner) {
+        mark_foreign(&self.home, &self.foreign, stream);
+    }
+}
+
+#[inline]
+pub(crate) fn mark_foreign(home: &Arc<StreamInner>, foreign: &AtomicBool, stream: &StreamInner) {
+    if !std::ptr::eq(Arc::as_ptr(home), stream) && !foreign.load(Ordering::Relaxed) {
+        foreign.store(true, Ordering::Release);
+    }
 }
 
 impl<T: Pod> Drop for DeviceBuffer<T> {
@@ -105,7 +129,9 @@ impl<T: Pod> Drop for DeviceBuffer<T> {
             return;
         }
         let (ptr, device) = (self.ptr, self.home.device.inner.clone());
-        if !raw::in_host_func() && reclaim::only_live_stream_is(&self.home) {
+        if !raw::in_host_func()
+            && (!self.foreign.load(Ordering::Acquire) || reclaim::only_live_stream_is(&self.home))
+        {
             // Every use was enqueued on the home stream, so a free ordered after it is safe.
             // SAFETY: `ptr` came from cuMemAllocAsync and is freed once.
             match unsafe { raw::mem_free_async(ptr, self.home.raw) } {

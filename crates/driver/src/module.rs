@@ -11,6 +11,7 @@ use ferrocuda_sys::CUfunction_attribute;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
@@ -391,6 +392,20 @@ impl LaunchConfig {
 pub unsafe trait KernelParam {
     /// Pointer to the parameter's bytes.
     fn param_ptr(&self) -> *mut c_void;
+
+    /// For buffers: the home stream and the "used elsewhere" marker (keep-alive bookkeeping).
+    #[doc(hidden)]
+    fn buffer_home(&self) -> Option<BufferUse<'_>> {
+        None
+    }
+}
+
+/// Keep-alive bookkeeping of a buffer argument (opaque).
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct BufferUse<'a> {
+    home: &'a Arc<crate::stream::StreamInner>,
+    marker: &'a AtomicBool,
 }
 
 // SAFETY: a Pod value's bytes are the parameter.
@@ -404,6 +419,11 @@ unsafe impl<T: Pod> KernelParam for T {
 unsafe impl<T: Pod> KernelParam for DeviceBuffer<T> {
     fn param_ptr(&self) -> *mut c_void {
         (&self.ptr as *const u64).cast_mut().cast()
+    }
+
+    fn buffer_home(&self) -> Option<BufferUse<'_>> {
+        let (home, marker) = self.home_and_marker();
+        Some(BufferUse { home, marker })
     }
 }
 
@@ -431,6 +451,9 @@ pub const MAX_KERNEL_PARAMS: usize = 32;
 pub struct LaunchArgs<'a> {
     pub(crate) params: [*mut c_void; MAX_KERNEL_PARAMS],
     pub(crate) len: usize,
+    /// The buffer arguments' homes and markers (keep-alive bookkeeping).
+    buffers: [Option<BufferUse<'a>>; MAX_KERNEL_PARAMS],
+    n_buffers: usize,
     overflow: bool,
     _borrow: PhantomData<&'a ()>,
 }
@@ -441,6 +464,8 @@ impl<'a> LaunchArgs<'a> {
         LaunchArgs {
             params: [std::ptr::null_mut(); MAX_KERNEL_PARAMS],
             len: 0,
+            buffers: [None; MAX_KERNEL_PARAMS],
+            n_buffers: 0,
             overflow: false,
             _borrow: PhantomData,
         }
@@ -453,8 +478,19 @@ impl<'a> LaunchArgs<'a> {
         } else {
             self.params[self.len] = p.param_ptr();
             self.len += 1;
+            if let Some(b) = p.buffer_home() {
+                self.buffers[self.n_buffers] = Some(b);
+                self.n_buffers += 1;
+            }
         }
         self
+    }
+
+    /// Marks the buffer arguments used on `stream`.
+    pub(crate) fn note_uses(&self, stream: &crate::stream::StreamInner) {
+        for b in self.buffers[..self.n_buffers].iter().flatten() {
+            crate::memory::mark_foreign(b.home, b.marker, stream);
+        }
     }
 
     pub(crate) fn check(&self) -> Result<()> {

@@ -175,10 +175,53 @@ pub(crate) fn defer(g: Garbage) {
     r.wake.notify_one();
 }
 
+/// Garbage waiting in batches, each behind one fence: the keep-alive bookkeeping, generic over the
+/// fence so that it can be tested without a GPU.
+pub(crate) struct Batches<F, G> {
+    pending: Vec<(F, Vec<G>)>,
+}
+
+impl<F, G> Batches<F, G> {
+    pub(crate) fn new() -> Self {
+        Batches {
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds a batch dropped before `fence` was recorded.
+    pub(crate) fn push(&mut self, fence: F, batch: Vec<G>) {
+        if !batch.is_empty() {
+            self.pending.push((fence, batch));
+        }
+    }
+
+    /// Releases (through `release`) every batch whose fence `passed`; returns how many items.
+    pub(crate) fn poll(
+        &mut self,
+        mut passed: impl FnMut(&F) -> bool,
+        mut release: impl FnMut(G),
+    ) -> usize {
+        let mut n = 0;
+        self.pending.retain_mut(|(f, batch)| {
+            if !passed(f) {
+                return true;
+            }
+            n += batch.len();
+            batch.drain(..).for_each(&mut release);
+            false
+        });
+        n
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 fn run(r: &'static Reclaimer) {
     // Garbage waits in batches behind one shared fence: one event per stream per batch, however
     // many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
-    let mut pending: Vec<(Vec<Arc<RawEvent>>, Vec<Garbage>)> = Vec::new();
+    let mut pending: Batches<Vec<Arc<RawEvent>>, Garbage> = Batches::new();
     let mut pause = Duration::from_micros(20);
     loop {
         let new: Vec<Garbage> = {
@@ -203,19 +246,11 @@ fn run(r: &'static Reclaimer) {
             }
             if !fenced.is_empty() {
                 // The fence is recorded here, after the drops: later is only more conservative.
-                pending.push((fence(), fenced));
+                pending.push(fence(), fenced);
             }
             pause = Duration::from_micros(20);
         }
-        let mut released = 0;
-        pending.retain_mut(|(f, batch)| {
-            if !fence_done(f) {
-                return true;
-            }
-            released += batch.len();
-            batch.drain(..).for_each(release);
-            false
-        });
+        let released = pending.poll(|f| fence_done(f), release);
         if released > 0 {
             r.done(released);
         }
@@ -303,4 +338,59 @@ pub fn wait_for_releases(timeout: Duration) -> Result<()> {
 /// How many deferred releases are still pending.
 pub fn pending_releases() -> usize {
     reclaimer().outstanding.load(Ordering::Acquire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batches;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Drop `n` resources; the GPU has enqueued work up to the current point.
+        Drop(usize),
+        /// The GPU advances past `k` more enqueued points.
+        Advance(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1usize..5).prop_map(Op::Drop),
+            (0u32..4).prop_map(Op::Advance)
+        ]
+    }
+
+    proptest! {
+        /// Model of the keep-alive rule: a resource dropped when the GPU had `e` points enqueued is
+        /// released only once the GPU passed point `e` (its fence), and exactly once; at the end,
+        /// with the GPU past everything, nothing is left.
+        #[test]
+        fn batches_release_each_item_once_and_never_before_its_fence(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut b: Batches<u32, (usize, u32)> = Batches::new();
+            let (mut enqueued, mut gpu_at, mut next_id) = (0u32, 0u32, 0usize);
+            let mut released = vec![false; 400];
+            for o in ops {
+                match o {
+                    Op::Drop(n) => {
+                        enqueued += 1; // the drop happens after work was enqueued
+                        let batch: Vec<_> = (0..n).map(|_| { next_id += 1; (next_id - 1, enqueued) }).collect();
+                        b.push(enqueued, batch);
+                    }
+                    Op::Advance(k) => gpu_at = (gpu_at + k).min(enqueued),
+                }
+                b.poll(|&fence| gpu_at >= fence, |(id, fence)| {
+                    assert!(gpu_at >= fence, "released before its fence");
+                    assert!(!released[id], "released twice");
+                    released[id] = true;
+                });
+            }
+            gpu_at = enqueued;
+            b.poll(|&fence| gpu_at >= fence, |(id, _)| {
+                assert!(!released[id]);
+                released[id] = true;
+            });
+            prop_assert!(b.is_empty());
+            prop_assert!(released[..next_id].iter().all(|&r| r));
+        }
+    }
 }

@@ -535,6 +535,8 @@ impl DeviceStream {
         dst: &mut DeviceBuffer<T>,
     ) -> Result<()> {
         Self::check_len("copy_dtod", dst.len(), src.len())?;
+        src.note_use(&self.inner);
+        dst.note_use(&self.inner);
         if src.is_empty() {
             return Ok(());
         }
@@ -605,6 +607,7 @@ impl DeviceStream {
     ///
     /// [`Error::Driver`].
     pub fn memset_zero<T: Pod>(&self, buf: &mut DeviceBuffer<T>) -> Result<()> {
+        buf.note_use(&self.inner);
         if buf.is_empty() {
             return Ok(());
         }
@@ -624,6 +627,7 @@ impl DeviceStream {
                 size_of::<T>()
             )));
         }
+        buf.note_use(&self.inner);
         if buf.is_empty() {
             return Ok(());
         }
@@ -660,6 +664,7 @@ impl DeviceStream {
             return Err(self.mismatch("the function", f.device()));
         }
         self.inner.device.inner.bind()?;
+        args.note_uses(&self.inner);
         let params = args.params.as_mut_ptr();
         match config.cluster {
             // SAFETY: the caller guarantees the parameters; handles are live and of one context.

@@ -526,3 +526,44 @@ fn launches_with_clusters_and_module_errors() {
         ));
     });
 }
+
+/// A buffer allocated on stream A, used by a kernel on stream B that waits behind a gate, and
+/// dropped before the gate opens: its memory must not be reused until B is past the kernel. A new
+/// buffer allocated on A meanwhile keeps its contents. Run under memcheck by the bundle.
+#[test]
+fn dropped_buffer_used_on_another_stream_stays_alive() {
+    deadline(20 * SEC, || {
+        let d = device();
+        let k = kernels(&d);
+        let (a, b) = (d.new_stream().unwrap(), d.new_stream().unwrap());
+        let gate = CompletionFlag::new(&d).unwrap();
+        const N: u32 = 1 << 20;
+        let old = a.alloc_zeroed::<u32>(N as usize).unwrap();
+        a.synchronize().unwrap();
+        b.wait_for_host_value_ge(&gate, 1).unwrap();
+        // SAFETY: add_u32(u32*, u32, u32) over N elements of `old`.
+        unsafe {
+            b.launch(
+                &k.add_u32,
+                LaunchConfig::for_num_elems(N, 256),
+                LaunchArgs::new().arg(&old).arg(&N).arg(&1u32),
+            )
+        }
+        .unwrap();
+        drop(old);
+        let mut fresh = a.alloc::<u32>(N as usize).unwrap();
+        a.memset_u32(&mut fresh, 7).unwrap();
+        // Signal without synchronizing A first: under compute-sanitizer, which serialises work,
+        // A's memset may queue behind B's gated kernel. If `fresh` aliased `old`, B's kernel would
+        // turn its 7s into 8s either way.
+        gate.signal(1);
+        b.synchronize_timeout(5 * SEC * common::slack()).unwrap();
+        let mut h = vec![0u32; N as usize];
+        a.copy_dtoh(&fresh, &mut h).unwrap();
+        assert!(
+            h.iter().all(|&v| v == 7),
+            "a kernel wrote into memory that was freed and reused"
+        );
+        ferrocuda_driver::wait_for_releases(5 * SEC * common::slack()).unwrap();
+    });
+}
