@@ -45,6 +45,9 @@ pub(crate) struct DeviceInner {
     default_stream: OnceLock<DeviceStream>,
     /// A stream of the crate's own on which fenced device frees are ordered.
     reclaim_stream: OnceLock<Result<CUstream>>,
+    /// The crate's own kernels (the polling gate), loaded when the device is opened: before any
+    /// wait can exist, since loading code blocks behind a waiting stream (docs/deadlocks.md).
+    pub(crate) gate: OnceLock<std::result::Result<crate::module::Function, String>>,
 }
 
 // SAFETY: a CUcontext handle may be used from any thread (the driver API is thread-safe, and a
@@ -87,9 +90,15 @@ impl Device {
         let opened = Arc::new(DeviceInner::open(ordinal)?);
         // Two threads may race to open: the loser's retain is harmless (the primary context is
         // reference-counted and kept for the process anyway).
-        Ok(Device {
+        let device = Device {
             inner: slot.get_or_init(|| opened).clone(),
-        })
+        };
+        device.inner.gate.get_or_init(|| {
+            crate::module::Module::from_ptx(&device, crate::stream::GATE_PTX)
+                .and_then(|m| m.function("ferrocuda_gate_poll"))
+                .map_err(|e| e.to_string())
+        });
+        Ok(device)
     }
 
     /// How many CUDA devices this machine has.
@@ -277,6 +286,7 @@ impl DeviceInner {
                 != 0,
             default_stream: OnceLock::new(),
             reclaim_stream: OnceLock::new(),
+            gate: OnceLock::new(),
         })
     }
 

@@ -114,6 +114,13 @@ pub enum Error {
         /// The first panic's message.
         first: String,
     },
+    /// Polling gates of this stream gave up after their device-side time limit (the work after them
+    /// ran anyway).
+    #[error("{count} polling gate(s) on this stream expired before their flag was signalled")]
+    GateExpired {
+        /// How many expired since the last report.
+        count: u64,
+    },
     /// A CUDA call was made from inside a host function, which CUDA forbids (it may deadlock).
     #[error(
         "`{call}` was called from inside a host function; CUDA forbids driver calls there \

@@ -92,12 +92,13 @@ impl Pool {
 
 /// How the stream compares a flag with the awaited value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum WaitCondition {
     /// The flag equals the value (MAX's `wait_for_host_value`).
-    Equal,
+    Equal = 0,
     /// The flag, as an unsigned 64-bit number, is at least the value: the one to use with
     /// monotonically increasing epochs, since a late waiter or a replay can never miss a signal.
-    GreaterOrEqual,
+    GreaterOrEqual = 1,
 }
 
 impl WaitCondition {
@@ -281,6 +282,12 @@ impl CompletionFlag {
 }
 
 impl FlagInner {
+    /// Atomically subtracts `n` (for counters the GPU adds to).
+    pub(crate) fn fetch_sub(&self, n: u64) {
+        // SAFETY: the slot is valid pinned memory for the life of the process.
+        unsafe { self.slot.host.as_ref() }.fetch_sub(n, Ordering::AcqRel);
+    }
+
     pub(crate) fn signal(&self, value: u64) {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);

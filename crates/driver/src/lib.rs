@@ -87,7 +87,7 @@ pub use module::{
     Module,
 };
 pub use reclaim::{pending_releases, wait_for_releases};
-pub use stream::DeviceStream;
+pub use stream::{DeviceStream, GateStrategy};
 pub use trampoline::{GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS};
 
 /// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.

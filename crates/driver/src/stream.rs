@@ -12,8 +12,8 @@ use crate::reclaim;
 use crate::trampoline::{self, KickoffMode};
 use bytemuck::Pod;
 use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// An ordered queue of GPU work on one device. Cheap to clone (clones are the same stream).
@@ -46,6 +46,28 @@ pub(crate) struct StreamInner {
     pub(crate) device: Device,
     pub(crate) panics: Arc<PanicSink>,
     kickoff: AtomicU8,
+    /// Counter the polling gates of this stream bump when their time limit expires.
+    expired: OnceLock<CompletionFlag>,
+}
+
+/// The crate's own kernels (crates/driver/src/kernels/gate.cu), compiled by `cargo xtask ptx`.
+pub(crate) const GATE_PTX: &str = include_str!("kernels/gate.ptx");
+
+/// How a stream waits for a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateStrategy {
+    /// The driver's `cuStreamWaitValue64`: costs nothing while waiting; releases the next kernel
+    /// ≈ 9 µs after the signal when the stream has been waiting a while (≈ 4–5 µs back to back).
+    DriverWait,
+    /// A one-thread kernel that polls the flag (`ld.acquire.sys`, `__nanosleep(32)` between
+    /// loads): releases the next kernel in ≈ 3–5 µs, but holds one block on one SM while it waits
+    /// (≈ 1 % of copy bandwidth per poller on an H100). `timeout` bounds the wait in GPU time; an
+    /// expired gate lets the work after it run and is reported by the next `synchronize` as
+    /// [`Error::GateExpired`]. [`CompletionFlag::abort`] releases it like a driver wait.
+    Polling {
+        /// Give up after this much GPU time (`None`: wait as long as it takes).
+        timeout: Option<Duration>,
+    },
 }
 
 // SAFETY: CUstream handles may be used from any thread (the driver API is thread-safe); the
@@ -61,11 +83,13 @@ impl Drop for StreamInner {
             let device = self.device.clone();
             let panics = self.panics.clone();
             let kickoff = AtomicU8::new(self.kickoff.load(Ordering::Relaxed));
+            let expired = std::mem::take(&mut self.expired);
             reclaim::defer(reclaim::Garbage::Stream(Box::new(StreamInner {
                 raw,
                 device,
                 panics,
                 kickoff,
+                expired,
             })));
             return;
         }
@@ -116,6 +140,7 @@ impl DeviceStream {
             device: device.clone(),
             panics: Arc::default(),
             kickoff: AtomicU8::new(KickoffMode::process_default().to_u8()),
+            expired: OnceLock::new(),
         });
         reclaim::register_stream(&inner);
         Ok(DeviceStream { inner })
@@ -131,10 +156,92 @@ impl DeviceStream {
         self.inner.raw
     }
 
+    /// Reports host-function panics and expired polling gates since the last report.
     fn check_panics(&self) -> Result<()> {
-        match self.inner.panics.take() {
-            Some((count, first)) => Err(Error::HostFuncPanicked { count, first }),
-            None => Ok(()),
+        if let Some((count, first)) = self.inner.panics.take() {
+            return Err(Error::HostFuncPanicked { count, first });
+        }
+        if let Some(f) = self.inner.expired.get() {
+            let n = f.load();
+            if n > 0 {
+                // The GPU only adds; subtracting what was seen keeps later expiries.
+                f.inner().fetch_sub(n);
+                return Err(Error::GateExpired { count: n });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes later work wait until `flag` satisfies `cond` for `value`, by `strategy`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_value`](Self::wait_value) and [`poll_value`](Self::poll_value).
+    pub fn wait_value_with(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+        strategy: GateStrategy,
+    ) -> Result<()> {
+        match strategy {
+            GateStrategy::DriverWait => self.wait_value(flag, value, cond),
+            GateStrategy::Polling { timeout } => self.poll_value(flag, value, cond, timeout),
+        }
+    }
+
+    /// The polling gate ([`GateStrategy::Polling`]): enqueues a one-thread kernel that waits until
+    /// `flag` satisfies `cond` for `value` (or holds [`CompletionFlag::ABORTED`]); later work on
+    /// the stream starts when it exits. The kernel was loaded when the device was opened, so this
+    /// never loads code behind a waiting stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the gate kernel could not be loaded on this device;
+    /// [`Error::Driver`] if the launch fails.
+    pub fn poll_value(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let gate = match self.inner.device.inner.gate.get() {
+            Some(Ok(f)) => f,
+            _ => {
+                return Err(self
+                    .inner
+                    .device
+                    .unsupported("the polling gate kernel (it failed to load)"));
+            }
+        };
+        let timeout_ns = timeout.map_or(0u64, |t| (t.as_nanos() as u64).max(1));
+        let expired = if timeout_ns == 0 {
+            0u64
+        } else {
+            match self.inner.expired.get() {
+                Some(f) => f.device_ptr(),
+                None => {
+                    let f = CompletionFlag::new(&self.inner.device)?;
+                    self.inner.expired.get_or_init(|| f).device_ptr()
+                }
+            }
+        };
+        let (ptr, c) = (flag.device_ptr(), cond as u32);
+        // SAFETY: ferrocuda_gate_poll(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
+        // u64* expired): the flag and the counter are mapped pinned slots that outlive the kernel
+        // (their release is fenced); `expired` is only written when `timeout_ns != 0`.
+        unsafe {
+            self.launch(
+                gate,
+                LaunchConfig::single_thread(),
+                LaunchArgs::new()
+                    .arg(&ptr)
+                    .arg(&value)
+                    .arg(&c)
+                    .arg(&timeout_ns)
+                    .arg(&expired),
+            )
         }
     }
 

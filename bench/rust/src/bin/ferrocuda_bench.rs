@@ -4,7 +4,7 @@
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
 use ferrocuda_driver::{
     CompletionFlag, Device, DeviceEvent, DeviceStream, Function, KickoffMode, LaunchArgs,
-    LaunchConfig, Module, Result,
+    LaunchConfig, Module, Result, WaitCondition,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +17,7 @@ const KNOWN: &[&str] = &[
     "cross_stream_event_wait",
     "signal_wait_ack",
     "signal_wait_write",
+    "poll_gate_stream",
     "alloc_free_device",
     "alloc_free_pinned",
     "host_func_latency",
@@ -216,6 +217,19 @@ fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
             }
         };
         gate_rows(e, a, r, bench, &enqueue);
+    }
+    if a.wants("poll_gate_stream") {
+        ran += 1;
+        let enqueue = |i: u64| {
+            ok(e.s.poll_value(
+                e.flag.as_ref(),
+                i,
+                WaitCondition::GreaterOrEqual,
+                Some(std::time::Duration::from_secs(1)),
+            ));
+            e.launch_ack(&e.s, i);
+        };
+        gate_rows(e, a, r, "poll_gate_stream", &enqueue);
     }
     if a.wants("alloc_free_device") {
         ran += 1;
