@@ -234,6 +234,21 @@ impl Device {
         raw::mem_pool_trim_default(self.inner.cu, keep)
     }
 
+    /// The polling-gate kernel behind [`GateStrategy::Polling`](crate::GateStrategy::Polling),
+    /// loaded when the device was opened, for graph nodes and custom launches. Its signature:
+    /// `ferrocuda_gate_poll(const u64* flag, u64 value, u32 cond /* 0 ==, 1 >= */,
+    /// u64 timeout_ns /* 0: none */, u64* expired /* bumped on timeout */)`, one block of one thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if it failed to load on this device.
+    pub fn polling_gate_function(&self) -> Result<crate::module::Function> {
+        match self.inner.gate.get() {
+            Some(Ok(f)) => Ok(f.clone()),
+            _ => Err(self.unsupported("the polling gate kernel (it failed to load)")),
+        }
+    }
+
     pub(crate) fn unsupported(&self, what: &'static str) -> Error {
         Error::Unsupported {
             ordinal: self.inner.ordinal,

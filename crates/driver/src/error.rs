@@ -121,6 +121,15 @@ pub enum Error {
         /// How many expired since the last report.
         count: u64,
     },
+    /// The operation cannot be captured into a CUDA graph (the stream is capturing).
+    #[error(
+        "`{op}` cannot be captured into a graph: a one-shot host closure would be freed after the \
+         first replay; add a host node with ferrocuda-graph's builder instead"
+    )]
+    NotAllowedUnderCapture {
+        /// The refused operation.
+        op: &'static str,
+    },
     /// A CUDA call was made from inside a host function, which CUDA forbids (it may deadlock).
     #[error(
         "`{call}` was called from inside a host function; CUDA forbids driver calls there \

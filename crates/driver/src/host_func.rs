@@ -93,7 +93,7 @@ pub(crate) struct PanicSink {
 }
 
 impl PanicSink {
-    fn report(&self, msg: String) {
+    pub(crate) fn report(&self, msg: String) {
         tracing::debug!(%msg, "host function panicked");
         let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
@@ -194,7 +194,7 @@ impl Job {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = p.downcast_ref::<String>() {

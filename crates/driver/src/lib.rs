@@ -65,6 +65,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod callback;
 mod device;
 mod error;
 mod event;
@@ -77,6 +78,7 @@ mod reclaim;
 mod stream;
 mod trampoline;
 
+pub use callback::HostCallback;
 pub use device::Device;
 pub use error::{DriverError, Error, Result};
 pub use event::DeviceEvent;

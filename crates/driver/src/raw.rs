@@ -222,6 +222,23 @@ pub(crate) unsafe fn stream_write_value64(
     cu!(cuStreamWriteValue64_v2(s, addr, value, flags))
 }
 
+/// # Safety
+/// `s` is live.
+pub(crate) unsafe fn stream_begin_capture(s: CUstream) -> Result<()> {
+    cu!(cuStreamBeginCapture_v2(
+        s,
+        sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+    ))
+}
+
+/// # Safety
+/// `s` is live.
+pub(crate) unsafe fn stream_end_capture(s: CUstream) -> Result<sys::CUgraph> {
+    let mut g = std::ptr::null_mut();
+    cu!(cuStreamEndCapture(s, &mut g))?;
+    Ok(g)
+}
+
 /// Whether `s` is capturing into a graph.
 ///
 /// # Safety

@@ -12,7 +12,7 @@ use crate::reclaim;
 use crate::trampoline::{self, KickoffMode};
 use bytemuck::Pod;
 use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) struct StreamInner {
     kickoff: AtomicU8,
     /// Counter the polling gates of this stream bump when their time limit expires.
     expired: OnceLock<CompletionFlag>,
+    /// Set between `begin_capture` and `end_capture`.
+    capturing: AtomicBool,
 }
 
 /// The crate's own kernels (crates/driver/src/kernels/gate.cu), compiled by `cargo xtask ptx`.
@@ -90,6 +92,7 @@ impl Drop for StreamInner {
                 panics,
                 kickoff,
                 expired,
+                capturing: AtomicBool::new(false),
             })));
             return;
         }
@@ -141,6 +144,7 @@ impl DeviceStream {
             panics: Arc::default(),
             kickoff: AtomicU8::new(KickoffMode::process_default().to_u8()),
             expired: OnceLock::new(),
+            capturing: AtomicBool::new(false),
         });
         reclaim::register_stream(&inner);
         Ok(DeviceStream { inner })
@@ -409,6 +413,7 @@ impl DeviceStream {
     ///
     /// [`Error::Driver`] if the driver refuses (`f` is then dropped without running).
     pub fn enqueue_host_func<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<()> {
+        self.refuse_under_capture("enqueue_host_func")?;
         let job = Job::new(SmallFn::new(f), self.inner.panics.clone(), None, 0);
         self.launch_job(job, host_func::host_func_entry)
     }
@@ -518,6 +523,47 @@ impl DeviceStream {
                 Err(e)
             }
         }
+    }
+
+    #[inline]
+    fn refuse_under_capture(&self, op: &'static str) -> Result<()> {
+        if self.inner.capturing.load(Ordering::Relaxed) {
+            return Err(Error::NotAllowedUnderCapture { op });
+        }
+        Ok(())
+    }
+
+    /// Starts capturing this stream's work into a CUDA graph (thread-local capture mode: other
+    /// threads' CUDA calls are not affected). Work enqueued until [`end_capture`](Self::end_capture)
+    /// is recorded, not run. One-shot host closures are refused meanwhile
+    /// ([`Error::NotAllowedUnderCapture`]); ferrocuda-graph wraps this with host nodes that may run
+    /// many times.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the stream is already capturing.
+    pub fn begin_capture(&self) -> Result<()> {
+        // SAFETY: the stream is live.
+        unsafe { raw::stream_begin_capture(self.inner.raw) }?;
+        self.inner.capturing.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends the capture and returns the captured graph. The caller owns it (`cuGraphDestroy`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the stream was not capturing or the capture was invalidated (for
+    /// example by an operation CUDA does not allow under capture).
+    pub fn end_capture(&self) -> Result<ferrocuda_sys::CUgraph> {
+        self.inner.capturing.store(false, Ordering::Relaxed);
+        // SAFETY: the stream is live.
+        unsafe { raw::stream_end_capture(self.inner.raw) }
+    }
+
+    /// Whether [`begin_capture`](Self::begin_capture) is in effect.
+    pub fn is_capturing(&self) -> bool {
+        self.inner.capturing.load(Ordering::Relaxed)
     }
 
     fn mismatch(&self, what: &'static str, other: &Device) -> Error {
