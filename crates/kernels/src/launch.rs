@@ -11,20 +11,38 @@ use ferrocuda_driver::{
     Device, DeviceBuffer, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
 };
 use ferrocuda_sys::CUdevice_attribute;
+use std::num::NonZeroU32;
 
-/// How to run a pipeline kernel: the transfer (barrier handler) and the ring's depth.
+/// How to run a pipeline kernel: the transfer (barrier handler), the ring's depth and, rarely,
+/// a cap on the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pipeline {
     /// How tiles are loaded.
     pub transfer: Transfer,
     /// Stages in flight.
     pub stages: Stages,
+    /// At most this many blocks (`None`: as many as the SMs hold at once, at most one per work
+    /// item). The grid is persistent, so fewer blocks each walk more work items through their
+    /// ring; tests use a single block to make every stage be reused on a small matrix.
+    pub max_blocks: Option<NonZeroU32>,
 }
 
 impl Pipeline {
-    /// `transfer` with `stages` stages.
+    /// `transfer` with `stages` stages, the grid sized for the device.
     pub const fn new(transfer: Transfer, stages: Stages) -> Pipeline {
-        Pipeline { transfer, stages }
+        Pipeline {
+            transfer,
+            stages,
+            max_blocks: None,
+        }
+    }
+
+    /// This pipeline with the grid capped at `max_blocks` blocks.
+    pub const fn with_max_blocks(self, max_blocks: NonZeroU32) -> Pipeline {
+        Pipeline {
+            max_blocks: Some(max_blocks),
+            ..self
+        }
     }
 }
 
@@ -246,8 +264,12 @@ impl Kernels {
                 cols: src_layout.cols,
             });
         }
+        let mut grid = grid_size(items, self.sm_count, resident_per_sm(&id));
+        if let Some(cap) = pipeline.max_blocks {
+            grid = grid.min(cap.get());
+        }
         let cfg = LaunchConfig {
-            grid: (grid_size(items, self.sm_count, resident_per_sm(&id)), 1, 1),
+            grid: (grid, 1, 1),
             block: (THREADS_PER_BLOCK, 1, 1),
             shared_mem_bytes: shared,
             cluster: None,
