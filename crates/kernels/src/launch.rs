@@ -196,7 +196,8 @@ impl Kernels {
         src_layout: MatrixLayout,
         dst: &mut DeviceBuffer<f32>,
     ) -> Result<()> {
-        // A column of `rows` f32: pitch 4 keeps the shared 16-byte pitch rule trivially true.
+        // One row of `rows` f32, its pitch rounded up to 16 bytes to pass the shared pitch rule;
+        // `launch` asks only for `rows` values of the buffer.
         let dst_layout = MatrixLayout {
             rows: 1,
             cols: src_layout.rows,
@@ -225,7 +226,22 @@ impl Kernels {
         dst_layout: MatrixLayout,
     ) -> Result<()> {
         src_layout.check("source", T::DTYPE, src.len())?;
-        dst_layout.check("destination", U::DTYPE, dst.len())?;
+        // The shape and pitch rules; the length is checked below.
+        dst_layout.check("destination", U::DTYPE, usize::MAX)?;
+        // Row sums write one f32 per source row and read nothing back: `rows` values suffice,
+        // whatever the pitch their one-row layout is given. Copies and transposes need the
+        // full-pitch span.
+        let dst_needed = match op {
+            Op::RowSum => u64::from(dst_layout.cols),
+            Op::Copy2d | Op::Transpose => dst_layout.span(),
+        };
+        if (dst.len() as u64) < dst_needed {
+            return Err(Error::BufferTooSmall {
+                what: "destination",
+                needed: dst_needed,
+                len: dst.len() as u64,
+            });
+        }
         let id = KernelId::new::<T>(op, pipeline.transfer, pipeline.stages);
         let shared = id.dynamic_shared_bytes()?;
         let map = match pipeline.transfer {

@@ -370,3 +370,38 @@ fn small_bad_layouts_are_refused_before_launch() {
             .all(|x| x.to_bits() == f32::POISON.to_bits())
     );
 }
+
+#[test]
+fn small_row_sum_needs_exactly_one_value_per_row() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0007);
+    let l = layout::<f32>(7, 5, 0);
+    let src_h = source::<f32>(&mut rng, l, true);
+    let src = g.upload(&src_h);
+    let mut short = g.upload(&[f32::POISON; 6]);
+    let r = g
+        .kernels
+        .row_sum(&g.stream, Pipeline::default(), &src, l, &mut short);
+    assert!(
+        matches!(r, Err(Error::BufferTooSmall { needed: 7, .. })),
+        "{r:?}"
+    );
+    // 7 values: not a multiple of 4, and enough.
+    let mut exact = g.upload(&[f32::POISON; 7]);
+    for p in pipelines(DEVICE_GRID) {
+        g.kernels
+            .row_sum(&g.stream, p, &src, l, &mut exact)
+            .expect("row_sum launches into `rows` values");
+        let out = g.download(&exact);
+        for (r, got) in out.iter().enumerate() {
+            let want: f64 = src_h[r * l.pitch as usize..][..5]
+                .iter()
+                .map(|&x| f64::from(x))
+                .sum();
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5 * want,
+                "{p:?} row {r}: {got} vs {want}"
+            );
+        }
+    }
+}
