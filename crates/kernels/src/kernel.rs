@@ -229,6 +229,20 @@ impl MatrixLayout {
         }
     }
 
+    /// `rows` x `cols`, every row starting on a 128-byte boundary (one L2 cache line, four
+    /// 32-byte sectors), as `cuMemAllocPitch` lays out rows. The layout to allocate when speed
+    /// matters: with a pitch that is only 16-byte aligned, every other row starts in the middle
+    /// of a 32-byte sector, so tiles read sectors they only partly use and two tiles write the
+    /// two halves of one sector at different times (docs/kernels.md, "Pitch alignment").
+    pub fn aligned<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
+        let per_line = (128 / T::DTYPE.size()) as u32;
+        MatrixLayout {
+            rows,
+            cols,
+            pitch: cols.div_ceil(per_line) * per_line,
+        }
+    }
+
     /// Elements a buffer must hold: `rows * pitch` (every row, the last one too, is a full pitch).
     ///
     /// The cp.async loader reads 16-byte chunks; at the right edge it asks for fewer bytes (the rest
@@ -394,6 +408,18 @@ mod tests {
                 matches!(short.check("m", ElementType::F32, usize::MAX), Err(Error::Pitch { .. })),
                 "short pitch accepted"
             );
+        }
+
+        #[test]
+        fn aligned_layouts_start_rows_on_cache_lines(rows in 1u32..5000, cols in 1u32..5000) {
+            let l = MatrixLayout::aligned::<f32>(rows, cols);
+            prop_assert!(l.check("m", ElementType::F32, l.span() as usize).is_ok());
+            prop_assert_eq!(l.pitch % 32, 0);
+            prop_assert!(l.pitch >= cols && l.pitch < cols + 32);
+            let b = MatrixLayout::aligned::<half::bf16>(rows, cols);
+            prop_assert!(b.check("m", ElementType::Bf16, b.span() as usize).is_ok());
+            prop_assert_eq!(b.pitch % 64, 0);
+            prop_assert!(b.pitch >= cols && b.pitch < cols + 64);
         }
 
         #[test]

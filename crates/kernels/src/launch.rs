@@ -11,20 +11,38 @@ use ferrocuda_driver::{
     Device, DeviceBuffer, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
 };
 use ferrocuda_sys::CUdevice_attribute;
+use std::num::NonZeroU32;
 
-/// How to run a pipeline kernel: the transfer (barrier handler) and the ring's depth.
+/// How to run a pipeline kernel: the transfer (barrier handler), the ring's depth and, rarely,
+/// a cap on the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pipeline {
     /// How tiles are loaded.
     pub transfer: Transfer,
     /// Stages in flight.
     pub stages: Stages,
+    /// At most this many blocks (`None`: as many as the SMs hold at once, at most one per work
+    /// item). The grid is persistent, so fewer blocks each walk more work items through their
+    /// ring; tests use a single block to make every stage be reused on a small matrix.
+    pub max_blocks: Option<NonZeroU32>,
 }
 
 impl Pipeline {
-    /// `transfer` with `stages` stages.
+    /// `transfer` with `stages` stages, the grid sized for the device.
     pub const fn new(transfer: Transfer, stages: Stages) -> Pipeline {
-        Pipeline { transfer, stages }
+        Pipeline {
+            transfer,
+            stages,
+            max_blocks: None,
+        }
+    }
+
+    /// This pipeline with the grid capped at `max_blocks` blocks.
+    pub const fn with_max_blocks(self, max_blocks: NonZeroU32) -> Pipeline {
+        Pipeline {
+            max_blocks: Some(max_blocks),
+            ..self
+        }
     }
 }
 
@@ -178,7 +196,8 @@ impl Kernels {
         src_layout: MatrixLayout,
         dst: &mut DeviceBuffer<f32>,
     ) -> Result<()> {
-        // A column of `rows` f32: pitch 4 keeps the shared 16-byte pitch rule trivially true.
+        // One row of `rows` f32, its pitch rounded up to 16 bytes to pass the shared pitch rule;
+        // `launch` asks only for `rows` values of the buffer.
         let dst_layout = MatrixLayout {
             rows: 1,
             cols: src_layout.rows,
@@ -207,7 +226,22 @@ impl Kernels {
         dst_layout: MatrixLayout,
     ) -> Result<()> {
         src_layout.check("source", T::DTYPE, src.len())?;
-        dst_layout.check("destination", U::DTYPE, dst.len())?;
+        // The shape and pitch rules; the length is checked below.
+        dst_layout.check("destination", U::DTYPE, usize::MAX)?;
+        // Row sums write one f32 per source row and read nothing back: `rows` values suffice,
+        // whatever the pitch their one-row layout is given. Copies and transposes need the
+        // full-pitch span.
+        let dst_needed = match op {
+            Op::RowSum => u64::from(dst_layout.cols),
+            Op::Copy2d | Op::Transpose => dst_layout.span(),
+        };
+        if (dst.len() as u64) < dst_needed {
+            return Err(Error::BufferTooSmall {
+                what: "destination",
+                needed: dst_needed,
+                len: dst.len() as u64,
+            });
+        }
         let id = KernelId::new::<T>(op, pipeline.transfer, pipeline.stages);
         let shared = id.dynamic_shared_bytes()?;
         let map = match pipeline.transfer {
@@ -246,8 +280,12 @@ impl Kernels {
                 cols: src_layout.cols,
             });
         }
+        let mut grid = grid_size(items, self.sm_count, resident_per_sm(&id));
+        if let Some(cap) = pipeline.max_blocks {
+            grid = grid.min(cap.get());
+        }
         let cfg = LaunchConfig {
-            grid: (grid_size(items, self.sm_count, resident_per_sm(&id)), 1, 1),
+            grid: (grid, 1, 1),
             block: (THREADS_PER_BLOCK, 1, 1),
             shared_mem_bytes: shared,
             cluster: None,

@@ -12,7 +12,7 @@
 //! let dev = Device::new(0)?;
 //! let stream = dev.new_stream()?;
 //! let kernels = Kernels::load(&dev)?; // before any stream waits on a host value
-//! let layout = MatrixLayout::padded::<f32>(1000, 777);
+//! let layout = MatrixLayout::aligned::<f32>(1000, 777); // rows on 128-byte cache lines
 //! let src = stream.alloc::<f32>(layout.span() as usize)?;
 //! let mut dst = stream.alloc::<f32>(layout.span() as usize)?;
 //! kernels.copy_2d(&stream, Pipeline::new(Transfer::Tma, Stages::THREE), &src, layout, &mut dst, layout.pitch)?;
@@ -40,7 +40,11 @@
 //! Matrices are row-major with a row pitch in elements ([`MatrixLayout`]); a row must start
 //! 16-byte aligned (pitch × element size a multiple of 16), as TMA requires and as the 16-byte
 //! cp.async copies need. Any number of rows and columns works: partial edge tiles are
-//! zero-filled on load and bounds-checked on store.
+//! zero-filled on load and bounds-checked on store. [`MatrixLayout::padded`] gives the smallest
+//! such pitch; [`MatrixLayout::aligned`] starts every row on a 128-byte cache line, which is
+//! expected to be faster whenever the smallest pitch is not a multiple of 32 bytes (on 16-byte
+//! pitches, bf16 rows of 23170 elements copied about 15% slower than f32 in the benchmark;
+//! `docs/kernels.md`, "Pitch alignment", says why and how the next run tests it).
 //!
 //! # Building
 //!

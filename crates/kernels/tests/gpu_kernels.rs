@@ -7,12 +7,14 @@
 //! bit for bit; row sums within 1e-5 (f32) or 1e-2 (bf16) relative error of an f64 reference.
 //! Test names say their size: `small_*` (a few tiles; what the compute-sanitizer passes of
 //! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
-//! than the grid has blocks: the persistent loop).
+//! than the grid has blocks: the persistent loop). `small_one_block_grids_reuse_every_stage`
+//! caps the grid at one block, so that the sanitizer passes also see every stage reused.
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
 use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
 use half::bf16;
+use std::num::NonZeroU32;
 
 /// SplitMix64: small, seedable, good enough for test data.
 struct Rng(u64);
@@ -95,11 +97,24 @@ const MEDIUM: &[(u32, u32)] = &[(3, 1029), (1000, 777), (301, 1030)];
 /// Large enough that every grid is smaller than the number of tiles.
 const LARGE: (u32, u32) = (2049, 4099);
 
-fn pipelines() -> impl Iterator<Item = Pipeline> {
-    Transfer::ALL
-        .into_iter()
-        .flat_map(|t| Stages::ALL.into_iter().map(move |s| Pipeline::new(t, s)))
+/// Every transfer and depth; with `max_blocks`, grids capped at that many blocks.
+fn pipelines(max_blocks: Option<NonZeroU32>) -> impl Iterator<Item = Pipeline> {
+    Transfer::ALL.into_iter().flat_map(move |t| {
+        Stages::ALL.into_iter().map(move |s| {
+            let p = Pipeline::new(t, s);
+            match max_blocks {
+                Some(n) => p.with_max_blocks(n),
+                None => p,
+            }
+        })
+    })
 }
+
+/// The default grid: one block per work item up to what the SMs hold.
+const DEVICE_GRID: Option<NonZeroU32> = None;
+/// One block: it walks every work item, so each stage of its ring is reused many times (what
+/// racecheck must see: a consumer's reads of a stage, then the producer's next copy into it).
+const ONE_BLOCK: Option<NonZeroU32> = NonZeroU32::new(1);
 
 struct Gpu {
     _device: Device,
@@ -148,8 +163,13 @@ fn layout<T: Element>(rows: u32, cols: u32, extra_vectors: u32) -> MatrixLayout 
     l
 }
 
-fn check_copy<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
-    for p in pipelines() {
+fn check_copy<T: TestElement>(
+    g: &Gpu,
+    rng: &mut Rng,
+    (rows, cols): (u32, u32),
+    max_blocks: Option<NonZeroU32>,
+) {
+    for p in pipelines(max_blocks) {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let dst_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, false);
@@ -176,8 +196,13 @@ fn check_copy<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) 
     }
 }
 
-fn check_transpose<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
-    for p in pipelines() {
+fn check_transpose<T: TestElement>(
+    g: &Gpu,
+    rng: &mut Rng,
+    (rows, cols): (u32, u32),
+    max_blocks: Option<NonZeroU32>,
+) {
+    for p in pipelines(max_blocks) {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let dst_l = layout::<T>(cols, rows, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, false);
@@ -205,8 +230,13 @@ fn check_transpose<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u
     }
 }
 
-fn check_row_sum<T: TestElement>(g: &Gpu, rng: &mut Rng, (rows, cols): (u32, u32)) {
-    for p in pipelines() {
+fn check_row_sum<T: TestElement>(
+    g: &Gpu,
+    rng: &mut Rng,
+    (rows, cols): (u32, u32),
+    max_blocks: Option<NonZeroU32>,
+) {
+    for p in pipelines(max_blocks) {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, true);
         let src = g.upload(&src_h);
@@ -242,8 +272,8 @@ fn small_copy_2d_matches_the_source_bit_for_bit() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0001);
     for &shape in SMALL {
-        check_copy::<f32>(&g, &mut rng, shape);
-        check_copy::<bf16>(&g, &mut rng, shape);
+        check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
     }
 }
 
@@ -252,8 +282,8 @@ fn small_transpose_matches_the_reference_bit_for_bit() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0002);
     for &shape in SMALL {
-        check_transpose::<f32>(&g, &mut rng, shape);
-        check_transpose::<bf16>(&g, &mut rng, shape);
+        check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
     }
 }
 
@@ -262,8 +292,26 @@ fn small_row_sum_matches_an_f64_reference() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0003);
     for &shape in SMALL {
-        check_row_sum::<f32>(&g, &mut rng, shape);
-        check_row_sum::<bf16>(&g, &mut rng, shape);
+        check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+    }
+}
+
+/// Shapes with several work items, so that a single block reuses every stage across items
+/// (copy, transpose) and within a row band (row sums).
+const REUSE: &[(u32, u32)] = &[(129, 257), (200, 70), (33, 1100)];
+
+#[test]
+fn small_one_block_grids_reuse_every_stage() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0006);
+    for &shape in REUSE {
+        check_copy::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+        check_copy::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
+        check_transpose::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+        check_transpose::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
+        check_row_sum::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+        check_row_sum::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
     }
 }
 
@@ -272,12 +320,12 @@ fn medium_shapes_match_the_references() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0005);
     for &shape in MEDIUM {
-        check_copy::<f32>(&g, &mut rng, shape);
-        check_copy::<bf16>(&g, &mut rng, shape);
-        check_transpose::<f32>(&g, &mut rng, shape);
-        check_transpose::<bf16>(&g, &mut rng, shape);
-        check_row_sum::<f32>(&g, &mut rng, shape);
-        check_row_sum::<bf16>(&g, &mut rng, shape);
+        check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+        check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
     }
 }
 
@@ -285,12 +333,12 @@ fn medium_shapes_match_the_references() {
 fn large_matrices_exercise_the_persistent_loop() {
     let g = gpu();
     let mut rng = Rng(0xc0de_0004);
-    check_copy::<f32>(&g, &mut rng, LARGE);
-    check_copy::<bf16>(&g, &mut rng, LARGE);
-    check_transpose::<f32>(&g, &mut rng, LARGE);
-    check_transpose::<bf16>(&g, &mut rng, LARGE);
-    check_row_sum::<f32>(&g, &mut rng, LARGE);
-    check_row_sum::<bf16>(&g, &mut rng, LARGE);
+    check_copy::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+    check_copy::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+    check_transpose::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+    check_transpose::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+    check_row_sum::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+    check_row_sum::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
 }
 
 #[test]
@@ -304,7 +352,7 @@ fn small_bad_layouts_are_refused_before_launch() {
         cols: 7,
         pitch: 7,
     };
-    for p in pipelines() {
+    for p in pipelines(DEVICE_GRID) {
         let r = g.kernels.copy_2d(&g.stream, p, &src, unpadded, &mut dst, 8);
         assert!(matches!(r, Err(Error::Pitch { .. })), "{p:?}: {r:?}");
     }
@@ -321,4 +369,39 @@ fn small_bad_layouts_are_refused_before_launch() {
             .iter()
             .all(|x| x.to_bits() == f32::POISON.to_bits())
     );
+}
+
+#[test]
+fn small_row_sum_needs_exactly_one_value_per_row() {
+    let g = gpu();
+    let mut rng = Rng(0xc0de_0007);
+    let l = layout::<f32>(7, 5, 0);
+    let src_h = source::<f32>(&mut rng, l, true);
+    let src = g.upload(&src_h);
+    let mut short = g.upload(&[f32::POISON; 6]);
+    let r = g
+        .kernels
+        .row_sum(&g.stream, Pipeline::default(), &src, l, &mut short);
+    assert!(
+        matches!(r, Err(Error::BufferTooSmall { needed: 7, .. })),
+        "{r:?}"
+    );
+    // 7 values: not a multiple of 4, and enough.
+    let mut exact = g.upload(&[f32::POISON; 7]);
+    for p in pipelines(DEVICE_GRID) {
+        g.kernels
+            .row_sum(&g.stream, p, &src, l, &mut exact)
+            .expect("row_sum launches into `rows` values");
+        let out = g.download(&exact);
+        for (r, got) in out.iter().enumerate() {
+            let want: f64 = src_h[r * l.pitch as usize..][..5]
+                .iter()
+                .map(|&x| f64::from(x))
+                .sum();
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-5 * want,
+                "{p:?} row {r}: {got} vs {want}"
+            );
+        }
+    }
 }

@@ -56,11 +56,20 @@ fn rows<T: Element + FromF32>(
     tname: &str,
     memcpy_gbs: f64,
 ) {
-    // A square matrix of 1 GiB.
+    // A square matrix of 1 GiB, rows starting on 128-byte cache lines (as cuMemAllocPitch
+    // would lay them out). bf16's n = 23170 is not a multiple of 64 elements: with a pitch
+    // padded only to 16 bytes, every other row would start mid-sector.
     let n = ((1u64 << 30) / size_of::<T>() as u64).isqrt() as u32;
-    let layout = MatrixLayout::padded::<T>(n, n);
-    let len = layout.span() as usize;
-    let bytes = len as f64 * size_of::<T>() as f64;
+    let layout = MatrixLayout::aligned::<T>(n, n);
+    // The same matrix with each row 16 bytes further on: rows start 16 bytes into a sector
+    // (pitch = 16 mod 128 bytes), the layout `MatrixLayout::padded` gave bf16 before.
+    let misaligned = MatrixLayout {
+        pitch: layout.pitch + (16 / size_of::<T>()) as u32,
+        ..layout
+    };
+    let len = misaligned.span() as usize;
+    // The matrix's bytes (padding is neither read nor written).
+    let bytes = f64::from(n) * f64::from(n) * size_of::<T>() as f64;
     // Random-ish non-zero contents (the kernels' correctness is the GPU tests' job).
     let host: Vec<T> = (0..len)
         .map(|i| <T as FromF32>::from_f32(((i * 2_654_435_761) % 1000) as f32 + 1.0))
@@ -93,7 +102,30 @@ fn rows<T: Element + FromF32>(
                     time_ms(s, dev, || ok(k.row_sum(s, p, &src, layout, &mut sums))),
                 ),
             ];
-            for (op, moved, ms) in cases {
+            // Pitch-alignment A/B (4 stages): same bytes, rows off the sector grid. For the
+            // transpose it also breaks f32's power-of-two pitch (64 KiB): if that one were
+            // slow through address conflicts (partition camping), pitch16 would be faster.
+            let pitch16 = if stages == Stages::FOUR {
+                vec![
+                    (
+                        "copy2d_pitch16",
+                        2.0 * bytes,
+                        time_ms(s, dev, || {
+                            ok(k.copy_2d(s, p, &src, misaligned, &mut dst, misaligned.pitch))
+                        }),
+                    ),
+                    (
+                        "transpose_pitch16",
+                        2.0 * bytes,
+                        time_ms(s, dev, || {
+                            ok(k.transpose(s, p, &src, misaligned, &mut dst, misaligned.pitch))
+                        }),
+                    ),
+                ]
+            } else {
+                Vec::new()
+            };
+            for (op, moved, ms) in cases.into_iter().chain(pitch16) {
                 let gbs = moved / (ms * 1e6);
                 let regime = format!("{op}_{}_{tname}_s{}", transfer.name(), stages.get());
                 println!(

@@ -5,12 +5,21 @@
 // Each stage has two mbarriers:
 //   full[s]   completes when stage s holds its tile (arrivals: Handler::kFullArrivals, plus the
 //             transaction bytes TMA announces)
-//   empty[s]  completes when every consumer warp is done reading stage s (one arrival per
-//             consumer warp)
+//   empty[s]  completes when every consumer thread is done reading stage s (one arrival per
+//             consumer thread)
 // Both sides walk the ring with a PipelineState: the stage index and the parity of the phase
 // that the k-th use of that stage is (k / kStages mod 2). The consumer waits on full with that
 // parity; the producer waits on empty with the opposite parity, which a fresh barrier (phase 0)
 // satisfies at once, so the first lap starts without any arrival on empty.
+//
+// Why every consumer thread arrives on empty (not one lane per warp after __syncwarp): the
+// one-lane form is correct under the PTX memory model (bar.warp.sync orders the lanes' reads
+// before lane 0's release-arrive), but compute-sanitizer's racecheck does not follow that
+// transitive order and reports the other 31 lanes' reads as racing with the producer's next
+// cp.async into the stage (docs/kernels.md, "The racecheck report"). A per-thread arrive puts
+// each thread's own release between its reads and the reuse, which racecheck does model; it
+// costs 32 arrivals per warp and stage instead of one, a handful of shared-memory atomics per
+// 16 KiB tile.
 //
 // Proxy fences: barrier initialisation is a generic-proxy write that the copy engine (async
 // proxy) later updates, so init() fences it (mbarrier_init_fence). Consumers here only read
@@ -49,11 +58,12 @@ struct Pipeline {
   uint64_t empty[kStages];
 
   /// One thread initialises every barrier; all threads must then pass a CTA barrier
-  /// (__syncthreads) before touching the pipeline.
-  __device__ __forceinline__ void init(uint32_t consumer_warps) {
+  /// (__syncthreads) before touching the pipeline. Every one of `consumer_threads` calls
+  /// consumer_release once per tile.
+  __device__ __forceinline__ void init(uint32_t consumer_threads) {
     for (uint32_t s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], Handler::kFullArrivals);
-      mbarrier_init(&empty[s], consumer_warps);
+      mbarrier_init(&empty[s], consumer_threads);
     }
     mbarrier_init_fence();
   }
@@ -80,15 +90,13 @@ struct Pipeline {
   __device__ __forceinline__ void consumer_wait(const PipelineState<kStages>& st) {
     mbarrier_wait_parity(&full[st.index], st.phase);
   }
-  /// Consumer (whole warp, converged): this warp is done reading the stage.
+  /// Consumer (every consumer thread): this thread is done reading the stage. The arrive has
+  /// release semantics, so the thread's reads are ordered before the producer's next acquire.
   __device__ __forceinline__ void consumer_release(const PipelineState<kStages>& st) {
-    __syncwarp();  // every lane's reads happen before lane 0's release-arrive
-    if ((threadIdx.x & 31) == 0) {
-      mbarrier_arrive(&empty[st.index]);
-    }
+    mbarrier_arrive(&empty[st.index]);
   }
-  /// Consumer (whole warp): as consumer_release, for a warp that wrote the stage with ordinary
-  /// stores, so the copy engine's next write into it is ordered after them.
+  /// Consumer (every consumer thread): as consumer_release, for a thread that wrote the stage
+  /// with ordinary stores, so the copy engine's next write into it is ordered after them.
   __device__ __forceinline__ void consumer_release_after_write(const PipelineState<kStages>& st) {
     fence_proxy_async_smem();
     consumer_release(st);

@@ -60,7 +60,7 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const 
   const uint32_t warp = threadIdx.x / 32;
   const uint32_t lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
-    pipe.init(kConsumerWarps);
+    pipe.init(kConsumerWarps * 32);
   }
   __syncthreads();
 
