@@ -96,8 +96,9 @@ impl Pool {
 pub enum WaitCondition {
     /// The flag equals the value (MAX's `wait_for_host_value`).
     Equal = 0,
-    /// The flag, as an unsigned 64-bit number, is at least the value: the one to use with
-    /// monotonically increasing epochs, since a late waiter or a replay can never miss a signal.
+    /// The flag has reached the value, compared as the driver's `CU_STREAM_WAIT_VALUE_GEQ` does:
+    /// cyclically, `(flag - value) as i64 >= 0`. The one to use with monotonically increasing
+    /// epochs (below 2^63), since a late waiter or a replay can never miss a signal.
     GreaterOrEqual = 1,
 }
 
@@ -106,7 +107,8 @@ impl WaitCondition {
     pub fn holds(self, current: u64, value: u64) -> bool {
         match self {
             WaitCondition::Equal => current == value,
-            WaitCondition::GreaterOrEqual => current >= value,
+            // The driver's GEQ is a cyclic comparison that ignores wrap-around.
+            WaitCondition::GreaterOrEqual => current.wrapping_sub(value) as i64 >= 0,
         }
     }
 }
@@ -136,7 +138,7 @@ impl WaitCondition {
 ///   work that the signal released.
 /// * Prefer monotonically increasing values with [`WaitCondition::GreaterOrEqual`]: a replay, or a
 ///   waiter that arrives late, still passes.
-/// * [`abort`](Self::abort) stores [`ABORTED`](Self::ABORTED) (`u64::MAX`): every
+/// * [`abort`](Self::abort) stores [`ABORTED`](Self::ABORTED) (`2^63 - 1`): every
 ///   greater-or-equal wait passes, host waits return [`Error::Aborted`]. It is the way out when the
 ///   producer failed. Equality waits are released only by their own value.
 ///
@@ -175,7 +177,11 @@ impl Drop for FlagInner {
 
 impl CompletionFlag {
     /// The value [`abort`](Self::abort) stores: it releases every greater-or-equal wait.
-    pub const ABORTED: u64 = u64::MAX;
+    ///
+    /// It is `i64::MAX`, not `u64::MAX`: the driver's greater-or-equal wait compares cyclically,
+    /// `(flag - value) as i64 >= 0`, so `i64::MAX` passes for every epoch `value < 2^63` while
+    /// `u64::MAX` would pass for none.
+    pub const ABORTED: u64 = i64::MAX as u64;
 
     /// Allocates a flag, initialised to 0, visible to every device of the process.
     ///
@@ -433,16 +439,24 @@ mod tests {
     use std::sync::Arc;
 
     proptest! {
-        /// The comparison the GPU makes, on random values: equality is exact; greater-or-equal is
-        /// unsigned and monotone (once it holds for v it holds for every later, larger value).
+        /// The comparison the GPU makes, on random epochs (below 2^62): equality is exact;
+        /// greater-or-equal agrees with `>=` and is monotone (once it holds for v it holds for
+        /// every later, larger value); the abort value releases every epoch.
         #[test]
-        fn wait_condition_matches_unsigned_comparison(cur in any::<u64>(), val in any::<u64>(), later in any::<u64>()) {
+        fn wait_condition_matches_the_drivers_comparison(cur in 0u64..1 << 62, val in 0u64..1 << 62, later in 0u64..1 << 62) {
             prop_assert_eq!(WaitCondition::Equal.holds(cur, val), cur == val);
             prop_assert_eq!(WaitCondition::GreaterOrEqual.holds(cur, val), cur >= val);
             if WaitCondition::GreaterOrEqual.holds(cur, val) {
-                prop_assert!(WaitCondition::GreaterOrEqual.holds(cur.saturating_add(later), val));
+                prop_assert!(WaitCondition::GreaterOrEqual.holds(cur + later, val));
             }
             prop_assert!(WaitCondition::GreaterOrEqual.holds(CompletionFlag::ABORTED, val));
+        }
+
+        /// Cyclic like the driver's: a value just past a wrap-around still counts as reached.
+        #[test]
+        fn greater_or_equal_is_cyclic(val in any::<u64>(), ahead in 0u64..1 << 62) {
+            prop_assert!(WaitCondition::GreaterOrEqual.holds(val.wrapping_add(ahead), val));
+            prop_assert!(!WaitCondition::GreaterOrEqual.holds(val.wrapping_sub(ahead + 1), val));
         }
 
         /// A producer thread signals increasing epochs; a host waiter for epoch k always returns a
@@ -487,11 +501,11 @@ mod tests {
             wait_host(
                 || cell.load(Ordering::Acquire),
                 WaitCondition::Equal,
-                u64::MAX,
+                CompletionFlag::ABORTED,
                 Duration::from_secs(1)
             )
             .unwrap(),
-            u64::MAX
+            CompletionFlag::ABORTED
         );
     }
 

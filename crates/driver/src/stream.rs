@@ -337,7 +337,8 @@ impl DeviceStream {
         self.wait_value(flag.into(), value, WaitCondition::Equal)
     }
 
-    /// Makes later work on this stream wait until `flag >= value` (unsigned), the form that pairs
+    /// Makes later work on this stream wait until `flag >= value` (the driver's cyclic comparison,
+    /// `(flag - value) as i64 >= 0`; keep epochs below 2^63), the form that pairs
     /// with monotonically increasing epochs and with [`CompletionFlag::abort`].
     ///
     /// # Errors

@@ -17,7 +17,7 @@ __device__ __forceinline__ u64 load_acquire_sys(const u64* p) {
 }
 
 // One thread waits until *flag == value (cond 0) or *flag >= value (cond 1), or the flag holds the
-// abort value (u64 max). With timeout_ns != 0 it gives up after that much GPU time and adds 1 to
+// abort value (2^63 - 1, CompletionFlag::ABORTED). With timeout_ns != 0 it gives up after that much GPU time and adds 1 to
 // *expired (mapped host memory the crate reads at the next synchronize). Later work on the stream
 // starts when the kernel exits. `__nanosleep(32)` between loads keeps the poller light (GPU.md:
 // one poller costs ~1% of copy bandwidth).
@@ -26,7 +26,8 @@ extern "C" __global__ void ferrocuda_gate_poll(const u64* flag, u64 value, u32 c
     const u64 start = globaltimer();
     for (;;) {
         const u64 v = load_acquire_sys(flag);
-        if ((cond == 0 ? v == value : v >= value) || v == ~0ull) {
+        // GEQ is cyclic, as the driver's CU_STREAM_WAIT_VALUE_GEQ; 2^63 - 1 is the abort value.
+        if ((cond == 0 ? v == value : (long long)(v - value) >= 0) || v == 0x7fffffffffffffffull) {
             return;
         }
         if (timeout_ns != 0 && globaltimer() - start > timeout_ns) {
