@@ -32,6 +32,7 @@ use std::process::Command;
 pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
     ("ferrocuda", "ferrocuda-bench", "ferrocuda_bench"),
     ("kernels", "ferrocuda-bench", "kernels_bench"),
+    ("cudarc", "ferrocuda-bench", "cudarc_bench"),
 ];
 
 /// Seconds one program may run before the bundle calls it failed (`BENCH_DEADLINE_S` overrides it
