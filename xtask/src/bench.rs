@@ -303,30 +303,32 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
 
 /// `cargo build --release` of [`RUST_PROGRAMS`]; (impl name, executable).
 fn build_rust_programs() -> Result<Vec<(String, PathBuf)>, String> {
-    let mut out = Vec::new();
-    for (name, package, bin) in RUST_PROGRAMS {
-        let json = util::output(util::cargo().args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ]))?;
-        let exe = json
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == *bin)
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))?;
-        out.push(((*name).to_owned(), exe));
-    }
-    Ok(out)
+    RUST_PROGRAMS
+        .iter()
+        .map(|(name, package, bin)| Ok(((*name).to_owned(), build_release(package, bin)?)))
+        .collect()
+}
+
+/// `cargo build --release -p PACKAGE --bin BIN`; the executable's path.
+pub fn build_release(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let json = util::output(util::cargo().args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]))?;
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))
 }
 
 /// `git describe`-like id of the working tree: short hash, `-dirty` if it has changes.
-fn commit() -> String {
+pub fn commit() -> String {
     let hash = util::output(Command::new("git").current_dir(util::root()).args([
         "rev-parse",
         "--short=12",

@@ -6,10 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 /// (CUDA source, checked-in PTX), relative to the workspace root.
-pub const SOURCES: &[(&str, &str)] = &[(
-    "crates/driver/tests/kernels/test_kernels.cu",
-    "crates/driver/tests/kernels/test_kernels.ptx",
-)];
+pub const SOURCES: &[(&str, &str)] = &[
+    (
+        "crates/driver/tests/kernels/test_kernels.cu",
+        "crates/driver/tests/kernels/test_kernels.ptx",
+    ),
+    (
+        "demo/kernels/gated_pipeline.cu",
+        "demo/kernels/gated_pipeline.ptx",
+    ),
+];
 
 /// The oldest architecture CUDA 13 supports: the driver JIT-compiles the PTX for the device at hand.
 const ARCH: &str = "compute_75";
