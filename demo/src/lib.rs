@@ -237,7 +237,7 @@ pub fn svg_plot(title: &str, x_label: &str, y_label: &str, series: &[Series]) ->
 }
 
 fn tick(v: f64) -> String {
-    if v >= 100.0 || v == 0.0 {
+    if v >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.1}")

@@ -1,5 +1,5 @@
 //! `gated_pipeline`: the GPU produces data, the host computes a value from it, the GPU consumes
-//! the value — three ways, in one run, checked equal (`cargo xtask demo`, docs/benchmarks.md).
+//! the value — four ways, in one run, checked equal (`cargo xtask demo`, docs/benchmarks.md).
 //!
 //! ```text
 //! gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
@@ -20,6 +20,11 @@
 //!   (`enqueue_async_host_func`), which signals a `CompletionFlag`; step `s + D` waits for it with
 //!   `wait_for_host_value_ge`. The stream is never held by host work, so the host computes step
 //!   `s`'s value while the GPU runs steps `s+1 .. s+D-1`.
+//! * `gpuwrite`: as `flag`, but with no host function in the stream at all: after step `s`'s
+//!   kernel the stream writes `s` to a `ready` flag (`write_host_value`), and `D` host threads of
+//!   the demo, each owning the steps of one residue mod `D`, spin on it, compute, and signal the
+//!   step's flag. A host function holds the stream from the moment it is reached until the
+//!   callback returns (12–27 µs on an H100, GPU.md), once per step; a stream write does not.
 //!
 //! For each host-work length it prints steps/s, the GPU idle fraction (`1 - busy/total` from
 //! timing events around every kernel: busy is the sum of the kernels' durations, total the time
@@ -35,7 +40,7 @@ use ferrocuda_driver::{
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -74,8 +79,8 @@ fn parse_list(s: &str) -> Result<Vec<f64>> {
 
 fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
-        steps: 2000,
-        gpu_us: 100.0,
+        steps: 1000,
+        gpu_us: 500.0,
         host_us: vec![],
         depth: 3,
         len: 64,
@@ -219,16 +224,23 @@ enum Strategy {
     Sync,
     HostFunc,
     Flag,
+    GpuWrite,
 }
 
 impl Strategy {
-    const ALL: [Strategy; 3] = [Strategy::Sync, Strategy::HostFunc, Strategy::Flag];
+    const ALL: [Strategy; 4] = [
+        Strategy::Sync,
+        Strategy::HostFunc,
+        Strategy::Flag,
+        Strategy::GpuWrite,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Strategy::Sync => "sync",
             Strategy::HostFunc => "hostfunc",
             Strategy::Flag => "flag",
+            Strategy::GpuWrite => "gpuwrite",
         }
     }
 
@@ -237,6 +249,7 @@ impl Strategy {
             Strategy::Sync => "#d62728",
             Strategy::HostFunc => "#ff7f0e",
             Strategy::Flag => "#2ca02c",
+            Strategy::GpuWrite => "#1f77b4",
         }
     }
 }
@@ -308,58 +321,53 @@ impl Gpu {
         }
     }
 
-    fn run(&self, strategy: Strategy, steps: u64, iterations: u64) -> Result<Outcome> {
+    /// Runs `steps` steps of `strategy`; `show` draws a progress counter.
+    fn run(&self, strategy: Strategy, steps: u64, iterations: u64, show: bool) -> Result<Outcome> {
         self.shared.clear();
-        let mut progress = Progress::new(strategy.name(), steps);
+        let mut progress = Progress::new(strategy.name(), steps, show);
+        // flags[r]: the host values of the steps s = r (mod D) are ready up to flags[r].
         let flags = (0..self.depth)
             .map(|_| CompletionFlag::new(&self.dev))
             .collect::<Result<Vec<_>, _>>()?;
+        // gpuwrite: the GPU's vectors are ready up to `ready`.
+        let ready = CompletionFlag::new(&self.dev)?;
+        let stop = AtomicBool::new(false);
         let t0 = Instant::now();
-        for s in 1..=steps {
-            match strategy {
-                Strategy::Sync => {
-                    self.launch(s)?;
-                    self.stream.synchronize_timeout(DEADLINE)?;
-                    self.shared.host_step(s, iterations);
-                    progress.show(s);
-                }
-                Strategy::HostFunc => {
-                    self.throttle(s, WINDOW, &mut progress)?;
-                    self.launch(s)?;
-                    let sh = self.shared.clone();
-                    self.stream
-                        .enqueue_host_func(move || sh.host_step(s, iterations))?;
-                }
-                Strategy::Flag => {
-                    self.throttle(s, WINDOW, &mut progress)?;
-                    if s > self.depth {
-                        // Step s consumes value s - D: wait for the job that computes it. One flag
-                        // per residue mod D keeps each flag's values increasing although jobs run
-                        // concurrently on several workers: job k + D starts only after the kernel
-                        // that waited for job k's signal.
-                        let k = s - self.depth;
-                        self.stream
-                            .wait_for_host_value_ge(&flags[(k % self.depth) as usize], k)?;
-                    }
-                    self.launch(s)?;
-                    let sh = self.shared.clone();
-                    self.stream.enqueue_async_host_func(
-                        &flags[(s % self.depth) as usize],
-                        s,
-                        move || sh.host_step(s, iterations),
-                    )?;
+        let enqueued = std::thread::scope(|scope| {
+            if strategy == Strategy::GpuWrite {
+                for r in 0..self.depth {
+                    let (flags, ready, stop, sh) = (&flags, &ready, &stop, &self.shared);
+                    let depth = self.depth;
+                    scope.spawn(move || {
+                        // Worker r computes the values of the steps s = r (mod D), in order.
+                        let first = if r == 0 { depth } else { r };
+                        for s in (first..=steps).step_by(depth as usize) {
+                            let mut spins = 0u32;
+                            while ready.load() < s {
+                                if stop.load(Ordering::Acquire) {
+                                    return;
+                                }
+                                spins = spins.wrapping_add(1);
+                                if spins.is_multiple_of(1024) {
+                                    std::thread::yield_now(); // shared machines, small CI boxes
+                                }
+                                std::hint::spin_loop();
+                            }
+                            sh.host_step(s, iterations);
+                            flags[(s % depth) as usize].signal(s);
+                        }
+                    });
                 }
             }
-        }
-        self.stream.synchronize_timeout(DEADLINE)?;
-        // The last trampoline jobs signal after the stream passed their kickoff: wait for them.
-        let t = Instant::now();
-        while self.shared.done.load(Ordering::Acquire) < steps {
-            if t.elapsed() > DEADLINE {
-                return Err("the last host jobs did not finish".into());
+            let r = self.enqueue(strategy, steps, iterations, &flags, &ready, &mut progress);
+            if r.is_err() {
+                // Release the workers and every GPU wait, so nothing is left hanging.
+                stop.store(true, Ordering::Release);
+                flags.iter().for_each(CompletionFlag::abort);
             }
-            std::hint::spin_loop();
-        }
+            r
+        });
+        enqueued?;
         let wall = t0.elapsed().as_secs_f64();
         progress.finish();
 
@@ -380,6 +388,64 @@ impl Gpu {
             values,
         })
     }
+
+    /// Enqueues every step of `strategy` and returns once the last host value was computed and
+    /// the stream is idle.
+    fn enqueue(
+        &self,
+        strategy: Strategy,
+        steps: u64,
+        iterations: u64,
+        flags: &[CompletionFlag],
+        ready: &CompletionFlag,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let d = self.depth;
+        for s in 1..=steps {
+            match strategy {
+                Strategy::Sync => {
+                    self.launch(s)?;
+                    self.stream.synchronize_timeout(DEADLINE)?;
+                    self.shared.host_step(s, iterations);
+                    progress.show(s);
+                }
+                Strategy::HostFunc => {
+                    self.throttle(s, WINDOW, progress)?;
+                    self.launch(s)?;
+                    let sh = self.shared.clone();
+                    self.stream
+                        .enqueue_host_func(move || sh.host_step(s, iterations))?;
+                }
+                Strategy::Flag | Strategy::GpuWrite => {
+                    self.throttle(s, WINDOW, progress)?;
+                    if s > d {
+                        // Step s consumes value s - D: wait for the job that computes it. One flag
+                        // per residue mod D keeps each flag's values increasing although jobs run
+                        // concurrently: job k + D starts only after the kernel that waited for job
+                        // k's signal.
+                        let k = s - d;
+                        self.stream
+                            .wait_for_host_value_ge(&flags[(k % d) as usize], k)?;
+                    }
+                    self.launch(s)?;
+                    if strategy == Strategy::Flag {
+                        let sh = self.shared.clone();
+                        self.stream.enqueue_async_host_func(
+                            &flags[(s % d) as usize],
+                            s,
+                            move || sh.host_step(s, iterations),
+                        )?;
+                    } else {
+                        self.stream.write_host_value(ready, s)?;
+                    }
+                }
+            }
+        }
+        // The last host jobs run after the stream passed their kickoff.
+        self.throttle(steps, 0, progress)?;
+        self.stream.synchronize_timeout(DEADLINE)?;
+        Ok(())
+    }
 }
 
 /// A progress counter on one line of stderr, redrawn every 5 %.
@@ -387,20 +453,22 @@ struct Progress {
     name: &'static str,
     total: u64,
     shown: u64,
+    on: bool,
 }
 
 impl Progress {
-    fn new(name: &'static str, total: u64) -> Progress {
+    fn new(name: &'static str, total: u64, on: bool) -> Progress {
         Progress {
             name,
             total,
             shown: u64::MAX,
+            on,
         }
     }
 
     fn show(&mut self, done: u64) {
         let pct = done * 20 / self.total.max(1);
-        if pct != self.shown {
+        if self.on && pct != self.shown {
             self.shown = pct;
             eprint!("\r  {:<9} {done:>6}/{} steps", self.name, self.total);
             let _ = std::io::stderr().flush();
@@ -408,7 +476,9 @@ impl Progress {
     }
 
     fn finish(&mut self) {
-        eprint!("\r{:60}\r", "");
+        if self.on {
+            eprint!("\r{:60}\r", "");
+        }
     }
 }
 
@@ -461,7 +531,7 @@ fn run(o: &Opts) -> Result<bool> {
     let it0 = hw.iterations(o.host_us[0]);
     let reference = reference_chain(warm, o.depth, o.len, it0);
     for st in Strategy::ALL {
-        if gpu.run(st, warm, it0)?.values != reference {
+        if gpu.run(st, warm, it0, false)?.values != reference {
             eprintln!(
                 "gated_pipeline: warm-up: {} computed other values than the CPU",
                 st.name()
@@ -498,7 +568,7 @@ fn run(o: &Opts) -> Result<bool> {
         let reference = reference_chain(o.steps, o.depth, o.len, iterations);
         let mut sync_rate = f64::NAN;
         for (i, st) in Strategy::ALL.into_iter().enumerate() {
-            let out = gpu.run(st, o.steps, iterations)?;
+            let out = gpu.run(st, o.steps, iterations, true)?;
             if st == Strategy::Sync {
                 sync_rate = out.steps_per_s;
             }
