@@ -54,7 +54,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
             if !rest.iter().any(|a| a == "--svg") {
                 cmd.arg("--svg").arg(&svg);
             }
-            util::run(cmd.args(&rest))
+            let status = cmd
+                .args(&rest)
+                .status()
+                .map_err(|e| format!("{}: {e}", exe.display()))?;
+            match status.code() {
+                Some(0) => Ok(()),
+                // The demo already said in one line why it did not run (no GPU, bad arguments).
+                Some(2) => std::process::exit(2),
+                _ => Err(format!("gated_pipeline failed ({status})")),
+            }
         }
     }
 }
