@@ -28,7 +28,8 @@
 //!
 //! For each host-work length it prints steps/s, the GPU idle fraction (`1 - busy/total` from
 //! timing events around every kernel: busy is the sum of the kernels' durations, total the time
-//! from the first kernel's start to the last one's end) and the speed-up over `sync`, then writes
+//! from the first kernel's start to the last one's end), the speed-up over `sync` and the host
+//! work per step as measured (it may drift from the calibrated length with clocks), then writes
 //! an SVG plot of steps/s against host-work length. On a machine without a GPU it says so in one
 //! line and exits with status 2; a mismatch between strategies exits with status 1.
 
@@ -140,6 +141,8 @@ struct Shared {
     steps: u64,
     /// Host values computed so far in the current run (progress and throttling).
     done: AtomicU64,
+    /// Nanoseconds spent in `host_value` in the current run (the host work actually done).
+    host_ns: AtomicU64,
 }
 
 // SAFETY: the pointers address pinned memory owned by the buffers in the same struct. Each
@@ -166,6 +169,7 @@ impl Shared {
             len,
             steps,
             done: AtomicU64::new(0),
+            host_ns: AtomicU64::new(0),
         })
     }
 
@@ -176,6 +180,7 @@ impl Shared {
             unsafe { self.val_ptr.add(s).write_volatile(0) };
         }
         self.done.store(0, Ordering::Relaxed);
+        self.host_ns.store(0, Ordering::Relaxed);
     }
 
     /// The host's job for step `s`: read the GPU's vector, compute the value, publish it.
@@ -185,7 +190,10 @@ impl Shared {
         let v = unsafe {
             std::slice::from_raw_parts(self.vec_ptr.add(s as usize * self.len), self.len)
         };
+        let t = Instant::now();
         let h = host_value(v, iterations);
+        self.host_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // SAFETY: in bounds (s <= steps); only this job writes the slot.
         unsafe { self.val_ptr.add(s as usize).write_volatile(h) };
         self.done.fetch_add(1, Ordering::Release);
@@ -216,6 +224,8 @@ struct Gpu {
 struct Outcome {
     steps_per_s: f64,
     idle: f64,
+    /// Mean host work per step as measured (the calibration's target may drift with clocks).
+    host_us: f64,
     values: Vec<u64>,
 }
 
@@ -385,6 +395,7 @@ impl Gpu {
         Ok(Outcome {
             steps_per_s: steps as f64 / wall,
             idle: idle_fraction(busy_ms, total_ms),
+            host_us: self.shared.host_ns.load(Ordering::Relaxed) as f64 / 1e3 / steps as f64,
             values,
         })
     }
@@ -562,8 +573,8 @@ fn run(o: &Opts) -> Result<bool> {
             host_us / o.gpu_us.max(1e-9)
         );
         println!(
-            "  {:<9} {:>9} {:>9} {:>9} {:>9}  check",
-            "strategy", "steps/s", "µs/step", "GPU idle", "speed-up"
+            "  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  check",
+            "strategy", "steps/s", "µs/step", "GPU idle", "speed-up", "host µs"
         );
         let reference = reference_chain(o.steps, o.depth, o.len, iterations);
         let mut sync_rate = f64::NAN;
@@ -576,12 +587,13 @@ fn run(o: &Opts) -> Result<bool> {
             all_equal &= ok;
             let speedup = out.steps_per_s / sync_rate;
             println!(
-                "  {:<9} {:>9.0} {:>9.1} {:>8.1}% {:>8.2}×  {}",
+                "  {:<9} {:>9.0} {:>9.1} {:>8.1}% {:>8.2}× {:>9.1}  {}",
                 st.name(),
                 out.steps_per_s,
                 1e6 / out.steps_per_s,
                 out.idle * 100.0,
                 speedup,
+                out.host_us,
                 if ok { "ok" } else { "MISMATCH" }
             );
             series[i].points.push((host_us, out.steps_per_s));
@@ -591,13 +603,14 @@ fn run(o: &Opts) -> Result<bool> {
             if let Some(f) = &mut json {
                 writeln!(
                     f,
-                    "{{\"strategy\":\"{}\",\"host_us\":{host_us},\"gpu_us\":{},\"steps\":{},\"depth\":{},\"steps_per_s\":{:.1},\"gpu_idle\":{:.4},\"speedup_vs_sync\":{speedup:.3},\"equal\":{ok},\"gpu\":\"{}\"}}",
+                    "{{\"strategy\":\"{}\",\"host_us\":{host_us},\"gpu_us\":{},\"steps\":{},\"depth\":{},\"steps_per_s\":{:.1},\"gpu_idle\":{:.4},\"host_us_measured\":{:.2},\"speedup_vs_sync\":{speedup:.3},\"equal\":{ok},\"gpu\":\"{}\"}}",
                     st.name(),
                     o.gpu_us,
                     o.steps,
                     o.depth,
                     out.steps_per_s,
                     out.idle,
+                    out.host_us,
                     gpu.dev.name()
                 )?;
             }
