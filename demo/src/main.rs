@@ -55,7 +55,18 @@ const WINDOW: u64 = 64;
 /// No step may take this long: a stuck pipeline is reported, never waited on forever.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D] [--len N] [--svg FILE] [--json FILE]";
+const USAGE: &str = "\
+usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
+                      [--len N] [--svg FILE] [--json FILE]
+
+  --steps N         steps per strategy and host-work length (1000)
+  --gpu-us U        GPU work per step, µs (500)
+  --sweep F,F,...   host-work lengths as multiples of the GPU step (0.25,0.5,1,2)
+  --host-us H,...   host-work lengths in µs (instead of --sweep)
+  --depth D         step s consumes the host value of step s - D (3; overlap needs D >= 2)
+  --len N           words the kernel writes per step, <= 1024 (64)
+  --svg FILE        the plot of steps/s against host-work length (gated_pipeline.svg)
+  --json FILE       one JSON line per strategy and host-work length";
 
 struct Opts {
     steps: u64,
@@ -115,9 +126,9 @@ fn parse_opts() -> Result<Opts> {
     if o.host_us.is_empty() {
         o.host_us = sweep.iter().map(|f| f * o.gpu_us).collect();
     }
-    if o.steps == 0 || o.depth < 2 || o.len == 0 || o.len > 1024 || o.gpu_us < 0.0 {
+    if o.steps == 0 || o.depth == 0 || o.len == 0 || o.len > 1024 || o.gpu_us < 0.0 {
         return Err(format!(
-            "need --steps >= 1, --depth >= 2, 1 <= --len <= 1024, --gpu-us >= 0\n{USAGE}"
+            "need --steps >= 1, --depth >= 1, 1 <= --len <= 1024, --gpu-us >= 0\n{USAGE}"
         )
         .into());
     }
