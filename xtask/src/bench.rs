@@ -32,6 +32,7 @@ use std::process::Command;
 pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
     ("ferrocuda", "ferrocuda-bench", "ferrocuda_bench"),
     ("kernels", "ferrocuda-bench", "kernels_bench"),
+    ("cudarc", "ferrocuda-bench", "cudarc_bench"),
 ];
 
 /// Seconds one program may run before the bundle calls it failed (`BENCH_DEADLINE_S` overrides it
@@ -95,7 +96,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// cubin, then runs every benchmark at 20 samples against `bench/raw/fake/fake_cuda.c`, a fake
 /// `libcuda.so.1` that runs streams on host threads. Its timings mean nothing; it proves on a
 /// machine without a GPU that every benchmark's protocol terminates (each wait is signalled, no
-/// deadline fires) and that the JSON has a well-formed row for every benchmark.
+/// deadline fires) and that the JSON has a well-formed row for every benchmark. Then the same for
+/// the ferrocuda and cudarc programs against `xtask/fake/fake_cuda.c` ([`smoke_rust`]).
 pub fn smoke() -> Result<(), String> {
     let tk = setup::run()?;
     let root = util::root();
@@ -140,17 +142,86 @@ pub fn smoke() -> Result<(), String> {
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
     let text = std::fs::read_to_string(&json).map_err(io(&json))?;
-    check_rows(&text, &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+    check_rows(&text, "raw", &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
     eprintln!(
         "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
         names.len()
     );
+    smoke_rust(&tk, &dir, &cubin, &names)
+}
+
+/// The Rust programs that drive the GPU through ferrocuda or cudarc (not `kernels`, whose real
+/// kernels no fake runs), at 20 samples against `xtask/fake/fake_cuda.c`: every benchmark they
+/// implement terminates and writes well-formed rows, and both implement the same benchmarks, all
+/// of them the C baseline's.
+fn smoke_rust(
+    tk: &setup::Toolkit,
+    dir: &Path,
+    cubin: &Path,
+    raw_names: &[String],
+) -> Result<(), String> {
+    let fake = crate::demo::fake_driver(tk, &dir.join("rust"))?;
+    let mut sets = Vec::new();
+    for (name, package, bin) in RUST_PROGRAMS.iter().filter(|p| p.0 != "kernels") {
+        util::run(util::cargo().args(["build", "-p", package, "--bin", bin]))?;
+        let exe = util::root().join("target/debug").join(bin);
+        let json = dir.join(format!("smoke-{name}.jsonl"));
+        let _ = std::fs::remove_file(&json);
+        let table = util::output(
+            Command::new("timeout")
+                .arg("300")
+                .arg(&exe)
+                .env("LD_LIBRARY_PATH", &fake)
+                .arg("--cubin")
+                .arg(cubin)
+                .arg("--json")
+                .arg(&json)
+                .args([
+                    "--samples",
+                    "20",
+                    "--warmup",
+                    "2",
+                    "--commit",
+                    "smoke",
+                    "all",
+                ]),
+        )?;
+        let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+        let benches: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["bench"].as_str().map(str::to_owned))
+            .filter(|b| b != "_meta")
+            .collect();
+        let names: Vec<String> = benches.iter().cloned().collect();
+        check_rows(&text, name, &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+        if let Some(extra) = names.iter().find(|n| !raw_names.contains(n)) {
+            return Err(format!(
+                "{name}: `{extra}` is not a benchmark of the C baseline"
+            ));
+        }
+        eprintln!(
+            "bench smoke: {name}: {} benchmarks ran against xtask/fake/fake_cuda.c",
+            names.len()
+        );
+        sets.push((*name, benches));
+    }
+    // ferrocuda may measure more (its own mechanisms: the GPU-write trampoline, the polling gate);
+    // every benchmark cudarc runs, ferrocuda must run too, so each cudarc row has its peer.
+    if let [(a, sa), (b, sb)] = &sets[..]
+        && !sb.is_subset(sa)
+    {
+        return Err(format!(
+            "{b} runs benchmarks {a} does not: {:?}",
+            sb.difference(sa).collect::<Vec<_>>()
+        ));
+    }
     Ok(())
 }
 
-/// Every line is JSON; one `_meta` line; every benchmark in `names` has a row with ordered
-/// percentiles, a sample count and a state.
-fn check_rows(text: &str, names: &[String]) -> Result<(), String> {
+/// Every line is JSON; one `_meta` line; every row is `imp`'s; every benchmark in `names` has a
+/// row with ordered percentiles, a sample count and a state.
+fn check_rows(text: &str, imp: &str, names: &[String]) -> Result<(), String> {
     let mut metas = 0;
     let mut seen = std::collections::BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
@@ -168,7 +239,7 @@ fn check_rows(text: &str, names: &[String]) -> Result<(), String> {
         if !(p50 <= p90 && p90 <= p99 && v["n"].as_u64().unwrap_or(0) > 0) {
             return Err(format!("line {}: bad percentiles or n: {line}", i + 1));
         }
-        if v["impl"] != "raw" || v["regime"].as_str().is_none() || v["state"].as_str().is_none() {
+        if v["impl"] != imp || v["regime"].as_str().is_none() || v["state"].as_str().is_none() {
             return Err(format!(
                 "line {}: impl, regime or state missing: {line}",
                 i + 1
@@ -302,30 +373,32 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
 
 /// `cargo build --release` of [`RUST_PROGRAMS`]; (impl name, executable).
 fn build_rust_programs() -> Result<Vec<(String, PathBuf)>, String> {
-    let mut out = Vec::new();
-    for (name, package, bin) in RUST_PROGRAMS {
-        let json = util::output(util::cargo().args([
-            "build",
-            "--release",
-            "--message-format=json-render-diagnostics",
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ]))?;
-        let exe = json
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == *bin)
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))?;
-        out.push(((*name).to_owned(), exe));
-    }
-    Ok(out)
+    RUST_PROGRAMS
+        .iter()
+        .map(|(name, package, bin)| Ok(((*name).to_owned(), build_release(package, bin)?)))
+        .collect()
+}
+
+/// `cargo build --release -p PACKAGE --bin BIN`; the executable's path.
+pub fn build_release(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let json = util::output(util::cargo().args([
+        "build",
+        "--release",
+        "--message-format=json-render-diagnostics",
+        "-p",
+        package,
+        "--bin",
+        bin,
+    ]))?;
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))
 }
 
 /// `git describe`-like id of the working tree: short hash, `-dirty` if it has changes.
-fn commit() -> String {
+pub fn commit() -> String {
     let hash = util::output(Command::new("git").current_dir(util::root()).args([
         "rev-parse",
         "--short=12",

@@ -9,11 +9,14 @@
 //! | `test-gpu [--bundle DIR]` | builds the GPU tests; runs them here if a GPU is present |
 //! | `bench [--bundle DIR] [--json FILE]` | builds the benchmark bundle; runs it here if a GPU is present |
 //! | `bench --smoke` | runs the C baseline against a fake driver: every benchmark terminates (part of `test`) |
+//! | `demo [--bundle DIR] [ARGS...]` | the gated-pipeline demo: runs it here, or bundles it for a GPU machine |
+//! | `demo --smoke` | runs the demo against a fake driver: every strategy terminates and matches the CPU (part of `test`) |
 //! | `bench-report [--markdown] FILE...` | compares raw / ferrocuda / cudarc rows of benchmark JSON files |
 //! | `kernels` | rebuilds the CUDA kernels, checks their SASS, refreshes `crates/kernels/prebuilt/` and docs/kernels.md |
 
 mod bench;
 mod codegen;
+mod demo;
 mod gpu;
 mod ptx;
 mod sass;
@@ -34,6 +37,9 @@ commands:
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
   bench [--bundle DIR] [--json FILE] [BENCH...]
                            build the benchmarks (C baseline + Rust programs); run them when a GPU is here
+  demo [--bundle DIR] [ARGS...]
+                           the gated-pipeline demo: run it here (ARGS go to it), or write a bundle to DIR
+  demo --smoke             run the demo against a fake driver (no GPU): every strategy terminates and agrees
   bench --smoke            run the C baseline against a fake driver (no GPU): every benchmark terminates
   bench-report [--markdown] FILE...
                            print raw / ferrocuda / cudarc side by side from benchmark JSON files
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("test-gpu") => gpu::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
         Some("bench-report") => bench::report(&args[1..]),
         Some("kernels") => setup::run().and_then(|tk| sass::write(&tk)),
         Some("-h" | "--help" | "help") | None => {

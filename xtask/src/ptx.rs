@@ -15,6 +15,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         "crates/driver/src/kernels/gate.cu",
         "crates/driver/src/kernels/gate.ptx",
     ),
+    (
+        "demo/kernels/gated_pipeline.cu",
+        "demo/kernels/gated_pipeline.ptx",
+    ),
 ];
 
 /// The oldest architecture CUDA 13 supports: the driver JIT-compiles the PTX for the device at hand.

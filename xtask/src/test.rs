@@ -66,6 +66,7 @@ pub fn run() -> Result<(), String> {
     }
 
     step("bench smoke", &mut bench::smoke);
+    step("demo smoke", &mut crate::demo::smoke);
 
     let failed: Vec<_> = steps.iter().filter(|s| s.1.is_err()).collect();
     eprintln!();

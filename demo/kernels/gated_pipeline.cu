@@ -1,0 +1,37 @@
+// The GPU step of the gated-pipeline demo (demo/src/main.rs). `cargo xtask ptx` compiles this file
+// to gated_pipeline.ptx (checked in), which the demo embeds, so building it never needs nvcc.
+// `ferrocuda_demo::gpu_element` (demo/src/lib.rs) is the same function on the CPU: keep them equal.
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+__device__ __forceinline__ u64 globaltimer() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// splitmix64's finaliser.
+__device__ __forceinline__ u64 mix(u64 x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+// Step `step`: out[i] = mix(mix(step ^ prev * C) + i) for i < n, where `prev` is the host's value
+// the step consumes (mapped pinned memory, written by the host before the stream let this kernel
+// start). Then the block spins until `work_ns` of GPU time have passed since it started: the
+// stand-in for a real kernel of known length. One block.
+extern "C" __global__ void produce(u64* out, u32 n, u64 step, const volatile u64* prev,
+                                   u64 work_ns) {
+    u64 start = globaltimer();
+    u64 v = *prev;
+    u64 seed = mix(step ^ (v * 0xD6E8FEB86659FD93ull));
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
+        out[i] = mix(seed + i);
+    }
+    __threadfence_system();
+    while (globaltimer() - start < work_ns) {
+    }
+}

@@ -1,0 +1,660 @@
+//! `gated_pipeline`: the GPU produces data, the host computes a value from it, the GPU consumes
+//! the value — four ways, in one run, checked equal (`cargo xtask demo`, docs/benchmarks.md).
+//!
+//! ```text
+//! gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
+//!                [--len N] [--svg FILE] [--json FILE]
+//! ```
+//!
+//! Step `s` launches one kernel (`produce`, demo/kernels/gated_pipeline.cu) that writes a small
+//! vector derived from `s` and the host's value of step `s - D` into mapped pinned memory, then
+//! spins for `--gpu-us` of GPU time (the stand-in for real work of a known length). The host reads
+//! the vector and computes its value (`ferrocuda_demo::host_value`: a hash loop calibrated to the
+//! host-work length). The strategies:
+//!
+//! * `sync`: launch step `s`, `synchronize`, compute the value on the calling thread. The usual
+//!   first version of such a loop; the GPU waits while the host computes and vice versa.
+//! * `hostfunc`: everything enqueued; the value is computed inside the stream by a blocking host
+//!   callback (`enqueue_host_func`), which holds the stream while it runs.
+//! * `flag`: the value of step `s` is computed on a trampoline worker
+//!   (`enqueue_async_host_func`), which signals a `CompletionFlag`; step `s + D` waits for it with
+//!   `wait_for_host_value_ge`. The stream is never held by host work, so the host computes step
+//!   `s`'s value while the GPU runs steps `s+1 .. s+D-1`.
+//! * `gpuwrite`: as `flag`, but with no host function in the stream at all: after step `s`'s
+//!   kernel the stream writes `s` to a `ready` flag (`write_host_value`), and `D` host threads of
+//!   the demo, each owning the steps of one residue mod `D`, spin on it, compute, and signal the
+//!   step's flag. A host function holds the stream from the moment it is reached until the
+//!   callback returns (12–27 µs on an H100, GPU.md), once per step; a stream write does not.
+//!
+//! For each host-work length it prints steps/s, the GPU idle fraction (`1 - busy/total` from
+//! timing events around every kernel: busy is the sum of the kernels' durations, total the time
+//! from the first kernel's start to the last one's end), the speed-up over `sync` and the host
+//! work per step as measured (it may drift from the calibrated length with clocks), then writes
+//! an SVG plot of steps/s against host-work length. On a machine without a GPU it says so in one
+//! line and exits with status 2; a mismatch between strategies exits with status 1.
+
+use ferrocuda_demo::{HostWork, Series, host_value, idle_fraction, reference_chain, svg_plot};
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceEvent, DeviceStream, Function, HostBuffer, LaunchArgs,
+    LaunchConfig, Module,
+};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const PTX: &str = include_str!("../kernels/gated_pipeline.ptx");
+
+/// Steps enqueued ahead of the slowest completed one (hostfunc and flag strategies): plenty to
+/// keep the GPU fed, and a bound on what is in flight.
+const WINDOW: u64 = 64;
+
+/// No step may take this long: a stuck pipeline is reported, never waited on forever.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const USAGE: &str = "\
+usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
+                      [--len N] [--svg FILE] [--json FILE]
+
+  --steps N         steps per strategy and host-work length (1000)
+  --gpu-us U        GPU work per step, µs (500)
+  --sweep F,F,...   host-work lengths as multiples of the GPU step (0.25,0.5,1,2)
+  --host-us H,...   host-work lengths in µs (instead of --sweep)
+  --depth D         step s consumes the host value of step s - D (3; overlap needs D >= 2)
+  --len N           words the kernel writes per step, <= 1024 (64)
+  --svg FILE        the plot of steps/s against host-work length (gated_pipeline.svg)
+  --json FILE       one JSON line per strategy and host-work length";
+
+struct Opts {
+    steps: u64,
+    gpu_us: f64,
+    /// Host-work lengths in µs.
+    host_us: Vec<f64>,
+    depth: u64,
+    len: u32,
+    svg: PathBuf,
+    json: Option<PathBuf>,
+}
+
+fn parse_list(s: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f64>()
+                .map_err(|e| format!("`{x}`: {e}").into())
+        })
+        .collect()
+}
+
+fn parse_opts() -> Result<Opts> {
+    let mut o = Opts {
+        steps: 1000,
+        gpu_us: 500.0,
+        host_us: vec![],
+        depth: 3,
+        len: 64,
+        svg: "gated_pipeline.svg".into(),
+        json: None,
+    };
+    let mut sweep = vec![0.25, 0.5, 1.0, 2.0];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--steps" => o.steps = value()?.parse()?,
+            "--gpu-us" => o.gpu_us = value()?.parse()?,
+            "--sweep" => sweep = parse_list(value()?)?,
+            "--host-us" => o.host_us = parse_list(value()?)?,
+            "--depth" => o.depth = value()?.parse()?,
+            "--len" => o.len = value()?.parse()?,
+            "--svg" => o.svg = value()?.into(),
+            "--json" => o.json = Some(value()?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+        }
+    }
+    if o.host_us.is_empty() {
+        o.host_us = sweep.iter().map(|f| f * o.gpu_us).collect();
+    }
+    if o.steps == 0 || o.depth == 0 || o.len == 0 || o.len > 1024 || o.gpu_us < 0.0 {
+        return Err(format!(
+            "need --steps >= 1, --depth >= 1, 1 <= --len <= 1024, --gpu-us >= 0\n{USAGE}"
+        )
+        .into());
+    }
+    if o.host_us.iter().any(|h| !(h.is_finite() && *h >= 0.0)) {
+        return Err("host-work lengths must be >= 0".into());
+    }
+    Ok(o)
+}
+
+/// Mapped pinned memory the kernels write their vectors to and read the host's values from:
+/// `vectors[s]` (`len` words each) and `values[s]` for every step `s` of a run, so no slot is ever
+/// reused within a run (no write-after-read hazards to reason about).
+struct Shared {
+    _vectors: HostBuffer<u64>,
+    _values: HostBuffer<u64>,
+    vec_ptr: *mut u64,
+    val_ptr: *mut u64,
+    vec_dev: u64,
+    val_dev: u64,
+    len: usize,
+    steps: u64,
+    /// Host values computed so far in the current run (progress and throttling).
+    done: AtomicU64,
+    /// Nanoseconds spent in `host_value` in the current run (the host work actually done).
+    host_ns: AtomicU64,
+}
+
+// SAFETY: the pointers address pinned memory owned by the buffers in the same struct. Each
+// `values[s]` is written by exactly one host job (step `s`'s) before the event that lets the GPU
+// read it (the end of `synchronize`, the stream order after a blocking host function, or the
+// release-ordered flag signal after a trampoline closure); each `vectors[s]` is read by that job
+// only after the kernel that wrote it completed (same orderings).
+unsafe impl Send for Shared {}
+// SAFETY: as above; concurrent jobs touch disjoint slots.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(dev: &Device, steps: u64, len: u32) -> Result<Shared> {
+        let len = len as usize;
+        let mut vectors = HostBuffer::<u64>::new(dev, (steps as usize + 1) * len)?;
+        let mut values = HostBuffer::<u64>::new(dev, steps as usize + 1)?;
+        Ok(Shared {
+            vec_ptr: vectors.as_mut_slice()?.as_mut_ptr(),
+            val_ptr: values.as_mut_slice()?.as_mut_ptr(),
+            vec_dev: vectors.device_ptr(),
+            val_dev: values.device_ptr(),
+            _vectors: vectors,
+            _values: values,
+            len,
+            steps,
+            done: AtomicU64::new(0),
+            host_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// Zeroes the values before a run (no GPU work may be in flight).
+    fn clear(&self) {
+        for s in 0..=self.steps as usize {
+            // SAFETY: in bounds; nothing else touches the memory between runs.
+            unsafe { self.val_ptr.add(s).write_volatile(0) };
+        }
+        self.done.store(0, Ordering::Relaxed);
+        self.host_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// The host's job for step `s`: read the GPU's vector, compute the value, publish it.
+    fn host_step(&self, s: u64, iterations: u64) {
+        // SAFETY: the kernel of step `s` completed before this job started (see `impl Send`);
+        // nothing writes this slot again during the run.
+        let v = unsafe {
+            std::slice::from_raw_parts(self.vec_ptr.add(s as usize * self.len), self.len)
+        };
+        let t = Instant::now();
+        let h = host_value(v, iterations);
+        self.host_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // SAFETY: in bounds (s <= steps); only this job writes the slot.
+        unsafe { self.val_ptr.add(s as usize).write_volatile(h) };
+        self.done.fetch_add(1, Ordering::Release);
+    }
+
+    fn values(&self) -> Vec<u64> {
+        (0..=self.steps as usize)
+            // SAFETY: in bounds; the run is over (the stream was synchronized).
+            .map(|s| unsafe { self.val_ptr.add(s).read_volatile() })
+            .collect()
+    }
+}
+
+struct Gpu {
+    dev: Device,
+    stream: DeviceStream,
+    _module: Module,
+    produce: Function,
+    shared: Arc<Shared>,
+    /// (start, end) timing events around each step's kernel.
+    events: Vec<(DeviceEvent, DeviceEvent)>,
+    gpu_ns: u64,
+    depth: u64,
+    len: u32,
+}
+
+/// What one strategy did at one host-work length.
+struct Outcome {
+    steps_per_s: f64,
+    idle: f64,
+    /// Mean host work per step as measured (the calibration's target may drift with clocks).
+    host_us: f64,
+    values: Vec<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Strategy {
+    Sync,
+    HostFunc,
+    Flag,
+    GpuWrite,
+}
+
+impl Strategy {
+    const ALL: [Strategy; 4] = [
+        Strategy::Sync,
+        Strategy::HostFunc,
+        Strategy::Flag,
+        Strategy::GpuWrite,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Sync => "sync",
+            Strategy::HostFunc => "hostfunc",
+            Strategy::Flag => "flag",
+            Strategy::GpuWrite => "gpuwrite",
+        }
+    }
+
+    fn color(self) -> &'static str {
+        match self {
+            Strategy::Sync => "#d62728",
+            Strategy::HostFunc => "#ff7f0e",
+            Strategy::Flag => "#2ca02c",
+            Strategy::GpuWrite => "#1f77b4",
+        }
+    }
+}
+
+impl Gpu {
+    fn new(o: &Opts) -> Result<Gpu> {
+        let dev = Device::new(0)?;
+        // Modules load before any stream waits on a host value (GPU.md: loads block behind one).
+        let module = Module::from_ptx(&dev, PTX)?;
+        let events = (0..o.steps)
+            .map(|_| Ok((DeviceEvent::new(&dev, true)?, DeviceEvent::new(&dev, true)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Gpu {
+            stream: dev.new_stream()?,
+            produce: module.function("produce")?,
+            _module: module,
+            shared: Arc::new(Shared::new(&dev, o.steps, o.len)?),
+            events,
+            gpu_ns: (o.gpu_us * 1e3).round() as u64,
+            depth: o.depth,
+            len: o.len,
+            dev,
+        })
+    }
+
+    /// Enqueues step `s`'s kernel between its timing events.
+    fn launch(&self, s: u64) -> Result<()> {
+        let sh = &self.shared;
+        let out = sh.vec_dev + s * self.len as u64 * 8;
+        let prev = sh.val_dev + s.saturating_sub(self.depth) * 8;
+        let (start, end) = &self.events[s as usize - 1];
+        self.stream.record_event(start)?;
+        // SAFETY: produce(u64* out, u32 n, u64 step, const volatile u64* prev, u64 work_ns); `out`
+        // has `len` words and `prev` one, both in mapped pinned memory alive for the whole run.
+        unsafe {
+            self.stream.launch(
+                &self.produce,
+                LaunchConfig {
+                    grid: (1, 1, 1),
+                    block: (self.len.min(256), 1, 1),
+                    shared_mem_bytes: 0,
+                    cluster: None,
+                },
+                LaunchArgs::new()
+                    .arg(&out)
+                    .arg(&self.len)
+                    .arg(&s)
+                    .arg(&prev)
+                    .arg(&self.gpu_ns),
+            )?;
+        }
+        self.stream.record_event(end)?;
+        Ok(())
+    }
+
+    /// Waits until at most `ahead` steps are enqueued past the last completed host job.
+    fn throttle(&self, s: u64, ahead: u64, progress: &mut Progress) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let done = self.shared.done.load(Ordering::Acquire);
+            progress.show(done);
+            if s <= done + ahead {
+                return Ok(());
+            }
+            if t.elapsed() > DEADLINE {
+                return Err(format!("step {s}: no progress in {DEADLINE:?}").into());
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Runs `steps` steps of `strategy`; `show` draws a progress counter.
+    fn run(&self, strategy: Strategy, steps: u64, iterations: u64, show: bool) -> Result<Outcome> {
+        self.shared.clear();
+        let mut progress = Progress::new(strategy.name(), steps, show);
+        // flags[r]: the host values of the steps s = r (mod D) are ready up to flags[r].
+        let flags = (0..self.depth)
+            .map(|_| CompletionFlag::new(&self.dev))
+            .collect::<Result<Vec<_>, _>>()?;
+        // gpuwrite: the GPU's vectors are ready up to `ready`.
+        let ready = CompletionFlag::new(&self.dev)?;
+        let stop = AtomicBool::new(false);
+        let t0 = Instant::now();
+        let enqueued = std::thread::scope(|scope| {
+            if strategy == Strategy::GpuWrite {
+                for r in 0..self.depth {
+                    let (flags, ready, stop, sh) = (&flags, &ready, &stop, &self.shared);
+                    let depth = self.depth;
+                    scope.spawn(move || {
+                        // Worker r computes the values of the steps s = r (mod D), in order.
+                        let first = if r == 0 { depth } else { r };
+                        for s in (first..=steps).step_by(depth as usize) {
+                            let mut spins = 0u32;
+                            while ready.load() < s {
+                                if stop.load(Ordering::Acquire) {
+                                    return;
+                                }
+                                spins = spins.wrapping_add(1);
+                                if spins.is_multiple_of(1024) {
+                                    std::thread::yield_now(); // shared machines, small CI boxes
+                                }
+                                std::hint::spin_loop();
+                            }
+                            sh.host_step(s, iterations);
+                            flags[(s % depth) as usize].signal(s);
+                        }
+                    });
+                }
+            }
+            let r = self.enqueue(strategy, steps, iterations, &flags, &ready, &mut progress);
+            if r.is_err() {
+                // Release the workers and every GPU wait, so nothing is left hanging.
+                stop.store(true, Ordering::Release);
+                flags.iter().for_each(CompletionFlag::abort);
+            }
+            r
+        });
+        enqueued?;
+        let wall = t0.elapsed().as_secs_f64();
+        progress.finish();
+
+        let mut busy_ms = 0.0;
+        for (start, end) in &self.events[..steps as usize] {
+            busy_ms += f64::from(start.elapsed_time(end)?);
+        }
+        let total_ms = f64::from(
+            self.events[0]
+                .0
+                .elapsed_time(&self.events[steps as usize - 1].1)?,
+        );
+        let mut values = self.shared.values();
+        values.truncate(steps as usize + 1);
+        Ok(Outcome {
+            steps_per_s: steps as f64 / wall,
+            idle: idle_fraction(busy_ms, total_ms),
+            host_us: self.shared.host_ns.load(Ordering::Relaxed) as f64 / 1e3 / steps as f64,
+            values,
+        })
+    }
+
+    /// Enqueues every step of `strategy` and returns once the last host value was computed and
+    /// the stream is idle.
+    fn enqueue(
+        &self,
+        strategy: Strategy,
+        steps: u64,
+        iterations: u64,
+        flags: &[CompletionFlag],
+        ready: &CompletionFlag,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let d = self.depth;
+        for s in 1..=steps {
+            match strategy {
+                Strategy::Sync => {
+                    self.launch(s)?;
+                    self.stream.synchronize_timeout(DEADLINE)?;
+                    self.shared.host_step(s, iterations);
+                    progress.show(s);
+                }
+                Strategy::HostFunc => {
+                    self.throttle(s, WINDOW, progress)?;
+                    self.launch(s)?;
+                    let sh = self.shared.clone();
+                    self.stream
+                        .enqueue_host_func(move || sh.host_step(s, iterations))?;
+                }
+                Strategy::Flag | Strategy::GpuWrite => {
+                    self.throttle(s, WINDOW, progress)?;
+                    if s > d {
+                        // Step s consumes value s - D: wait for the job that computes it. One flag
+                        // per residue mod D keeps each flag's values increasing although jobs run
+                        // concurrently: job k + D starts only after the kernel that waited for job
+                        // k's signal.
+                        let k = s - d;
+                        self.stream
+                            .wait_for_host_value_ge(&flags[(k % d) as usize], k)?;
+                    }
+                    self.launch(s)?;
+                    if strategy == Strategy::Flag {
+                        let sh = self.shared.clone();
+                        self.stream.enqueue_async_host_func(
+                            &flags[(s % d) as usize],
+                            s,
+                            move || sh.host_step(s, iterations),
+                        )?;
+                    } else {
+                        self.stream.write_host_value(ready, s)?;
+                    }
+                }
+            }
+        }
+        // The last host jobs run after the stream passed their kickoff.
+        self.throttle(steps, 0, progress)?;
+        self.stream.synchronize_timeout(DEADLINE)?;
+        Ok(())
+    }
+}
+
+/// A progress counter on one line of stderr, redrawn every 5 %.
+struct Progress {
+    name: &'static str,
+    total: u64,
+    shown: u64,
+    on: bool,
+}
+
+impl Progress {
+    fn new(name: &'static str, total: u64, on: bool) -> Progress {
+        Progress {
+            name,
+            total,
+            shown: u64::MAX,
+            on,
+        }
+    }
+
+    fn show(&mut self, done: u64) {
+        let pct = done * 20 / self.total.max(1);
+        if self.on && pct != self.shown {
+            self.shown = pct;
+            eprint!("\r  {:<9} {done:>6}/{} steps", self.name, self.total);
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.on {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}
+
+fn main() {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("gated_pipeline: {e}");
+            std::process::exit(2);
+        }
+    };
+    match Device::count() {
+        Ok(n) if n > 0 => {}
+        Ok(_) => no_gpu("the driver reports no device"),
+        Err(e) => no_gpu(&e.to_string()),
+    }
+    match run(&o) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("gated_pipeline: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn no_gpu(why: &str) -> ! {
+    eprintln!(
+        "gated_pipeline: no CUDA GPU on this machine ({why}); run the bundle on a GPU machine"
+    );
+    std::process::exit(2)
+}
+
+/// Runs every strategy at every host-work length; `Ok(false)` if some results differ.
+fn run(o: &Opts) -> Result<bool> {
+    let gpu = Gpu::new(o)?;
+    let hw = HostWork::calibrate();
+    println!(
+        "gated pipeline on {} (driver {}): {} steps, GPU step {} µs, depth {}, {} words a step; host hash {:.0} rounds/µs",
+        gpu.dev.name(),
+        Device::driver_version()?,
+        o.steps,
+        o.gpu_us,
+        o.depth,
+        o.len,
+        hw.per_us
+    );
+    // Warm-up: JIT, trampoline workers, first-use costs; its results are checked but not reported.
+    let warm = o.steps.min(100);
+    let it0 = hw.iterations(o.host_us[0]);
+    let reference = reference_chain(warm, o.depth, o.len, it0);
+    for st in Strategy::ALL {
+        if gpu.run(st, warm, it0, false)?.values != reference {
+            eprintln!(
+                "gated_pipeline: warm-up: {} computed other values than the CPU",
+                st.name()
+            );
+            return Ok(false);
+        }
+    }
+
+    let mut json = match &o.json {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let mut all_equal = true;
+    let mut series: Vec<Series> = Strategy::ALL
+        .iter()
+        .map(|s| Series {
+            name: s.name().into(),
+            color: s.color(),
+            points: vec![],
+        })
+        .collect();
+    // (speed-up of flag over sync, flag's idle) at host work == GPU step, for the target line.
+    let mut at_equal = None;
+    for &host_us in &o.host_us {
+        let iterations = hw.iterations(host_us);
+        println!(
+            "\nhost work {host_us:.0} µs ({:.2}× the GPU step)",
+            host_us / o.gpu_us.max(1e-9)
+        );
+        println!(
+            "  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  check",
+            "strategy", "steps/s", "µs/step", "GPU idle", "speed-up", "host µs"
+        );
+        let reference = reference_chain(o.steps, o.depth, o.len, iterations);
+        let mut sync_rate = f64::NAN;
+        for (i, st) in Strategy::ALL.into_iter().enumerate() {
+            let out = gpu.run(st, o.steps, iterations, true)?;
+            if st == Strategy::Sync {
+                sync_rate = out.steps_per_s;
+            }
+            let ok = out.values == reference;
+            all_equal &= ok;
+            let speedup = out.steps_per_s / sync_rate;
+            println!(
+                "  {:<9} {:>9.0} {:>9.1} {:>8.1}% {:>8.2}× {:>9.1}  {}",
+                st.name(),
+                out.steps_per_s,
+                1e6 / out.steps_per_s,
+                out.idle * 100.0,
+                speedup,
+                out.host_us,
+                if ok { "ok" } else { "MISMATCH" }
+            );
+            series[i].points.push((host_us, out.steps_per_s));
+            if st == Strategy::Flag && (host_us - o.gpu_us).abs() < 1e-9 {
+                at_equal = Some((speedup, out.idle));
+            }
+            if let Some(f) = &mut json {
+                writeln!(
+                    f,
+                    "{{\"strategy\":\"{}\",\"host_us\":{host_us},\"gpu_us\":{},\"steps\":{},\"depth\":{},\"steps_per_s\":{:.1},\"gpu_idle\":{:.4},\"host_us_measured\":{:.2},\"speedup_vs_sync\":{speedup:.3},\"equal\":{ok},\"gpu\":\"{}\"}}",
+                    st.name(),
+                    o.gpu_us,
+                    o.steps,
+                    o.depth,
+                    out.steps_per_s,
+                    out.idle,
+                    out.host_us,
+                    gpu.dev.name()
+                )?;
+            }
+        }
+    }
+
+    let title = format!(
+        "gated pipeline on {}: GPU step {} µs, depth {}",
+        gpu.dev.name(),
+        o.gpu_us,
+        o.depth
+    );
+    std::fs::write(
+        &o.svg,
+        svg_plot(&title, "host work per step (µs)", "steps/s", &series),
+    )
+    .map_err(|e| format!("{}: {e}", o.svg.display()))?;
+    println!("\nplot: {}", o.svg.display());
+    if let Some((speedup, idle)) = at_equal {
+        println!(
+            "targets at host work = GPU step: flag/sync {speedup:.2}× (≥ 1.5×: {}), flag GPU idle {:.1}% (≤ 10%: {})",
+            if speedup >= 1.5 { "met" } else { "NOT met" },
+            idle * 100.0,
+            if idle <= 0.10 { "met" } else { "NOT met" }
+        );
+    }
+    println!(
+        "results: {}",
+        if all_equal {
+            "every strategy computed the CPU's values"
+        } else {
+            "MISMATCH (see the check column)"
+        }
+    );
+    Ok(all_equal)
+}
