@@ -394,6 +394,28 @@ fn diag(e: &Env) {
     };
     probe("start");
     std::thread::scope(|sc| {
+        sc.spawn(|| spin_for_ns(100_000_000));
+    });
+    probe("a second thread spun 100 ms (no driver calls)");
+    let hb = ok(ferrocuda_driver::HostBuffer::<u8>::new(&e.dev, 1 << 16));
+    probe("one cuMemHostAlloc (64 KiB)");
+    drop(hb);
+    e.s.set_kickoff_mode(KickoffMode::GpuWrite);
+    for i in 1..=2000u64 {
+        ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
+        ok(e.s.wait_for_host_value_ge(&e.flag, i));
+        e.launch_ack(&e.s, i);
+        e.wait_ack(i, "diag");
+    }
+    probe("2000 GPU-write trampoline steps (immediately)");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    probe("... and 50 ms later (notifier parked)");
+    for i in 2001..=4000u64 {
+        ok(e.s.write_host_value(&e.ack_slot, i));
+        e.wait_ack(i, "diag");
+    }
+    probe("2000 write_host_value + host spin-wait");
+    std::thread::scope(|sc| {
         sc.spawn(|| {
             let ev = ok(DeviceEvent::new(&e.dev, false));
             ok(ev.is_ready());
