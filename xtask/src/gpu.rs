@@ -34,6 +34,11 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_driver",
         "--exact dropped_buffer_used_on_another_stream_stays_alive",
     ),
+    (
+        "memcheck",
+        "gpu_graph",
+        "--exact graph_and_closures_dropped_while_replays_in_flight_stay_alive",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

@@ -249,6 +249,22 @@ impl Device {
         }
     }
 
+    /// The device's retained primary context (for driver calls this crate does not wrap, such as
+    /// graph node parameters that name a context). It stays retained for the process.
+    pub fn raw_context(&self) -> ferrocuda_sys::CUcontext {
+        self.inner.ctx
+    }
+
+    /// Makes the device's primary context current on this thread (for raw driver calls that act
+    /// on the current context). The crate's own calls do this themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    pub fn make_current(&self) -> Result<()> {
+        self.inner.bind_checked()
+    }
+
     pub(crate) fn unsupported(&self, what: &'static str) -> Error {
         Error::Unsupported {
             ordinal: self.inner.ordinal,

@@ -88,7 +88,7 @@ pub use module::{
     DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
     Module,
 };
-pub use reclaim::{pending_releases, wait_for_releases};
+pub use reclaim::{defer_drop, in_host_function, pending_releases, wait_for_releases};
 pub use stream::{DeviceStream, GateStrategy};
 pub use trampoline::{GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS};
 

@@ -493,6 +493,27 @@ impl<'a> LaunchArgs<'a> {
         }
     }
 
+    /// The parameter array as the driver takes it (`void**`, one pointer per parameter), for
+    /// driver calls this crate does not wrap (e.g. graph kernel nodes). Valid while `self` lives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if more than [`MAX_KERNEL_PARAMS`] parameters were added.
+    pub fn as_param_array(&mut self) -> Result<*mut *mut c_void> {
+        self.check()?;
+        Ok(self.params.as_mut_ptr())
+    }
+
+    /// How many parameters were added.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no parameter was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.overflow {
             return Err(Error::InvalidArgument(format!(

@@ -335,6 +335,20 @@ pub fn wait_for_releases(timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Drops `value` on the crate's reclaimer thread once the GPU is past all work enqueued so far on
+/// every stream the crate knows (a fence). Never blocks and makes no driver call, so it may be
+/// called anywhere, driver callbacks included: this is how graph-owned closures, flags and
+/// buffers are released after the last launch that may use them.
+pub fn defer_drop<T: Send + 'static>(value: T) {
+    defer(Garbage::Callback(Box::new(move || drop(value))));
+}
+
+/// Whether the current thread is running a host function (a driver callback), where CUDA calls
+/// are forbidden: this crate's calls return [`Error::CalledFromHostFunc`] there.
+pub fn in_host_function() -> bool {
+    raw::in_host_func()
+}
+
 /// How many deferred releases are still pending.
 pub fn pending_releases() -> usize {
     reclaimer().outstanding.load(Ordering::Acquire)

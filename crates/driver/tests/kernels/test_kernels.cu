@@ -51,3 +51,17 @@ extern "C" __global__ void add_u32(u32* x, u32 n, u32 v) {
     u32 i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += v;
 }
+
+// One step of the graph tests' canonical loop. st = {previous GPU output, step, errors}. The host
+// wrote hv = mix(previous output) before it signalled; the GPU checks it, then produces the next
+// output g = mix(hv + step) into mapped memory for the host.
+extern "C" __global__ void canon_step(const u64* hv, u64* g_out, u64* st) {
+    const u64 h = *(volatile const u64*)hv;
+    const u64 step = st[1] + 1;
+    if (h != mix(st[0])) st[2] += 1;
+    const u64 g = mix(h + step);
+    *(volatile u64*)g_out = g;
+    __threadfence_system();
+    st[0] = g;
+    st[1] = step;
+}

@@ -1,0 +1,42 @@
+//! The crate's error type.
+
+/// A `Result` whose error is this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong building, instantiating or launching a graph.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A driver call or a driver-crate operation failed.
+    #[error(transparent)]
+    Driver(#[from] ferrocuda_driver::Error),
+    /// A node or stream of another device was combined with this graph.
+    #[error("{what} belongs to device {found}, but the graph is on device {expected}")]
+    DeviceMismatch {
+        /// What was passed.
+        what: &'static str,
+        /// The graph's device.
+        expected: usize,
+        /// The other object's device.
+        found: usize,
+    },
+    /// A node handle of another graph was used.
+    #[error("the node belongs to another graph")]
+    ForeignNode,
+    /// The node is not of the kind the operation needs (e.g. `set_wait_value` on a kernel node).
+    #[error("the node is a {found} node, not a {expected} node")]
+    WrongNodeKind {
+        /// The kind needed.
+        expected: &'static str,
+        /// The node's kind.
+        found: &'static str,
+    },
+    /// Host functions of this executable panicked since the last report (the replays went on).
+    #[error("{count} host function(s) of the graph panicked; first: {first}")]
+    HostFuncPanicked {
+        /// How many.
+        count: usize,
+        /// The first panic's message.
+        first: String,
+    },
+}

@@ -1,0 +1,144 @@
+//! [`GraphExec`]: an instantiated graph, launched many times.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, Owned, WaitNode, wait_op};
+use crate::raw;
+use ferrocuda_driver::{Device, DeviceStream, HostCallback};
+use ferrocuda_sys as sys;
+use ferrocuda_sys::CUgraphExec;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An executable graph. Launch it on any stream of its device, as often as needed; change a wait
+/// node's value between launches with [`set_wait_value`](Self::set_wait_value).
+///
+/// Dropping it never blocks: the driver frees an executable that is still running when its
+/// launches complete, and what the graph owns lives until then.
+pub struct GraphExec {
+    raw: CUgraphExec,
+    device: Device,
+    graph: usize,
+    callbacks: Vec<HostCallback>,
+    waits: HashMap<usize, WaitNode>,
+    /// Keeps what the graph owns alive at least as long as the executable handle (the user object
+    /// keeps it alive past the last launch).
+    _owned: Arc<Owned>,
+}
+
+// SAFETY: the executable handle may be launched from any thread (the driver serialises launches
+// of one executable); the rest is Send + Sync.
+unsafe impl Send for GraphExec {}
+// SAFETY: as above; `set_wait_value` takes `&self` but is a single driver call.
+unsafe impl Sync for GraphExec {}
+
+struct RawExec(CUgraphExec);
+// SAFETY: moved to the reclaimer thread, which destroys it once.
+unsafe impl Send for RawExec {}
+impl Drop for RawExec {
+    fn drop(&mut self) {
+        // SAFETY: live and last owner; an executable in flight is freed when it completes.
+        if let Err(e) = unsafe { raw::exec_destroy(self.0) } {
+            tracing::warn!(%e, "cuGraphExecDestroy failed");
+        }
+    }
+}
+
+impl Drop for GraphExec {
+    fn drop(&mut self) {
+        ferrocuda_driver::defer_drop(RawExec(self.raw));
+    }
+}
+
+impl GraphExec {
+    pub(crate) fn new(raw: CUgraphExec, g: &Graph) -> Self {
+        GraphExec {
+            raw,
+            device: g.device.clone(),
+            graph: g.id,
+            callbacks: g.callbacks.clone(),
+            waits: g.waits.clone(),
+            _owned: g.owned.clone(),
+        }
+    }
+
+    /// Launches the graph on `stream` (enqueued in stream order; returns at once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceMismatch`] for a stream of another device; [`Error::Driver`].
+    pub fn launch(&self, stream: &DeviceStream) -> Result<()> {
+        if stream.device() != &self.device {
+            return Err(Error::DeviceMismatch {
+                what: "the stream",
+                expected: self.device.ordinal(),
+                found: stream.device().ordinal(),
+            });
+        }
+        // SAFETY: the executable and the stream are live and of one context.
+        unsafe { raw::launch(self.raw, stream.as_raw()) }
+    }
+
+    /// Sets the value a wait node waits for, in launches enqueued after this call (launches
+    /// already enqueued keep theirs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignNode`] for a node of another graph, [`Error::WrongNodeKind`] for a node
+    /// that is not a [`Graph::wait_host_value`] node; [`Error::Driver`].
+    pub fn set_wait_value(&self, node: Node, value: u64) -> Result<()> {
+        if node.graph != self.graph {
+            return Err(Error::ForeignNode);
+        }
+        let w = self
+            .waits
+            .get(&(node.raw as usize))
+            .ok_or(Error::WrongNodeKind {
+                expected: "wait_host_value",
+                found: "other",
+            })?;
+        let mut op = wait_op(w.address, value, w.cond);
+        let p = sys::CUDA_BATCH_MEM_OP_NODE_PARAMS {
+            ctx: self.device.raw_context(),
+            count: 1,
+            paramArray: &mut op,
+            flags: 0,
+        };
+        // SAFETY: the executable is live and was instantiated from the node's graph.
+        unsafe { raw::exec_set_batch_mem_op(self.raw, node.raw, &p) }
+    }
+
+    /// Reports host-function panics of earlier replays (the replays went on).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HostFuncPanicked`] with the count and first message since the last report.
+    pub fn take_panics(&self) -> Result<()> {
+        let mut count = 0;
+        let mut first = None;
+        for cb in &self.callbacks {
+            if let Some((n, msg)) = cb.take_panics() {
+                count += n;
+                first.get_or_insert(msg);
+            }
+        }
+        match first {
+            Some(first) => Err(Error::HostFuncPanicked { count, first }),
+            None => Ok(()),
+        }
+    }
+
+    /// Synchronizes `stream`, then reports host-function panics of this graph.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceStream::synchronize`] and [`take_panics`](Self::take_panics).
+    pub fn synchronize(&self, stream: &DeviceStream) -> Result<()> {
+        stream.synchronize()?;
+        self.take_panics()
+    }
+
+    /// The raw handle (owned by `self`).
+    pub fn as_raw(&self) -> CUgraphExec {
+        self.raw
+    }
+}

@@ -1,0 +1,655 @@
+//! [`Graph`]: a CUDA graph built from explicit nodes or by stream capture.
+
+use crate::error::{Error, Result};
+use crate::exec::GraphExec;
+use crate::raw;
+use bytemuck::Pod;
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, HostCallback, LaunchArgs,
+    LaunchConfig, WaitCondition,
+};
+use ferrocuda_sys as sys;
+use ferrocuda_sys::{CUgraph, CUgraphNode};
+use std::any::Any;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Everything a graph owns: kept alive until the last launch of any executable of the graph has
+/// finished (a CUDA user object retained by the graph drops it, through the driver crate's
+/// reclaimer, never on the driver's thread).
+pub(crate) type Owned = Mutex<Vec<Box<dyn Any + Send>>>;
+
+/// A node of a [`Graph`], for dependencies and per-launch updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Node {
+    pub(crate) raw: CUgraphNode,
+    pub(crate) graph: usize,
+}
+
+// SAFETY: a node handle is an opaque identifier; the graph it belongs to is thread-safe to build
+// through `&mut Graph` only.
+unsafe impl Send for Node {}
+// SAFETY: as above.
+unsafe impl Sync for Node {}
+
+/// What kind of operation a node is (`CUgraphNodeType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeType {
+    /// A kernel launch.
+    Kernel,
+    /// A memory copy.
+    Memcpy,
+    /// A memset.
+    Memset,
+    /// A host function.
+    Host,
+    /// A child graph.
+    ChildGraph,
+    /// An empty node.
+    Empty,
+    /// An event wait.
+    WaitEvent,
+    /// An event record.
+    EventRecord,
+    /// Stream memory operations (wait-value / write-value).
+    BatchMemOp,
+    /// Another kind (`CUgraphNodeType` value).
+    Other(u32),
+}
+
+impl NodeType {
+    fn from_raw(t: sys::CUgraphNodeType) -> Self {
+        use sys::CUgraphNodeType as T;
+        match t {
+            T::CU_GRAPH_NODE_TYPE_KERNEL => NodeType::Kernel,
+            T::CU_GRAPH_NODE_TYPE_MEMCPY => NodeType::Memcpy,
+            T::CU_GRAPH_NODE_TYPE_MEMSET => NodeType::Memset,
+            T::CU_GRAPH_NODE_TYPE_HOST => NodeType::Host,
+            T::CU_GRAPH_NODE_TYPE_GRAPH => NodeType::ChildGraph,
+            T::CU_GRAPH_NODE_TYPE_EMPTY => NodeType::Empty,
+            T::CU_GRAPH_NODE_TYPE_WAIT_EVENT => NodeType::WaitEvent,
+            T::CU_GRAPH_NODE_TYPE_EVENT_RECORD => NodeType::EventRecord,
+            T::CU_GRAPH_NODE_TYPE_BATCH_MEM_OP => NodeType::BatchMemOp,
+            other => NodeType::Other(other.0),
+        }
+    }
+}
+
+/// A wait node's fixed parts, for `GraphExec::set_wait_value`.
+#[derive(Clone, Copy)]
+pub(crate) struct WaitNode {
+    pub(crate) address: u64,
+    pub(crate) cond: WaitCondition,
+}
+
+/// A CUDA graph of one device: build it with the node methods (each takes the nodes it depends
+/// on) or [`Graph::capture`] a stream, then [`instantiate`](Self::instantiate) it once and launch
+/// the executable many times.
+///
+/// Closures, flags and buffers given to the graph are owned by it: they live until the last
+/// launch of its executables has finished, even if the user drops the graph, the executable and
+/// every handle first.
+///
+/// ```no_run
+/// use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+/// use ferrocuda_graph::Graph;
+/// # fn main() -> ferrocuda_graph::Result<()> {
+/// let device = Device::new(0)?;
+/// let stream = device.new_stream()?;
+/// let ready = CompletionFlag::new(&device)?;
+/// ready.signal(1); // priming: the first replay's wait passes at once
+/// let mut g = Graph::new(&device)?;
+/// let wait = g.wait_host_value(&ready, 1, WaitCondition::Equal, &[])?;
+/// let reset = g.write_host_value(&ready, 0, &[wait])?;
+/// // ... kernels that consume the host's result, depending on `reset` ...
+/// g.launch_async_host_func(&ready, 1, || { /* the host's next result */ }, &[reset])?;
+/// let exec = g.instantiate()?;
+/// for _ in 0..100 {
+///     exec.launch(&stream)?;
+/// }
+/// exec.synchronize(&stream)?;
+/// # Ok(()) }
+/// ```
+pub struct Graph {
+    pub(crate) raw: CUgraph,
+    pub(crate) device: Device,
+    pub(crate) id: usize,
+    pub(crate) owned: Arc<Owned>,
+    pub(crate) callbacks: Vec<HostCallback>,
+    pub(crate) waits: HashMap<usize, WaitNode>,
+}
+
+// SAFETY: the graph handle is only mutated through `&mut self`; the driver's graph calls are
+// thread-safe for distinct graphs. Owned values are `Send`.
+unsafe impl Send for Graph {}
+
+struct RawGraph(CUgraph);
+// SAFETY: moved to the reclaimer thread, which destroys it once.
+unsafe impl Send for RawGraph {}
+impl Drop for RawGraph {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and this is its last owner.
+        if let Err(e) = unsafe { raw::graph_destroy(self.0) } {
+            tracing::warn!(%e, "cuGraphDestroy failed");
+        }
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // Destroying the template is deferred to the driver crate's reclaimer: never a driver call
+        // on a thread that might be inside a host function or about to signal a flag.
+        ferrocuda_driver::defer_drop(RawGraph(self.raw));
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// # Safety
+/// `p` is a `Box<Arc<Owned>>` leaked by `Graph::from_raw`; called once by the driver.
+unsafe extern "C" fn release_owned(p: *mut c_void) {
+    // SAFETY: per the contract.
+    let owned = unsafe { Box::from_raw(p.cast::<Arc<Owned>>()) };
+    // Runs on a driver thread where no CUDA call is allowed: hand it to the reclaimer.
+    ferrocuda_driver::defer_drop(owned);
+}
+
+fn lock(o: &Owned) -> std::sync::MutexGuard<'_, Vec<Box<dyn Any + Send>>> {
+    o.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Graph {
+    /// An empty graph for `device`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver refuses.
+    pub fn new(device: &Device) -> Result<Graph> {
+        device.make_current()?;
+        Self::from_raw(device, raw::graph_create()?)
+    }
+
+    fn from_raw(device: &Device, g: CUgraph) -> Result<Graph> {
+        let owned: Arc<Owned> = Arc::default();
+        let keep = Box::into_raw(Box::new(owned.clone()));
+        // SAFETY: `g` is live; `release_owned` reclaims `keep` once, after the last launch, and
+        // makes no CUDA call.
+        if let Err(e) = unsafe { raw::retain_user_object(g, keep.cast(), release_owned) } {
+            // SAFETY: the driver did not take `keep`.
+            drop(unsafe { Box::from_raw(keep) });
+            ferrocuda_driver::defer_drop(RawGraph(g));
+            return Err(e);
+        }
+        Ok(Graph {
+            raw: g,
+            device: device.clone(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            owned,
+            callbacks: Vec::new(),
+            waits: HashMap::new(),
+        })
+    }
+
+    /// Captures the work `f` enqueues on `stream` into a new graph (thread-local capture mode).
+    /// Use the [`Capture`]'s methods for flag operations, so the graph owns the flags.
+    ///
+    /// ```no_run
+    /// # use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+    /// # use ferrocuda_graph::Graph;
+    /// # fn main() -> ferrocuda_graph::Result<()> {
+    /// # let device = Device::new(0)?;
+    /// let stream = device.new_stream()?;
+    /// let (go, done) = (CompletionFlag::new(&device)?, CompletionFlag::new(&device)?);
+    /// let g = Graph::capture(&stream, |cap| {
+    ///     cap.wait_host_value(&go, 1, WaitCondition::GreaterOrEqual)?;
+    ///     // ... kernels launched on cap.stream() ...
+    ///     cap.write_host_value(&done, 1)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The error of `f` (the capture is ended and discarded), or [`Error::Driver`] if the capture
+    /// was invalidated.
+    pub fn capture(
+        stream: &DeviceStream,
+        f: impl FnOnce(&mut Capture<'_>) -> Result<()>,
+    ) -> Result<Graph> {
+        stream.device().make_current()?;
+        stream.begin_capture()?;
+        let mut cap = Capture {
+            stream,
+            owned: Vec::new(),
+        };
+        let r = f(&mut cap);
+        let ended = stream.end_capture();
+        let g = match (r, ended) {
+            (Ok(()), Ok(g)) => g,
+            (Err(e), ended) => {
+                if let Ok(g) = ended {
+                    ferrocuda_driver::defer_drop(RawGraph(g));
+                }
+                return Err(e);
+            }
+            (Ok(()), Err(e)) => return Err(e.into()),
+        };
+        let graph = Self::from_raw(stream.device(), g)?;
+        lock(&graph.owned).extend(cap.owned);
+        Ok(graph)
+    }
+
+    /// The device of the graph.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Moves `value` into the graph: it lives until the last launch of the graph's executables
+    /// has finished (e.g. the buffers a kernel node uses).
+    pub fn own<T: Send + 'static>(&mut self, value: T) {
+        lock(&self.owned).push(Box::new(value));
+    }
+
+    fn deps(&self, deps: &[Node]) -> Result<Vec<CUgraphNode>> {
+        deps.iter()
+            .map(|n| {
+                if n.graph == self.id {
+                    Ok(n.raw)
+                } else {
+                    Err(Error::ForeignNode)
+                }
+            })
+            .collect()
+    }
+
+    fn node(&self, raw: CUgraphNode) -> Node {
+        Node {
+            raw,
+            graph: self.id,
+        }
+    }
+
+    fn check_flag(&self, flag: &CompletionFlag) -> Result<()> {
+        // Flags are portable: any device can wait on them, provided it can map host memory.
+        let _ = flag;
+        Ok(())
+    }
+
+    fn mem_op(&mut self, op: sys::CUstreamBatchMemOpParams, deps: &[Node]) -> Result<CUgraphNode> {
+        let deps = self.deps(deps)?;
+        let mut op = op;
+        let p = sys::CUDA_BATCH_MEM_OP_NODE_PARAMS {
+            ctx: self.device.raw_context(),
+            count: 1,
+            paramArray: &mut op,
+            flags: 0,
+        };
+        // SAFETY: the graph is live, the deps are its nodes, `p` points to one valid operation.
+        unsafe { raw::add_batch_mem_op(self.raw, &deps, &p) }
+    }
+
+    /// A node that waits until `flag` satisfies `cond` for `value` (`cuStreamWaitValue64` as a
+    /// wait-value batch-mem-op node). Its value can be changed per launch with
+    /// [`GraphExec::set_wait_value`](crate::GraphExec::set_wait_value).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignNode`] for a dependency of another graph; [`Error::Driver`].
+    pub fn wait_host_value(
+        &mut self,
+        flag: &CompletionFlag,
+        value: u64,
+        cond: WaitCondition,
+        deps: &[Node],
+    ) -> Result<Node> {
+        self.check_flag(flag)?;
+        let n = self.mem_op(wait_op(flag.device_ptr(), value, cond), deps)?;
+        lock(&self.owned).push(Box::new(flag.clone()));
+        self.waits.insert(
+            n as usize,
+            WaitNode {
+                address: flag.device_ptr(),
+                cond,
+            },
+        );
+        Ok(self.node(n))
+    }
+
+    /// The polling gate as a kernel node: one thread polls `flag` until `cond` holds for `value`
+    /// (or the flag is aborted); it releases dependent nodes in ≈ 3–4 µs instead of the mem-op
+    /// wait's ≈ 10 µs, at the cost of one resident block while it waits. See
+    /// [`GateStrategy::Polling`](ferrocuda_driver::GateStrategy::Polling).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_host_value`](Self::wait_host_value), and [`Error::Driver`] if the device has no
+    /// polling gate kernel.
+    pub fn poll_host_value(
+        &mut self,
+        flag: &CompletionFlag,
+        value: u64,
+        cond: WaitCondition,
+        deps: &[Node],
+    ) -> Result<Node> {
+        self.check_flag(flag)?;
+        let gate = self.device.polling_gate_function()?;
+        let (ptr, c, timeout, expired) = (flag.device_ptr(), cond as u32, 0u64, 0u64);
+        let mut args = LaunchArgs::new();
+        args.arg(&ptr)
+            .arg(&value)
+            .arg(&c)
+            .arg(&timeout)
+            .arg(&expired);
+        // SAFETY: the arguments match `ferrocuda_gate_poll(const u64*, u64, u32, u64, u64*)`;
+        // with a zero timeout the null `expired` pointer is never written; the flag is owned by
+        // the graph below.
+        let n = unsafe { self.kernel_raw(&gate, LaunchConfig::single_thread(), &mut args, deps) }?;
+        lock(&self.owned).push(Box::new(flag.clone()));
+        lock(&self.owned).push(Box::new(gate));
+        Ok(n)
+    }
+
+    /// A node that writes `value` to `flag` when it runs (GPU → host, `cuStreamWriteValue64`).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_host_value`](Self::wait_host_value).
+    pub fn write_host_value(
+        &mut self,
+        flag: &CompletionFlag,
+        value: u64,
+        deps: &[Node],
+    ) -> Result<Node> {
+        self.check_flag(flag)?;
+        let n = self.mem_op(write_op(flag.device_ptr(), value), deps)?;
+        lock(&self.owned).push(Box::new(flag.clone()));
+        Ok(self.node(n))
+    }
+
+    fn host_node(&mut self, cb: HostCallback, deps: &[Node]) -> Result<Node> {
+        let deps = self.deps(deps)?;
+        let (f, data) = cb.raw_parts();
+        let p = sys::CUDA_HOST_NODE_PARAMS {
+            fn_: Some(f),
+            userData: data,
+        };
+        // SAFETY: the graph is live; `cb` (which `data` points into) is owned by the graph until
+        // its last launch has finished.
+        let n = unsafe { raw::add_host(self.raw, &deps, &p) }?;
+        lock(&self.owned).push(Box::new(cb.clone()));
+        self.callbacks.push(cb);
+        Ok(self.node(n))
+    }
+
+    /// A host node: `f` runs on the driver's callback thread each replay, and nodes after it wait
+    /// for it. Its panics are caught and reported by [`GraphExec::synchronize`](crate::GraphExec::synchronize);
+    /// CUDA calls inside it return an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_host_value`](Self::wait_host_value).
+    pub fn launch_host_func(
+        &mut self,
+        f: impl FnMut() + Send + 'static,
+        deps: &[Node],
+    ) -> Result<Node> {
+        self.host_node(HostCallback::new(f), deps)
+    }
+
+    /// The async trampoline as a host node: each replay, a tiny host function hands `f` to a
+    /// worker of the driver crate and returns at once (nodes after it do not wait for `f`); the
+    /// worker runs `f`, then stores `value` in `flag` (release), also if `f` panicked. Gate the
+    /// consumer of `f`'s result with [`wait_host_value`](Self::wait_host_value) — in the next
+    /// replay, or in this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_host_value`](Self::wait_host_value).
+    pub fn launch_async_host_func(
+        &mut self,
+        flag: &CompletionFlag,
+        value: u64,
+        f: impl FnMut() + Send + 'static,
+        deps: &[Node],
+    ) -> Result<Node> {
+        self.check_flag(flag)?;
+        self.host_node(HostCallback::new_async(flag, value, f), deps)
+    }
+
+    /// A kernel node.
+    ///
+    /// # Safety
+    ///
+    /// As [`DeviceStream::launch`]: `args` match the kernel's parameters and the kernel stays in
+    /// bounds; in addition, every buffer the arguments point to must outlive every launch of the
+    /// graph's executables — give the buffers to the graph with [`own`](Self::own).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceMismatch`] for a function of another device; [`Error::Driver`].
+    pub unsafe fn kernel(
+        &mut self,
+        f: &Function,
+        config: LaunchConfig,
+        args: &mut LaunchArgs<'_>,
+        deps: &[Node],
+    ) -> Result<Node> {
+        if f.device() != &self.device {
+            return Err(Error::DeviceMismatch {
+                what: "the function",
+                expected: self.device.ordinal(),
+                found: f.device().ordinal(),
+            });
+        }
+        // SAFETY: forwarded from the caller.
+        let n = unsafe { self.kernel_raw(f, config, args, deps) }?;
+        lock(&self.owned).push(Box::new(f.clone()));
+        Ok(n)
+    }
+
+    /// # Safety
+    /// As [`kernel`](Self::kernel).
+    unsafe fn kernel_raw(
+        &mut self,
+        f: &Function,
+        config: LaunchConfig,
+        args: &mut LaunchArgs<'_>,
+        deps: &[Node],
+    ) -> Result<Node> {
+        let deps = self.deps(deps)?;
+        if config.cluster.is_some() {
+            return Err(Error::Driver(ferrocuda_driver::Error::InvalidArgument(
+                "cluster launches are not supported in graph kernel nodes yet".into(),
+            )));
+        }
+        let p = sys::CUDA_KERNEL_NODE_PARAMS {
+            func: f.as_raw(),
+            gridDimX: config.grid.0,
+            gridDimY: config.grid.1,
+            gridDimZ: config.grid.2,
+            blockDimX: config.block.0,
+            blockDimY: config.block.1,
+            blockDimZ: config.block.2,
+            sharedMemBytes: config.shared_mem_bytes,
+            kernelParams: args.as_param_array()?,
+            extra: std::ptr::null_mut(),
+            kern: std::ptr::null_mut(),
+            ctx: std::ptr::null_mut(),
+        };
+        self.device.make_current()?;
+        // SAFETY: the graph is live; the caller guarantees the parameters; the driver copies them.
+        let n = unsafe { raw::add_kernel(self.raw, &deps, &p) }?;
+        Ok(self.node(n))
+    }
+
+    /// A node that sets every 32-bit word of `buf` to `value`. The graph keeps `buf` alive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] with `InvalidArgument` unless `T` is 4 bytes wide; as the others.
+    pub fn memset_u32<T: Pod + Send + Sync>(
+        &mut self,
+        buf: Arc<DeviceBuffer<T>>,
+        value: u32,
+        deps: &[Node],
+    ) -> Result<Node> {
+        if size_of::<T>() != 4 {
+            return Err(Error::Driver(ferrocuda_driver::Error::InvalidArgument(
+                "memset_u32 needs 4-byte elements".into(),
+            )));
+        }
+        let deps = self.deps(deps)?;
+        let p = sys::CUDA_MEMSET_NODE_PARAMS {
+            dst: buf.device_ptr(),
+            pitch: 0,
+            value,
+            elementSize: 4,
+            width: buf.len(),
+            height: 1,
+        };
+        // SAFETY: the graph is live; the range is the buffer's, which the graph owns below.
+        let n = unsafe { raw::add_memset(self.raw, &deps, &p, self.device.raw_context()) }?;
+        lock(&self.owned).push(Box::new(buf));
+        Ok(self.node(n))
+    }
+
+    /// A node that copies `src` to `dst` (device to device). The graph keeps both alive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] with `LengthMismatch` if the lengths differ; as the others.
+    pub fn copy_dtod<T: Pod + Send + Sync>(
+        &mut self,
+        src: Arc<DeviceBuffer<T>>,
+        dst: Arc<DeviceBuffer<T>>,
+        deps: &[Node],
+    ) -> Result<Node> {
+        if src.len() != dst.len() {
+            return Err(Error::Driver(ferrocuda_driver::Error::LengthMismatch {
+                what: "copy_dtod",
+                expected: dst.len(),
+                actual: src.len(),
+            }));
+        }
+        let deps = self.deps(deps)?;
+        let p = sys::CUDA_MEMCPY3D {
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcDevice: src.device_ptr(),
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstDevice: dst.device_ptr(),
+            WidthInBytes: src.byte_len(),
+            Height: 1,
+            Depth: 1,
+            ..Default::default()
+        };
+        // SAFETY: the graph is live; both ranges hold `byte_len` bytes and are owned below.
+        let n = unsafe { raw::add_memcpy(self.raw, &deps, &p, self.device.raw_context()) }?;
+        lock(&self.owned).push(Box::new((src, dst)));
+        Ok(self.node(n))
+    }
+
+    /// The kinds of the graph's nodes (in the driver's order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`].
+    pub fn node_types(&self) -> Result<Vec<NodeType>> {
+        // SAFETY: the graph is live; the nodes are its own.
+        unsafe { raw::nodes(self.raw) }?
+            .into_iter()
+            .map(|n| {
+                // SAFETY: as above.
+                unsafe { raw::node_type(n) }.map(NodeType::from_raw)
+            })
+            .collect()
+    }
+
+    /// Instantiates the graph: an executable to launch many times.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] if the driver cannot instantiate it.
+    pub fn instantiate(&self) -> Result<GraphExec> {
+        self.device.make_current()?;
+        // SAFETY: the graph is live.
+        let e = unsafe { raw::instantiate(self.raw) }?;
+        Ok(GraphExec::new(e, self))
+    }
+
+    /// The raw handle (owned by `self`).
+    pub fn as_raw(&self) -> CUgraph {
+        self.raw
+    }
+}
+
+pub(crate) fn wait_op(
+    address: u64,
+    value: u64,
+    cond: WaitCondition,
+) -> sys::CUstreamBatchMemOpParams {
+    let mut op = sys::CUstreamBatchMemOpParams::default();
+    op.waitValue.operation = sys::CUstreamBatchMemOpType::CU_STREAM_MEM_OP_WAIT_VALUE_64;
+    op.waitValue.address = address;
+    op.waitValue.__bindgen_anon_1.value64 = value;
+    op.waitValue.flags = match cond {
+        WaitCondition::Equal => sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0,
+        WaitCondition::GreaterOrEqual => sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0,
+    };
+    op
+}
+
+fn write_op(address: u64, value: u64) -> sys::CUstreamBatchMemOpParams {
+    let mut op = sys::CUstreamBatchMemOpParams::default();
+    op.writeValue.operation = sys::CUstreamBatchMemOpType::CU_STREAM_MEM_OP_WRITE_VALUE_64;
+    op.writeValue.address = address;
+    op.writeValue.__bindgen_anon_1.value64 = value;
+    op.writeValue.flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0;
+    op
+}
+
+/// The stream being captured by [`Graph::capture`], with flag operations that the graph will own.
+pub struct Capture<'s> {
+    stream: &'s DeviceStream,
+    owned: Vec<Box<dyn Any + Send>>,
+}
+
+impl Capture<'_> {
+    /// The stream being captured: enqueue kernels and copies on it.
+    pub fn stream(&self) -> &DeviceStream {
+        self.stream
+    }
+
+    /// Captures a wait for `flag` (a batch-mem-op node); the graph owns the flag.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceStream::wait_value`].
+    pub fn wait_host_value(
+        &mut self,
+        flag: &CompletionFlag,
+        value: u64,
+        cond: WaitCondition,
+    ) -> Result<()> {
+        self.stream.wait_value(flag.as_ref(), value, cond)?;
+        self.owned.push(Box::new(flag.clone()));
+        Ok(())
+    }
+
+    /// Captures a GPU write of `value` to `flag`; the graph owns the flag.
+    ///
+    /// # Errors
+    ///
+    /// As [`DeviceStream::write_host_value`].
+    pub fn write_host_value(&mut self, flag: &CompletionFlag, value: u64) -> Result<()> {
+        self.stream.write_host_value(flag, value)?;
+        self.owned.push(Box::new(flag.clone()));
+        Ok(())
+    }
+
+    /// Moves `value` into the graph (e.g. buffers its kernels use).
+    pub fn own<T: Send + 'static>(&mut self, value: T) {
+        self.owned.push(Box::new(value));
+    }
+}

@@ -1,0 +1,61 @@
+//! CUDA graphs for [ferrocuda](https://github.com/ferrocuda/ferrocuda): gate GPU work on host
+//! values inside a graph, run host functions and the async trampoline as graph nodes, and replay
+//! the whole loop at graph-launch cost.
+//!
+//! ```no_run
+//! use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+//! use ferrocuda_graph::Graph;
+//!
+//! # fn main() -> ferrocuda_graph::Result<()> {
+//! let device = Device::new(0)?;
+//! let stream = device.new_stream()?;
+//! let ready = CompletionFlag::new(&device)?;
+//! ready.signal(1); // priming: the first replay's wait passes before any kickoff ran
+//!
+//! let mut g = Graph::new(&device)?;
+//! let wait = g.wait_host_value(&ready, 1, WaitCondition::Equal, &[])?; // the host's result is in
+//! let reset = g.write_host_value(&ready, 0, &[wait])?;                  // consume the signal
+//! // ... kernel nodes that use the host's result and produce the next input, after `reset` ...
+//! g.launch_async_host_func(&ready, 1, || { /* compute the next result */ }, &[reset])?;
+//!
+//! let exec = g.instantiate()?;
+//! for _ in 0..1000 {
+//!     exec.launch(&stream)?; // each replay waits for the previous replay's host result
+//! }
+//! exec.synchronize(&stream)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Replay semantics
+//!
+//! `docs/graph-replay.md` in the repository has the full argument. In short:
+//!
+//! * **Reset after the wait** (the canonical loop above): the wait node waits for `flag == 1`, a
+//!   write node right after it stores 0, and the async host node of the same replay stores 1 when
+//!   its closure is done. The next replay's wait can only pass on that store: the reset of replay
+//!   *k + 1* is ordered after its own wait, which is ordered after the signal of replay *k*; and the
+//!   signal of replay *k + 1* comes from a kickoff ordered after its reset. No signal is lost or
+//!   consumed twice. **Priming**: store 1 before the first launch.
+//! * **Per-launch values**: [`GraphExec::set_wait_value`] changes a wait node's value for launches
+//!   enqueued afterwards (epochs with `GreaterOrEqual`, no reset node); launches already enqueued
+//!   keep their values.
+//!
+//! # Ownership
+//!
+//! Every closure, flag and buffer a node uses (and anything given to [`Graph::own`]) is owned by
+//! the graph through a CUDA user object: it is released, by the driver crate's reclaimer, only
+//! after the last launch of any executable of the graph has finished — even if the user dropped
+//! the graph and the executable while replays were still queued.
+//!
+//! The GPU tests of this crate live in the workspace's `tests/` package (`gpu_graph.rs`).
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod exec;
+mod graph;
+mod raw;
+
+pub use error::{Error, Result};
+pub use exec::GraphExec;
+pub use graph::{Capture, Graph, Node, NodeType};

@@ -1,0 +1,369 @@
+//! ferrocuda-graph on the GPU: the canonical replay loop, captured node types, ownership while
+//! replays are in flight, host-node panics, per-launch wait values, the polling-gate node.
+#![cfg(feature = "gpu-tests")]
+
+use ferrocuda_driver::{
+    CompletionFlag, Device, Error as DriverError, HostBuffer, LaunchArgs, LaunchConfig, Module,
+    WaitCondition,
+};
+use ferrocuda_graph::{Error, Graph, NodeType};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SEC: Duration = Duration::from_secs(1);
+const TEST_PTX: &str = include_str!("../../crates/driver/tests/kernels/test_kernels.ptx");
+
+fn deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let limit = if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
+        limit * 20
+    } else {
+        limit
+    };
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test body did not finish within {limit:?} (hang?)")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("body returned without sending"),
+        },
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn seed() -> u64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    eprintln!("seed: {s}");
+    s
+}
+
+/// The canonical loop, `replays` times: each replay waits for the host result of the previous
+/// one (`ready == 1`), resets the flag, lets the GPU check the host's value and produce the next
+/// input, and kicks the async host node that computes the next result and signals. The host
+/// checks every GPU output against its own chain; the GPU checks every host value.
+fn canonical_loop(replays: u64, poll: bool) {
+    let d = Device::new(0).unwrap();
+    let m = Module::from_ptx(&d, TEST_PTX).unwrap();
+    let step = m.function("canon_step").unwrap();
+    let s = d.new_stream().unwrap();
+    let seed = seed();
+    let ready = CompletionFlag::new(&d).unwrap();
+    let hv = Arc::new(HostBuffer::<u64>::new(&d, 1).unwrap()); // host value (mapped)
+    let gv = Arc::new(HostBuffer::<u64>::new(&d, 1).unwrap()); // GPU output (mapped)
+    let st = s.clone_htod(&[seed, 0u64, 0]).unwrap(); // prev output, step, errors
+    let slot = |b: &HostBuffer<u64>| {
+        // SAFETY: the 8-byte slot of a live pinned buffer, accessed only atomically; the kernel
+        // and the closure write it in turn (ordered by the flag).
+        unsafe { AtomicU64::from_ptr(b.device_ptr() as *mut u64) }
+    };
+    slot(&hv).store(mix(seed), Ordering::Release);
+    ready.signal(1); // priming
+    s.synchronize().unwrap();
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let host_errors = Arc::new(AtomicU64::new(0));
+    let mut g = Graph::new(&d).unwrap();
+    let wait = if poll {
+        g.poll_host_value(&ready, 1, WaitCondition::Equal, &[])
+            .unwrap()
+    } else {
+        g.wait_host_value(&ready, 1, WaitCondition::Equal, &[])
+            .unwrap()
+    };
+    let reset = g.write_host_value(&ready, 0, &[wait]).unwrap();
+    let (hp, gp, sp) = (hv.device_ptr(), gv.device_ptr(), st.device_ptr());
+    // SAFETY: canon_step(const u64*, u64*, u64*) on a 1-slot, a 1-slot and a 3-slot buffer, all
+    // owned by the graph below.
+    let k = unsafe {
+        g.kernel(
+            &step,
+            LaunchConfig::single_thread(),
+            LaunchArgs::new().arg(&hp).arg(&gp).arg(&sp),
+            &[reset],
+        )
+    }
+    .unwrap();
+    let (h2, g2, r2, e2) = (hv.clone(), gv.clone(), runs.clone(), host_errors.clone());
+    let mut n = 0u64;
+    g.launch_async_host_func(
+        &ready,
+        1,
+        move || {
+            n += 1;
+            let h = slot(&h2).load(Ordering::Acquire);
+            let out = slot(&g2).load(Ordering::Acquire);
+            if out != mix(h.wrapping_add(n)) {
+                e2.fetch_add(1, Ordering::AcqRel);
+            }
+            slot(&h2).store(mix(out), Ordering::Release);
+            r2.fetch_add(1, Ordering::AcqRel);
+        },
+        &[k],
+    )
+    .unwrap();
+    g.own((hv, gv, st));
+    assert_eq!(
+        g.node_types()
+            .unwrap()
+            .iter()
+            .filter(|t| matches!(t, NodeType::Host))
+            .count(),
+        1
+    );
+    let exec = g.instantiate().unwrap();
+    let t = Instant::now();
+    for _ in 0..replays {
+        exec.launch(&s).unwrap();
+    }
+    s.synchronize_timeout(60 * SEC).unwrap();
+    exec.take_panics().unwrap();
+    let el = t.elapsed();
+    // The last closure may still be finishing after the stream drained: wait for its signal.
+    ready.wait(WaitCondition::Equal, 1, 5 * SEC).unwrap();
+    println!(
+        "{} replays ({}) in {el:?}: {:.0} replays/s",
+        replays,
+        if poll { "polling node" } else { "mem-op wait" },
+        replays as f64 / el.as_secs_f64()
+    );
+    assert_eq!(
+        runs.load(Ordering::Acquire),
+        replays,
+        "the async node ran once per replay"
+    );
+    assert_eq!(
+        host_errors.load(Ordering::Acquire),
+        0,
+        "GPU outputs the host did not expect"
+    );
+}
+
+#[test]
+fn canonical_loop_ten_thousand_replays_checked_every_step() {
+    deadline(120 * SEC, || canonical_loop(10_000, false));
+}
+
+#[test]
+fn canonical_loop_with_a_polling_gate_node() {
+    deadline(120 * SEC, || canonical_loop(2_000, true));
+}
+
+/// Captured operations become the expected node kinds, and the captured graph replays.
+#[test]
+fn captured_nodes_have_the_expected_types() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let m = Module::from_ptx(&d, TEST_PTX).unwrap();
+        let ack = m.function("ack").unwrap();
+        let s = d.new_stream().unwrap();
+        let (go, done) = (
+            CompletionFlag::new(&d).unwrap(),
+            CompletionFlag::new(&d).unwrap(),
+        );
+        let out = CompletionFlag::new(&d).unwrap();
+        let g = Graph::capture(&s, |cap| {
+            cap.wait_host_value(&go, 1, WaitCondition::GreaterOrEqual)?;
+            let o = out.as_ref();
+            // SAFETY: ack(u64*, u64).
+            unsafe {
+                cap.stream().launch(
+                    &ack,
+                    LaunchConfig::single_thread(),
+                    LaunchArgs::new().arg(&o).arg(&9u64),
+                )
+            }?;
+            cap.write_host_value(&done, 1)
+        })
+        .unwrap();
+        let mut types = g.node_types().unwrap();
+        types.sort_by_key(|t| format!("{t:?}"));
+        assert_eq!(
+            types,
+            vec![NodeType::BatchMemOp, NodeType::BatchMemOp, NodeType::Kernel]
+        );
+        // One-shot host closures are refused under capture.
+        let r = Graph::capture(&s, |cap| {
+            cap.stream().enqueue_host_func(|| {})?;
+            Ok(())
+        });
+        assert!(
+            matches!(
+                r,
+                Err(Error::Driver(DriverError::NotAllowedUnderCapture { .. }))
+            ),
+            "{:?}",
+            r.err()
+        );
+        let exec = g.instantiate().unwrap();
+        exec.launch(&s).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(done.load(), 0, "the captured wait did not hold");
+        go.signal(1);
+        done.wait(WaitCondition::Equal, 1, 5 * SEC).unwrap();
+        assert_eq!(out.load(), 9);
+        exec.synchronize(&s).unwrap();
+    });
+}
+
+/// 100 replays queued behind a gate; the graph, the executable and the user's handles to the
+/// closure's state and the flags are dropped before the gate opens. Everything the graph owns
+/// stays alive until the last replay: every closure runs, every signal lands. (memcheck in the
+/// bundle.)
+#[test]
+fn graph_and_closures_dropped_while_replays_in_flight_stay_alive() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let s = d.new_stream().unwrap();
+        let gate = CompletionFlag::new(&d).unwrap();
+        let runs = Arc::new(AtomicU64::new(0));
+        let done = CompletionFlag::new(&d).unwrap();
+        {
+            let tick = CompletionFlag::new(&d).unwrap();
+            let mut g = Graph::new(&d).unwrap();
+            let w = g
+                .wait_host_value(&gate, 1, WaitCondition::GreaterOrEqual, &[])
+                .unwrap();
+            let r = runs.clone();
+            let big = vec![7u8; 1 << 16]; // state the closure owns
+            let h = g
+                .launch_host_func(
+                    move || {
+                        assert_eq!(big.len(), 1 << 16);
+                        r.fetch_add(1, Ordering::AcqRel);
+                    },
+                    &[w],
+                )
+                .unwrap();
+            let a = g.launch_async_host_func(&tick, 1, || {}, &[h]).unwrap();
+            g.write_host_value(&done, 1, &[a]).unwrap();
+            let exec = g.instantiate().unwrap();
+            for _ in 0..100 {
+                exec.launch(&s).unwrap();
+            }
+            drop(exec);
+            drop(g);
+            drop(tick);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(runs.load(Ordering::Acquire), 0);
+        gate.signal(1);
+        s.synchronize_timeout(10 * SEC).unwrap();
+        assert_eq!(runs.load(Ordering::Acquire), 100);
+        assert_eq!(done.load(), 1);
+        ferrocuda_driver::wait_for_releases(10 * SEC).unwrap();
+    });
+}
+
+/// A panicking host node is reported by the executable, and the replays go on.
+#[test]
+fn panicking_host_node_is_reported_not_fatal() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let s = d.new_stream().unwrap();
+        let done = CompletionFlag::new(&d).unwrap();
+        let mut g = Graph::new(&d).unwrap();
+        let mut k = 0u64;
+        let h = g
+            .launch_host_func(
+                move || {
+                    k += 1;
+                    if k == 2 {
+                        panic!("host node exploded at replay {k}");
+                    }
+                },
+                &[],
+            )
+            .unwrap();
+        let c = Arc::new(AtomicU64::new(0));
+        let c2 = c.clone();
+        let h2 = g
+            .launch_host_func(
+                move || {
+                    c2.fetch_add(1, Ordering::AcqRel);
+                },
+                &[h],
+            )
+            .unwrap();
+        g.write_host_value(&done, 1, &[h2]).unwrap();
+        let exec = g.instantiate().unwrap();
+        for _ in 0..3 {
+            exec.launch(&s).unwrap();
+        }
+        match exec.synchronize(&s) {
+            Err(Error::HostFuncPanicked { count: 1, first }) => {
+                assert!(first.contains("replay 2"), "{first}")
+            }
+            other => panic!("expected the panic to be reported, got {other:?}"),
+        }
+        assert_eq!(c.load(Ordering::Acquire), 3, "later nodes ran every replay");
+        exec.synchronize(&s).unwrap();
+    });
+}
+
+/// A wait node's value changed between launches: epochs without a reset node.
+#[test]
+fn wait_value_changes_between_launches() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let s = d.new_stream().unwrap();
+        let flag = CompletionFlag::new(&d).unwrap();
+        let ack = CompletionFlag::new(&d).unwrap();
+        let mut g = Graph::new(&d).unwrap();
+        let w = g
+            .wait_host_value(&flag, 1, WaitCondition::GreaterOrEqual, &[])
+            .unwrap();
+        let c = Arc::new(AtomicU64::new(0));
+        let c2 = c.clone();
+        let h = g
+            .launch_host_func(
+                move || {
+                    c2.fetch_add(1, Ordering::AcqRel);
+                },
+                &[w],
+            )
+            .unwrap();
+        g.write_host_value(&ack, 1, &[h]).unwrap();
+        let exec = g.instantiate().unwrap();
+        for epoch in 1..=50u64 {
+            exec.set_wait_value(w, epoch).unwrap();
+            exec.launch(&s).unwrap();
+        }
+        flag.signal(25);
+        let t = Instant::now();
+        while c.load(Ordering::Acquire) < 25 && t.elapsed() < 5 * SEC {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            c.load(Ordering::Acquire),
+            25,
+            "replays past epoch 25 ran early"
+        );
+        flag.signal(50);
+        exec.synchronize(&s).unwrap();
+        assert_eq!(c.load(Ordering::Acquire), 50);
+        // A node of the wrong kind is refused.
+        assert!(matches!(
+            exec.set_wait_value(h, 3),
+            Err(Error::WrongNodeKind { .. })
+        ));
+    });
+}
