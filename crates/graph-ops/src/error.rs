@@ -31,6 +31,12 @@ pub enum Error {
         /// The node's kind.
         found: &'static str,
     },
+    /// The operation is not supported for this graph; the message says why.
+    #[error("not supported: {what}")]
+    Unsupported {
+        /// What and why.
+        what: &'static str,
+    },
     /// Host functions of this executable panicked since the last report (the replays went on).
     #[error("{count} host function(s) of the graph panicked; first: {first}")]
     HostFuncPanicked {

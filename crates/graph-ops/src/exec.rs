@@ -84,7 +84,9 @@ impl GraphExec {
     /// # Errors
     ///
     /// [`Error::ForeignNode`] for a node of another graph, [`Error::WrongNodeKind`] for a node
-    /// that is not a [`Graph::wait_host_value`] node; [`Error::Driver`].
+    /// that is not a [`Graph::wait_host_value`] node; [`Error::Unsupported`] if the graph has host
+    /// nodes (the driver's update did not return there on an H100, driver 580.159);
+    /// [`Error::Driver`].
     pub fn set_wait_value(&self, node: Node, value: u64) -> Result<()> {
         if node.graph != self.graph {
             return Err(Error::ForeignNode);
