@@ -138,3 +138,61 @@ impl GateParams<'_> {
             .arg(&self.expired);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// The parameters `ferrocuda::wait_flag` receives: no limit is (0, null); a limit passes its
+    /// nanoseconds (at least 1, saturating) and the counter's address; the condition is the
+    /// header's `Cond` (0 equal, 1 greater-or-equal).
+    #[test]
+    fn gate_params_encode_what_the_header_expects() {
+        let (flag_slot, counter_slot) = (AtomicU64::new(0), AtomicU64::new(0));
+        let addr = |s: &AtomicU64| s as *const AtomicU64 as u64;
+        // SAFETY: both slots are aligned and outlive the refs (nothing is launched).
+        let (flag, counter) = unsafe {
+            (
+                CompletionFlagRef::from_address(addr(&flag_slot)),
+                CompletionFlagRef::from_address(addr(&counter_slot)),
+            )
+        };
+        let p = FusedGate::new(flag, 7, WaitCondition::Equal).params();
+        assert_eq!(
+            (
+                p.flag.device_ptr(),
+                p.value,
+                p.cond,
+                p.timeout_ns,
+                p.expired
+            ),
+            (addr(&flag_slot), 7, 0, 0, 0)
+        );
+        let g = FusedGate::new(flag, 9, WaitCondition::GreaterOrEqual)
+            .with_time_limit(Duration::from_micros(1500), counter);
+        let p = g.params();
+        assert_eq!(
+            (p.cond, p.timeout_ns, p.expired),
+            (1, 1_500_000, addr(&counter_slot))
+        );
+        assert_eq!(g.timeout(), Some(Duration::from_micros(1500)));
+        let zero = g.with_time_limit(Duration::ZERO, counter).params();
+        assert_eq!(zero.timeout_ns, 1, "a zero limit must not mean no limit");
+        let huge = g.with_time_limit(Duration::MAX, counter).params();
+        assert_eq!(huge.timeout_ns, u64::MAX);
+    }
+
+    /// The header's abort value and condition codes are the driver crate's.
+    #[test]
+    fn header_constants_match_the_driver_crate() {
+        let header = include_str!("../cuda/include/ferrocuda/gate.cuh");
+        let aborted = format!(
+            "kAborted = {:#x}ull",
+            ferrocuda_driver::CompletionFlag::ABORTED
+        );
+        assert!(header.contains(&aborted), "gate.cuh lacks `{aborted}`");
+        assert!(header.contains(&format!("kEqual = {}", WaitCondition::Equal as u32)));
+        assert!(header.contains(&format!("kGeq = {}", WaitCondition::GreaterOrEqual as u32)));
+    }
+}
