@@ -1,5 +1,6 @@
 // Kernels of the raw-driver baseline (bench/raw). Built with
-//   nvcc -gencode=arch=compute_90a,code=sm_90a --cubin -o bench_kernels.cubin bench_kernels.cu
+//   nvcc -gencode=arch=compute_90a,code=sm_90a --cubin -I ../../crates/kernels/cuda/include \
+//        -o bench_kernels.cubin bench_kernels.cu
 // and loaded by raw_bench with cuModuleLoadData: no CUDA runtime anywhere in the process (a runtime
 // launch would change what event calls cost, ../../../shared/GPU.md's first trap).
 //
@@ -105,5 +106,20 @@ extern "C" __global__ void fused_gate_ack_epoch(const u64 *host_flag, u64 *dev_e
     __syncthreads();
     if (ok && threadIdx.x == 0) {
         store_release_sys(host_slot, e);
+    }
+}
+
+// ---- not the baseline: ferrocuda's fused gate, for the ferrocuda program's `fused_gate_stream` ----
+// The same ack as fused_gate_ack above, but gated by ferrocuda::wait_flag from the header ferrocuda
+// users get (crates/kernels/cuda/include/ferrocuda/gate.cuh; xtask passes -I for it), so the
+// ferrocuda row measures that header against the hand-written kernel above in the same run.
+// Cyclic GEQ, abort value, and on expiry *expired += 1 (the program fails if it is not 0).
+#include <ferrocuda/gate.cuh>
+
+extern "C" __global__ void ferrocuda_fused_gate_ack(const u64 *flag, u64 target, u64 *host_slot,
+                                                    u64 value, u64 timeout_ns, u64 *expired) {
+    if (ferrocuda::wait_flag(flag, target, ferrocuda::Cond::kGeq, timeout_ns, expired) &&
+        threadIdx.x == 0) {
+        store_release_sys(host_slot, value);
     }
 }

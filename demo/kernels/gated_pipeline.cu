@@ -2,6 +2,8 @@
 // to gated_pipeline.ptx (checked in), which the demo embeds, so building it never needs nvcc.
 // `ferrocuda_demo::gpu_element` (demo/src/lib.rs) is the same function on the CPU: keep them equal.
 
+#include <ferrocuda/gate.cuh>  // `cargo xtask ptx` passes -I crates/kernels/cuda/include
+
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
@@ -23,8 +25,8 @@ __device__ __forceinline__ u64 mix(u64 x) {
 // the step consumes (mapped pinned memory, written by the host before the stream let this kernel
 // start). Then the block spins until `work_ns` of GPU time have passed since it started: the
 // stand-in for a real kernel of known length. One block.
-extern "C" __global__ void produce(u64* out, u32 n, u64 step, const volatile u64* prev,
-                                   u64 work_ns) {
+__device__ __forceinline__ void produce_body(u64* out, u32 n, u64 step, const volatile u64* prev,
+                                             u64 work_ns) {
     u64 start = globaltimer();
     u64 v = *prev;
     u64 seed = mix(step ^ (v * 0xD6E8FEB86659FD93ull));
@@ -34,4 +36,22 @@ extern "C" __global__ void produce(u64* out, u32 n, u64 step, const volatile u64
     __threadfence_system();
     while (globaltimer() - start < work_ns) {
     }
+}
+
+extern "C" __global__ void produce(u64* out, u32 n, u64 step, const volatile u64* prev,
+                                   u64 work_ns) {
+    produce_body(out, n, step, prev, work_ns);
+}
+
+// The `flag+fused` strategy's step: the same work behind a fused gate (ferrocuda/gate.cuh from
+// crates/kernels/cuda/include): the block waits in its prologue until *flag >= wait_value (or the
+// flag is aborted, or timeout_ns passes: then *expired += 1), so no driver wait sits in the stream.
+// On abort or expiry the step writes nothing. `work_ns` is counted from after the gate.
+extern "C" __global__ void produce_gated(u64* out, u32 n, u64 step, const volatile u64* prev,
+                                         u64 work_ns, const u64* flag, u64 wait_value,
+                                         u64 timeout_ns, u64* expired) {
+    if (!ferrocuda::wait_flag(flag, wait_value, ferrocuda::Cond::kGeq, timeout_ns, expired)) {
+        return;
+    }
+    produce_body(out, n, step, prev, work_ns);
 }

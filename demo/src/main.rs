@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
-//!                [--len N] [--svg FILE] [--json FILE]
+//!                [--len N] [--gate driver|fused] [--svg FILE] [--json FILE]
 //! ```
 //!
 //! Step `s` launches one kernel (`produce`, demo/kernels/gated_pipeline.cu) that writes a small
@@ -20,6 +20,11 @@
 //!   (`enqueue_async_host_func`), which signals a `CompletionFlag`; step `s + D` waits for it with
 //!   `wait_for_host_value_ge`. The stream is never held by host work, so the host computes step
 //!   `s`'s value while the GPU runs steps `s+1 .. s+D-1`.
+//! * `flag+fused` (with `--gate fused`): as `flag`, but step `s + D` waits for the flag inside its
+//!   own kernel (`produce_gated`, which calls `ferrocuda::wait_flag` of
+//!   `crates/kernels/cuda/include/ferrocuda/gate.cuh`): no driver wait in the stream, and the
+//!   kernel starts its work ≈ 2 µs after the signal instead of ≈ 9 µs (docs/gates.md). The GPU idle
+//!   column then counts the wait as busy (it is inside the kernel, between its timing events).
 //! * `gpuwrite`: as `flag`, but with no host function in the stream at all: after step `s`'s
 //!   kernel the stream writes `s` to a `ready` flag (`write_host_value`), and `D` host threads of
 //!   the demo, each owning the steps of one residue mod `D`, spin on it, compute, and signal the
@@ -57,7 +62,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 const USAGE: &str = "\
 usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
-                      [--len N] [--svg FILE] [--json FILE]
+                      [--len N] [--gate driver|fused] [--svg FILE] [--json FILE]
 
   --steps N         steps per strategy and host-work length (1000)
   --gpu-us U        GPU work per step, µs (500)
@@ -65,6 +70,8 @@ usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,
   --host-us H,...   host-work lengths in µs (instead of --sweep)
   --depth D         step s consumes the host value of step s - D (3; overlap needs D >= 2)
   --len N           words the kernel writes per step, <= 1024 (64)
+  --gate G          driver: the four strategies; fused: also `flag+fused`, whose kernel waits for
+                    the flag itself (ferrocuda/gate.cuh) (driver)
   --svg FILE        the plot of steps/s against host-work length (gated_pipeline.svg)
   --json FILE       one JSON line per strategy and host-work length";
 
@@ -75,6 +82,8 @@ struct Opts {
     host_us: Vec<f64>,
     depth: u64,
     len: u32,
+    /// Also run `flag+fused` (`--gate fused`).
+    fused: bool,
     svg: PathBuf,
     json: Option<PathBuf>,
 }
@@ -96,6 +105,7 @@ fn parse_opts() -> Result<Opts> {
         host_us: vec![],
         depth: 3,
         len: 64,
+        fused: false,
         svg: "gated_pipeline.svg".into(),
         json: None,
     };
@@ -114,6 +124,13 @@ fn parse_opts() -> Result<Opts> {
             "--host-us" => o.host_us = parse_list(value()?)?,
             "--depth" => o.depth = value()?.parse()?,
             "--len" => o.len = value()?.parse()?,
+            "--gate" => {
+                o.fused = match value()?.as_str() {
+                    "driver" => false,
+                    "fused" => true,
+                    g => return Err(format!("--gate {g}: driver or fused\n{USAGE}").into()),
+                }
+            }
             "--svg" => o.svg = value()?.into(),
             "--json" => o.json = Some(value()?.into()),
             "-h" | "--help" => {
@@ -223,6 +240,10 @@ struct Gpu {
     stream: DeviceStream,
     _module: Module,
     produce: Function,
+    /// `produce` behind a fused gate (`flag+fused`).
+    produce_gated: Function,
+    /// Fused gates that gave up after [`DEADLINE`] add 1 here.
+    expired: CompletionFlag,
     shared: Arc<Shared>,
     /// (start, end) timing events around each step's kernel.
     events: Vec<(DeviceEvent, DeviceEvent)>,
@@ -246,6 +267,8 @@ enum Strategy {
     HostFunc,
     Flag,
     GpuWrite,
+    /// `flag` with the wait fused into the kernel (`--gate fused`).
+    FlagFused,
 }
 
 impl Strategy {
@@ -256,12 +279,22 @@ impl Strategy {
         Strategy::GpuWrite,
     ];
 
+    /// The strategies a run with these options compares.
+    fn chosen(o: &Opts) -> Vec<Strategy> {
+        let mut v = Strategy::ALL.to_vec();
+        if o.fused {
+            v.push(Strategy::FlagFused);
+        }
+        v
+    }
+
     fn name(self) -> &'static str {
         match self {
             Strategy::Sync => "sync",
             Strategy::HostFunc => "hostfunc",
             Strategy::Flag => "flag",
             Strategy::GpuWrite => "gpuwrite",
+            Strategy::FlagFused => "flag+fused",
         }
     }
 
@@ -271,6 +304,7 @@ impl Strategy {
             Strategy::HostFunc => "#ff7f0e",
             Strategy::Flag => "#2ca02c",
             Strategy::GpuWrite => "#1f77b4",
+            Strategy::FlagFused => "#9467bd",
         }
     }
 }
@@ -286,6 +320,8 @@ impl Gpu {
         Ok(Gpu {
             stream: dev.new_stream()?,
             produce: module.function("produce")?,
+            produce_gated: module.function("produce_gated")?,
+            expired: CompletionFlag::new(&dev)?,
             _module: module,
             shared: Arc::new(Shared::new(&dev, o.steps, o.len)?),
             events,
@@ -296,31 +332,44 @@ impl Gpu {
         })
     }
 
-    /// Enqueues step `s`'s kernel between its timing events.
-    fn launch(&self, s: u64) -> Result<()> {
+    /// Enqueues step `s`'s kernel between its timing events; with `gate = Some((flag, k))` the
+    /// kernel is `produce_gated`, which waits for `flag >= k` in its prologue.
+    fn launch(&self, s: u64, gate: Option<(&CompletionFlag, u64)>) -> Result<()> {
         let sh = &self.shared;
         let out = sh.vec_dev + s * self.len as u64 * 8;
         let prev = sh.val_dev + s.saturating_sub(self.depth) * 8;
         let (start, end) = &self.events[s as usize - 1];
+        let cfg = LaunchConfig {
+            grid: (1, 1, 1),
+            block: (self.len.min(256), 1, 1),
+            shared_mem_bytes: 0,
+            cluster: None,
+        };
         self.stream.record_event(start)?;
-        // SAFETY: produce(u64* out, u32 n, u64 step, const volatile u64* prev, u64 work_ns); `out`
-        // has `len` words and `prev` one, both in mapped pinned memory alive for the whole run.
-        unsafe {
-            self.stream.launch(
-                &self.produce,
-                LaunchConfig {
-                    grid: (1, 1, 1),
-                    block: (self.len.min(256), 1, 1),
-                    shared_mem_bytes: 0,
-                    cluster: None,
-                },
-                LaunchArgs::new()
-                    .arg(&out)
-                    .arg(&self.len)
-                    .arg(&s)
-                    .arg(&prev)
-                    .arg(&self.gpu_ns),
-            )?;
+        let mut args = LaunchArgs::new();
+        args.arg(&out)
+            .arg(&self.len)
+            .arg(&s)
+            .arg(&prev)
+            .arg(&self.gpu_ns);
+        match gate {
+            None => {
+                // SAFETY: produce(u64* out, u32 n, u64 step, const volatile u64* prev,
+                // u64 work_ns); `out` has `len` words and `prev` one, both in mapped pinned memory
+                // alive for the whole run.
+                unsafe { self.stream.launch(&self.produce, cfg, &mut args)? };
+            }
+            Some((flag, k)) => {
+                let (flag, expired) = (flag.as_ref(), self.expired.as_ref());
+                let timeout_ns = DEADLINE.as_nanos() as u64;
+                args.arg(&flag).arg(&k).arg(&timeout_ns).arg(&expired);
+                // SAFETY: produce_gated(u64* out, u32 n, u64 step, const volatile u64* prev,
+                // u64 work_ns, const u64* flag, u64 wait_value, u64 timeout_ns, u64* expired):
+                // the first five as for `produce`; the flag and the counter are mapped pinned
+                // slots of live CompletionFlags (a dropped flag's slot is recycled only after the
+                // GPU is past the work enqueued so far).
+                unsafe { self.stream.launch(&self.produce_gated, cfg, &mut args)? };
+            }
         }
         self.stream.record_event(end)?;
         Ok(())
@@ -390,6 +439,13 @@ impl Gpu {
         });
         enqueued?;
         let wall = t0.elapsed().as_secs_f64();
+        if self.expired.load() != 0 {
+            return Err(format!(
+                "{}: a fused gate waited {DEADLINE:?} in vain",
+                strategy.name()
+            )
+            .into());
+        }
         progress.finish();
 
         let mut busy_ms = 0.0;
@@ -426,31 +482,33 @@ impl Gpu {
         for s in 1..=steps {
             match strategy {
                 Strategy::Sync => {
-                    self.launch(s)?;
+                    self.launch(s, None)?;
                     self.stream.synchronize_timeout(DEADLINE)?;
                     self.shared.host_step(s, iterations);
                     progress.show(s);
                 }
                 Strategy::HostFunc => {
                     self.throttle(s, WINDOW, progress)?;
-                    self.launch(s)?;
+                    self.launch(s, None)?;
                     let sh = self.shared.clone();
                     self.stream
                         .enqueue_host_func(move || sh.host_step(s, iterations))?;
                 }
-                Strategy::Flag | Strategy::GpuWrite => {
+                Strategy::Flag | Strategy::GpuWrite | Strategy::FlagFused => {
                     self.throttle(s, WINDOW, progress)?;
-                    if s > d {
-                        // Step s consumes value s - D: wait for the job that computes it. One flag
-                        // per residue mod D keeps each flag's values increasing although jobs run
-                        // concurrently: job k + D starts only after the kernel that waited for job
-                        // k's signal.
-                        let k = s - d;
-                        self.stream
-                            .wait_for_host_value_ge(&flags[(k % d) as usize], k)?;
+                    // Step s consumes value s - D: wait for the job that computes it. One flag
+                    // per residue mod D keeps each flag's values increasing although jobs run
+                    // concurrently: job k + D starts only after the kernel that waited for job
+                    // k's signal.
+                    let gate = (s > d).then(|| (&flags[((s - d) % d) as usize], s - d));
+                    match gate {
+                        Some((flag, k)) if strategy != Strategy::FlagFused => {
+                            self.stream.wait_for_host_value_ge(flag, k)?;
+                            self.launch(s, None)?;
+                        }
+                        gate => self.launch(s, gate)?,
                     }
-                    self.launch(s)?;
-                    if strategy == Strategy::Flag {
+                    if strategy != Strategy::GpuWrite {
                         let sh = self.shared.clone();
                         self.stream.enqueue_async_host_func(
                             &flags[(s % d) as usize],
@@ -552,7 +610,7 @@ fn run(o: &Opts) -> Result<bool> {
     let warm = o.steps.min(100);
     let it0 = hw.iterations(o.host_us[0]);
     let reference = reference_chain(warm, o.depth, o.len, it0);
-    for st in Strategy::ALL {
+    for st in Strategy::chosen(o) {
         if gpu.run(st, warm, it0, false)?.values != reference {
             eprintln!(
                 "gated_pipeline: warm-up: {} computed other values than the CPU",
@@ -567,7 +625,7 @@ fn run(o: &Opts) -> Result<bool> {
         None => None,
     };
     let mut all_equal = true;
-    let mut series: Vec<Series> = Strategy::ALL
+    let mut series: Vec<Series> = Strategy::chosen(o)
         .iter()
         .map(|s| Series {
             name: s.name().into(),
@@ -584,12 +642,12 @@ fn run(o: &Opts) -> Result<bool> {
             host_us / o.gpu_us.max(1e-9)
         );
         println!(
-            "  {:<9} {:>9} {:>9} {:>9} {:>9} {:>9}  check",
+            "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}  check",
             "strategy", "steps/s", "µs/step", "GPU idle", "speed-up", "host µs"
         );
         let reference = reference_chain(o.steps, o.depth, o.len, iterations);
         let mut sync_rate = f64::NAN;
-        for (i, st) in Strategy::ALL.into_iter().enumerate() {
+        for (i, st) in Strategy::chosen(o).into_iter().enumerate() {
             let out = gpu.run(st, o.steps, iterations, true)?;
             if st == Strategy::Sync {
                 sync_rate = out.steps_per_s;
@@ -598,7 +656,7 @@ fn run(o: &Opts) -> Result<bool> {
             all_equal &= ok;
             let speedup = out.steps_per_s / sync_rate;
             println!(
-                "  {:<9} {:>9.0} {:>9.1} {:>8.1}% {:>8.2}× {:>9.1}  {}",
+                "  {:<10} {:>9.0} {:>9.1} {:>8.1}% {:>8.2}× {:>9.1}  {}",
                 st.name(),
                 out.steps_per_s,
                 1e6 / out.steps_per_s,

@@ -348,6 +348,9 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
                 "-Xptxas",
                 "-Werror",
             ])
+            // ferrocuda's own fused-gate kernel in the file includes ferrocuda/gate.cuh.
+            .arg("-I")
+            .arg(util::root().join("crates/kernels/cuda/include"))
             .arg("-o")
             .arg(out)
             .arg(cu),

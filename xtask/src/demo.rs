@@ -85,7 +85,7 @@ pub fn smoke() -> Result<(), String> {
             .arg(&exe)
             .env("LD_LIBRARY_PATH", &fake)
             .args([
-                "--steps", "200", "--gpu-us", "50", "--sweep", "0.5,2", "--svg",
+                "--steps", "200", "--gpu-us", "50", "--sweep", "0.5,2", "--gate", "fused", "--svg",
             ])
             .arg(&svg),
     )?;
@@ -93,7 +93,8 @@ pub fn smoke() -> Result<(), String> {
         return Err(format!("demo smoke: values not confirmed:\n{out}"));
     }
     let plot = std::fs::read_to_string(&svg).map_err(io(&svg))?;
-    if plot.matches("<polyline").count() != 4 {
+    // The four strategies and `flag+fused` (--gate fused).
+    if plot.matches("<polyline").count() != 5 {
         return Err(format!("{}: expected one line per strategy", svg.display()));
     }
 
@@ -111,7 +112,7 @@ pub fn smoke() -> Result<(), String> {
         }
     }
     eprintln!(
-        "demo smoke: 4 strategies × 2 host-work lengths ran against the fake driver and matched the CPU chain"
+        "demo smoke: 5 strategies (with --gate fused) × 2 host-work lengths ran against the fake driver and matched the CPU chain"
     );
     Ok(())
 }

@@ -24,11 +24,17 @@ pub const SOURCES: &[(&str, &str)] = &[
 /// The oldest architecture CUDA 13 supports: the driver JIT-compiles the PTX for the device at hand.
 const ARCH: &str = "compute_75";
 
+/// Headers the sources may include (`ferrocuda/gate.cuh`: the demo's fused gate).
+const INCLUDE: &str = "crates/kernels/cuda/include";
+
 fn compile(nvcc: &Path, src: &Path) -> Result<String, String> {
     let out = std::env::temp_dir().join(format!("ferrocuda-ptx-{}.ptx", std::process::id()));
     util::run(
         Command::new(nvcc)
-            .args(["-ptx", "-O3", &format!("-arch={ARCH}"), "-o"])
+            .args(["-ptx", "-O3", &format!("-arch={ARCH}")])
+            .arg("-I")
+            .arg(util::root().join(INCLUDE))
+            .arg("-o")
             .arg(&out)
             .arg(src),
     )?;

@@ -8,8 +8,8 @@
 //! from what it built.
 //!
 //! The checks: every TMA kernel's SASS contains `UTMALDG` (a tensor-copy load), every cp.async
-//! kernel's `LDGSTS` (global-to-shared async copy), and ptxas reports 0 spill bytes and no stack
-//! frame for every kernel.
+//! kernel's `LDGSTS` (global-to-shared async copy), every gated kernel's `NANOSLEEP` (the fused
+//! gate's poll loop), and ptxas reports 0 spill bytes and no stack frame for every kernel.
 
 use crate::setup::Toolkit;
 use crate::util;
@@ -25,6 +25,8 @@ mod source_hash;
 
 const TABLE_BEGIN: &str = "<!-- kernel-resources:begin (cargo xtask kernels) -->";
 const TABLE_END: &str = "<!-- kernel-resources:end -->";
+/// Kernels of `cuda/gated.cu`.
+const GATED_KERNELS: usize = 1;
 
 /// What ptxas said about one kernel.
 #[derive(Debug, Default, Clone)]
@@ -154,12 +156,17 @@ pub fn check_build(tk: &Toolkit, out: &Path) -> Result<Vec<Kernel>, String> {
     let mut kernels = Vec::new();
     let mut problems = Vec::new();
     for (name, resources) in &report {
-        let needle = if name.contains("_tma_") {
+        let needle = if name.contains("_gated_") {
+            // The fused gate's poll loop (ferrocuda/gate.cuh) sleeps between loads.
+            "NANOSLEEP"
+        } else if name.contains("_tma_") {
             "UTMALDG"
         } else if name.contains("_cpasync_") {
             "LDGSTS"
         } else {
-            problems.push(format!("{name}: neither a TMA nor a cp.async kernel"));
+            problems.push(format!(
+                "{name}: neither a TMA, a cp.async nor a gated kernel"
+            ));
             continue;
         };
         match sass.get(name) {
@@ -181,9 +188,11 @@ pub fn check_build(tk: &Toolkit, out: &Path) -> Result<Vec<Kernel>, String> {
             sass_has: needle,
         });
     }
-    if kernels.len() != 36 {
+    // 36 pipeline kernels (3 ops x 2 transfers x 2 types x 3 depths) and the gated ones.
+    if kernels.len() != 36 + GATED_KERNELS {
         problems.push(format!(
-            "expected 36 kernels, ptxas compiled {}",
+            "expected {} kernels, ptxas compiled {}",
+            36 + GATED_KERNELS,
             kernels.len()
         ));
     }
@@ -194,7 +203,7 @@ pub fn check_build(tk: &Toolkit, out: &Path) -> Result<Vec<Kernel>, String> {
         ));
     }
     eprintln!(
-        "kernels: {} checked (UTMALDG in every TMA kernel, LDGSTS in every cp.async kernel, no spills)",
+        "kernels: {} checked (UTMALDG in every TMA kernel, LDGSTS in every cp.async kernel, NANOSLEEP in every gated kernel, no spills)",
         kernels.len()
     );
     Ok(kernels)

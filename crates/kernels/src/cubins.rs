@@ -22,6 +22,8 @@ pub const COPY2D: &[u8] = cubin!("copy2d");
 pub const TRANSPOSE: &[u8] = cubin!("transpose");
 /// `cuda/row_sum.cu`: the `ferrocuda_row_sum_*` kernels.
 pub const ROW_SUM: &[u8] = cubin!("row_sum");
+/// `cuda/gated.cu`: kernels behind a fused gate (`ferrocuda_gated_scale_f32`).
+pub const GATED: &[u8] = cubin!("gated");
 
 /// Whether the cubins are real: false only in a docs.rs build, where nvcc is not run.
 pub fn available() -> bool {

@@ -166,6 +166,14 @@ pub enum Error {
         /// Columns.
         cols: u32,
     },
+    /// A vector is too long for a kernel's 32-bit element index.
+    #[error("{what} has {len} elements; the kernel takes at most 2^32 - 1")]
+    TooLong {
+        /// Which buffer.
+        what: &'static str,
+        /// Its length in elements.
+        len: u64,
+    },
     /// The crate was built without real cubins (docs.rs), so no kernel can be loaded.
     #[error("this build of ferrocuda-kernels has no cubins (built with DOCS_RS set)")]
     NoCubins,

@@ -35,6 +35,14 @@
 //! `docs/kernels.md` in the repository explains phases, fences, the layout rules and lists each
 //! kernel's registers and shared memory.
 //!
+//! # The fused gate
+//!
+//! `cuda/include/ferrocuda/gate.cuh` gives CUDA C++ kernels `ferrocuda::wait_flag`: the block waits
+//! for a host-signalled `CompletionFlag` in its own prologue (thread 0 polls, the block syncs),
+//! so its work starts ≈ 2 µs after the signal. `FusedGate` (feature `launch`) is what a launcher
+//! passes it; `Kernels::gated_scale_f32` is the crate's example of a gated kernel, and
+//! `docs/gates.md` compares the fused gate with the driver's wait and the polling kernel.
+//!
 //! # Layouts
 //!
 //! Matrices are row-major with a row pitch in elements ([`MatrixLayout`]); a row must start
@@ -56,7 +64,8 @@
 //!
 //! # Features
 //!
-//! * `launch`: `Kernels`, the safe launchers over `ferrocuda-driver` buffers and streams.
+//! * `launch`: `Kernels`, the safe launchers over `ferrocuda-driver` buffers and streams, and
+//!   `FusedGate`, the flag a gated kernel waits for in its prologue.
 //! * `gpu-tests`: compiles the GPU tests (`cargo xtask test-gpu`).
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -64,6 +73,8 @@
 pub mod cubins;
 mod element;
 mod error;
+#[cfg(feature = "launch")]
+mod gate;
 mod kernel;
 #[cfg(feature = "launch")]
 mod launch;
@@ -71,6 +82,8 @@ pub mod tensor_map;
 
 pub use element::{Element, ElementType};
 pub use error::{Error, Result};
+#[cfg(feature = "launch")]
+pub use gate::FusedGate;
 pub use kernel::{
     KernelId, MatrixLayout, Op, STATIC_SHARED_BYTES, Stages, THREADS_PER_BLOCK, Transfer,
     grid_size, resident_per_sm,
@@ -107,8 +120,23 @@ mod tests {
     }
 
     #[test]
+    fn gated_kernels_are_in_their_cubin() {
+        let name = b"ferrocuda_gated_scale_f32\0";
+        assert!(
+            cubins::GATED
+                .windows(name.len())
+                .any(|w| w == name.as_slice())
+        );
+    }
+
+    #[test]
     fn cubins_are_sm_90a_elf_images() {
-        for image in [cubins::COPY2D, cubins::TRANSPOSE, cubins::ROW_SUM] {
+        for image in [
+            cubins::COPY2D,
+            cubins::TRANSPOSE,
+            cubins::ROW_SUM,
+            cubins::GATED,
+        ] {
             assert_eq!(&image[..4], b"\x7fELF");
             assert_eq!(image.as_ptr() as usize % 64, 0);
         }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 /// The kernel sources, `cuda/<name>.cu`, one cubin each (`prebuilt/<name>.cubin`).
-pub const KERNELS: &[&str] = &["copy2d", "transpose", "row_sum"];
+pub const KERNELS: &[&str] = &["copy2d", "transpose", "row_sum", "gated"];
 
 /// The nvcc flags for every cubin (plus `-I cuda/include -o <name>.cubin cuda/<name>.cu`).
 /// `-Xptxas -v` makes ptxas report registers, shared memory, stack and spills per kernel.

@@ -18,6 +18,7 @@ const KNOWN: &[&str] = &[
     "signal_wait_ack",
     "signal_wait_write",
     "poll_gate_stream",
+    "fused_gate_stream",
     "alloc_free_device",
     "alloc_free_pinned",
     "host_func_latency",
@@ -25,6 +26,9 @@ const KNOWN: &[&str] = &[
     "trampoline_hostfunc",
     "trampoline_gpuwrite",
 ];
+
+/// Threads of the fused-gate ack kernel (as the C baseline's FUSED_THREADS).
+const FUSED_THREADS: u32 = 32;
 
 /// Steps the b2b regime keeps enqueued (as the C baseline).
 const QUEUE_AHEAD: u64 = 16;
@@ -37,8 +41,12 @@ struct Env {
     empty: Function,
     ack: Function,
     spin_ns: Function,
+    /// `ferrocuda_fused_gate_ack`: the ack behind ferrocuda::wait_flag (ferrocuda/gate.cuh).
+    fused_ack: Function,
     flag: CompletionFlag,
     ack_slot: CompletionFlag,
+    /// Fused gates that gave up (their 1 s limit) add 1 here; the program fails if one did.
+    expired: CompletionFlag,
 }
 
 impl Env {
@@ -52,9 +60,11 @@ impl Env {
             empty: module.function("empty_kernel")?,
             ack: module.function("ack")?,
             spin_ns: module.function("spin_ns")?,
+            fused_ack: module.function("ferrocuda_fused_gate_ack")?,
             _module: module,
             flag: CompletionFlag::new(&dev)?,
             ack_slot: CompletionFlag::new(&dev)?,
+            expired: CompletionFlag::new(&dev)?,
             dev,
         })
     }
@@ -65,6 +75,9 @@ impl Env {
         self.s2
             .synchronize()
             .unwrap_or_else(|e| die(&e.to_string()));
+        if self.expired.load() != 0 {
+            die("a fused gate gave up after its 1 s limit (a lost signal)");
+        }
         self.flag.reset();
         self.ack_slot.reset();
     }
@@ -230,6 +243,38 @@ fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
             e.launch_ack(&e.s, i);
         };
         gate_rows(e, a, r, "poll_gate_stream", &enqueue);
+    }
+    if a.wants("fused_gate_stream") {
+        ran += 1;
+        // As the C baseline's step_fused: one block of 32 threads, thread 0 polls (with a 1 s
+        // limit), the block syncs, thread 0 acks; here the gate is ferrocuda::wait_flag.
+        let cfg = LaunchConfig {
+            block: (FUSED_THREADS, 1, 1),
+            ..LaunchConfig::single_thread()
+        };
+        let timeout_ns = 1_000_000_000u64;
+        let enqueue = |i: u64| {
+            let (flag, slot, expired) = (e.flag.as_ref(), e.ack_slot.as_ref(), e.expired.as_ref());
+            // SAFETY: ferrocuda_fused_gate_ack(const u64* flag, u64 target, u64* host_slot,
+            // u64 value, u64 timeout_ns, u64* expired); the three slots are flags of `e`, which
+            // outlives every launch (`reset` synchronizes the stream).
+            unsafe {
+                e.s.launch(
+                    &e.fused_ack,
+                    cfg,
+                    LaunchArgs::new()
+                        .arg(&flag)
+                        .arg(&i)
+                        .arg(&slot)
+                        .arg(&i)
+                        .arg(&timeout_ns)
+                        .arg(&expired),
+                )
+            }
+            .unwrap_or_else(|err| die(&err.to_string()));
+        };
+        gate_rows(e, a, r, "fused_gate_stream", &enqueue);
+        e.reset();
     }
     if a.wants("alloc_free_device") {
         ran += 1;

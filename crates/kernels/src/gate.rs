@@ -1,0 +1,198 @@
+//! [`FusedGate`]: where a gated kernel waits before its work (feature `launch`).
+//!
+//! The device side is `cuda/include/ferrocuda/gate.cuh` (`ferrocuda::wait_flag`); this is what a
+//! launcher passes it. `docs/gates.md` in the repository compares the three gate forms.
+
+use ferrocuda_driver::{CompletionFlagRef, LaunchArgs, WaitCondition};
+use std::time::Duration;
+
+/// A fused gate: the kernel launched with it waits, in its own prologue, until `flag` satisfies
+/// `cond` for `value`, then does its work.
+///
+/// Thread 0 of every block polls the flag (`ld.acquire.sys`, `__nanosleep(32)` between loads)
+/// while the block waits at a barrier, so the work starts ≈ 2 µs after
+/// [`CompletionFlag::signal`](ferrocuda_driver::CompletionFlag::signal) (H100), against ≈ 9 µs
+/// for the driver's wait. What that costs: every block of the gated kernel is resident on its SM
+/// for the whole wait, and each polls (≈ 1 % of copy bandwidth per poller). Prefer the driver's
+/// wait ([`DeviceStream::wait_value`](ferrocuda_driver::DeviceStream::wait_value)) for long waits,
+/// many waiters, or when the SMs are needed meanwhile.
+///
+/// * [`CompletionFlag::abort`](ferrocuda_driver::CompletionFlag::abort) releases the gate: the
+///   kernel returns without its work (the data it guarded was never produced), and the stream goes
+///   on.
+/// * [`with_time_limit`](Self::with_time_limit) bounds the wait in GPU time: a block that gives up
+///   skips its work and adds 1 to a counter the caller owns and reads.
+///
+/// ```ignore
+/// // Needs the `launch` feature and an H100/H200.
+/// let gate = FusedGate::new(&flag, epoch, WaitCondition::GreaterOrEqual)
+///     .with_time_limit(Duration::from_millis(100), &expired);
+/// kernels.gated_scale_f32(&stream, gate, &src, &mut dst, 2.0)?;
+/// flag.signal(epoch); // the kernel runs now
+/// ```
+#[derive(Clone, Copy)]
+pub struct FusedGate<'a> {
+    flag: CompletionFlagRef<'a>,
+    value: u64,
+    cond: WaitCondition,
+    limit: Option<(Duration, CompletionFlagRef<'a>)>,
+}
+
+impl std::fmt::Debug for FusedGate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FusedGate")
+            .field("flag", &format_args!("{:#x}", self.flag.device_ptr()))
+            .field("value", &self.value)
+            .field("cond", &self.cond)
+            .field("timeout", &self.limit.map(|(t, _)| t))
+            .finish()
+    }
+}
+
+impl<'a> FusedGate<'a> {
+    /// A gate that waits, with no time limit, until `flag` satisfies `cond` for `value` (or is
+    /// aborted).
+    pub fn new(flag: impl Into<CompletionFlagRef<'a>>, value: u64, cond: WaitCondition) -> Self {
+        FusedGate {
+            flag: flag.into(),
+            value,
+            cond,
+            limit: None,
+        }
+    }
+
+    /// This gate, giving up after `timeout` of GPU time (`%globaltimer`, counted per block from
+    /// when it starts waiting; rounded up to at least 1 ns). Each block that gives up skips its
+    /// work and atomically adds 1 to `expired` (a [`CompletionFlag`] used as a counter: read it
+    /// with `load`, clear it with `reset` when no gate can still bump it).
+    ///
+    /// [`CompletionFlag`]: ferrocuda_driver::CompletionFlag
+    pub fn with_time_limit(
+        self,
+        timeout: Duration,
+        expired: impl Into<CompletionFlagRef<'a>>,
+    ) -> Self {
+        FusedGate {
+            limit: Some((timeout, expired.into())),
+            ..self
+        }
+    }
+
+    /// The flag waited on.
+    pub fn flag(&self) -> CompletionFlagRef<'a> {
+        self.flag
+    }
+
+    /// The value waited for.
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    /// How the flag is compared with the value.
+    pub fn condition(&self) -> WaitCondition {
+        self.cond
+    }
+
+    /// The time limit, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.limit.map(|(t, _)| t)
+    }
+
+    /// The five kernel parameters of `ferrocuda::wait_flag`, in its order, as values a launch can
+    /// borrow: `(const u64* flag, u64 value, u32 cond, u64 timeout_ns, u64* expired)`.
+    pub(crate) fn params(&self) -> GateParams<'a> {
+        let (timeout_ns, expired) = match self.limit {
+            Some((t, counter)) => (
+                u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1),
+                counter.device_ptr(),
+            ),
+            None => (0, 0),
+        };
+        GateParams {
+            flag: self.flag,
+            value: self.value,
+            cond: self.cond as u32,
+            timeout_ns,
+            expired,
+        }
+    }
+}
+
+/// [`FusedGate::params`]: plain values, borrowed by a launch's arguments.
+pub(crate) struct GateParams<'f> {
+    /// Passed as the flag's device address (`CompletionFlagRef` is a kernel parameter).
+    flag: CompletionFlagRef<'f>,
+    value: u64,
+    cond: u32,
+    timeout_ns: u64,
+    expired: u64,
+}
+
+impl GateParams<'_> {
+    /// Appends the five parameters to `args`.
+    pub(crate) fn push<'a>(&'a self, args: &mut LaunchArgs<'a>) {
+        args.arg(&self.flag)
+            .arg(&self.value)
+            .arg(&self.cond)
+            .arg(&self.timeout_ns)
+            .arg(&self.expired);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// The parameters `ferrocuda::wait_flag` receives: no limit is (0, null); a limit passes its
+    /// nanoseconds (at least 1, saturating) and the counter's address; the condition is the
+    /// header's `Cond` (0 equal, 1 greater-or-equal).
+    #[test]
+    fn gate_params_encode_what_the_header_expects() {
+        let (flag_slot, counter_slot) = (AtomicU64::new(0), AtomicU64::new(0));
+        let addr = |s: &AtomicU64| s as *const AtomicU64 as u64;
+        // SAFETY: both slots are aligned and outlive the refs (nothing is launched).
+        let (flag, counter) = unsafe {
+            (
+                CompletionFlagRef::from_address(addr(&flag_slot)),
+                CompletionFlagRef::from_address(addr(&counter_slot)),
+            )
+        };
+        let p = FusedGate::new(flag, 7, WaitCondition::Equal).params();
+        assert_eq!(
+            (
+                p.flag.device_ptr(),
+                p.value,
+                p.cond,
+                p.timeout_ns,
+                p.expired
+            ),
+            (addr(&flag_slot), 7, 0, 0, 0)
+        );
+        let g = FusedGate::new(flag, 9, WaitCondition::GreaterOrEqual)
+            .with_time_limit(Duration::from_micros(1500), counter);
+        let p = g.params();
+        assert_eq!(
+            (p.cond, p.timeout_ns, p.expired),
+            (1, 1_500_000, addr(&counter_slot))
+        );
+        assert_eq!(g.timeout(), Some(Duration::from_micros(1500)));
+        let zero = g.with_time_limit(Duration::ZERO, counter).params();
+        assert_eq!(zero.timeout_ns, 1, "a zero limit must not mean no limit");
+        let huge = g.with_time_limit(Duration::MAX, counter).params();
+        assert_eq!(huge.timeout_ns, u64::MAX);
+    }
+
+    /// The header's abort value and condition codes are the driver crate's.
+    #[test]
+    fn header_constants_match_the_driver_crate() {
+        let header = include_str!("../cuda/include/ferrocuda/gate.cuh");
+        let aborted = format!(
+            "kAborted = {:#x}ull",
+            ferrocuda_driver::CompletionFlag::ABORTED
+        );
+        assert!(header.contains(&aborted), "gate.cuh lacks `{aborted}`");
+        assert!(header.contains(&format!("kEqual = {}", WaitCondition::Equal as u32)));
+        assert!(header.contains(&format!("kGeq = {}", WaitCondition::GreaterOrEqual as u32)));
+    }
+}
