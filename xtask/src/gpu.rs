@@ -135,6 +135,13 @@ pub fn build_test_executables(
         return Err("no GPU test executables were built".into());
     }
     tests.sort();
+    // The bundle names binaries by test target: two packages' `tests/x.rs` would overwrite each other.
+    if let Some(w) = tests.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!(
+            "two GPU test targets are both named `{}`: rename one",
+            w[0].0
+        ));
+    }
     Ok(tests)
 }
 
