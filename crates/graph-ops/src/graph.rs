@@ -77,6 +77,14 @@ impl NodeType {
     }
 }
 
+/// A polling-gate node's fixed parts, for `GraphExec::set_wait_value`.
+#[derive(Clone)]
+pub(crate) struct PollNode {
+    pub(crate) gate: Function,
+    pub(crate) address: u64,
+    pub(crate) cond: WaitCondition,
+}
+
 /// A wait node's fixed parts, for `GraphExec::set_wait_value`.
 #[derive(Clone, Copy)]
 pub(crate) struct WaitNode {
@@ -119,6 +127,7 @@ pub struct Graph {
     pub(crate) owned: Arc<Owned>,
     pub(crate) callbacks: Vec<HostCallback>,
     pub(crate) waits: HashMap<usize, WaitNode>,
+    pub(crate) polls: HashMap<usize, PollNode>,
 }
 
 // SAFETY: the graph handle is only mutated through `&mut self`; the driver's graph calls are
@@ -189,6 +198,7 @@ impl Graph {
             owned,
             callbacks: Vec::new(),
             waits: HashMap::new(),
+            polls: HashMap::new(),
         })
     }
 
@@ -319,7 +329,8 @@ impl Graph {
 
     /// The polling gate as a kernel node: one thread polls `flag` until `cond` holds for `value`
     /// (or the flag is aborted); it releases dependent nodes in ≈ 3–4 µs instead of the mem-op
-    /// wait's ≈ 10 µs, at the cost of one resident block while it waits. See
+    /// wait's ≈ 10 µs, at the cost of one resident block while it waits. Its value can be changed
+    /// per launch with [`GraphExec::set_wait_value`](crate::GraphExec::set_wait_value). See
     /// [`GateStrategy::Polling`](ferrocuda_driver::GateStrategy::Polling).
     ///
     /// # Errors
@@ -346,6 +357,14 @@ impl Graph {
         // with a zero timeout the null `expired` pointer is never written; the flag is owned by
         // the graph below.
         let n = unsafe { self.kernel_raw(&gate, LaunchConfig::single_thread(), &mut args, deps) }?;
+        self.polls.insert(
+            n.raw as usize,
+            PollNode {
+                gate: gate.clone(),
+                address: ptr,
+                cond,
+            },
+        );
         lock(&self.owned).push(Box::new(flag.clone()));
         lock(&self.owned).push(Box::new(gate));
         Ok(n)

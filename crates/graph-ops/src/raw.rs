@@ -183,6 +183,16 @@ pub(crate) unsafe fn exec_set_batch_mem_op(
     cu!(cuGraphExecBatchMemOpNodeSetParams(e, n, p))
 }
 
+/// # Safety
+/// `e` was instantiated from the graph of `n`, a kernel node of the same function; `p` is valid.
+pub(crate) unsafe fn exec_set_kernel(
+    e: CUgraphExec,
+    n: CUgraphNode,
+    p: &sys::CUDA_KERNEL_NODE_PARAMS,
+) -> Result<()> {
+    cu!(cuGraphExecKernelNodeSetParams_v2(e, n, p))
+}
+
 /// A user object whose destructor calls `destroy(ptr)`, its one reference moved into `g`.
 ///
 /// # Safety

@@ -6,6 +6,7 @@ use ferrocuda_driver::{
     CompletionFlag, Device, DeviceEvent, DeviceStream, Function, KickoffMode, LaunchArgs,
     LaunchConfig, Module, Result, WaitCondition,
 };
+use ferrocuda_graph::Graph;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const KNOWN: &[&str] = &[
@@ -18,6 +19,9 @@ const KNOWN: &[&str] = &[
     "signal_wait_ack",
     "signal_wait_write",
     "poll_gate_stream",
+    "graph_wait_gate",
+    "graph_poll_gate",
+    "canonical_loop",
     "fused_gate_stream",
     "alloc_free_device",
     "alloc_free_pinned",
@@ -41,6 +45,8 @@ struct Env {
     empty: Function,
     ack: Function,
     spin_ns: Function,
+    /// For the graph rows (absent from the fake driver of `cargo xtask bench --smoke`).
+    ack_inc: Option<Function>,
     /// `ferrocuda_fused_gate_ack`: the ack behind ferrocuda::wait_flag (ferrocuda/gate.cuh).
     fused_ack: Function,
     flag: CompletionFlag,
@@ -60,6 +66,7 @@ impl Env {
             empty: module.function("empty_kernel")?,
             ack: module.function("ack")?,
             spin_ns: module.function("spin_ns")?,
+            ack_inc: module.function("ack_inc").ok(),
             fused_ack: module.function("ferrocuda_fused_gate_ack")?,
             _module: module,
             flag: CompletionFlag::new(&dev)?,
@@ -276,6 +283,15 @@ fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
         gate_rows(e, a, r, "fused_gate_stream", &enqueue);
         e.reset();
     }
+    let graphs = std::env::var_os("FERROCUDA_BENCH_NO_GRAPHS").is_none();
+    if graphs && a.wants("graph_wait_gate") {
+        ran += 1;
+        graph_gate(e, a, r, "graph_wait_gate", false);
+    }
+    if graphs && a.wants("graph_poll_gate") {
+        ran += 1;
+        graph_gate(e, a, r, "graph_poll_gate", true);
+    }
     if a.wants("alloc_free_device") {
         ran += 1;
         e.reset();
@@ -342,6 +358,146 @@ fn gate_rows(e: &Env, a: &Args, r: &mut Report, bench: &str, enqueue: &dyn Fn(u6
     r.row(bench, "b2b", &mut v, "");
 }
 
+/// The graph gates, as the C baseline's: [gate: flag >= i] -> [ack_inc kernel], the gate's value
+/// updated before each launch (`GraphExec::set_wait_value`); a fresh graph per regime, so the
+/// device-side replay count starts at 0.
+fn graph_gate(e: &Env, a: &Args, r: &mut Report, bench: &str, poll: bool) {
+    let total = (a.warmup + a.samples) as u64;
+    for regime in ["idle", "b2b"] {
+        e.reset();
+        let count = ok(e.s.alloc_zeroed::<u64>(1));
+        ok(e.s.synchronize());
+        let mut g = ok_g(Graph::new(&e.dev));
+        let gate = if poll {
+            ok_g(g.poll_host_value(&e.flag, 1, WaitCondition::GreaterOrEqual, &[]))
+        } else {
+            ok_g(g.wait_host_value(&e.flag, 1, WaitCondition::GreaterOrEqual, &[]))
+        };
+        let (cp, ap) = (count.device_ptr(), e.ack_slot.device_ptr());
+        let ack_inc = e
+            .ack_inc
+            .as_ref()
+            .unwrap_or_else(|| die("the cubin has no ack_inc kernel"));
+        // SAFETY: ack_inc(u64* dev_count, u64* host_slot); the counter is owned by the graph.
+        ok_g(unsafe {
+            g.kernel(
+                ack_inc,
+                LaunchConfig::single_thread(),
+                LaunchArgs::new().arg(&cp).arg(&ap),
+                &[gate],
+            )
+        });
+        g.own(count);
+        let exec = ok_g(g.instantiate());
+        let enqueue = |i: u64| {
+            ok_g(exec.set_wait_value(gate, i));
+            ok_g(exec.launch(&e.s));
+        };
+        let mut gap = Gap::default();
+        let mut v = if regime == "idle" {
+            collect(a.warmup, a.samples, |i| {
+                enqueue(i);
+                spin_for_ns(gap.next_ns());
+                let t0 = now_ns();
+                e.flag.signal(i);
+                (e.wait_ack(i, bench) - t0) as f64
+            })
+        } else {
+            for i in 1..=QUEUE_AHEAD.min(total) {
+                enqueue(i);
+            }
+            collect(a.warmup, a.samples, |i| {
+                let t0 = now_ns();
+                e.flag.signal(i);
+                let t1 = e.wait_ack(i, bench);
+                if i + QUEUE_AHEAD <= total {
+                    enqueue(i + QUEUE_AHEAD);
+                }
+                (t1 - t0) as f64
+            })
+        };
+        r.row(bench, regime, &mut v, "");
+        ok(e.s.synchronize());
+    }
+}
+
+/// The canonical loop (docs/graph-replay.md) — [wait ready == 1] [reset ready = 0] [kernel]
+/// [async host func: ready = 1] — per step, as a graph replay and as the same operations
+/// enqueued on a stream. Rows in µs per step; `rate` = steps/s.
+fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
+    let n = a.samples as u64;
+    let ready = ok(CompletionFlag::new(&e.dev));
+    // Stream: the same four operations per step.
+    e.reset();
+    ready.signal(1);
+    let mut v = Vec::new();
+    for round in 0..5 {
+        let t0 = now_ns();
+        for _ in 0..n {
+            ok(e.s.wait_for_host_value(&ready, 1));
+            ok(e.s.write_host_value(&ready, 0));
+            // SAFETY: empty_kernel().
+            ok(unsafe {
+                e.s.launch(
+                    &e.empty,
+                    LaunchConfig::single_thread(),
+                    &mut LaunchArgs::new(),
+                )
+            });
+            ok(e.s.enqueue_async_host_func(&ready, 1, || {}));
+        }
+        ok(e.s.synchronize());
+        ready
+            .wait(WaitCondition::Equal, 1, std::time::Duration::from_secs(5))
+            .unwrap_or_else(|e| die(&e.to_string()));
+        if round > 0 {
+            v.push((now_ns() - t0) as f64 / n as f64);
+        }
+    }
+    let rate = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        1e9 / s[s.len() / 2]
+    };
+    let extra = format!("\"rate\":{:.1},\"rate_unit\":\"steps/s\"", rate(&v));
+    r.row("canonical_loop", "stream", &mut v, &extra);
+    // Graph: one launch per step.
+    let mut g = ok_g(Graph::new(&e.dev));
+    let w = ok_g(g.wait_host_value(&ready, 1, WaitCondition::Equal, &[]));
+    let z = ok_g(g.write_host_value(&ready, 0, &[w]));
+    // SAFETY: empty_kernel().
+    let k = ok_g(unsafe {
+        g.kernel(
+            &e.empty,
+            LaunchConfig::single_thread(),
+            &mut LaunchArgs::new(),
+            &[z],
+        )
+    });
+    ok_g(g.launch_async_host_func(&ready, 1, || {}, &[k]));
+    let exec = ok_g(g.instantiate());
+    let mut v = Vec::new();
+    for round in 0..5 {
+        let t0 = now_ns();
+        for _ in 0..n {
+            ok_g(exec.launch(&e.s));
+        }
+        ok_g(exec.synchronize(&e.s));
+        ready
+            .wait(WaitCondition::Equal, 1, std::time::Duration::from_secs(5))
+            .unwrap_or_else(|e| die(&e.to_string()));
+        if round > 0 {
+            v.push((now_ns() - t0) as f64 / n as f64);
+        }
+    }
+    let extra = format!("\"rate\":{:.1},\"rate_unit\":\"steps/s\"", rate(&v));
+    r.row("canonical_loop", "graph", &mut v, &extra);
+}
+
+fn ok_g<T>(r: ferrocuda_graph::Result<T>) -> T {
+    r.unwrap_or_else(|e| die(&e.to_string()))
+}
+
 fn hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
     let mut ran = 0;
     if a.wants("host_func_latency") {
@@ -401,6 +557,11 @@ fn hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
         ran += 1;
         r.state = "after_hostfunc";
         trampoline(e, a, r, "trampoline_hostfunc", KickoffMode::HostFunc);
+    }
+    if a.wants("canonical_loop") && std::env::var_os("FERROCUDA_BENCH_NO_GRAPHS").is_none() {
+        ran += 1;
+        r.state = "after_hostfunc";
+        canonical_loop(e, a, r);
     }
     ran
 }
