@@ -267,6 +267,37 @@ mod tests {
         assert_eq!(pending_futures(), 0);
     }
 
+    /// A woken future whose task has not polled yet keeps its result registered, but the waiter
+    /// has nothing left to watch: it parks.
+    #[test]
+    fn woken_but_unpolled_future_lets_the_waiter_park() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let cell = Arc::new(AtomicU64::new(0));
+        let mut f = cell_wait(&cell, 1);
+        let w = Arc::new(Unpark(std::thread::current(), AtomicUsize::new(0)));
+        let waker = Waker::from(w.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+        cell.store(1, Ordering::Release);
+        let t = Instant::now();
+        while w.1.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pending_futures(), 1, "the result waits for the next poll");
+        std::thread::sleep(Duration::from_millis(50));
+        let c0 = waiter_cpu_ticks();
+        std::thread::sleep(Duration::from_millis(300));
+        let c1 = waiter_cpu_ticks();
+        assert!(
+            c1 - c0 <= 1,
+            "the waiter used {} ticks with nothing to watch ({:?})",
+            c1 - c0,
+            crate::waiter::debug_state()
+        );
+        assert!(matches!(Pin::new(&mut f).poll(&mut cx), Poll::Ready(Ok(1))));
+        assert_eq!(pending_futures(), 0);
+    }
+
     #[test]
     fn aborted_cell_fails_the_future() {
         let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

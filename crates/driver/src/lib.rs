@@ -69,7 +69,8 @@
 //! One crate thread, the *waiter*, watches what pending futures wait for (a load per flag, a
 //! `cuEventQuery` per event) and wakes them: it spins for [`waiter_spin`] after anything happens
 //! (wake-ups then take about a microsecond after the GPU's write), sleeps 20–200 µs between checks
-//! after that, and parks, using no CPU, when no future is pending. Futures are cancel-safe: dropping
+//! after that, and parks, using no CPU, once no future has been pending for that window (at most
+//! 200 µs). Futures are cancel-safe: dropping
 //! one deregisters it ([`pending_futures`] counts the registered ones), so `tokio::time::timeout`
 //! bounds a wait, and [`CompletionFlag::abort`] releases flag futures with [`Error::Aborted`].
 //! `docs/async.md` has the mechanism, its costs and the measurements; `examples/async_jobs.rs` serves

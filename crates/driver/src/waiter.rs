@@ -11,9 +11,9 @@
 //!
 //! Back-off: after anything happens (a future registered, a condition fired, a host-side kick) the
 //! thread spins for [`waiter_spin`] (100 µs by default), then sleeps with a pause that grows from
-//! 20 µs to 200 µs, and parks (no CPU at all) as soon as no future is registered. Registering a
-//! future, or a host-side signal of a flag, restarts the spin at once (an `unpark`, made only when
-//! the thread is not already spinning).
+//! 20 µs to 200 µs, and parks (no CPU at all) once no future has been pending for the spin window
+//! (at most 200 µs). Registering a future, or a host-side signal of a flag, restarts the spin at
+//! once (an `unpark`, made only when the thread is not already spinning).
 //!
 //! The bookkeeping ([`Registry`]) is separate from the thread and generic over the condition, so
 //! that it is tested without a GPU: an entry is pending (holding the waker of its latest poll) or
@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// The first pause of the sleeping phase.
 const PAUSE_MIN: Duration = Duration::from_micros(20);
+/// The longest the thread spins with nothing pending before it parks (at most the spin window).
+const IDLE_GRACE_MAX: Duration = Duration::from_micros(200);
 /// The longest pause while futures are pending (bounds the wake latency of a long wait).
 const PAUSE_MAX: Duration = Duration::from_micros(200);
 
@@ -93,6 +95,8 @@ struct Entry<C> {
 pub(crate) struct Registry<C> {
     entries: HashMap<u64, Entry<C>>,
     next: u64,
+    /// Entries still pending (what the thread has to watch).
+    pending: usize,
 }
 
 impl<C: Clone> Registry<C> {
@@ -100,6 +104,7 @@ impl<C: Clone> Registry<C> {
         Registry {
             entries: HashMap::new(),
             next: 0,
+            pending: 0,
         }
     }
 
@@ -107,6 +112,7 @@ impl<C: Clone> Registry<C> {
     pub(crate) fn register(&mut self, cond: C, waker: Waker) -> u64 {
         let id = self.next;
         self.next += 1;
+        self.pending += 1;
         self.entries.insert(
             id,
             Entry {
@@ -150,7 +156,10 @@ impl<C: Clone> Registry<C> {
     /// The future `id` was dropped: removes its entry (returned, to be dropped outside the lock).
     pub(crate) fn cancel(&mut self, id: u64) -> Option<(C, Option<Waker>)> {
         self.entries.remove(&id).map(|e| match e.state {
-            State::Pending(w) => (e.cond, Some(w)),
+            State::Pending(w) => {
+                self.pending -= 1;
+                (e.cond, Some(w))
+            }
             State::Done(_) => (e.cond, None),
         })
     }
@@ -172,6 +181,7 @@ impl<C: Clone> Registry<C> {
         if !matches!(e.state, State::Pending(_)) {
             return None;
         }
+        self.pending -= 1;
         match std::mem::replace(&mut e.state, State::Done(result)) {
             State::Pending(w) => Some(w),
             State::Done(_) => None,
@@ -181,6 +191,11 @@ impl<C: Clone> Registry<C> {
     /// Entries (pending or done and not yet taken).
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Entries still pending.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
     }
 }
 
@@ -193,6 +208,9 @@ const PARKED: u8 = 2;
 
 /// Registered entries (mirrors `registry().len()`, readable without the lock).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Pending entries (mirrors `registry().pending()`): the thread parks when there are none, even if
+/// done entries wait for their futures' next poll.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// What the thread is doing.
 static STATE: AtomicU8 = AtomicU8::new(PARKED);
 /// Bumped by every registration and kick: the thread restarts its spin when it changes.
@@ -227,12 +245,23 @@ fn thread() -> Option<&'static Thread> {
     .as_ref()
 }
 
+/// (pending entries, thread state) for tests.
+#[cfg(test)]
+pub(crate) fn debug_state() -> (usize, u8) {
+    (PENDING.load(Ordering::SeqCst), STATE.load(Ordering::SeqCst))
+}
+
+fn publish(r: &Registry<Cond>) {
+    COUNT.store(r.len(), Ordering::SeqCst);
+    PENDING.store(r.pending(), Ordering::SeqCst);
+}
+
 /// Registers a pending wait and makes sure the thread watches it.
 pub(crate) fn register(cond: Cond, waker: Waker) -> u64 {
     let id = {
         let mut r = registry();
         let id = r.register(cond, waker);
-        COUNT.store(r.len(), Ordering::SeqCst);
+        publish(&r);
         id
     };
     wake_thread();
@@ -244,7 +273,7 @@ pub(crate) fn poll(id: u64, waker: &Waker) -> Poll<Result<u64>> {
     let (p, old) = {
         let mut r = registry();
         let p = r.poll(id, waker);
-        COUNT.store(r.len(), Ordering::SeqCst);
+        publish(&r);
         p
     };
     drop(old);
@@ -256,7 +285,7 @@ pub(crate) fn cancel(id: u64) {
     let removed = {
         let mut r = registry();
         let e = r.cancel(id);
-        COUNT.store(r.len(), Ordering::SeqCst);
+        publish(&r);
         e
     };
     // The condition (maybe the last handle of an event) and the waker drop outside the lock.
@@ -268,7 +297,7 @@ pub(crate) fn cancel(id: u64) {
 /// future is registered.
 #[inline]
 pub(crate) fn kick() {
-    if COUNT.load(Ordering::SeqCst) > 0 && STATE.load(Ordering::SeqCst) != SPINNING {
+    if PENDING.load(Ordering::SeqCst) > 0 && STATE.load(Ordering::SeqCst) != SPINNING {
         wake_thread();
     }
 }
@@ -298,7 +327,7 @@ pub fn waiter_spin() -> Duration {
 /// Sets [`waiter_spin`] for the process. A longer window keeps the wake-up latency of longer GPU
 /// waits at the spinning level (≈ 1 µs after the GPU's write) at the price of one busy core while
 /// futures are pending; `Duration::ZERO` sleeps at once (wake-ups then take 20–200 µs more). With
-/// no future registered the thread parks whatever this says.
+/// no future pending the thread parks after at most 200 µs, whatever this says.
 pub fn set_waiter_spin(window: Duration) {
     SPIN_NS.store(
         window.as_nanos().min(u64::MAX as u128) as u64,
@@ -314,10 +343,16 @@ fn run() {
     let mut last = Instant::now();
     let mut pause = PAUSE_MIN;
     loop {
-        if COUNT.load(Ordering::SeqCst) == 0 {
+        if PENDING.load(Ordering::SeqCst) == 0 {
+            // Linger a little first: a service that awaits back to back registers its next
+            // future within microseconds, and a parked thread takes tens of µs to wake.
+            if last.elapsed() < waiter_spin().min(IDLE_GRACE_MAX) {
+                std::hint::spin_loop();
+                continue;
+            }
             STATE.store(PARKED, Ordering::SeqCst);
             // A registration after this check unparks (its token survives until `park`).
-            if COUNT.load(Ordering::SeqCst) == 0 {
+            if PENDING.load(Ordering::SeqCst) == 0 {
                 std::thread::park();
             }
             STATE.store(SPINNING, Ordering::SeqCst);
@@ -335,10 +370,12 @@ fn run() {
         if !fired.is_empty() {
             let wakers: Vec<Waker> = {
                 let mut r = registry();
-                fired
+                let w = fired
                     .drain(..)
                     .filter_map(|(id, res)| r.fire(id, res))
-                    .collect()
+                    .collect();
+                publish(&r);
+                w
             };
             wakers.into_iter().for_each(Waker::wake);
             last = Instant::now();
@@ -480,6 +517,8 @@ mod tests {
                     }
                     _ => {}
                 }
+                let waiting = futs.iter().filter(|f| f.live && !f.fired).count();
+                prop_assert_eq!(reg.pending(), waiting, "pending count drifted");
             }
             // Drop every future still holding an entry.
             for f in &mut futs {
@@ -488,6 +527,7 @@ mod tests {
                 }
             }
             prop_assert_eq!(reg.len(), 0);
+            prop_assert_eq!(reg.pending(), 0);
             for f in &futs {
                 let total: usize = f.wakers.iter().map(|w| w.wakes.load(Ordering::SeqCst)).sum();
                 prop_assert!(total <= 1, "a future was woken {} times", total);
