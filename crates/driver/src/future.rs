@@ -267,6 +267,16 @@ mod tests {
         assert_eq!(pending_futures(), 0);
     }
 
+    /// The futures can be spawned on a multi-threaded runtime and used with `select!`/`timeout`
+    /// by `&mut`: `Send`, `Unpin`, `'static`.
+    #[test]
+    fn futures_are_send_unpin_and_static() {
+        fn check<T: Future + Send + Unpin + 'static>() {}
+        check::<FlagWait>();
+        check::<EventWait>();
+        check::<StreamSync>();
+    }
+
     /// A woken future whose task has not polled yet keeps its result registered, but the waiter
     /// has nothing left to watch: it parks.
     #[test]

@@ -211,6 +211,9 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Pending entries (mirrors `registry().pending()`): the thread parks when there are none, even if
 /// done entries wait for their futures' next poll.
 static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// Bumped by every change of the registry (under its lock): the thread re-reads its snapshot of
+/// pending conditions only when this moved, so its checks take no lock while nothing changes.
+static GEN: AtomicU64 = AtomicU64::new(0);
 /// What the thread is doing.
 static STATE: AtomicU8 = AtomicU8::new(PARKED);
 /// Bumped by every registration and kick: the thread restarts its spin when it changes.
@@ -254,6 +257,7 @@ pub(crate) fn debug_state() -> (usize, u8) {
 fn publish(r: &Registry<Cond>) {
     COUNT.store(r.len(), Ordering::SeqCst);
     PENDING.store(r.pending(), Ordering::SeqCst);
+    GEN.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Registers a pending wait and makes sure the thread watches it.
@@ -342,6 +346,7 @@ fn run() {
     let mut seen = ACTIVITY.load(Ordering::SeqCst);
     let mut last = Instant::now();
     let mut pause = PAUSE_MIN;
+    let mut snap_gen = u64::MAX;
     loop {
         if PENDING.load(Ordering::SeqCst) == 0 {
             // Linger a little first: a service that awaits back to back registers its next
@@ -350,6 +355,9 @@ fn run() {
                 std::hint::spin_loop();
                 continue;
             }
+            // Hold no handle while parked.
+            snap.clear();
+            snap_gen = u64::MAX;
             STATE.store(PARKED, Ordering::SeqCst);
             // A registration after this check unparks (its token survives until `park`).
             if PENDING.load(Ordering::SeqCst) == 0 {
@@ -361,10 +369,16 @@ fn run() {
             pause = PAUSE_MIN;
             continue;
         }
-        registry().snapshot(&mut snap);
-        for (id, cond) in snap.drain(..) {
+        if GEN.load(Ordering::SeqCst) != snap_gen {
+            snap.clear();
+            let r = registry();
+            r.snapshot(&mut snap);
+            // Read under the lock: the snapshot is of exactly this generation.
+            snap_gen = GEN.load(Ordering::SeqCst);
+        }
+        for (id, cond) in &snap {
             if let Some(r) = cond.check() {
-                fired.push((id, r));
+                fired.push((*id, r));
             }
         }
         if !fired.is_empty() {
