@@ -298,7 +298,7 @@ impl CompletionFlag {
     ///
     /// The future is `'static` (it holds the flag) and checks the flag when first polled; if not
     /// there yet, the crate's waiter thread watches it (one load from pinned memory per check) and
-    /// wakes the task, typically within a microsecond or two of the GPU's write while it spins
+    /// wakes the task, one pass over the pending checks after the GPU's write while it spins
     /// ([`waiter_spin`](crate::waiter_spin)). Cancel-safe: dropping it deregisters it, so
     /// `tokio::time::timeout` bounds a wait that may never be satisfied. Its output is the value
     /// seen, or [`Error::Aborted`] once the flag holds [`ABORTED`](Self::ABORTED) (unless that is

@@ -68,7 +68,7 @@
 //!
 //! One crate thread, the *waiter*, watches what pending futures wait for (a load per flag, a
 //! `cuEventQuery` per event) and wakes them: it spins for [`waiter_spin`] after anything happens
-//! (wake-ups then take about a microsecond after the GPU's write), sleeps 20–200 µs between checks
+//! (a wake-up then lags the GPU's write by one pass over the pending checks), sleeps 20–200 µs between checks
 //! after that, and parks, using no CPU, once no future has been pending for that window (at most
 //! 200 µs). Futures are cancel-safe: dropping
 //! one deregisters it ([`pending_futures`] counts the registered ones), so `tokio::time::timeout`

@@ -329,7 +329,7 @@ pub fn waiter_spin() -> Duration {
 }
 
 /// Sets [`waiter_spin`] for the process. A longer window keeps the wake-up latency of longer GPU
-/// waits at the spinning level (≈ 1 µs after the GPU's write) at the price of one busy core while
+/// waits at the spinning level (one pass over the pending checks after the GPU's write) at the price of one busy core while
 /// futures are pending; `Duration::ZERO` sleeps at once (wake-ups then take 20–200 µs more). With
 /// no future pending the thread parks after at most 200 µs, whatever this says.
 pub fn set_waiter_spin(window: Duration) {
