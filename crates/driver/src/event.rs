@@ -2,9 +2,12 @@
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::future::EventWait;
 use crate::raw::{self, CUevent};
 use crate::reclaim;
+use crate::waiter::Cond;
 use ferrocuda_sys::CUevent_flags;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,7 +104,8 @@ pub(crate) fn poll_until(
 /// # Ok(()) }
 /// ```
 pub struct DeviceEvent {
-    pub(crate) raw: RawEvent,
+    /// Shared with the waiter thread while a future waits on it.
+    pub(crate) raw: Arc<RawEvent>,
     device: Device,
     timing: bool,
     recorded: AtomicBool,
@@ -122,7 +126,7 @@ impl DeviceEvent {
             CUevent_flags::CU_EVENT_DISABLE_TIMING
         };
         // SAFETY: the device's context is current.
-        let raw = RawEvent(unsafe { raw::event_create(flags.0) }?);
+        let raw = Arc::new(RawEvent(unsafe { raw::event_create(flags.0) }?));
         Ok(DeviceEvent {
             raw,
             device: device.clone(),
@@ -150,6 +154,35 @@ impl DeviceEvent {
     pub fn is_ready(&self) -> Result<bool> {
         // SAFETY: the event is live.
         unsafe { raw::event_query(self.raw.0) }
+    }
+
+    /// A future that resolves once the work before the event's last record (at the time of the
+    /// call) has completed: the async form of [`synchronize`](Self::synchronize).
+    ///
+    /// The future owns what it needs (it is `'static`: spawn it, or drop `self` meanwhile). It
+    /// checks the event when first polled; if not complete, the crate's waiter thread queries it
+    /// (`cuEventQuery`, ≈ 0.3 µs, never blocks) until it is, and wakes the task. Each pending event
+    /// future costs one query per check of the waiter; for thousands of concurrent waits, a
+    /// [`CompletionFlag`](crate::CompletionFlag) written by the stream
+    /// ([`write_host_value`](crate::DeviceStream::write_host_value)) with
+    /// [`CompletionFlag::wait_async`](crate::CompletionFlag::wait_async) is cheaper (one load).
+    /// Cancel-safe: dropping the future deregisters it. See docs/async.md.
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{Device, DeviceEvent};
+    /// # async fn job() -> ferrocuda_driver::Result<()> {
+    /// let device = Device::new(0)?;
+    /// let stream = device.new_stream()?;
+    /// let done = DeviceEvent::new(&device, false)?;
+    /// // ... enqueue work ...
+    /// stream.record_event(&done)?;
+    /// done.wait_async().await?; // the task sleeps; no thread is blocked
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The output is the driver's error if that work failed (as `synchronize`).
+    pub fn wait_async(&self) -> EventWait {
+        EventWait::new(Cond::Event(self.raw.clone()))
     }
 
     /// Blocks until the work before the event's last record has completed.

@@ -238,7 +238,10 @@ impl CompletionFlag {
     /// kickoff ran); on the hot path, let the async host-function trampoline signal.
     #[inline]
     pub fn signal(&self, value: u64) {
-        self.as_ref().signal(value)
+        self.as_ref().signal(value);
+        // A future of this process may wait for it: restart the waiter's spin if it sleeps (one
+        // atomic load when no future is pending).
+        crate::waiter::kick();
     }
 
     /// Clears the flag to 0 with a relaxed store. Safe before any consumer has observed the address.
@@ -247,7 +250,9 @@ impl CompletionFlag {
         self.as_ref().reset()
     }
 
-    /// Stores [`ABORTED`](Self::ABORTED), releasing every greater-or-equal waiter (GPU or host).
+    /// Stores [`ABORTED`](Self::ABORTED), releasing every greater-or-equal waiter (GPU or host);
+    /// host waits and [`wait_async`](Self::wait_async) futures (any condition) return
+    /// [`Error::Aborted`].
     pub fn abort(&self) {
         self.signal(Self::ABORTED)
     }
@@ -272,6 +277,40 @@ impl CompletionFlag {
         self.as_ref().wait(cond, value, timeout)
     }
 
+    /// A future that resolves once the flag satisfies `cond` for `value`: the async form of
+    /// [`wait`](Self::wait), for GPU → host signals
+    /// ([`write_host_value`](crate::DeviceStream::write_host_value)) and for the async
+    /// trampoline's completion (after
+    /// [`enqueue_async_host_func`](crate::DeviceStream::enqueue_async_host_func)`(&flag, v, f)`,
+    /// `flag.wait_async(WaitCondition::GreaterOrEqual, v)` resolves once `f` ran and signalled).
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+    /// # async fn job() -> ferrocuda_driver::Result<()> {
+    /// let device = Device::new(0)?;
+    /// let stream = device.new_stream()?;
+    /// let done = CompletionFlag::new(&device)?;
+    /// // ... enqueue work ...
+    /// stream.write_host_value(&done, 1)?;
+    /// done.wait_async(WaitCondition::GreaterOrEqual, 1).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The future is `'static` (it holds the flag) and checks the flag when first polled; if not
+    /// there yet, the crate's waiter thread watches it (one load from pinned memory per check) and
+    /// wakes the task, one pass over the pending checks after the GPU's write while it spins
+    /// ([`waiter_spin`](crate::waiter_spin)). Cancel-safe: dropping it deregisters it, so
+    /// `tokio::time::timeout` bounds a wait that may never be satisfied. Its output is the value
+    /// seen, or [`Error::Aborted`] once the flag holds [`ABORTED`](Self::ABORTED) (unless that is
+    /// the awaited value) — [`abort`](Self::abort) releases every such future. See docs/async.md.
+    pub fn wait_async(&self, cond: WaitCondition, value: u64) -> crate::FlagWait {
+        crate::FlagWait::new(crate::waiter::Cond::Flag {
+            flag: self.inner.clone(),
+            cond,
+            value,
+        })
+    }
+
     pub(crate) fn inner(&self) -> &Arc<FlagInner> {
         &self.inner
     }
@@ -294,9 +333,18 @@ impl FlagInner {
         unsafe { self.slot.host.as_ref() }.fetch_sub(n, Ordering::AcqRel);
     }
 
+    /// Release store of `value` (the trampoline's signal); a future waiting for it is woken
+    /// without waiting for the waiter's next check.
     pub(crate) fn signal(&self, value: u64) {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);
+        crate::waiter::kick();
+    }
+
+    /// Acquire load of the current value.
+    pub(crate) fn load(&self) -> u64 {
+        // SAFETY: the slot is valid pinned memory for the life of the process.
+        unsafe { self.slot.host.as_ref() }.load(Ordering::Acquire)
     }
 }
 
@@ -395,6 +443,20 @@ impl CompletionFlagRef<'_> {
     }
 }
 
+/// The outcome of a wait for `value` once the flag holds `seen`: `None` while not reached. The
+/// abort value is checked first: it satisfies every greater-or-equal wait (that is how it releases
+/// the GPU's), yet a host waiter must learn that the producer gave up, unless `value` is the abort
+/// value itself.
+pub(crate) fn flag_outcome(seen: u64, cond: WaitCondition, value: u64) -> Option<Result<u64>> {
+    if seen == CompletionFlag::ABORTED && value != CompletionFlag::ABORTED {
+        Some(Err(Error::Aborted))
+    } else if cond.holds(seen, value) {
+        Some(Ok(seen))
+    } else {
+        None
+    }
+}
+
 /// The host-side wait loop, over any `load` (so it can be tested without a GPU).
 pub(crate) fn wait_host(
     load: impl Fn() -> u64,
@@ -406,12 +468,8 @@ pub(crate) fn wait_host(
     let mut pause = Duration::from_micros(5);
     let mut spins = 0u32;
     loop {
-        let v = load();
-        if cond.holds(v, value) {
-            return Ok(v);
-        }
-        if v == CompletionFlag::ABORTED {
-            return Err(Error::Aborted);
+        if let Some(r) = flag_outcome(load(), cond, value) {
+            return r;
         }
         spins += 1;
         if !spins.is_multiple_of(64) {
@@ -491,6 +549,16 @@ mod tests {
         let e = wait_host(
             || cell.load(Ordering::Acquire),
             WaitCondition::Equal,
+            4,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Aborted), "{e}");
+        // Also for a greater-or-equal wait, which the abort value satisfies (it releases the
+        // GPU's waits): the host waiter learns of the abort.
+        let e = wait_host(
+            || cell.load(Ordering::Acquire),
+            WaitCondition::GreaterOrEqual,
             4,
             Duration::from_secs(1),
         )

@@ -40,6 +40,42 @@
 //! * [`DeviceBuffer`], [`HostBuffer`]: device memory (stream-ordered) and pinned host memory.
 //! * [`Module`], [`Function`], [`LaunchConfig`], [`LaunchArgs`]: GPU code and how to launch it.
 //!
+//! # Async
+//!
+//! Every wait has a future, for async services (tokio, async-std, smol: the futures use only std's
+//! `Future` and `Waker`, no runtime):
+//!
+//! | wait | blocking | future |
+//! | --- | --- | --- |
+//! | an event completes | [`DeviceEvent::synchronize`] | [`DeviceEvent::wait_async`] → [`EventWait`] |
+//! | a flag reaches a value (GPU → host, [`DeviceStream::write_host_value`]) | [`CompletionFlag::wait`] | [`CompletionFlag::wait_async`] → [`FlagWait`] |
+//! | a stream drains | [`DeviceStream::synchronize`] | [`DeviceStream::synchronize_async`] → [`StreamSync`] |
+//! | an async host function ran | [`CompletionFlag::wait`] | `flag.wait_async(WaitCondition::GreaterOrEqual, v)` after `enqueue_async_host_func(&flag, v, f)` |
+//!
+//! ```no_run
+//! use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
+//!
+//! # async fn serve() -> ferrocuda_driver::Result<()> {
+//! let device = Device::new(0)?;
+//! let stream = device.new_stream()?;
+//! let done = CompletionFlag::new(&device)?;
+//! // ... enqueue the job's kernels ...
+//! stream.write_host_value(&done, 1)?;
+//! done.wait_async(WaitCondition::GreaterOrEqual, 1).await?; // the task sleeps, no thread blocks
+//! stream.synchronize_async().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! One crate thread, the *waiter*, watches what pending futures wait for (a load per flag, a
+//! `cuEventQuery` per event) and wakes them: it spins for [`waiter_spin`] after anything happens
+//! (a wake-up then lags the GPU's write by one pass over the pending checks), sleeps 20–200 µs between checks
+//! after that, and parks, using no CPU, once no future has been pending for that window (at most
+//! 200 µs). Futures are cancel-safe: dropping
+//! one deregisters it ([`pending_futures`] counts the registered ones), so `tokio::time::timeout`
+//! bounds a wait, and [`CompletionFlag::abort`] releases flag futures with [`Error::Aborted`].
+//! `docs/async.md` has the mechanism, its costs and the measurements; `examples/async_jobs.rs` serves
+//! 1,000 concurrent jobs from tokio.
+//!
 //! # Guarantees
 //!
 //! * **Keep-alive.** Whatever an enqueued operation touches — a flag, a buffer, a module, a host
@@ -70,6 +106,7 @@ mod device;
 mod error;
 mod event;
 mod flag;
+mod future;
 mod host_func;
 mod memory;
 mod module;
@@ -77,12 +114,14 @@ mod raw;
 mod reclaim;
 mod stream;
 mod trampoline;
+mod waiter;
 
 pub use callback::HostCallback;
 pub use device::Device;
 pub use error::{DriverError, Error, Result};
 pub use event::DeviceEvent;
 pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+pub use future::{EventWait, FlagWait, StreamSync};
 pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes};
 pub use module::{
     DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
@@ -91,6 +130,7 @@ pub use module::{
 pub use reclaim::{defer_drop, in_host_function, pending_releases, wait_for_releases};
 pub use stream::{DeviceStream, GateStrategy};
 pub use trampoline::{GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS};
+pub use waiter::{pending_futures, set_waiter_spin, waiter_spin};
 
 /// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.
 pub use ferrocuda_sys as sys;

@@ -4,12 +4,14 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::event::{DeviceEvent, RawEvent};
 use crate::flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+use crate::future::StreamSync;
 use crate::host_func::{self, Job, PanicSink, SmallFn};
 use crate::memory::{DeviceBuffer, HostBuffer};
 use crate::module::{Function, LaunchArgs, LaunchConfig};
 use crate::raw::{self, CUstream};
 use crate::reclaim;
 use crate::trampoline::{self, KickoffMode};
+use crate::waiter::Cond;
 use bytemuck::Pod;
 use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -161,7 +163,7 @@ impl DeviceStream {
     }
 
     /// Reports host-function panics and expired polling gates since the last report.
-    fn check_panics(&self) -> Result<()> {
+    pub(crate) fn check_panics(&self) -> Result<()> {
         if let Some((count, first)) = self.inner.panics.take() {
             return Err(Error::HostFuncPanicked { count, first });
         }
@@ -278,6 +280,32 @@ impl DeviceStream {
             unsafe { raw::event_query(e.0) }
         })?;
         self.check_panics()
+    }
+
+    /// A future that resolves once all work enqueued so far has completed: the async form of
+    /// [`synchronize`](Self::synchronize).
+    ///
+    /// Records an event now (so later work is not waited for) and awaits it through the crate's
+    /// waiter thread ([`DeviceEvent::wait_async`]); then reports host-function panics and
+    /// expired gates as `synchronize` does. The future is `'static` (it holds a clone of the
+    /// stream) and cancel-safe. A wait that may never be satisfied (work behind a host value
+    /// nobody signals) is bounded by the caller, e.g. with `tokio::time::timeout`.
+    ///
+    /// ```no_run
+    /// # async fn job(stream: ferrocuda_driver::DeviceStream) -> ferrocuda_driver::Result<()> {
+    /// // ... enqueue work on `stream` ...
+    /// stream.synchronize_async().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The output is as `synchronize`'s (an error recording the event is the future's output).
+    pub fn synchronize_async(&self) -> StreamSync {
+        let event = RawEvent::new_untimed(&self.inner.device).and_then(|e| {
+            // SAFETY: event and stream are live and of one context.
+            unsafe { raw::event_record(e.0, self.inner.raw) }?;
+            Ok(Cond::Event(Arc::new(e)))
+        });
+        StreamSync::new(self.clone(), event)
     }
 
     /// Whether all work enqueued so far has completed (never blocks).

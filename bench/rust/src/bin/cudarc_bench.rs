@@ -1,4 +1,4 @@
-//! cudarc's side of `cargo xtask bench`: the loops of `ferrocuda_bench.rs` (which are the C
+//! cudarc's side of `cargo xtask bench`: the loops of `ferrocuda_bench/main.rs` (which are the C
 //! baseline's, bench/raw/), in the same order and process states (bench/README.md), written the
 //! way a user of cudarc 0.19 would write them.
 //!

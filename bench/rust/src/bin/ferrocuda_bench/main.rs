@@ -9,6 +9,9 @@ use ferrocuda_driver::{
 use ferrocuda_graph::Graph;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod future_wake;
+use future_wake::future_wake;
+
 const KNOWN: &[&str] = &[
     "event_record_sync",
     "event_query",
@@ -29,6 +32,7 @@ const KNOWN: &[&str] = &[
     "host_func_throughput",
     "trampoline_hostfunc",
     "trampoline_gpuwrite",
+    "future_wake",
 ];
 
 /// Threads of the fused-gate ack kernel (as the C baseline's FUSED_THREADS).
@@ -685,6 +689,11 @@ fn main() {
     if hostfunc(&e, &args, &mut r) > 0 {
         r.state = "after_hostfunc";
         events(&e, &args, &mut r);
+    }
+    // Last, so that its threads' driver calls cannot change the state of the rows above; its
+    // event rows are taken in whatever state the process has reached (the row says which).
+    if args.wants("future_wake") {
+        future_wake(&e, &args, &mut r);
     }
     e.reset();
 }

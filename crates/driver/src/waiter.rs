@@ -1,0 +1,559 @@
+//! The one mechanism behind the crate's futures: the *waiter* thread, which polls what pending
+//! futures wait for and wakes their wakers.
+//!
+//! Why a polling thread (docs/async.md has the numbers): the GPU tells the host it got somewhere
+//! through a mapped-memory write (`cuStreamWriteValue64`, seen by a spinning host ≈ 4 µs after
+//! enqueue on an H100) or an event (`cuEventQuery` ≈ 0.3 µs a call, never blocks, even behind a
+//! stream that waits on a host value). A host function per wake-up (`cuLaunchHostFunc`) would cost
+//! 12–27 µs with long tails, and it slows every event call of the process for the rest of its life.
+//! So the crate watches: a flag check is one load from pinned memory, an event check one
+//! `cuEventQuery` on this thread.
+//!
+//! Back-off: after anything happens (a future registered, a condition fired, a host-side kick) the
+//! thread spins for [`waiter_spin`] (100 µs by default), then sleeps with a pause that grows from
+//! 20 µs to 200 µs, and parks (no CPU at all) once no future has been pending for the spin window
+//! (at most 200 µs). Registering a future, or a host-side signal of a flag, restarts the spin at
+//! once (an `unpark`, made only when the thread is not already spinning).
+//!
+//! The bookkeeping ([`Registry`]) is separate from the thread and generic over the condition, so
+//! that it is tested without a GPU: an entry is pending (holding the waker of its latest poll) or
+//! done (holding the result for the future's next poll); the future removes it when it takes the
+//! result or when it is dropped. Every waker is woken at most once; wakers are woken outside the
+//! lock.
+
+use crate::error::{Error, Result};
+use crate::event::RawEvent;
+use crate::flag::{FlagInner, WaitCondition, flag_outcome};
+use crate::raw;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Poll, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// The first pause of the sleeping phase.
+const PAUSE_MIN: Duration = Duration::from_micros(20);
+/// The longest the thread spins with nothing pending before it parks (at most the spin window).
+const IDLE_GRACE_MAX: Duration = Duration::from_micros(200);
+/// The longest pause while futures are pending (bounds the wake latency of a long wait).
+const PAUSE_MAX: Duration = Duration::from_micros(200);
+
+/// What a registered future waits for.
+#[derive(Clone)]
+pub(crate) enum Cond {
+    /// A flag reaching a value (the `Arc` keeps the slot allocated while the future lives).
+    Flag {
+        flag: Arc<FlagInner>,
+        cond: WaitCondition,
+        value: u64,
+    },
+    /// An event completing (the `Arc` keeps the handle alive while the waiter may query it).
+    Event(Arc<RawEvent>),
+    /// A plain host cell, for the CPU tests of the thread.
+    #[cfg(test)]
+    Cell { cell: Arc<AtomicU64>, value: u64 },
+}
+
+impl Cond {
+    /// `None` while the awaited point is not reached; the future's result once it is.
+    pub(crate) fn check(&self) -> Option<Result<u64>> {
+        match self {
+            Cond::Flag { flag, cond, value } => flag_outcome(flag.load(), *cond, *value),
+            // SAFETY: the event is live (the Arc owns it). cuEventQuery never blocks.
+            Cond::Event(e) => match unsafe { raw::event_query(e.0) } {
+                Ok(true) => Some(Ok(0)),
+                Ok(false) => None,
+                Err(err) => Some(Err(err)),
+            },
+            #[cfg(test)]
+            Cond::Cell { cell, value } => flag_outcome(
+                cell.load(Ordering::Acquire),
+                WaitCondition::GreaterOrEqual,
+                *value,
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping
+
+enum State {
+    /// Not reached yet; the waker of the future's latest poll.
+    Pending(Waker),
+    /// Reached (or failed): the result, until the future takes it or is dropped.
+    Done(Result<u64>),
+}
+
+struct Entry<C> {
+    cond: C,
+    state: State,
+}
+
+/// Registered futures by id.
+pub(crate) struct Registry<C> {
+    entries: HashMap<u64, Entry<C>>,
+    next: u64,
+    /// Entries still pending (what the thread has to watch).
+    pending: usize,
+}
+
+impl<C: Clone> Registry<C> {
+    pub(crate) fn new() -> Self {
+        Registry {
+            entries: HashMap::new(),
+            next: 0,
+            pending: 0,
+        }
+    }
+
+    /// Registers a pending wait; returns its id.
+    pub(crate) fn register(&mut self, cond: C, waker: Waker) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.pending += 1;
+        self.entries.insert(
+            id,
+            Entry {
+                cond,
+                state: State::Pending(waker),
+            },
+        );
+        id
+    }
+
+    /// The future `id` polls: its result if done (the entry is removed), else `Pending` with the
+    /// waker replaced by `waker` unless it would wake the same task. The replaced waker is
+    /// returned so that the caller drops it outside the lock.
+    pub(crate) fn poll(&mut self, id: u64, waker: &Waker) -> (Poll<Result<u64>>, Option<Waker>) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            // Only the future removes its entry, so this is unreachable for a live future; answer
+            // rather than panic.
+            return (
+                Poll::Ready(Err(Error::InvalidArgument(
+                    "a future's waiter entry vanished (polled after completion?)".into(),
+                ))),
+                None,
+            );
+        };
+        match &mut e.state {
+            State::Pending(w) => {
+                if w.will_wake(waker) {
+                    (Poll::Pending, None)
+                } else {
+                    (Poll::Pending, Some(std::mem::replace(w, waker.clone())))
+                }
+            }
+            State::Done(_) => match self.entries.remove(&id).map(|e| e.state) {
+                Some(State::Done(r)) => (Poll::Ready(r), None),
+                // Just matched as Done above, under the same `&mut self`.
+                _ => unreachable!("entry changed under &mut"),
+            },
+        }
+    }
+
+    /// The future `id` was dropped: removes its entry (returned, to be dropped outside the lock).
+    pub(crate) fn cancel(&mut self, id: u64) -> Option<(C, Option<Waker>)> {
+        self.entries.remove(&id).map(|e| match e.state {
+            State::Pending(w) => {
+                self.pending -= 1;
+                (e.cond, Some(w))
+            }
+            State::Done(_) => (e.cond, None),
+        })
+    }
+
+    /// Copies the pending entries' ids and conditions into `out` (checked outside the lock).
+    pub(crate) fn snapshot(&self, out: &mut Vec<(u64, C)>) {
+        out.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| matches!(e.state, State::Pending(_)))
+                .map(|(&id, e)| (id, e.cond.clone())),
+        );
+    }
+
+    /// `id`'s condition was reached with `result`: the entry becomes done and its waker is
+    /// returned, to be woken outside the lock. `None` if the future is gone or already done.
+    pub(crate) fn fire(&mut self, id: u64, result: Result<u64>) -> Option<Waker> {
+        let e = self.entries.get_mut(&id)?;
+        if !matches!(e.state, State::Pending(_)) {
+            return None;
+        }
+        self.pending -= 1;
+        match std::mem::replace(&mut e.state, State::Done(result)) {
+            State::Pending(w) => Some(w),
+            State::Done(_) => None,
+        }
+    }
+
+    /// Entries (pending or done and not yet taken).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Entries still pending.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The thread
+
+const SPINNING: u8 = 0;
+const SLEEPING: u8 = 1;
+const PARKED: u8 = 2;
+
+/// Registered entries (mirrors `registry().len()`, readable without the lock).
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Pending entries (mirrors `registry().pending()`): the thread parks when there are none, even if
+/// done entries wait for their futures' next poll.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// Bumped by every change of the registry (under its lock): the thread re-reads its snapshot of
+/// pending conditions only when this moved, so its checks take no lock while nothing changes.
+static GEN: AtomicU64 = AtomicU64::new(0);
+/// What the thread is doing.
+static STATE: AtomicU8 = AtomicU8::new(PARKED);
+/// Bumped by every registration and kick: the thread restarts its spin when it changes.
+static ACTIVITY: AtomicU64 = AtomicU64::new(0);
+/// The spin window in nanoseconds.
+static SPIN_NS: AtomicU64 = AtomicU64::new(100_000);
+
+fn registry() -> MutexGuard<'static, Registry<Cond>> {
+    static R: OnceLock<Mutex<Registry<Cond>>> = OnceLock::new();
+    // A panic while holding the lock cannot leave the map inconsistent (each critical section is
+    // one insert, remove or replace), so a poisoned lock is used as is.
+    R.get_or_init(|| Mutex::new(Registry::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The waiter thread, started on first use.
+fn thread() -> Option<&'static Thread> {
+    static T: OnceLock<Option<Thread>> = OnceLock::new();
+    T.get_or_init(|| {
+        match std::thread::Builder::new()
+            .name("ferrocuda-waiter".into())
+            .spawn(run)
+        {
+            Ok(h) => Some(h.thread().clone()),
+            Err(e) => {
+                tracing::warn!(%e, "could not start the ferrocuda waiter thread; futures will not wake");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// (pending entries, thread state) for tests.
+#[cfg(test)]
+pub(crate) fn debug_state() -> (usize, u8) {
+    (PENDING.load(Ordering::SeqCst), STATE.load(Ordering::SeqCst))
+}
+
+fn publish(r: &Registry<Cond>) {
+    COUNT.store(r.len(), Ordering::SeqCst);
+    PENDING.store(r.pending(), Ordering::SeqCst);
+    GEN.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Registers a pending wait and makes sure the thread watches it.
+pub(crate) fn register(cond: Cond, waker: Waker) -> u64 {
+    let id = {
+        let mut r = registry();
+        let id = r.register(cond, waker);
+        publish(&r);
+        id
+    };
+    wake_thread();
+    id
+}
+
+/// Polls the entry of a registered future.
+pub(crate) fn poll(id: u64, waker: &Waker) -> Poll<Result<u64>> {
+    let (p, old) = {
+        let mut r = registry();
+        let p = r.poll(id, waker);
+        publish(&r);
+        p
+    };
+    drop(old);
+    p
+}
+
+/// Deregisters a dropped future.
+pub(crate) fn cancel(id: u64) {
+    let removed = {
+        let mut r = registry();
+        let e = r.cancel(id);
+        publish(&r);
+        e
+    };
+    // The condition (maybe the last handle of an event) and the waker drop outside the lock.
+    drop(removed);
+}
+
+/// A host-side signal that a future may be waiting for (a flag stored by the host, an abort, a
+/// trampoline step's signal): restart the thread's spin if it sleeps. One atomic load when no
+/// future is registered.
+#[inline]
+pub(crate) fn kick() {
+    if PENDING.load(Ordering::SeqCst) > 0 && STATE.load(Ordering::SeqCst) != SPINNING {
+        wake_thread();
+    }
+}
+
+fn wake_thread() {
+    ACTIVITY.fetch_add(1, Ordering::SeqCst);
+    if STATE.load(Ordering::SeqCst) != SPINNING
+        && let Some(t) = thread()
+    {
+        t.unpark();
+    }
+}
+
+/// Futures of this crate that are registered with the waiter and not yet taken or dropped: pending
+/// ones, and done ones whose result was not yet taken by a poll. 0 once every future was awaited or
+/// dropped (a leak check for tests).
+pub fn pending_futures() -> usize {
+    COUNT.load(Ordering::SeqCst)
+}
+
+/// How long the waiter thread keeps spinning after anything happened (a future registered or woken,
+/// a host-side signal), before it sleeps between checks. The default is 100 µs.
+pub fn waiter_spin() -> Duration {
+    Duration::from_nanos(SPIN_NS.load(Ordering::Relaxed))
+}
+
+/// Sets [`waiter_spin`] for the process. A longer window keeps the wake-up latency of longer GPU
+/// waits at the spinning level (one pass over the pending checks after the GPU's write) at the price of one busy core while
+/// futures are pending; `Duration::ZERO` sleeps at once (wake-ups then take 20–200 µs more). With
+/// no future pending the thread parks after at most 200 µs, whatever this says.
+pub fn set_waiter_spin(window: Duration) {
+    SPIN_NS.store(
+        window.as_nanos().min(u64::MAX as u128) as u64,
+        Ordering::Relaxed,
+    );
+    kick();
+}
+
+fn run() {
+    let mut snap: Vec<(u64, Cond)> = Vec::new();
+    let mut fired: Vec<(u64, Result<u64>)> = Vec::new();
+    let mut seen = ACTIVITY.load(Ordering::SeqCst);
+    let mut last = Instant::now();
+    let mut pause = PAUSE_MIN;
+    let mut snap_gen = u64::MAX;
+    loop {
+        if PENDING.load(Ordering::SeqCst) == 0 {
+            // Linger a little first: a service that awaits back to back registers its next
+            // future within microseconds, and a parked thread takes tens of µs to wake.
+            if last.elapsed() < waiter_spin().min(IDLE_GRACE_MAX) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Hold no handle while parked.
+            snap.clear();
+            snap_gen = u64::MAX;
+            STATE.store(PARKED, Ordering::SeqCst);
+            // A registration after this check unparks (its token survives until `park`).
+            if PENDING.load(Ordering::SeqCst) == 0 {
+                std::thread::park();
+            }
+            STATE.store(SPINNING, Ordering::SeqCst);
+            seen = ACTIVITY.load(Ordering::SeqCst);
+            last = Instant::now();
+            pause = PAUSE_MIN;
+            continue;
+        }
+        if GEN.load(Ordering::SeqCst) != snap_gen {
+            snap.clear();
+            let r = registry();
+            r.snapshot(&mut snap);
+            // Read under the lock: the snapshot is of exactly this generation.
+            snap_gen = GEN.load(Ordering::SeqCst);
+        }
+        for (id, cond) in &snap {
+            if let Some(r) = cond.check() {
+                fired.push((*id, r));
+            }
+        }
+        if !fired.is_empty() {
+            let wakers: Vec<Waker> = {
+                let mut r = registry();
+                let w = fired
+                    .drain(..)
+                    .filter_map(|(id, res)| r.fire(id, res))
+                    .collect();
+                publish(&r);
+                w
+            };
+            wakers.into_iter().for_each(Waker::wake);
+            last = Instant::now();
+            pause = PAUSE_MIN;
+            continue;
+        }
+        let now = ACTIVITY.load(Ordering::SeqCst);
+        if now != seen {
+            seen = now;
+            last = Instant::now();
+            pause = PAUSE_MIN;
+        }
+        if last.elapsed() < waiter_spin() {
+            std::hint::spin_loop();
+            continue;
+        }
+        STATE.store(SLEEPING, Ordering::SeqCst);
+        if ACTIVITY.load(Ordering::SeqCst) == seen {
+            std::thread::park_timeout(pause);
+        }
+        STATE.store(SPINNING, Ordering::SeqCst);
+        pause = (pause * 2).min(PAUSE_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::task::Wake;
+
+    /// A waker that counts its wakes; its `Arc` count tells whether it was dropped.
+    #[derive(Default)]
+    struct Counting {
+        wakes: AtomicUsize,
+    }
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new future registers (its first poll found the condition unmet).
+        Register,
+        /// The condition of the k-th future (mod count) is reached (maybe twice, maybe after done).
+        Fire(usize),
+        /// The k-th future is polled again, with its own waker or with a fresh one.
+        Poll(usize, bool),
+        /// The k-th future is dropped.
+        Cancel(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Register),
+            any::<usize>().prop_map(Op::Fire),
+            (any::<usize>(), any::<bool>()).prop_map(|(k, b)| Op::Poll(k, b)),
+            any::<usize>().prop_map(Op::Cancel),
+        ]
+    }
+
+    struct Fut {
+        id: u64,
+        /// Every waker this future handed to the registry.
+        wakers: Vec<Arc<Counting>>,
+        live: bool,
+        fired: bool,
+        /// Index of the latest waker when the condition fired.
+        woken: usize,
+        result: Option<u64>,
+    }
+
+    proptest! {
+        /// Register, fire, poll and cancel in any order: every waker is woken at most once, only
+        /// the latest waker of a future is ever woken, a fired future's next poll yields its
+        /// result exactly once, and once every future is taken or dropped no entry is left and
+        /// every waker has been dropped by the registry.
+        #[test]
+        fn waker_bookkeeping_wakes_once_or_drops(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut reg: Registry<()> = Registry::new();
+            let mut futs: Vec<Fut> = Vec::new();
+            for o in ops {
+                match o {
+                    Op::Register => {
+                        let w = Arc::new(Counting::default());
+                        let id = reg.register((), Waker::from(w.clone()));
+                        futs.push(Fut { id, wakers: vec![w], live: true, fired: false, woken: 0, result: None });
+                    }
+                    Op::Fire(k) if !futs.is_empty() => {
+                        let k = k % futs.len();
+                        let f = &mut futs[k];
+                        let value = k as u64 + 1;
+                        let w = reg.fire(f.id, Ok(value));
+                        if f.live && !f.fired && f.result.is_none() {
+                            let w = w.expect("a pending entry hands out its waker");
+                            prop_assert!(w.will_wake(&Waker::from(f.wakers.last().unwrap().clone())));
+                            w.wake();
+                            f.fired = true;
+                            f.woken = f.wakers.len() - 1;
+                        } else {
+                            prop_assert!(w.is_none(), "fired twice or after cancel");
+                        }
+                    }
+                    Op::Poll(k, fresh) if !futs.is_empty() => {
+                        let k = k % futs.len();
+                        let f = &mut futs[k];
+                        if !f.live || f.result.is_some() {
+                            continue; // a finished or dropped future is never polled again
+                        }
+                        let w = if fresh {
+                            f.wakers.push(Arc::new(Counting::default()));
+                            Waker::from(f.wakers.last().unwrap().clone())
+                        } else {
+                            Waker::from(f.wakers.last().unwrap().clone())
+                        };
+                        let (p, old) = reg.poll(f.id, &w);
+                        drop(old);
+                        match p {
+                            Poll::Ready(r) => {
+                                prop_assert!(f.fired);
+                                f.result = Some(r.unwrap());
+                                prop_assert_eq!(f.result, Some(k as u64 + 1));
+                            }
+                            Poll::Pending => prop_assert!(!f.fired),
+                        }
+                    }
+                    Op::Cancel(k) if !futs.is_empty() => {
+                        let k = k % futs.len();
+                        let f = &mut futs[k];
+                        if f.live && f.result.is_none() {
+                            prop_assert!(reg.cancel(f.id).is_some());
+                        } else {
+                            prop_assert!(reg.cancel(f.id).is_none());
+                        }
+                        f.live = false;
+                    }
+                    _ => {}
+                }
+                let waiting = futs.iter().filter(|f| f.live && !f.fired).count();
+                prop_assert_eq!(reg.pending(), waiting, "pending count drifted");
+            }
+            // Drop every future still holding an entry.
+            for f in &mut futs {
+                if f.live && f.result.is_none() {
+                    prop_assert!(reg.cancel(f.id).is_some());
+                }
+            }
+            prop_assert_eq!(reg.len(), 0);
+            prop_assert_eq!(reg.pending(), 0);
+            for f in &futs {
+                let total: usize = f.wakers.iter().map(|w| w.wakes.load(Ordering::SeqCst)).sum();
+                prop_assert!(total <= 1, "a future was woken {} times", total);
+                prop_assert_eq!(total == 1, f.fired);
+                if f.fired {
+                    // Only the waker of the latest poll before the fire is woken.
+                    prop_assert_eq!(f.wakers[f.woken].wakes.load(Ordering::SeqCst), 1);
+                }
+                for w in &f.wakers {
+                    prop_assert_eq!(Arc::strong_count(w), 1, "the registry kept a waker");
+                }
+            }
+        }
+    }
+}
