@@ -138,10 +138,11 @@ fn abort_releases_waiting_gates() {
             flag.abort();
             ack.wait(WaitCondition::Equal, 1, 2 * SEC).unwrap();
             s.synchronize().unwrap();
-            assert_eq!(
-                flag.wait(WaitCondition::GreaterOrEqual, 5, SEC).unwrap(),
-                CompletionFlag::ABORTED
-            );
+            // Host waits report the abort, whatever the condition.
+            assert!(matches!(
+                flag.wait(WaitCondition::GreaterOrEqual, 5, SEC),
+                Err(Error::Aborted)
+            ));
             assert!(matches!(
                 flag.wait(WaitCondition::Equal, 5, SEC),
                 Err(Error::Aborted)
