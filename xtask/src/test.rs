@@ -57,6 +57,23 @@ pub fn run() -> Result<(), String> {
         Some(tk) => sass::check(tk),
         None => Err("no CUDA toolkit (the setup step failed)".into()),
     });
+    // Every published crate packages and builds from its package alone (path dependencies
+    // resolved to the packaged versions): `cargo add` works. Unpublished packages are excluded.
+    step("package", &mut || {
+        util::run(util::cargo().args([
+            "package",
+            "--workspace",
+            "--allow-dirty",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "ferrocuda-tests",
+            "--exclude",
+            "ferrocuda-bench",
+            "--exclude",
+            "ferrocuda-demo",
+        ]))
+    });
     if codegen::libclang_available() {
         step("bindings fresh", &mut || codegen::run(true));
     } else {
