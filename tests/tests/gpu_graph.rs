@@ -396,3 +396,50 @@ fn wait_value_updates_are_refused_with_host_nodes() {
         ));
     });
 }
+
+/// No hidden deadlocks with the wait inside a graph replay (docs/deadlocks.md): while a replay
+/// waits on a flag, the same thread drops a device buffer, a host buffer, another flag, a module,
+/// an event, a stream, the executable and the graph, and loads a module through the crate; then it
+/// signals. Everything returns at once and the replay finishes, all within 1 s.
+#[test]
+fn drops_everything_while_a_graph_replay_waits() {
+    deadline(20 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let s = d.new_stream().unwrap();
+        let other = d.new_stream().unwrap();
+        let (flag, ack) = (
+            CompletionFlag::new(&d).unwrap(),
+            CompletionFlag::new(&d).unwrap(),
+        );
+        let module = Module::from_ptx(&d, TEST_PTX).unwrap();
+        let buf = other.alloc_zeroed::<u32>(1 << 20).unwrap();
+        let host = HostBuffer::<u64>::new(&d, 1 << 16).unwrap();
+        let spare = CompletionFlag::new(&d).unwrap();
+        let event = ferrocuda_driver::DeviceEvent::new(&d, true).unwrap();
+        other.record_event(&event).unwrap();
+        let mut g = Graph::new(&d).unwrap();
+        let w = g
+            .wait_host_value(&flag, 1, WaitCondition::GreaterOrEqual, &[])
+            .unwrap();
+        g.write_host_value(&ack, 1, &[w]).unwrap();
+        let exec = g.instantiate().unwrap();
+        let t = Instant::now();
+        exec.launch(&s).unwrap();
+        drop((buf, host, spare, module, event, other, exec, g));
+        let load = Module::from_ptx_timeout(&d, TEST_PTX, Duration::from_millis(100));
+        assert!(
+            matches!(load, Ok(_) | Err(DriverError::Timeout { .. })),
+            "{:?}",
+            load.err()
+        );
+        let before = t.elapsed();
+        flag.signal(1);
+        ack.wait(WaitCondition::Equal, 1, SEC).unwrap();
+        s.synchronize_timeout(SEC).unwrap();
+        let total = t.elapsed();
+        println!("graph replay waiting: drops and load {before:?}, all done {total:?}");
+        assert!(before < Duration::from_millis(500), "drops took {before:?}");
+        assert!(total < SEC, "took {total:?}");
+        ferrocuda_driver::wait_for_releases(5 * SEC).unwrap();
+    });
+}
