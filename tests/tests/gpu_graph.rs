@@ -3,8 +3,8 @@
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{
-    CompletionFlag, Device, Error as DriverError, HostBuffer, LaunchArgs, LaunchConfig, Module,
-    WaitCondition,
+    CompletionFlag, Device, Error as DriverError, HostBuffer, KickoffMode, LaunchArgs,
+    LaunchConfig, Module, WaitCondition,
 };
 use ferrocuda_graph::{Error, Graph, NodeType};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ fn seed() -> u64 {
 /// one (`ready == 1`), resets the flag, lets the GPU check the host's value and produce the next
 /// input, and kicks the async host node that computes the next result and signals. The host
 /// checks every GPU output against its own chain; the GPU checks every host value.
-fn canonical_loop(replays: u64, poll: bool) {
+fn canonical_loop(replays: u64, poll: bool, mode: KickoffMode) {
     let d = Device::new(0).unwrap();
     let m = Module::from_ptx(&d, TEST_PTX).unwrap();
     let step = m.function("canon_step").unwrap();
@@ -103,7 +103,8 @@ fn canonical_loop(replays: u64, poll: bool) {
     .unwrap();
     let (h2, g2, r2, e2) = (hv.clone(), gv.clone(), runs.clone(), host_errors.clone());
     let mut n = 0u64;
-    g.launch_async_host_func(
+    g.launch_async_host_func_with(
+        mode,
         &ready,
         1,
         move || {
@@ -139,7 +140,7 @@ fn canonical_loop(replays: u64, poll: bool) {
     // The last closure may still be finishing after the stream drained: wait for its signal.
     ready.wait(WaitCondition::Equal, 1, 5 * SEC).unwrap();
     println!(
-        "{} replays ({}) in {el:?}: {:.0} replays/s",
+        "{} replays ({}, {mode:?} kickoff) in {el:?}: {:.0} replays/s",
         replays,
         if poll { "polling node" } else { "mem-op wait" },
         replays as f64 / el.as_secs_f64()
@@ -158,12 +159,25 @@ fn canonical_loop(replays: u64, poll: bool) {
 
 #[test]
 fn canonical_loop_ten_thousand_replays_checked_every_step() {
-    deadline(120 * SEC, || canonical_loop(10_000, false));
+    deadline(120 * SEC, || {
+        canonical_loop(10_000, false, KickoffMode::HostFunc)
+    });
 }
 
 #[test]
 fn canonical_loop_with_a_polling_gate_node() {
-    deadline(120 * SEC, || canonical_loop(2_000, true));
+    deadline(120 * SEC, || {
+        canonical_loop(2_000, true, KickoffMode::HostFunc)
+    });
+}
+
+/// The canonical loop with the trampoline kicked off by GPU write (a kernel node and the driver
+/// crate's notifier) instead of a host node: 10,000 replays, every step checked.
+#[test]
+fn canonical_loop_with_gpu_write_kickoff() {
+    deadline(120 * SEC, || {
+        canonical_loop(10_000, false, KickoffMode::GpuWrite)
+    });
 }
 
 /// Captured operations become the expected node kinds, and the captured graph replays.

@@ -14,7 +14,7 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
-type Body = Mutex<Box<dyn FnMut() + Send>>;
+pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
 
 struct State {
     body: Arc<Body>,
@@ -85,7 +85,7 @@ impl std::fmt::Debug for HostCallback {
     }
 }
 
-fn call(body: &Body, panics: &PanicSink) {
+pub(crate) fn call(body: &Body, panics: &PanicSink) {
     let r = catch_unwind(AssertUnwindSafe(|| {
         // A panic inside poisons the mutex; the next run still calls the closure.
         let mut f = body.lock().unwrap_or_else(|p| p.into_inner());

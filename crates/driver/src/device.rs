@@ -48,6 +48,8 @@ pub(crate) struct DeviceInner {
     /// The crate's own kernels (the polling gate), loaded when the device is opened: before any
     /// wait can exist, since loading code blocks behind a waiting stream (docs/deadlocks.md).
     pub(crate) gate: OnceLock<std::result::Result<crate::module::Function, String>>,
+    /// The GPU-write kickoff kernel of graph async nodes (same module as `gate`).
+    pub(crate) kick: OnceLock<std::result::Result<crate::module::Function, String>>,
 }
 
 // SAFETY: a CUcontext handle may be used from any thread (the driver API is thread-safe, and a
@@ -93,11 +95,16 @@ impl Device {
         let device = Device {
             inner: slot.get_or_init(|| opened).clone(),
         };
-        device.inner.gate.get_or_init(|| {
-            crate::module::Module::from_ptx(&device, crate::stream::GATE_PTX)
-                .and_then(|m| m.function("ferrocuda_gate_poll"))
-                .map_err(|e| e.to_string())
-        });
+        if device.inner.gate.get().is_none() {
+            let m = crate::module::Module::from_ptx(&device, crate::stream::GATE_PTX);
+            let f = |name| {
+                m.as_ref()
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| m.function(name).map_err(|e| e.to_string()))
+            };
+            device.inner.gate.get_or_init(|| f("ferrocuda_gate_poll"));
+            device.inner.kick.get_or_init(|| f("ferrocuda_kick"));
+        }
         Ok(device)
     }
 
@@ -318,6 +325,7 @@ impl DeviceInner {
             default_stream: OnceLock::new(),
             reclaim_stream: OnceLock::new(),
             gate: OnceLock::new(),
+            kick: OnceLock::new(),
         })
     }
 

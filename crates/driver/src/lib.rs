@@ -129,7 +129,9 @@ pub use module::{
 };
 pub use reclaim::{defer_drop, in_host_function, pending_releases, wait_for_releases};
 pub use stream::{DeviceStream, GateStrategy};
-pub use trampoline::{GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS};
+pub use trampoline::{
+    GRACE as TRAMPOLINE_GRACE, GpuKickoff, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,
+};
 pub use waiter::{pending_futures, set_waiter_spin, waiter_spin};
 
 /// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.

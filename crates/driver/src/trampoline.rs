@@ -389,9 +389,174 @@ impl Ticket {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// GPU-write kickoff of graph nodes
+
+/// One graph async node kicked off by GPU write: a kernel node bumps a device counter and writes
+/// it to `slot`; the notifier runs the body once per new value, then signals the flag.
+pub(crate) struct GraphKick {
+    slot: crate::flag::CompletionFlag,
+    counter: crate::memory::DeviceBuffer<u64>,
+    /// Launches of graphs containing the node (so the notifier knows to spin).
+    expected: AtomicU64,
+    /// Runs dispatched.
+    seen: AtomicU64,
+    body: std::sync::Arc<crate::callback::Body>,
+    panics: std::sync::Arc<crate::host_func::PanicSink>,
+    flag: std::sync::Arc<crate::flag::FlagInner>,
+    value: u64,
+}
+
+struct Kicks {
+    list: Mutex<Vec<std::sync::Weak<GraphKick>>>,
+    version: AtomicUsize,
+}
+
+static KICKS: Kicks = Kicks {
+    list: Mutex::new(Vec::new()),
+    version: AtomicUsize::new(0),
+};
+
+impl GraphKick {
+    fn pending(&self) -> bool {
+        self.seen.load(Ordering::Acquire) < self.expected.load(Ordering::Acquire)
+    }
+
+    fn ready(&self) -> bool {
+        self.slot.load() > self.seen.load(Ordering::Acquire)
+    }
+
+    /// Dispatches one job per new count; returns whether any was dispatched.
+    fn poll(&self) -> bool {
+        let v = self.slot.load();
+        let mut any = false;
+        while self.seen.load(Ordering::Acquire) < v {
+            self.seen.fetch_add(1, Ordering::AcqRel);
+            let (body, panics) = (self.body.clone(), self.panics.clone());
+            let job = Job::new(
+                crate::host_func::SmallFn::new(move || crate::callback::call(&body, &panics)),
+                std::sync::Arc::default(),
+                Some(self.flag.clone()),
+                self.value,
+            );
+            if in_flight() <= 1 {
+                job.run_and_recycle()
+            } else {
+                dispatch(job)
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+/// The trampoline's GPU-write kickoff as a CUDA graph kernel node (used by ferrocuda-graph).
+///
+/// Add a kernel node running [`kernel`](Self::kernel) with its two arguments; call
+/// [`launched`](Self::launched) once per launch of a graph containing the node. Each run of the
+/// node publishes a new count to a mapped slot; the crate's notifier thread sees it, runs the
+/// closure (on itself or a worker) and then stores `value` in the flag — no host function runs,
+/// so event calls keep their fresh-process cost, and the node costs one tiny kernel.
+#[derive(Clone)]
+pub struct GpuKickoff {
+    inner: std::sync::Arc<GraphKick>,
+    kernel: crate::module::Function,
+}
+
+impl GpuKickoff {
+    /// A kickoff for `f`, signalling `value` on `flag` after each run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) without the kickoff kernel;
+    /// [`Error::Driver`](crate::Error::Driver) if its counter or slot cannot be allocated.
+    pub fn new(
+        device: &crate::Device,
+        flag: &crate::CompletionFlag,
+        value: u64,
+        f: impl FnMut() + Send + 'static,
+    ) -> Result<Self> {
+        let kernel = match device.inner.kick.get() {
+            Some(Ok(k)) => k.clone(),
+            _ => return Err(device.unsupported("the GPU-write kickoff kernel (it failed to load)")),
+        };
+        start_workers();
+        let _ = ring(&device.inner)?; // starts the notifier
+        let s = device.new_stream()?;
+        let counter = s.alloc_zeroed::<u64>(1)?;
+        s.synchronize_timeout(Duration::from_secs(10))?;
+        let inner = std::sync::Arc::new(GraphKick {
+            slot: crate::CompletionFlag::new(device)?,
+            counter,
+            expected: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            body: std::sync::Arc::new(Mutex::new(Box::new(f))),
+            panics: std::sync::Arc::default(),
+            flag: flag.inner().clone(),
+            value,
+        });
+        let mut l = KICKS.list.lock().unwrap_or_else(|p| p.into_inner());
+        l.retain(|w| w.strong_count() > 0);
+        l.push(std::sync::Arc::downgrade(&inner));
+        KICKS.version.fetch_add(1, Ordering::AcqRel);
+        Ok(GpuKickoff { inner, kernel })
+    }
+
+    /// The kernel (`ferrocuda_kick(u64* counter, u64* slot)`, one thread) and its two arguments.
+    pub fn kernel(&self) -> (crate::module::Function, u64, u64) {
+        (
+            self.kernel.clone(),
+            self.inner.counter.device_ptr(),
+            self.inner.slot.device_ptr(),
+        )
+    }
+
+    /// Records one more launch of a graph containing the node (so the crate's threads spin until
+    /// its run is seen). Call it just before the launch; [`cancel_launch`](Self::cancel_launch)
+    /// if the launch failed.
+    pub fn launched(&self) {
+        self.inner.expected.fetch_add(1, Ordering::AcqRel);
+        step_enqueued();
+        if let Some(Ok(r)) = RING.get()
+            && !r.awake.load(Ordering::SeqCst)
+        {
+            r.sleepers.wake_one();
+        }
+    }
+
+    /// Undoes [`launched`](Self::launched) after a failed launch.
+    pub fn cancel_launch(&self) {
+        self.inner.expected.fetch_sub(1, Ordering::AcqRel);
+        step_done();
+    }
+
+    /// Panics of the closure since the last call: (count, first message).
+    pub fn take_panics(&self) -> Option<(usize, String)> {
+        self.inner.panics.take()
+    }
+}
+
 fn notifier(r: &'static Ring) {
+    let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
+    let mut version = usize::MAX;
     loop {
+        let v = KICKS.version.load(Ordering::Acquire);
+        if v != version {
+            version = v;
+            kicks = KICKS
+                .list
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
+        }
+        kicks.retain(|k| std::sync::Arc::strong_count(k) > 1 || k.pending());
+        // Every kick is polled (no short-circuit): each may have runs to dispatch.
         let mut dispatched = false;
+        for k in &kicks {
+            dispatched |= k.poll();
+        }
         let hi = r.next.load(Ordering::Acquire);
         let start = r.low.load(Ordering::Relaxed);
         let mut low = start;
@@ -428,16 +593,22 @@ fn notifier(r: &'static Ring) {
         if dispatched {
             continue;
         }
-        let pending = || r.low.load(Ordering::Acquire) < r.next.load(Ordering::SeqCst);
+        let pending = || {
+            r.low.load(Ordering::Acquire) < r.next.load(Ordering::SeqCst)
+                || kicks.iter().any(|k| k.pending())
+                || KICKS.version.load(Ordering::Acquire) != version
+        };
         if spin(pending, || {
             let (lo, hi) = (
                 r.low.load(Ordering::Acquire),
                 r.next.load(Ordering::Acquire),
             );
-            (lo..hi).any(|t| {
-                let i = (t % RING_SLOTS as u64) as usize;
-                r.slot(i).load(Ordering::Acquire) == t && r.done[i].load(Ordering::Acquire) != t
-            })
+            kicks.iter().any(|k| k.ready())
+                || KICKS.version.load(Ordering::Acquire) != version
+                || (lo..hi).any(|t| {
+                    let i = (t % RING_SLOTS as u64) as usize;
+                    r.slot(i).load(Ordering::Acquire) == t && r.done[i].load(Ordering::Acquire) != t
+                })
         }) {
             continue;
         }

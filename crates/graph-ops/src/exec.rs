@@ -21,6 +21,7 @@ pub struct GraphExec {
     callbacks: Vec<HostCallback>,
     waits: HashMap<usize, WaitNode>,
     polls: HashMap<usize, PollNode>,
+    kicks: Vec<ferrocuda_driver::GpuKickoff>,
     /// Keeps what the graph owns alive at least as long as the executable handle (the user object
     /// keeps it alive past the last launch).
     _owned: Arc<Owned>,
@@ -59,6 +60,7 @@ impl GraphExec {
             callbacks: g.callbacks.clone(),
             waits: g.waits.clone(),
             polls: g.polls.clone(),
+            kicks: g.kicks.clone(),
             _owned: g.owned.clone(),
         }
     }
@@ -76,8 +78,14 @@ impl GraphExec {
                 found: stream.device().ordinal(),
             });
         }
+        // GPU-write kickoff nodes: the notifier spins from now until this launch's run is seen.
+        self.kicks.iter().for_each(|k| k.launched());
         // SAFETY: the executable and the stream are live and of one context.
-        unsafe { raw::launch(self.raw, stream.as_raw()) }
+        let r = unsafe { raw::launch(self.raw, stream.as_raw()) };
+        if r.is_err() {
+            self.kicks.iter().for_each(|k| k.cancel_launch());
+        }
+        r
     }
 
     /// Sets the value a wait node ([`Graph::wait_host_value`]) or polling-gate node
@@ -159,11 +167,14 @@ impl GraphExec {
     pub fn take_panics(&self) -> Result<()> {
         let mut count = 0;
         let mut first = None;
-        for cb in &self.callbacks {
-            if let Some((n, msg)) = cb.take_panics() {
-                count += n;
-                first.get_or_insert(msg);
-            }
+        let sinks = self
+            .callbacks
+            .iter()
+            .map(|c| c.take_panics())
+            .chain(self.kicks.iter().map(|k| k.take_panics()));
+        for (n, msg) in sinks.flatten() {
+            count += n;
+            first.get_or_insert(msg);
         }
         match first {
             Some(first) => Err(Error::HostFuncPanicked { count, first }),

@@ -5,8 +5,8 @@ use crate::exec::GraphExec;
 use crate::raw;
 use bytemuck::Pod;
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, HostCallback, LaunchArgs,
-    LaunchConfig, WaitCondition,
+    CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, GpuKickoff, HostCallback,
+    KickoffMode, LaunchArgs, LaunchConfig, WaitCondition,
 };
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
@@ -128,6 +128,7 @@ pub struct Graph {
     pub(crate) callbacks: Vec<HostCallback>,
     pub(crate) waits: HashMap<usize, WaitNode>,
     pub(crate) polls: HashMap<usize, PollNode>,
+    pub(crate) kicks: Vec<GpuKickoff>,
 }
 
 // SAFETY: the graph handle is only mutated through `&mut self`; the driver's graph calls are
@@ -199,6 +200,7 @@ impl Graph {
             callbacks: Vec::new(),
             waits: HashMap::new(),
             polls: HashMap::new(),
+            kicks: Vec::new(),
         })
     }
 
@@ -435,6 +437,38 @@ impl Graph {
     ) -> Result<Node> {
         self.check_flag(flag)?;
         self.host_node(HostCallback::new_async(flag, value, f), deps)
+    }
+
+    /// [`launch_async_host_func`](Self::launch_async_host_func) with the kickoff chosen
+    /// explicitly: [`KickoffMode::HostFunc`] (a host node, MAX's way; the default of
+    /// `launch_async_host_func`) or [`KickoffMode::GpuWrite`] (a one-thread kernel node that bumps
+    /// a counter and publishes it to a mapped slot the driver crate's notifier watches: no host
+    /// function runs, at the cost of a spinning host core while replays are in flight).
+    ///
+    /// # Errors
+    ///
+    /// As [`launch_async_host_func`](Self::launch_async_host_func).
+    pub fn launch_async_host_func_with(
+        &mut self,
+        mode: KickoffMode,
+        flag: &CompletionFlag,
+        value: u64,
+        f: impl FnMut() + Send + 'static,
+        deps: &[Node],
+    ) -> Result<Node> {
+        if mode == KickoffMode::HostFunc {
+            return self.launch_async_host_func(flag, value, f, deps);
+        }
+        let kick = GpuKickoff::new(&self.device, flag, value, f)?;
+        let (k, counter, slot) = kick.kernel();
+        let mut args = LaunchArgs::new();
+        args.arg(&counter).arg(&slot);
+        // SAFETY: `ferrocuda_kick(u64* counter, u64* slot)`: both are owned by `kick`, which the
+        // graph owns until its last launch has finished.
+        let n = unsafe { self.kernel_raw(&k, LaunchConfig::single_thread(), &mut args, deps) }?;
+        lock(&self.owned).push(Box::new(kick.clone()));
+        self.kicks.push(kick);
+        Ok(n)
     }
 
     /// A kernel node.

@@ -38,3 +38,14 @@ extern "C" __global__ void ferrocuda_gate_poll(const u64* flag, u64 value, u32 c
         __nanosleep(32);
     }
 }
+
+// The trampoline's GPU-write kickoff as a graph kernel node: each run bumps a counter in device
+// memory and publishes it to a mapped host slot the crate's notifier watches; each new value is
+// one run of the node's host closure. The system fence makes everything the graph did before this
+// node visible to the closure.
+extern "C" __global__ void ferrocuda_kick(u64* counter, u64* slot) {
+    const u64 c = *counter + 1;
+    *counter = c;
+    __threadfence_system();
+    asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(slot), "l"(c) : "memory");
+}

@@ -465,37 +465,42 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
     };
     let extra = format!("\"rate\":{:.1},\"rate_unit\":\"steps/s\"", rate(&v));
     r.row("canonical_loop", "stream", &mut v, &extra);
-    // Graph: one launch per step.
-    let mut g = ok_g(Graph::new(&e.dev));
-    let w = ok_g(g.wait_host_value(&ready, 1, WaitCondition::Equal, &[]));
-    let z = ok_g(g.write_host_value(&ready, 0, &[w]));
-    // SAFETY: empty_kernel().
-    let k = ok_g(unsafe {
-        g.kernel(
-            &e.empty,
-            LaunchConfig::single_thread(),
-            &mut LaunchArgs::new(),
-            &[z],
-        )
-    });
-    ok_g(g.launch_async_host_func(&ready, 1, || {}, &[k]));
-    let exec = ok_g(g.instantiate());
-    let mut v = Vec::new();
-    for round in 0..5 {
-        let t0 = now_ns();
-        for _ in 0..n {
-            ok_g(exec.launch(&e.s));
+    // Graph: one launch per step, with either kickoff.
+    for (regime, mode) in [
+        ("graph", KickoffMode::HostFunc),
+        ("graph_gpuwrite", KickoffMode::GpuWrite),
+    ] {
+        let mut g = ok_g(Graph::new(&e.dev));
+        let w = ok_g(g.wait_host_value(&ready, 1, WaitCondition::Equal, &[]));
+        let z = ok_g(g.write_host_value(&ready, 0, &[w]));
+        // SAFETY: empty_kernel().
+        let k = ok_g(unsafe {
+            g.kernel(
+                &e.empty,
+                LaunchConfig::single_thread(),
+                &mut LaunchArgs::new(),
+                &[z],
+            )
+        });
+        ok_g(g.launch_async_host_func_with(mode, &ready, 1, || {}, &[k]));
+        let exec = ok_g(g.instantiate());
+        let mut v = Vec::new();
+        for round in 0..5 {
+            let t0 = now_ns();
+            for _ in 0..n {
+                ok_g(exec.launch(&e.s));
+            }
+            ok_g(exec.synchronize(&e.s));
+            ready
+                .wait(WaitCondition::Equal, 1, std::time::Duration::from_secs(5))
+                .unwrap_or_else(|e| die(&e.to_string()));
+            if round > 0 {
+                v.push((now_ns() - t0) as f64 / n as f64);
+            }
         }
-        ok_g(exec.synchronize(&e.s));
-        ready
-            .wait(WaitCondition::Equal, 1, std::time::Duration::from_secs(5))
-            .unwrap_or_else(|e| die(&e.to_string()));
-        if round > 0 {
-            v.push((now_ns() - t0) as f64 / n as f64);
-        }
+        let extra = format!("\"rate\":{:.1},\"rate_unit\":\"steps/s\"", rate(&v));
+        r.row("canonical_loop", regime, &mut v, &extra);
     }
-    let extra = format!("\"rate\":{:.1},\"rate_unit\":\"steps/s\"", rate(&v));
-    r.row("canonical_loop", "graph", &mut v, &extra);
 }
 
 fn ok_g<T>(r: ferrocuda_graph::Result<T>) -> T {
