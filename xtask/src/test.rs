@@ -60,7 +60,10 @@ pub fn run() -> Result<(), String> {
     // Every published crate packages and builds from its package alone (path dependencies
     // resolved to the packaged versions): `cargo add` works. Unpublished packages are excluded.
     step("package", &mut || {
-        util::run(util::cargo().args([
+        forget_packaged_crates();
+        let target = util::root().join("target/package-check");
+        let _ = std::fs::remove_dir_all(&target);
+        util::run(util::cargo().env("CARGO_TARGET_DIR", &target).args([
             "package",
             "--workspace",
             "--allow-dirty",
@@ -104,5 +107,46 @@ pub fn run() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} step(s) failed", failed.len()))
+    }
+}
+
+/// Cargo verifies a workspace package against the other packages' tarballs through its registry
+/// cache, and never re-extracts or rebuilds a name-version it has seen: after a change without a
+/// version bump it would build against the stale copy. So the registry copies are forgotten, and
+/// the check builds in a target directory of its own, emptied first. Forget our own crates there (they never come from
+/// crates.io: nothing depends on published ferrocuda crates).
+fn forget_packaged_crates() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(home) = home else { return };
+    for kind in ["src", "cache"] {
+        let Ok(dirs) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for d in dirs.flatten() {
+            let Ok(entries) = std::fs::read_dir(d.path()) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if [
+                    "ferrocuda-sys-",
+                    "ferrocuda-driver-",
+                    "ferrocuda-graph-",
+                    "ferrocuda-kernels-",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p))
+                {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
     }
 }

@@ -161,7 +161,11 @@ pub(super) fn future_wake(e: &Env, a: &Args, r: &mut Report) {
                     gate.signal(n);
                     let start = now_ns();
                     loop {
-                        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
+                        // Poll only once the waker ran: a spurious unpark must not turn into a
+                        // sample without a wake (the waker is what is measured).
+                        if stamp.woken_ns.load(Ordering::Acquire) != 0
+                            && let Poll::Ready(res) = fut.as_mut().poll(&mut cx)
+                        {
                             ok(res);
                             break;
                         }
