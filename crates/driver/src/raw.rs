@@ -319,6 +319,26 @@ pub(crate) unsafe fn mem_free_async(p: CUdeviceptr, s: CUstream) -> Result<()> {
     cu!(cuMemFreeAsync(p, s))
 }
 
+/// Ordinary (non-pool) device memory: unlike pool memory, peers reach it once peer access is
+/// enabled (`cuCtxEnablePeerAccess` does not cover `cuMemAllocAsync` pools).
+///
+/// # Safety
+/// A context is current.
+pub(crate) unsafe fn mem_alloc(bytes: usize) -> Result<CUdeviceptr> {
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, bytes))?;
+    Ok(p)
+}
+
+/// May block while any stream of the context waits on a host value (docs/deadlocks.md): only the
+/// reclaimer calls it.
+///
+/// # Safety
+/// `p` came from `mem_alloc` under the current context, is freed once, and no GPU work uses it.
+pub(crate) unsafe fn mem_free(p: CUdeviceptr) -> Result<()> {
+    cu!(cuMemFree_v2(p))
+}
+
 /// # Safety
 /// `dst` has `bytes` bytes of device memory; `src` stays readable until the copy ran (pageable
 /// sources are staged by the driver before this returns).
