@@ -60,6 +60,7 @@ pub fn run() -> Result<(), String> {
     // Every published crate packages and builds from its package alone (path dependencies
     // resolved to the packaged versions): `cargo add` works. Unpublished packages are excluded.
     step("package", &mut || {
+        forget_packaged_builds();
         util::run(util::cargo().args([
             "package",
             "--workspace",
@@ -104,5 +105,32 @@ pub fn run() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} step(s) failed", failed.len()))
+    }
+}
+
+/// `cargo package` verifies each crate against the packaged versions of the crates it depends on,
+/// which cargo treats as registry crates: immutable, so a build of `ferrocuda-driver 0.1.0` from an
+/// earlier run is reused even after the driver's source changed, and a crate using the new API
+/// fails to verify. Removing the fingerprints of workspace crates built from a registry source
+/// makes cargo rebuild them from the fresh packages.
+fn forget_packaged_builds() {
+    let debug = util::root().join("target/debug");
+    let Ok(entries) = std::fs::read_dir(debug.join("deps")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".d") else {
+            continue;
+        };
+        if !stem.starts_with("ferrocuda_") {
+            continue;
+        }
+        let from_registry =
+            std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("/registry/src/"));
+        if from_registry {
+            let _ =
+                std::fs::remove_dir_all(debug.join(".fingerprint").join(stem.replace('_', "-")));
+        }
     }
 }
