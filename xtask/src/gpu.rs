@@ -39,6 +39,11 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_graph",
         "--exact graph_and_closures_dropped_while_replays_in_flight_stay_alive",
     ),
+    (
+        "memcheck",
+        "gpu_multi",
+        "--exact dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.
