@@ -32,6 +32,7 @@ use std::process::Command;
 pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
     ("ferrocuda", "ferrocuda-bench", "ferrocuda_bench"),
     ("kernels", "ferrocuda-bench", "kernels_bench"),
+    ("multi", "ferrocuda-bench", "multi_bench"),
     ("cudarc", "ferrocuda-bench", "cudarc_bench"),
 ];
 
@@ -165,8 +166,12 @@ fn smoke_rust(
     raw_names: &[String],
 ) -> Result<(), String> {
     let fake = crate::demo::fake_driver(tk, &dir.join("rust"))?;
+    smoke_multi(&fake, cubin)?;
     let mut sets = Vec::new();
-    for (name, package, bin) in RUST_PROGRAMS.iter().filter(|p| p.0 != "kernels") {
+    for (name, package, bin) in RUST_PROGRAMS
+        .iter()
+        .filter(|p| p.0 != "kernels" && p.0 != "multi")
+    {
         util::run(util::cargo().args(["build", "-p", package, "--bin", bin]))?;
         let exe = util::root().join("target/debug").join(bin);
         let json = dir.join(format!("smoke-{name}.jsonl"));
@@ -226,6 +231,31 @@ fn smoke_rust(
             sb.difference(sa).collect::<Vec<_>>()
         ));
     }
+    Ok(())
+}
+
+/// The multi-GPU program against the fake driver, which has one device: it must exit 0 with a
+/// `SKIPPED` line and no rows, both for `all` and for another program's benchmark names.
+fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
+    util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
+    let exe = util::root().join("target/debug/multi_bench");
+    for names in [&["all"][..], &["signal_wait_ack"][..]] {
+        let out = util::output(
+            Command::new("timeout")
+                .arg("60")
+                .arg(&exe)
+                .env("LD_LIBRARY_PATH", fake)
+                .arg("--cubin")
+                .arg(cubin)
+                .args(["--samples", "20", "--warmup", "2", "--commit", "smoke"])
+                .args(names),
+        )?;
+        let skipped = out.contains("SKIPPED: needs 2 GPUs");
+        if names[0] == "all" && !skipped {
+            return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
+        }
+    }
+    eprintln!("bench smoke: multi: skips on one GPU");
     Ok(())
 }
 
