@@ -365,9 +365,12 @@ fn mix(mut x: u64) -> u64 {
 fn gated_all_reduce_equals_the_cpu_sum_100_steps_needs_2_gpus() {
     deadline(180 * SEC, || {
         let Some(devs) = gpus() else { return };
-        // SAFETY: set before NCCL is loaded; the bundle runs this binary's tests one at a time, and
-        // no other thread of this process reads the environment meanwhile.
-        unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+        // The bundle's `run` exports it; set it here for other ways of running the test.
+        if std::env::var("NCCL_NVLS_ENABLE").as_deref() != Ok("0") {
+            // SAFETY: set before NCCL is loaded; the bundle runs this binary's tests one at a time,
+            // and no other thread of this process reads the environment meanwhile.
+            unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+        }
         let version = ferrocuda_nccl::version().expect("NCCL loads on a multi-GPU machine");
         println!("NCCL {version}");
         let comms = ferrocuda_nccl::Communicators::init_all(&devs).unwrap();

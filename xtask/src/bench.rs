@@ -468,6 +468,8 @@ const RUN: &str = r#"#!/usr/bin/env bash
 #   run [--json FILE] [--rounds N] [--samples N] [--only IMPL[,IMPL...]] [all | BENCH...]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
+export NCCL_NVLS_ENABLE=0
 json="$here/results.jsonl"; rounds=1; samples=(); only=""; benches=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -183,6 +183,8 @@ const RUN_HEAD: &str = r#"#!/usr/bin/env bash
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 export RUST_BACKTRACE=1
+# The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
+export NCCL_NVLS_ENABLE=0
 pass=0; fail=0; failed=()
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 for t in "$here"/bin/*; do

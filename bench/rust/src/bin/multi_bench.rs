@@ -155,6 +155,11 @@ fn allreduce(
 }
 
 fn main() {
+    if std::env::var("NCCL_NVLS_ENABLE").is_err() {
+        // SAFETY: the first statement of main: no other thread exists yet, and NCCL (which reads
+        // it) is not loaded. The device machines keep NVLink multicast off.
+        unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+    }
     let Some(args) = Args::parse_lenient(&BENCHES) else {
         return; // only other programs' benchmarks were asked for
     };
@@ -186,9 +191,6 @@ fn main() {
         .collect();
     // NCCL before any wait: communicator creation allocates and loads code (docs/deadlocks.md).
     let comms = if args.wants("multi_allreduce") {
-        // SAFETY: single-threaded so far (no ferrocuda thread reads the environment); set before
-        // NCCL is loaded. The device machines keep NVLink multicast off.
-        unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
         match Communicators::init_all(&devs) {
             Ok(c) => Some(c),
             Err(e) => {
