@@ -5,11 +5,48 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::raw::{self, CUdeviceptr};
 use crate::reclaim::{self, Garbage};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Device flags handed out and not yet freed (for leak checks).
+/// Device flags handed out and not yet returned to the pool (for leak checks).
 static LIVE_DEVICE_FLAGS: AtomicUsize = AtomicUsize::new(0);
+/// Device memory slabs the pool holds.
+static SLABS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes between two flags: one cache line each, so that a poller of one flag and a writer of its
+/// neighbour do not share a line.
+const SLOT_STRIDE: u64 = 64;
+/// Bytes of one slab (`cuMemAlloc` hands out at least this much anyway).
+const SLAB_BYTES: u64 = 4096;
+
+/// Free slots by device ordinal. Slabs are never freed while the process runs: `cuMemFree` does
+/// not return while any stream waits on a value (docs/deadlocks.md), so a slot of a dropped flag
+/// comes back here, after a fence, instead.
+fn pool() -> &'static Mutex<HashMap<usize, Vec<CUdeviceptr>>> {
+    static P: OnceLock<Mutex<HashMap<usize, Vec<CUdeviceptr>>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+fn take_slot(device: &Device) -> Result<CUdeviceptr> {
+    let ordinal = device.ordinal();
+    if let Some(p) = pool()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(&ordinal)
+        .and_then(Vec::pop)
+    {
+        return Ok(p);
+    }
+    device.inner.bind_checked()?;
+    // SAFETY: the device's context is current.
+    let base = unsafe { raw::mem_alloc(SLAB_BYTES as usize) }?;
+    SLABS.fetch_add(1, Ordering::Relaxed);
+    let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
+    pool.entry(ordinal)
+        .or_default()
+        .extend((1..SLAB_BYTES / SLOT_STRIDE).map(|i| base + i * SLOT_STRIDE));
+    Ok(base)
+}
 
 /// An 8-byte flag in the memory of one device (its *home*), for GPU → GPU gating.
 ///
@@ -50,10 +87,10 @@ static LIVE_DEVICE_FLAGS: AtomicUsize = AtomicUsize::new(0);
 /// # Lifetime
 ///
 /// A shared handle (clones are the same 8 bytes). The memory is ordinary `cuMemAlloc` memory (pool
-/// memory from `cuMemAllocAsync` is not reachable by peers through peer access). When the last
-/// handle drops, it is freed by the crate's reclaimer once every stream of every device is past
-/// the work enqueued so far (`cuMemFree` blocks behind a waiting stream, so it never runs on the
-/// dropping thread; docs/deadlocks.md).
+/// memory from `cuMemAllocAsync` is not reachable by peers through peer access), in 4 KiB slabs of
+/// 64 flags, one per cache line, kept by the crate for reuse (`cuMemFree` blocks behind a waiting
+/// stream; docs/deadlocks.md). When the last handle drops, the slot returns to the pool once every
+/// stream of every device is past the work enqueued so far.
 #[derive(Clone)]
 pub struct DeviceFlag {
     inner: Arc<DeviceFlagInner>,
@@ -66,12 +103,16 @@ struct DeviceFlagInner {
 
 impl Drop for DeviceFlagInner {
     fn drop(&mut self) {
-        // No driver call here (this may run inside a host function): fenced, then cuMemFree.
-        reclaim::defer(Garbage::DeviceAlloc {
-            device: self.device.inner.clone(),
-            ptr: self.ptr,
-        });
-        reclaim::defer(Garbage::Callback(Box::new(|| {
+        // No driver call here (this may run inside a host function): the slot returns to the
+        // pool once every stream of every device is past the work enqueued so far.
+        let (ordinal, ptr) = (self.device.ordinal(), self.ptr);
+        reclaim::defer(Garbage::Callback(Box::new(move || {
+            pool()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(ordinal)
+                .or_default()
+                .push(ptr);
             LIVE_DEVICE_FLAGS.fetch_sub(1, Ordering::AcqRel);
         })));
     }
@@ -84,11 +125,9 @@ impl DeviceFlag {
     ///
     /// [`Error::Driver`](crate::Error::Driver) if memory cannot be allocated or cleared.
     pub fn new(device: &Device) -> Result<DeviceFlag> {
-        device.inner.bind_checked()?;
-        // SAFETY: the device's context is current.
-        let ptr = unsafe { raw::mem_alloc(8) }?;
+        let ptr = take_slot(device)?;
         LIVE_DEVICE_FLAGS.fetch_add(1, Ordering::AcqRel);
-        // From here on the drop frees it.
+        // From here on the drop returns the slot.
         let flag = DeviceFlag {
             inner: Arc::new(DeviceFlagInner {
                 ptr,
@@ -133,9 +172,14 @@ impl DeviceFlag {
         Ok(v)
     }
 
-    /// Device flags handed out and not yet freed (for leak checks).
+    /// Device flags handed out and not yet returned to the pool (for leak checks).
     pub fn live_count() -> usize {
         LIVE_DEVICE_FLAGS.load(Ordering::Acquire)
+    }
+
+    /// Device-memory slabs of 4 KiB (64 flags each) the pool holds; they are kept for reuse.
+    pub fn pool_slabs() -> usize {
+        SLABS.load(Ordering::Relaxed)
     }
 }
 

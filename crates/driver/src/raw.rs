@@ -330,15 +330,6 @@ pub(crate) unsafe fn mem_alloc(bytes: usize) -> Result<CUdeviceptr> {
     Ok(p)
 }
 
-/// May block while any stream of the context waits on a host value (docs/deadlocks.md): only the
-/// reclaimer calls it.
-///
-/// # Safety
-/// `p` came from `mem_alloc` under the current context, is freed once, and no GPU work uses it.
-pub(crate) unsafe fn mem_free(p: CUdeviceptr) -> Result<()> {
-    cu!(cuMemFree_v2(p))
-}
-
 /// # Safety
 /// `dst` has `bytes` bytes of device memory; `src` stays readable until the copy ran (pageable
 /// sources are staged by the driver before this returns).

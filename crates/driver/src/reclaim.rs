@@ -39,12 +39,6 @@ pub(crate) enum Garbage {
         device: Arc<DeviceInner>,
         ptr: CUdeviceptr,
     },
-    /// Ordinary device memory from `cuMemAlloc` (a [`DeviceFlag`](crate::DeviceFlag)): freed
-    /// with `cuMemFree`, which may block behind a waiting stream, so only here.
-    DeviceAlloc {
-        device: Arc<DeviceInner>,
-        ptr: CUdeviceptr,
-    },
     /// A module.
     Module {
         device: Arc<DeviceInner>,
@@ -286,11 +280,6 @@ fn release(g: Garbage) {
         Garbage::DevicePtr { device, ptr } => device.reclaim_stream().and_then(|s| {
             // SAFETY: the fence passed, so no work uses `ptr`; it came from cuMemAllocAsync.
             unsafe { raw::mem_free_async(ptr, s) }
-        }),
-        Garbage::DeviceAlloc { device, ptr } => device.bind_checked().and_then(|()| {
-            // SAFETY: the fence passed, so no work (of any device) uses `ptr`; it came from
-            // cuMemAlloc under this device's context.
-            unsafe { raw::mem_free(ptr) }
         }),
         Garbage::Module { device, module } => device.bind_checked().and_then(|()| {
             // SAFETY: the fence passed, so no launch of the module's functions is pending, and no
