@@ -234,8 +234,9 @@ fn smoke_rust(
     Ok(())
 }
 
-/// The multi-GPU program against the fake driver, which has one device: it must exit 0 with a
-/// `SKIPPED` line and no rows, both for `all` and for another program's benchmark names.
+/// The multi-GPU program against the fake driver: with one device it must exit 0 with a `SKIPPED`
+/// line and no rows, both for `all` and for another program's benchmark names; with two
+/// (`FAKE_CUDA_DEVICES=2`) its fan-out and relay benchmarks must terminate with well-formed rows.
 fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
     let exe = util::root().join("target/debug/multi_bench");
@@ -255,7 +256,38 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
             return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
         }
     }
-    eprintln!("bench smoke: multi: skips on one GPU");
+    // Two fake devices: fan-out and relays terminate and write well-formed rows (no NCCL here, so
+    // `multi_allreduce` skips).
+    let json = fake.parent().unwrap_or(fake).join("smoke-multi.jsonl");
+    let _ = std::fs::remove_file(&json);
+    let table = util::output(
+        Command::new("timeout")
+            .arg("120")
+            .arg(&exe)
+            .env("LD_LIBRARY_PATH", fake)
+            .env("FAKE_CUDA_DEVICES", "2")
+            .arg("--cubin")
+            .arg(cubin)
+            .arg("--json")
+            .arg(&json)
+            .args([
+                "--samples",
+                "20",
+                "--warmup",
+                "2",
+                "--commit",
+                "smoke",
+                "all",
+            ]),
+    )?;
+    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    check_rows(
+        &text,
+        "multi",
+        &["multi_fanout".to_owned(), "multi_relay".to_owned()],
+    )
+    .map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+    eprintln!("bench smoke: multi: skips on one GPU; fan-out and relays ran on two fake GPUs");
     Ok(())
 }
 
