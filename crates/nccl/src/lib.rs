@@ -393,6 +393,19 @@ mod tests {
         );
     }
 
+    /// Where NCCL is installed, all eight entry points resolve and the version is NCCL 2's
+    /// (ncclGetVersion needs no GPU); elsewhere the error is `Load`.
+    #[test]
+    fn nccl_loads_where_installed() {
+        match version() {
+            Ok(v) => {
+                println!("NCCL {v}");
+                assert!((20000..30000).contains(&v), "{v}");
+            }
+            Err(e) => assert!(matches!(e, Error::Load(_)), "{e}"),
+        }
+    }
+
     #[test]
     fn result_names_follow_nccl_h() {
         assert_eq!(sys::ncclResult_t(0).name(), "ncclSuccess");

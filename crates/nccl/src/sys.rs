@@ -1,8 +1,9 @@
 //! The NCCL entry points this crate uses, loaded from `libnccl.so.2` at run time.
 //!
 //! Hand-written, not generated: eight functions of NCCL's stable C API (`nccl.h`, NCCL 2.x) and
-//! the values of three enums. The values were checked against cudarc 0.19.10's bindings, which
-//! are generated from `nccl.h` of NCCL 2.28. cudarc's own loader is not used: it looks for
+//! the values of three enums. Signatures and values were checked against `nccl.h` of NCCL 2.28.3
+//! (the `nvidia-nccl-cu13` wheel) and cudarc 0.19.10's bindings generated from it; the loader was
+//! run against that wheel's `libnccl.so.2` (`ncclGetVersion` = 22803). cudarc's own loader is not used: it looks for
 //! `libnccl.so` and `libnccl.so.{13,12,11,10,9,1}`, while the NCCL runtime package installs
 //! `libnccl.so.2` (the unversioned name comes with the development package only).
 #![allow(non_camel_case_types, non_snake_case)]
@@ -32,7 +33,7 @@ impl ncclResult_t {
             5 => "ncclInvalidUsage",
             6 => "ncclRemoteError",
             7 => "ncclInProgress",
-            8 => "ncclTimeout",
+            8 => "ncclTimeout (NCCL 2.30; ncclNumResults before)",
             _ => "unknown ncclResult_t",
         }
     }
