@@ -32,6 +32,7 @@ use std::process::Command;
 pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
     ("ferrocuda", "ferrocuda-bench", "ferrocuda_bench"),
     ("kernels", "ferrocuda-bench", "kernels_bench"),
+    ("multi", "ferrocuda-bench", "multi_bench"),
     ("cudarc", "ferrocuda-bench", "cudarc_bench"),
 ];
 
@@ -165,8 +166,12 @@ fn smoke_rust(
     raw_names: &[String],
 ) -> Result<(), String> {
     let fake = crate::demo::fake_driver(tk, &dir.join("rust"))?;
+    smoke_multi(&fake, cubin)?;
     let mut sets = Vec::new();
-    for (name, package, bin) in RUST_PROGRAMS.iter().filter(|p| p.0 != "kernels") {
+    for (name, package, bin) in RUST_PROGRAMS
+        .iter()
+        .filter(|p| p.0 != "kernels" && p.0 != "multi")
+    {
         util::run(util::cargo().args(["build", "-p", package, "--bin", bin]))?;
         let exe = util::root().join("target/debug").join(bin);
         let json = dir.join(format!("smoke-{name}.jsonl"));
@@ -226,6 +231,63 @@ fn smoke_rust(
             sb.difference(sa).collect::<Vec<_>>()
         ));
     }
+    Ok(())
+}
+
+/// The multi-GPU program against the fake driver: with one device it must exit 0 with a `SKIPPED`
+/// line and no rows, both for `all` and for another program's benchmark names; with two
+/// (`FAKE_CUDA_DEVICES=2`) its fan-out and relay benchmarks must terminate with well-formed rows.
+fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
+    util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
+    let exe = util::root().join("target/debug/multi_bench");
+    for names in [&["all"][..], &["signal_wait_ack"][..]] {
+        let out = util::output(
+            Command::new("timeout")
+                .arg("60")
+                .arg(&exe)
+                .env("LD_LIBRARY_PATH", fake)
+                .arg("--cubin")
+                .arg(cubin)
+                .args(["--samples", "20", "--warmup", "2", "--commit", "smoke"])
+                .args(names),
+        )?;
+        let skipped = out.contains("SKIPPED: needs 2 GPUs");
+        if names[0] == "all" && !skipped {
+            return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
+        }
+    }
+    // Two fake devices: fan-out and relays terminate and write well-formed rows (no NCCL here, so
+    // `multi_allreduce` skips).
+    let json = fake.parent().unwrap_or(fake).join("smoke-multi.jsonl");
+    let _ = std::fs::remove_file(&json);
+    let table = util::output(
+        Command::new("timeout")
+            .arg("120")
+            .arg(&exe)
+            .env("LD_LIBRARY_PATH", fake)
+            .env("FAKE_CUDA_DEVICES", "2")
+            .arg("--cubin")
+            .arg(cubin)
+            .arg("--json")
+            .arg(&json)
+            .args([
+                "--samples",
+                "20",
+                "--warmup",
+                "2",
+                "--commit",
+                "smoke",
+                "all",
+            ]),
+    )?;
+    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    check_rows(
+        &text,
+        "multi",
+        &["multi_fanout".to_owned(), "multi_relay".to_owned()],
+    )
+    .map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
+    eprintln!("bench smoke: multi: skips on one GPU; fan-out and relays ran on two fake GPUs");
     Ok(())
 }
 
@@ -438,6 +500,8 @@ const RUN: &str = r#"#!/usr/bin/env bash
 #   run [--json FILE] [--rounds N] [--samples N] [--only IMPL[,IMPL...]] [all | BENCH...]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
+export NCCL_NVLS_ENABLE=0
 json="$here/results.jsonl"; rounds=1; samples=(); only=""; benches=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -39,6 +39,11 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_graph",
         "--exact graph_and_closures_dropped_while_replays_in_flight_stay_alive",
     ),
+    (
+        "memcheck",
+        "gpu_multi",
+        "--exact dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.
@@ -178,6 +183,8 @@ const RUN_HEAD: &str = r#"#!/usr/bin/env bash
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 export RUST_BACKTRACE=1
+# The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
+export NCCL_NVLS_ENABLE=0
 pass=0; fail=0; failed=()
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 for t in "$here"/bin/*; do

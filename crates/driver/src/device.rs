@@ -5,6 +5,7 @@ use crate::raw::{self, CUcontext, CUdevice, CUdevice_attribute, CUstream};
 use crate::stream::DeviceStream;
 use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// One CUDA device (an accelerator) with its retained primary context.
@@ -42,6 +43,8 @@ pub(crate) struct DeviceInner {
     total_memory: usize,
     pub(crate) can_map_host_memory: bool,
     pub(crate) unified_addressing: bool,
+    /// Bit `p` set: peer access from this device to device `p` is enabled (ordinals below 64).
+    peers: AtomicU64,
     default_stream: OnceLock<DeviceStream>,
     /// A stream of the crate's own on which fenced device frees are ordered.
     reclaim_stream: OnceLock<Result<CUstream>>,
@@ -69,6 +72,13 @@ fn table() -> &'static [OnceLock<Arc<DeviceInner>>] {
         let n = raw::init().and_then(|()| raw::device_count()).unwrap_or(0);
         (0..n).map(|_| OnceLock::new()).collect()
     })
+}
+
+/// Tells the crate that code outside it (the CUDA runtime, NCCL, raw driver calls) may have
+/// changed this thread's current context: the next call that needs a context asks the driver
+/// instead of trusting the crate's record. Call it after such code, on the same thread.
+pub fn forget_current_context() {
+    CURRENT.with(|c| c.set(std::ptr::null_mut()));
 }
 
 impl Device {
@@ -221,12 +231,28 @@ impl Device {
         // SAFETY: this device's context is current; `peer`'s context is live for the process.
         match unsafe { raw::ctx_enable_peer_access(peer.inner.ctx) } {
             Err(Error::Driver(e))
-                if e.code == ferrocuda_sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED =>
-            {
-                Ok(())
-            }
-            other => other,
+                if e.code == ferrocuda_sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED => {}
+            other => other?,
         }
+        if peer.inner.ordinal < 64 {
+            self.inner
+                .peers
+                .fetch_or(1 << peer.inner.ordinal, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Makes sure work on this device may access `peer`'s ordinary device memory: nothing for the
+    /// device itself, one atomic load once enabled, else [`enable_peer_access`](Self::enable_peer_access).
+    pub(crate) fn ensure_peer_access(&self, peer: &Device) -> Result<()> {
+        if self.same(peer) {
+            return Ok(());
+        }
+        let bit = 1u64.checked_shl(peer.inner.ordinal as u32).unwrap_or(0);
+        if bit != 0 && self.inner.peers.load(Ordering::Acquire) & bit != 0 {
+            return Ok(());
+        }
+        self.enable_peer_access(peer)
     }
 
     /// Returns the device's default memory pool's cached memory to the system, keeping `keep`
@@ -322,6 +348,7 @@ impl DeviceInner {
                 != 0,
             unified_addressing: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING)?
                 != 0,
+            peers: AtomicU64::new(0),
             default_stream: OnceLock::new(),
             reclaim_stream: OnceLock::new(),
             gate: OnceLock::new(),

@@ -36,7 +36,12 @@
 //!   flag when done without holding the stream
 //!   ([`enqueue_async_host_func`](DeviceStream::enqueue_async_host_func)).
 //! * [`DeviceEvent`]: a point in a stream: query it, wait for it, time between two.
-//! * [`CompletionFlag`] / [`CompletionFlagRef`]: the 8-byte flag and its non-owning view.
+//! * [`CompletionFlag`] / [`CompletionFlagRef`]: the 8-byte flag and its non-owning view. Portable:
+//!   streams of every device of the process can wait on one flag, and one `signal` releases them all.
+//! * [`DeviceFlag`]: an 8-byte flag in one GPU's memory, which streams of that GPU and of its peers
+//!   write ([`write_value`](DeviceStream::write_value)) and wait on
+//!   ([`wait_value_on`](DeviceStream::wait_value_on)): GPU → GPU gates without the host
+//!   (`docs/multi-gpu.md`).
 //! * [`DeviceBuffer`], [`HostBuffer`]: device memory (stream-ordered) and pinned host memory.
 //! * [`Module`], [`Function`], [`LaunchConfig`], [`LaunchArgs`]: GPU code and how to launch it.
 //!
@@ -103,6 +108,7 @@
 
 mod callback;
 mod device;
+mod device_flag;
 mod error;
 mod event;
 mod flag;
@@ -117,7 +123,8 @@ mod trampoline;
 mod waiter;
 
 pub use callback::HostCallback;
-pub use device::Device;
+pub use device::{Device, forget_current_context};
+pub use device_flag::DeviceFlag;
 pub use error::{DriverError, Error, Result};
 pub use event::DeviceEvent;
 pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};

@@ -104,6 +104,14 @@ impl<T: Pod> DeviceBuffer<T> {
         }
     }
 
+    /// Records that work enqueued on `stream` up to now uses the buffer through a library this
+    /// crate does not wrap (NCCL, cuBLAS, a raw launch with [`device_ptr`](Self::device_ptr)):
+    /// when that stream is not the home stream, the drop then frees only after a fence past every
+    /// stream's work, instead of in the home stream's order.
+    pub fn record_use(&self, stream: &DeviceStream) {
+        self.note_use(&stream.inner);
+    }
+
     pub(crate) fn home_and_marker(&self) -> (&Arc<StreamInner>, &AtomicBool) {
         (&self.home, &self.foreign)
     }

@@ -319,6 +319,17 @@ pub(crate) unsafe fn mem_free_async(p: CUdeviceptr, s: CUstream) -> Result<()> {
     cu!(cuMemFreeAsync(p, s))
 }
 
+/// Ordinary (non-pool) device memory: unlike pool memory, peers reach it once peer access is
+/// enabled (`cuCtxEnablePeerAccess` does not cover `cuMemAllocAsync` pools).
+///
+/// # Safety
+/// A context is current.
+pub(crate) unsafe fn mem_alloc(bytes: usize) -> Result<CUdeviceptr> {
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, bytes))?;
+    Ok(p)
+}
+
 /// # Safety
 /// `dst` has `bytes` bytes of device memory; `src` stays readable until the copy ran (pageable
 /// sources are staged by the driver before this returns).

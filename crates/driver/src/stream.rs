@@ -1,6 +1,7 @@
 //! [`DeviceStream`]: an ordered queue of GPU work.
 
 use crate::device::Device;
+use crate::device_flag::DeviceFlag;
 use crate::error::{Error, Result};
 use crate::event::{DeviceEvent, RawEvent};
 use crate::flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
@@ -212,6 +213,25 @@ impl DeviceStream {
         cond: WaitCondition,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        // SAFETY: the slot is mapped pinned memory that stays allocated until the GPU is past the
+        // gate (a dropped flag's slot is recycled only after a fence).
+        unsafe { self.poll_address(flag.device_ptr(), value, cond, timeout) }
+    }
+
+    /// The polling gate on any 8-byte address this device can read.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is an 8-byte aligned slot this device can load from (mapped pinned memory, its own
+    /// memory, or a peer's with peer access enabled) that stays allocated until the GPU is past
+    /// the gate.
+    unsafe fn poll_address(
+        &self,
+        ptr: u64,
+        value: u64,
+        cond: WaitCondition,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         let gate = match self.inner.device.inner.gate.get() {
             Some(Ok(f)) => f,
             _ => {
@@ -233,10 +253,11 @@ impl DeviceStream {
                 }
             }
         };
-        let (ptr, c) = (flag.device_ptr(), cond as u32);
+        let c = cond as u32;
         // SAFETY: ferrocuda_gate_poll(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
-        // u64* expired): the flag and the counter are mapped pinned slots that outlive the kernel
-        // (their release is fenced); `expired` is only written when `timeout_ns != 0`.
+        // u64* expired): the flag outlives the kernel (the caller's promise) and the counter is a
+        // mapped pinned slot whose release is fenced; `expired` is only written when
+        // `timeout_ns != 0`.
         unsafe {
             self.launch(
                 gate,
@@ -424,6 +445,67 @@ impl DeviceStream {
                 value,
                 CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
             )
+        }
+    }
+
+    /// When the stream reaches this point, the GPU writes `value` to `flag`, a [`DeviceFlag`] of
+    /// this device or of a peer (`cuStreamWriteValue64`, preceded by a system-wide memory fence, so
+    /// work gated on the value sees what this stream did before). Pair with
+    /// [`wait_value_on`](Self::wait_value_on) on another stream, of any device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when this device cannot access the flag's device (peer access);
+    /// [`Error::Driver`] if the driver refuses.
+    pub fn write_value(&self, flag: &DeviceFlag, value: u64) -> Result<()> {
+        self.inner.device.ensure_peer_access(flag.device())?;
+        // SAFETY: the stream is live; the flag is this device's memory or a peer's with access
+        // enabled, and is freed only after a fence past this write.
+        unsafe {
+            raw::stream_write_value64(
+                self.inner.raw,
+                flag.device_ptr(),
+                value,
+                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
+            )
+        }
+    }
+
+    /// Makes later work on this stream wait until `flag` (a [`DeviceFlag`] of this device or of a
+    /// peer) satisfies `cond` for `value`, by `strategy`: the driver's `cuStreamWaitValue64` or the
+    /// polling gate (which also passes on [`CompletionFlag::ABORTED`], as for host flags). The host
+    /// does not wait. The flag stays allocated until the wait has passed, whatever is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when this device cannot access the flag's device (peer access) or
+    /// the polling gate did not load; [`Error::Driver`] if the driver refuses.
+    pub fn wait_value_on(
+        &self,
+        flag: &DeviceFlag,
+        value: u64,
+        cond: WaitCondition,
+        strategy: GateStrategy,
+    ) -> Result<()> {
+        self.inner.device.ensure_peer_access(flag.device())?;
+        match strategy {
+            GateStrategy::DriverWait => {
+                let flags = match cond {
+                    WaitCondition::Equal => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ,
+                    WaitCondition::GreaterOrEqual => {
+                        CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ
+                    }
+                };
+                // SAFETY: the stream is live; the flag is reachable from this device (checked
+                // above) and freed only after a fence past this wait.
+                unsafe {
+                    raw::stream_wait_value64(self.inner.raw, flag.device_ptr(), value, flags.0)
+                }
+            }
+            // SAFETY: as above: a reachable, aligned 8-byte slot freed only after a fence.
+            GateStrategy::Polling { timeout } => unsafe {
+                self.poll_address(flag.device_ptr(), value, cond, timeout)
+            },
         }
     }
 

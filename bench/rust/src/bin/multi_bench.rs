@@ -1,0 +1,250 @@
+//! Several GPUs of one host (issue 13), through ferrocuda: host signal → gated ack on every GPU
+//! against one GPU (`multi_fanout`), GPU0 → GPU1 relays (`multi_relay`), and an all-reduce gated by
+//! flags against the same all-reduce ungated (`multi_allreduce`, NCCL through ferrocuda-nccl).
+//! Follows the program contract of bench/README.md; on a machine with fewer than two GPUs it
+//! prints a `SKIPPED` line and exits 0 without rows.
+
+use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceEvent, DeviceFlag, DeviceStream, Function, GateStrategy,
+    LaunchArgs, LaunchConfig, Module, WaitCondition,
+};
+use ferrocuda_nccl::{Communicators, ReduceOp};
+
+const BENCHES: [&str; 3] = ["multi_fanout", "multi_relay", "multi_allreduce"];
+const GEQ: WaitCondition = WaitCondition::GreaterOrEqual;
+const POLL: GateStrategy = GateStrategy::Polling { timeout: None };
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| die(&e.to_string()))
+}
+
+struct Gpu {
+    stream: DeviceStream,
+    ack: Function,
+    _module: Module,
+    /// Host-visible ack slot of this GPU.
+    acked: CompletionFlag,
+}
+
+fn launch_ack(g: &Gpu, flag: &CompletionFlag, v: u64) {
+    let a = flag.as_ref();
+    // SAFETY: ack(u64* host_slot, u64 value) of bench_kernels.cu on a live mapped flag.
+    ok(unsafe {
+        g.stream.launch(
+            &g.ack,
+            LaunchConfig::single_thread(),
+            LaunchArgs::new().arg(&a).arg(&v),
+        )
+    });
+}
+
+/// Host signal → gated ack on each GPU of `gpus`; sample: the signal → the last GPU's ack seen.
+/// Idle regime: the host waits 30–50 µs after enqueueing, so every GPU sits at its gate.
+fn fanout(args: &Args, gpus: &[Gpu], strategy: GateStrategy) -> Vec<f64> {
+    let flag = ok(CompletionFlag::new(gpus[0].stream.device()));
+    let mut gap = Gap::default();
+    for g in gpus {
+        g.acked.reset();
+    }
+    collect(args.warmup, args.samples, |i| {
+        for g in gpus {
+            ok(g.stream.wait_value_with(flag.as_ref(), i, GEQ, strategy));
+            launch_ack(g, &g.acked, i);
+        }
+        spin_for_ns(gap.next_ns());
+        let t0 = now_ns();
+        flag.signal(i);
+        let mut last = t0;
+        for g in gpus {
+            last = last.max(wait_geq(|| g.acked.load(), i, "multi_fanout"));
+        }
+        (last - t0) as f64
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Relay {
+    Event,
+    PeerWait,
+    PeerPoll,
+    /// GPU0 polls the host flag too: the all-polling chain.
+    PeerPollAll,
+}
+
+/// host → GPU0 gate → relay → GPU1 ack; sample: the signal → GPU1's ack seen (idle regime).
+fn relay(args: &Args, g0: &Gpu, g1: &Gpu, how: Relay) -> Vec<f64> {
+    let host = ok(CompletionFlag::new(g0.stream.device()));
+    let on_gpu1 = ok(DeviceFlag::new(g1.stream.device()));
+    let event = ok(DeviceEvent::new(g0.stream.device(), false));
+    let mut gap = Gap::default();
+    g1.acked.reset();
+    collect(args.warmup, args.samples, |i| {
+        let first = if matches!(how, Relay::PeerPollAll) {
+            POLL
+        } else {
+            GateStrategy::DriverWait
+        };
+        ok(g0.stream.wait_value_with(host.as_ref(), i, GEQ, first));
+        match how {
+            Relay::Event => {
+                ok(g0.stream.record_event(&event));
+                ok(g1.stream.wait_for_event(&event));
+            }
+            Relay::PeerWait => {
+                ok(g0.stream.write_value(&on_gpu1, i));
+                ok(g1
+                    .stream
+                    .wait_value_on(&on_gpu1, i, GEQ, GateStrategy::DriverWait));
+            }
+            Relay::PeerPoll | Relay::PeerPollAll => {
+                ok(g0.stream.write_value(&on_gpu1, i));
+                ok(g1.stream.wait_value_on(&on_gpu1, i, GEQ, POLL));
+            }
+        }
+        launch_ack(g1, &g1.acked, i);
+        spin_for_ns(gap.next_ns());
+        let t0 = now_ns();
+        host.signal(i);
+        (wait_geq(|| g1.acked.load(), i, "multi_relay") - t0) as f64
+    })
+}
+
+/// One all-reduce step on every GPU, each GPU then writing its done flag; sample: the start of
+/// the enqueue → every GPU's done flag seen. Gated: the step first waits for a host flag, which
+/// the host signals right after enqueueing (what the gate costs on top of the collective).
+fn allreduce(
+    args: &Args,
+    comms: &Communicators,
+    gpus: &[Gpu],
+    elems: usize,
+    gate: Option<GateStrategy>,
+) -> Vec<f64> {
+    let streams: Vec<DeviceStream> = gpus.iter().map(|g| g.stream.clone()).collect();
+    let send: Vec<_> = streams
+        .iter()
+        .map(|s| ok(s.alloc_zeroed::<f32>(elems)))
+        .collect();
+    let mut recv: Vec<_> = streams.iter().map(|s| ok(s.alloc::<f32>(elems))).collect();
+    let go = ok(CompletionFlag::new(streams[0].device()));
+    for g in gpus {
+        g.acked.reset();
+    }
+    ok(comms.all_reduce(&send, &mut recv, ReduceOp::Sum, &streams));
+    for s in &streams {
+        ok(s.synchronize());
+    }
+    collect(args.warmup, args.samples, |i| {
+        let t0 = now_ns();
+        if let Some(strategy) = gate {
+            for s in &streams {
+                ok(s.wait_value_with(go.as_ref(), i, GEQ, strategy));
+            }
+        }
+        ok(comms.all_reduce(&send, &mut recv, ReduceOp::Sum, &streams));
+        for g in gpus {
+            ok(g.stream.write_host_value(&g.acked, i));
+        }
+        go.signal(i);
+        let mut last = t0;
+        for g in gpus {
+            last = last.max(wait_geq(|| g.acked.load(), i, "multi_allreduce"));
+        }
+        (last - t0) as f64
+    })
+}
+
+fn main() {
+    if std::env::var("NCCL_NVLS_ENABLE").is_err() {
+        // SAFETY: the first statement of main: no other thread exists yet, and NCCL (which reads
+        // it) is not loaded. The device machines keep NVLink multicast off.
+        unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+    }
+    let Some(args) = Args::parse_lenient(&BENCHES) else {
+        return; // only other programs' benchmarks were asked for
+    };
+    let count = Device::count().unwrap_or(0);
+    if count < 2 {
+        println!("multi: SKIPPED: needs 2 GPUs (this machine has {count})");
+        return;
+    }
+    let devs: Vec<Device> = (0..count).map(|i| ok(Device::new(i))).collect();
+    for a in &devs {
+        for b in &devs {
+            if a != b {
+                ok(a.enable_peer_access(b));
+            }
+        }
+    }
+    let image = std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
+    let gpus: Vec<Gpu> = devs
+        .iter()
+        .map(|d| {
+            let m = ok(Module::from_cubin(d, &image));
+            Gpu {
+                stream: ok(d.new_stream()),
+                ack: ok(m.function("ack")),
+                _module: m,
+                acked: ok(CompletionFlag::new(d)),
+            }
+        })
+        .collect();
+    // NCCL before any wait: communicator creation allocates and loads code (docs/deadlocks.md).
+    let comms = if args.wants("multi_allreduce") {
+        match Communicators::init_all(&devs) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                println!("multi_allreduce: SKIPPED: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut r = Report::open(
+        "multi",
+        &args,
+        &format!("{count}x {}", devs[0].name()),
+        ok(Device::driver_version()),
+    );
+    let n = format!("{count}gpu");
+    if args.wants("multi_fanout") {
+        for (name, strategy) in [("wait", GateStrategy::DriverWait), ("poll", POLL)] {
+            let mut one = fanout(&args, &gpus[..1], strategy);
+            r.row("multi_fanout", &format!("{name}_1gpu"), &mut one, "");
+            let mut all = fanout(&args, &gpus, strategy);
+            r.row("multi_fanout", &format!("{name}_{n}"), &mut all, "");
+        }
+    }
+    if args.wants("multi_relay") {
+        for (name, how) in [
+            ("event", Relay::Event),
+            ("peer_wait", Relay::PeerWait),
+            ("peer_poll", Relay::PeerPoll),
+            ("peer_poll_all", Relay::PeerPollAll),
+        ] {
+            let mut v = relay(&args, &gpus[0], &gpus[1], how);
+            r.row("multi_relay", name, &mut v, "");
+        }
+    }
+    if let Some(comms) = &comms {
+        for (size, elems) in [("4KiB", 1024usize), ("16MiB", 4 << 20)] {
+            for (name, gate) in [
+                ("ungated", None),
+                ("gated_wait", Some(GateStrategy::DriverWait)),
+                ("gated_poll", Some(POLL)),
+            ] {
+                let mut v = allreduce(&args, comms, &gpus, elems, gate);
+                r.row(
+                    "multi_allreduce",
+                    &format!("{name}_{size}_{n}"),
+                    &mut v,
+                    &format!("\"bytes\":{}", elems * 4),
+                );
+            }
+        }
+    }
+    for g in &gpus {
+        ok(g.stream.synchronize());
+    }
+}

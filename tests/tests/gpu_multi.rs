@@ -1,0 +1,468 @@
+//! Several GPUs of one host: one portable flag gating every GPU, GPU0 → GPU1 relays (event, peer
+//! write + driver wait, peer write + polling gate), drops of either device's flags and buffers while
+//! the other waits, and an all-reduce gated by flags through NCCL.
+//!
+//! Tests whose name ends in `_needs_2_gpus` print `SKIPPED: needs 2 GPUs` and return on a machine
+//! with one GPU: they are reported as passed by the harness, so read the log (the bundle runs tests
+//! with `--nocapture`).
+#![cfg(feature = "gpu-tests")]
+
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceEvent, DeviceFlag, DeviceStream, Function, GateStrategy,
+    LaunchArgs, LaunchConfig, Module, WaitCondition,
+};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+const TEST_PTX: &str = include_str!("../../crates/driver/tests/kernels/test_kernels.ptx");
+const GEQ: WaitCondition = WaitCondition::GreaterOrEqual;
+const STRATEGIES: [GateStrategy; 2] = [
+    GateStrategy::DriverWait,
+    GateStrategy::Polling { timeout: None },
+];
+
+fn slack() -> u32 {
+    if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
+        20
+    } else {
+        1
+    }
+}
+
+fn deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let limit = limit * slack();
+    let (tx, rx) = mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test body did not finish within {limit:?} (hang?)")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("body returned without sending"),
+        },
+    }
+}
+
+/// Every device, or `None` (after printing the skip) when there are fewer than two.
+fn gpus() -> Option<Vec<Device>> {
+    let n = Device::count().expect("a GPU test needs the driver");
+    if n < 2 {
+        println!("SKIPPED: needs 2 GPUs (this machine has {n})");
+        return None;
+    }
+    let devs: Vec<Device> = (0..n).map(|i| Device::new(i).unwrap()).collect();
+    println!(
+        "{n} GPUs: {:?}",
+        devs.iter().map(Device::name).collect::<Vec<_>>()
+    );
+    Some(devs)
+}
+
+/// Peer access both ways between every pair, before any wait is enqueued.
+fn enable_all_peers(devs: &[Device]) {
+    for a in devs {
+        for b in devs {
+            if a != b {
+                a.enable_peer_access(b).unwrap_or_else(|e| {
+                    panic!("peer access {} → {}: {e}", a.ordinal(), b.ordinal())
+                });
+            }
+        }
+    }
+}
+
+struct Kernels {
+    _module: Module,
+    ack: Function,
+    add_u32: Function,
+}
+
+fn kernels(d: &Device) -> Kernels {
+    let m = Module::from_ptx(d, TEST_PTX).unwrap();
+    Kernels {
+        ack: m.function("ack").unwrap(),
+        add_u32: m.function("add_u32").unwrap(),
+        _module: m,
+    }
+}
+
+fn ack(s: &DeviceStream, k: &Kernels, flag: &CompletionFlag, v: u64) {
+    let a = flag.as_ref();
+    // SAFETY: ack(u64*, u64) on a live mapped flag.
+    unsafe {
+        s.launch(
+            &k.ack,
+            LaunchConfig::single_thread(),
+            LaunchArgs::new().arg(&a).arg(&v),
+        )
+    }
+    .unwrap();
+}
+
+/// A device flag on one device: one stream writes it, another waits on it (both strategies);
+/// the gated ack never runs before the write and always after. Runs on one GPU.
+#[test]
+fn device_flag_gates_another_stream_of_its_device() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let k = kernels(&d);
+        let (producer, waiter) = (d.new_stream().unwrap(), d.new_stream().unwrap());
+        let host = CompletionFlag::new(&d).unwrap();
+        let done = CompletionFlag::new(&d).unwrap();
+        let flag = DeviceFlag::new(&d).unwrap();
+        assert_eq!(flag.read().unwrap(), 0, "a new device flag is zeroed");
+        let mut v = 0;
+        for strategy in STRATEGIES {
+            for _ in 0..1000 {
+                v += 1;
+                producer.wait_for_host_value_ge(&host, v).unwrap();
+                producer.write_value(&flag, v).unwrap();
+                waiter.wait_value_on(&flag, v, GEQ, strategy).unwrap();
+                ack(&waiter, &k, &done, v);
+                assert_eq!(done.load(), v - 1, "{strategy:?}: ran before the write");
+                host.signal(v);
+                assert_eq!(done.wait(WaitCondition::Equal, v, 2 * SEC).unwrap(), v);
+            }
+        }
+        producer.synchronize().unwrap();
+        waiter.synchronize().unwrap();
+        assert_eq!(flag.read().unwrap(), v);
+    });
+}
+
+/// MAX's gate test on every GPU at once: one portable flag, a stream on every GPU waiting on it
+/// (driver wait, polling gate); no GPU acks 30 ms after enqueueing, every GPU acks after the
+/// signal; then 10,000 steps, each checked: before signal i every GPU's ack is i - 1, after it i.
+#[test]
+fn one_flag_gates_every_gpu_ten_thousand_steps_needs_2_gpus() {
+    deadline(120 * SEC, || {
+        let Some(devs) = gpus() else { return };
+        let ks: Vec<Kernels> = devs.iter().map(kernels).collect();
+        let streams: Vec<DeviceStream> = devs.iter().map(|d| d.new_stream().unwrap()).collect();
+        for strategy in STRATEGIES {
+            let flag = CompletionFlag::new(&devs[0]).unwrap();
+            let acks: Vec<CompletionFlag> = devs
+                .iter()
+                .map(|d| CompletionFlag::new(d).unwrap())
+                .collect();
+            let step = |i: u64| {
+                for ((s, k), a) in streams.iter().zip(&ks).zip(&acks) {
+                    s.wait_value_with(flag.as_ref(), i, GEQ, strategy).unwrap();
+                    ack(s, k, a, i);
+                }
+            };
+            step(1);
+            std::thread::sleep(Duration::from_millis(30));
+            for (g, a) in acks.iter().enumerate() {
+                assert_eq!(a.load(), 0, "{strategy:?}: GPU {g} ran before the signal");
+            }
+            flag.signal(1);
+            for a in &acks {
+                a.wait(WaitCondition::Equal, 1, 2 * SEC).unwrap();
+            }
+            let t = std::time::Instant::now();
+            for i in 2..=10_001u64 {
+                step(i);
+                for (g, a) in acks.iter().enumerate() {
+                    assert_eq!(
+                        a.load(),
+                        i - 1,
+                        "{strategy:?}: GPU {g} step {i} before the signal"
+                    );
+                }
+                flag.signal(i);
+                for (g, a) in acks.iter().enumerate() {
+                    assert_eq!(
+                        a.wait(WaitCondition::Equal, i, 2 * SEC).unwrap(),
+                        i,
+                        "{strategy:?}: GPU {g} step {i}"
+                    );
+                }
+            }
+            for s in &streams {
+                s.synchronize().unwrap();
+            }
+            println!(
+                "{strategy:?}: 10,000 steps on {} GPUs in {:?}",
+                devs.len(),
+                t.elapsed()
+            );
+        }
+    });
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Relay {
+    /// GPU0 records an event after its gate; GPU1's stream waits for it (`cuStreamWaitEvent`).
+    Event,
+    /// GPU0 writes a device flag in GPU1's memory; GPU1 waits on it by `strategy`.
+    PeerWrite(GateStrategy),
+}
+
+/// host → GPU0 gate → relay → GPU1 ack, 10,000 steps per relay: GPU1's ack for step i is absent
+/// before the host signals i (and 20 ms after the first step was enqueued) and present after.
+#[test]
+fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
+    deadline(180 * SEC, || {
+        let Some(devs) = gpus() else { return };
+        enable_all_peers(&devs);
+        let (d0, d1) = (&devs[0], &devs[1]);
+        let k1 = kernels(d1);
+        let (s0, s1) = (d0.new_stream().unwrap(), d1.new_stream().unwrap());
+        for relay in [
+            Relay::Event,
+            Relay::PeerWrite(GateStrategy::DriverWait),
+            Relay::PeerWrite(GateStrategy::Polling { timeout: None }),
+        ] {
+            let host = CompletionFlag::new(d0).unwrap();
+            let done = CompletionFlag::new(d1).unwrap();
+            let on_gpu1 = DeviceFlag::new(d1).unwrap();
+            let event = DeviceEvent::new(d0, false).unwrap();
+            let t = std::time::Instant::now();
+            for i in 1..=10_000u64 {
+                s0.wait_for_host_value_ge(&host, i).unwrap();
+                match relay {
+                    Relay::Event => {
+                        s0.record_event(&event).unwrap();
+                        s1.wait_for_event(&event).unwrap();
+                    }
+                    Relay::PeerWrite(strategy) => {
+                        s0.write_value(&on_gpu1, i).unwrap();
+                        s1.wait_value_on(&on_gpu1, i, GEQ, strategy).unwrap();
+                    }
+                }
+                ack(&s1, &k1, &done, i);
+                if i == 1 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                assert_eq!(
+                    done.load(),
+                    i - 1,
+                    "{relay:?}: GPU1 ran step {i} before the signal"
+                );
+                host.signal(i);
+                assert_eq!(
+                    done.wait(WaitCondition::Equal, i, 2 * SEC).unwrap(),
+                    i,
+                    "{relay:?}: step {i}"
+                );
+            }
+            s0.synchronize().unwrap();
+            s1.synchronize().unwrap();
+            if let Relay::PeerWrite(_) = relay {
+                assert_eq!(on_gpu1.read().unwrap(), 10_000);
+            }
+            println!("{relay:?}: 10,000 relayed steps in {:?}", t.elapsed());
+        }
+    });
+}
+
+/// One device (the signaller) releases a stream of the other (the waiter) through a device flag
+/// in either device's memory; while the waiter waits, the test drops the flag, the host flag that
+/// gates the signaller and a device buffer of each device, each used by its device's gated work.
+/// The gated work still runs, nothing is freed early (live counts), and everything is released
+/// afterwards. The signaller (an async host function, then GPU work) is enqueued before the
+/// gated kernel and never depends on work enqueued after it (compute-sanitizer friendly).
+#[test]
+fn dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus() {
+    deadline(120 * SEC, || {
+        let Some(devs) = gpus() else { return };
+        enable_all_peers(&devs);
+        let ks: Vec<Kernels> = devs.iter().map(kernels).collect();
+        let n = 4096u32;
+        let mut round = 0u64;
+        for (a, b) in [(0usize, 1usize), (1, 0)] {
+            for flag_home in [a, b] {
+                for strategy in STRATEGIES {
+                    round += 1;
+                    let (sa, sb) = (devs[a].new_stream().unwrap(), devs[b].new_stream().unwrap());
+                    let done = CompletionFlag::new(&devs[b]).unwrap();
+                    ferrocuda_driver::wait_for_releases(10 * SEC * slack()).unwrap();
+                    let (live_dev, live_host) =
+                        (DeviceFlag::live_count(), CompletionFlag::live_count());
+                    let host = CompletionFlag::new(&devs[a]).unwrap();
+                    let relay = DeviceFlag::new(&devs[flag_home]).unwrap();
+                    // The signaller first: a host step that signals `host` after 50 ms.
+                    sa.enqueue_async_host_func(&host, 1, || {
+                        std::thread::sleep(Duration::from_millis(50))
+                    })
+                    .unwrap();
+                    sa.wait_for_host_value_ge(&host, 1).unwrap();
+                    let buf_a = sa.alloc_zeroed::<u32>(n as usize).unwrap();
+                    // SAFETY: add_u32(u32*, u32, u32) over `n` elements of a live buffer.
+                    unsafe {
+                        sa.launch(
+                            &ks[a].add_u32,
+                            LaunchConfig::for_num_elems(n, 256),
+                            LaunchArgs::new().arg(&buf_a).arg(&n).arg(&1u32),
+                        )
+                    }
+                    .unwrap();
+                    sa.write_value(&relay, round).unwrap();
+                    // The waiter.
+                    let buf_b = sb.alloc_zeroed::<u32>(n as usize).unwrap();
+                    sb.wait_value_on(&relay, round, GEQ, strategy).unwrap();
+                    // SAFETY: as above.
+                    unsafe {
+                        sb.launch(
+                            &ks[b].add_u32,
+                            LaunchConfig::for_num_elems(n, 256),
+                            LaunchArgs::new().arg(&buf_b).arg(&n).arg(&2u32),
+                        )
+                    }
+                    .unwrap();
+                    ack(&sb, &ks[b], &done, round);
+                    drop((relay, host, buf_a, buf_b));
+                    let what = format!("GPU{a} → GPU{b}, flag on GPU{flag_home}, {strategy:?}");
+                    assert_eq!(
+                        DeviceFlag::live_count(),
+                        live_dev + 1,
+                        "{what}: device flag freed while waited on"
+                    );
+                    assert_eq!(
+                        CompletionFlag::live_count(),
+                        live_host + 1,
+                        "{what}: host flag recycled while waited on"
+                    );
+                    assert_eq!(
+                        done.wait(WaitCondition::Equal, round, 10 * SEC * slack())
+                            .unwrap(),
+                        round,
+                        "{what}"
+                    );
+                    sa.synchronize().unwrap();
+                    sb.synchronize().unwrap();
+                    ferrocuda_driver::wait_for_releases(10 * SEC * slack()).unwrap();
+                    assert_eq!(DeviceFlag::live_count(), live_dev, "{what}: leaked");
+                    assert_eq!(CompletionFlag::live_count(), live_host, "{what}: leaked");
+                }
+            }
+        }
+    });
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The pattern of ferrocuda-nccl: every GPU's stream waits for one host flag, copies its input,
+/// all-reduces through NCCL (`ncclCommInitAll`, one process), copies the result back and writes
+/// its own done flag. 100 steps on random integer-valued f32 data (sums are exact): before the
+/// signal no GPU has reported the step (and, for the first, 20 ms after enqueueing); after it every
+/// GPU's result equals the CPU's sum of all inputs.
+#[test]
+fn gated_all_reduce_equals_the_cpu_sum_100_steps_needs_2_gpus() {
+    deadline(180 * SEC, || {
+        let Some(devs) = gpus() else { return };
+        // The bundle's `run` exports it; set it here for other ways of running the test.
+        if std::env::var("NCCL_NVLS_ENABLE").as_deref() != Ok("0") {
+            // SAFETY: set before NCCL is loaded; the bundle runs this binary's tests one at a time,
+            // and no other thread of this process reads the environment meanwhile.
+            unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+        }
+        let version = ferrocuda_nccl::version().expect("NCCL loads on a multi-GPU machine");
+        println!("NCCL {version}");
+        let comms = ferrocuda_nccl::Communicators::init_all(&devs).unwrap();
+        let streams: Vec<DeviceStream> = devs.iter().map(|d| d.new_stream().unwrap()).collect();
+        let n = 1usize << 16;
+        let mut send: Vec<_> = streams
+            .iter()
+            .map(|s| s.alloc_zeroed::<f32>(n).unwrap())
+            .collect();
+        let mut recv: Vec<_> = streams.iter().map(|s| s.alloc::<f32>(n).unwrap()).collect();
+        let mut inp: Vec<_> = devs
+            .iter()
+            .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
+            .collect();
+        let mut out: Vec<_> = devs
+            .iter()
+            .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
+            .collect();
+        // One ungated collective first: NCCL's first use may load code or allocate, which would
+        // block behind a waiting stream.
+        comms
+            .all_reduce(&send, &mut recv, ferrocuda_nccl::ReduceOp::Sum, &streams)
+            .unwrap();
+        for s in &streams {
+            s.synchronize().unwrap();
+        }
+        let go = CompletionFlag::new(&devs[0]).unwrap();
+        let done: Vec<CompletionFlag> = devs
+            .iter()
+            .map(|d| CompletionFlag::new(d).unwrap())
+            .collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(3, |d| d.as_nanos() as u64);
+        println!("seed: {seed}");
+        for step in 1..=100u64 {
+            let mut expected = vec![0f32; n];
+            for (g, b) in inp.iter_mut().enumerate() {
+                for (j, (x, e)) in b
+                    .as_mut_slice()
+                    .unwrap()
+                    .iter_mut()
+                    .zip(&mut expected)
+                    .enumerate()
+                {
+                    *x = (mix(seed ^ (step << 40) ^ ((g as u64) << 32) ^ j as u64) % 1024) as f32;
+                    *e += *x;
+                }
+            }
+            for g in 0..devs.len() {
+                let s = &streams[g];
+                s.wait_for_host_value_ge(&go, step).unwrap();
+                s.copy_htod_async(&inp[g], &mut send[g]).unwrap();
+            }
+            comms
+                .all_reduce(&send, &mut recv, ferrocuda_nccl::ReduceOp::Sum, &streams)
+                .unwrap();
+            for g in 0..devs.len() {
+                streams[g].copy_dtoh_async(&recv[g], &mut out[g]).unwrap();
+                streams[g].write_host_value(&done[g], step).unwrap();
+            }
+            if step == 1 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for (g, d) in done.iter().enumerate() {
+                assert_eq!(
+                    d.load(),
+                    step - 1,
+                    "GPU {g} finished step {step} before the signal"
+                );
+            }
+            go.signal(step);
+            for (g, d) in done.iter().enumerate() {
+                assert_eq!(
+                    d.wait(GEQ, step, 5 * SEC).unwrap(),
+                    step,
+                    "GPU {g} step {step}"
+                );
+            }
+            for (g, o) in out.iter().enumerate() {
+                let got = o.as_slice().unwrap();
+                if let Some(j) = (0..n).find(|&j| got[j] != expected[j]) {
+                    panic!(
+                        "step {step}, GPU {g}, element {j}: {} != CPU sum {}",
+                        got[j], expected[j]
+                    );
+                }
+            }
+        }
+        for s in &streams {
+            s.synchronize().unwrap();
+        }
+        comms.check_async_errors().unwrap();
+    });
+}
