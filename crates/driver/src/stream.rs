@@ -748,6 +748,9 @@ impl DeviceStream {
     ///
     /// [`Error::LengthMismatch`], [`Error::DeviceMismatch`], [`Error::Driver`].
     pub fn copy_htod<T: Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         Self::check_len("copy_htod", dst.len(), src.len())?;
         self.check_device(dst)?;
         if src.is_empty() {
@@ -771,6 +774,9 @@ impl DeviceStream {
     ///
     /// As [`copy_htod`](Self::copy_htod), plus [`Error::HostFuncPanicked`] as in `synchronize`.
     pub fn copy_dtoh<T: Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         Self::check_len("copy_dtoh", src.len(), dst.len())?;
         self.check_device(src)?;
         if !dst.is_empty() {
@@ -798,6 +804,9 @@ impl DeviceStream {
         src: &DeviceBuffer<T>,
         dst: &mut DeviceBuffer<T>,
     ) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         Self::check_len("copy_dtod", dst.len(), src.len())?;
         src.note_use(&self.inner);
         dst.note_use(&self.inner);
@@ -819,6 +828,9 @@ impl DeviceStream {
         src: &HostBuffer<T>,
         dst: &mut DeviceBuffer<T>,
     ) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         Self::check_len("copy_htod_async", dst.len(), src.len())?;
         self.check_device(dst)?;
         if src.is_empty() {
@@ -847,6 +859,9 @@ impl DeviceStream {
         src: &DeviceBuffer<T>,
         dst: &mut HostBuffer<T>,
     ) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         Self::check_len("copy_dtoh_async", src.len(), dst.len())?;
         self.check_device(src)?;
         if src.is_empty() {
@@ -871,6 +886,9 @@ impl DeviceStream {
     ///
     /// [`Error::Driver`].
     pub fn memset_zero<T: Pod>(&self, buf: &mut DeviceBuffer<T>) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         buf.note_use(&self.inner);
         if buf.is_empty() {
             return Ok(());
@@ -885,6 +903,9 @@ impl DeviceStream {
     ///
     /// [`Error::InvalidArgument`] unless `T` is 4 bytes wide; [`Error::Driver`].
     pub fn memset_u32<T: Pod>(&self, buf: &mut DeviceBuffer<T>, value: u32) -> Result<()> {
+        // Copies and memsets act on the current context: it must be the stream's (another
+        // device's context may be current after work on that device, e.g. NCCL).
+        self.inner.device.inner.bind()?;
         if size_of::<T>() != 4 {
             return Err(Error::InvalidArgument(format!(
                 "memset_u32 needs 4-byte elements, not {}",
