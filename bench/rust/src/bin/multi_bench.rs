@@ -247,4 +247,12 @@ fn main() {
     for g in &gpus {
         ok(g.stream.synchronize());
     }
+    // The communicators are destroyed in the background (after every stream passed them): let
+    // that finish before the process exits and unloads NCCL. On 2 x H200 the program segfaulted at
+    // exit without this (every row had been written); not re-run on the GPU since.
+    drop(comms);
+    drop(gpus);
+    if let Err(e) = ferrocuda_driver::wait_for_releases(std::time::Duration::from_secs(10)) {
+        eprintln!("multi: deferred releases still pending at exit: {e}");
+    }
 }
