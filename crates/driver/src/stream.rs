@@ -636,6 +636,13 @@ impl DeviceStream {
         }
     }
 
+    /// Copies and memsets act on the current context: it must be the stream's (another device's
+    /// context may be current after work on that device, e.g. NCCL's).
+    #[inline]
+    fn bind_for_copy(&self) -> Result<()> {
+        self.inner.device.inner.bind()
+    }
+
     #[inline]
     fn refuse_under_capture(&self, op: &'static str) -> Result<()> {
         if self.inner.capturing.load(Ordering::Relaxed) {
@@ -748,9 +755,7 @@ impl DeviceStream {
     ///
     /// [`Error::LengthMismatch`], [`Error::DeviceMismatch`], [`Error::Driver`].
     pub fn copy_htod<T: Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         Self::check_len("copy_htod", dst.len(), src.len())?;
         self.check_device(dst)?;
         if src.is_empty() {
@@ -774,9 +779,7 @@ impl DeviceStream {
     ///
     /// As [`copy_htod`](Self::copy_htod), plus [`Error::HostFuncPanicked`] as in `synchronize`.
     pub fn copy_dtoh<T: Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         Self::check_len("copy_dtoh", src.len(), dst.len())?;
         self.check_device(src)?;
         if !dst.is_empty() {
@@ -804,9 +807,7 @@ impl DeviceStream {
         src: &DeviceBuffer<T>,
         dst: &mut DeviceBuffer<T>,
     ) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         Self::check_len("copy_dtod", dst.len(), src.len())?;
         src.note_use(&self.inner);
         dst.note_use(&self.inner);
@@ -828,9 +829,7 @@ impl DeviceStream {
         src: &HostBuffer<T>,
         dst: &mut DeviceBuffer<T>,
     ) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         Self::check_len("copy_htod_async", dst.len(), src.len())?;
         self.check_device(dst)?;
         if src.is_empty() {
@@ -859,9 +858,7 @@ impl DeviceStream {
         src: &DeviceBuffer<T>,
         dst: &mut HostBuffer<T>,
     ) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         Self::check_len("copy_dtoh_async", src.len(), dst.len())?;
         self.check_device(src)?;
         if src.is_empty() {
@@ -886,9 +883,7 @@ impl DeviceStream {
     ///
     /// [`Error::Driver`].
     pub fn memset_zero<T: Pod>(&self, buf: &mut DeviceBuffer<T>) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         buf.note_use(&self.inner);
         if buf.is_empty() {
             return Ok(());
@@ -903,9 +898,7 @@ impl DeviceStream {
     ///
     /// [`Error::InvalidArgument`] unless `T` is 4 bytes wide; [`Error::Driver`].
     pub fn memset_u32<T: Pod>(&self, buf: &mut DeviceBuffer<T>, value: u32) -> Result<()> {
-        // Copies and memsets act on the current context: it must be the stream's (another
-        // device's context may be current after work on that device, e.g. NCCL).
-        self.inner.device.inner.bind()?;
+        self.bind_for_copy()?;
         if size_of::<T>() != 4 {
             return Err(Error::InvalidArgument(format!(
                 "memset_u32 needs 4-byte elements, not {}",
