@@ -3,7 +3,8 @@
 //! The tests are built in release mode with each GPU package's `gpu-tests` feature, stripped, and
 //! copied into a bundle: `DIR/bin/<test>` plus a `run` script that needs no Rust toolchain. The
 //! script runs every test binary (each under a deadline), then the compute-sanitizer passes listed
-//! in [`SANITIZE`], prints `gpu bundle: N passed, M failed` and exits non-zero if anything failed.
+//! in [`SANITIZE`], prints `gpu bundle: N passed, M failed, K skipped` (tests named `*_needs_2_gpus` are skipped,
+//! and counted so, on a machine with one GPU) and exits non-zero if anything failed.
 
 use crate::util;
 use std::fmt::Write as _;
@@ -185,12 +186,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 export RUST_BACKTRACE=1
 # The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
 export NCCL_NVLS_ENABLE=0
-pass=0; fail=0; failed=()
+pass=0; fail=0; skipped=0; failed=()
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+# Tests named *_needs_2_gpus are not run (and are counted as skipped, not passed) on one GPU.
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+multi=()
+if [ "$ngpu" -lt 2 ]; then multi=(--skip _needs_2_gpus); fi
 for t in "$here"/bin/*; do
   name=$(basename "$t")
   echo "=== test $name"
-  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 --nocapture "$@"; then
+  if [ "$ngpu" -lt 2 ]; then
+    n=$("$t" --list 2>/dev/null | grep -c '_needs_2_gpus: test')
+    if [ "$n" -gt 0 ]; then
+      echo "skipped $n test(s) of $name: they need 2 GPUs, this machine has $ngpu"
+      skipped=$((skipped+n))
+    fi
+  fi
+  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 --nocapture "${multi[@]}" "$@"; then
     pass=$((pass+1))
   else
     fail=$((fail+1)); failed+=("$name")
@@ -199,6 +211,9 @@ done
 san=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
 sanitize() {
   local tool=$1 test=$2; shift 2
+  if [ "$ngpu" -lt 2 ] && [[ "$*" == *_needs_2_gpus* ]]; then
+    echo "=== skipped compute-sanitizer --tool $tool $test $*: needs 2 GPUs"; skipped=$((skipped+1)); return
+  fi
   echo "=== compute-sanitizer --tool $tool $test $*"
   if [ ! -x "$san" ]; then
     echo "compute-sanitizer not found"; fail=$((fail+1)); failed+=("$tool:$test"); return
@@ -213,6 +228,6 @@ sanitize() {
 
 const RUN_TAIL: &str = r#"
 [ "$fail" = 0 ] || echo "failed: ${failed[*]}"
-echo "gpu bundle: $pass passed, $fail failed"
+echo "gpu bundle: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" = 0 ]
 "#;
