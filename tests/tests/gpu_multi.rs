@@ -2,9 +2,9 @@
 //! write + driver wait, peer write + polling gate), drops of either device's flags and buffers while
 //! the other waits, and an all-reduce gated by flags through NCCL.
 //!
-//! Tests whose name ends in `_needs_2_gpus` print `SKIPPED: needs 2 GPUs` and return on a machine
-//! with one GPU: they are reported as passed by the harness, so read the log (the bundle runs tests
-//! with `--nocapture`).
+//! Tests whose name ends in `_needs_2_gpus` need two GPUs. The GPU bundle does not run them on a
+//! machine with one (`--skip _needs_2_gpus`) and counts them as skipped; run by hand there, they
+//! print `SKIPPED: needs 2 GPUs` and return.
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{
@@ -83,6 +83,7 @@ struct Kernels {
     _module: Module,
     ack: Function,
     add_u32: Function,
+    gated_ack: Function,
 }
 
 fn kernels(d: &Device) -> Kernels {
@@ -90,8 +91,39 @@ fn kernels(d: &Device) -> Kernels {
     Kernels {
         ack: m.function("ack").unwrap(),
         add_u32: m.function("add_u32").unwrap(),
+        gated_ack: m.function("gated_ack").unwrap(),
         _module: m,
     }
+}
+
+/// The fused gate: a 32-thread kernel that waits for `flag >= value` in its prologue and then
+/// writes `v` to `out` (or [`CompletionFlag::ABORTED`] if the wait was aborted).
+fn gated_ack(
+    s: &DeviceStream,
+    k: &Kernels,
+    flag: &DeviceFlag,
+    value: u64,
+    out: &CompletionFlag,
+    v: u64,
+) {
+    let (f, o, no_limit, no_counter) = (flag.device_ptr(), out.as_ref(), 0u64, 0u64);
+    // SAFETY: gated_ack(const u64* flag, u64 value, u64 timeout_ns, u64* expired, u64* out, u64 v):
+    // the device flag is reachable from this device (peer access enabled by the caller) and both
+    // slots are pooled, recycled only after a fence past this kernel.
+    unsafe {
+        s.launch(
+            &k.gated_ack,
+            LaunchConfig::for_num_elems(32, 32),
+            LaunchArgs::new()
+                .arg(&f)
+                .arg(&value)
+                .arg(&no_limit)
+                .arg(&no_counter)
+                .arg(&o)
+                .arg(&v),
+        )
+    }
+    .unwrap();
 }
 
 fn ack(s: &DeviceStream, k: &Kernels, flag: &CompletionFlag, v: u64) {
@@ -107,8 +139,9 @@ fn ack(s: &DeviceStream, k: &Kernels, flag: &CompletionFlag, v: u64) {
     .unwrap();
 }
 
-/// A device flag on one device: one stream writes it, another waits on it (both strategies);
-/// the gated ack never runs before the write and always after. Runs on one GPU.
+/// A device flag on one device: one stream writes it (a host gate + `write_value`, or the polling
+/// relay `relay_value`), another waits on it (both strategies); the gated ack never runs before
+/// the write and always after. Runs on one GPU.
 #[test]
 fn device_flag_gates_another_stream_of_its_device() {
     deadline(30 * SEC, || {
@@ -120,21 +153,109 @@ fn device_flag_gates_another_stream_of_its_device() {
         let flag = DeviceFlag::new(&d).unwrap();
         assert_eq!(flag.read().unwrap(), 0, "a new device flag is zeroed");
         let mut v = 0;
-        for strategy in STRATEGIES {
-            for _ in 0..1000 {
-                v += 1;
-                producer.wait_for_host_value_ge(&host, v).unwrap();
-                producer.write_value(&flag, v).unwrap();
-                waiter.wait_value_on(&flag, v, GEQ, strategy).unwrap();
-                ack(&waiter, &k, &done, v);
-                assert_eq!(done.load(), v - 1, "{strategy:?}: ran before the write");
-                host.signal(v);
-                assert_eq!(done.wait(WaitCondition::Equal, v, 2 * SEC).unwrap(), v);
+        for relay in [false, true] {
+            for strategy in STRATEGIES {
+                for _ in 0..1000 {
+                    v += 1;
+                    if relay {
+                        producer.relay_value(&host, v, GEQ, &flag, v, None).unwrap();
+                    } else {
+                        producer.wait_for_host_value_ge(&host, v).unwrap();
+                        producer.write_value(&flag, v).unwrap();
+                    }
+                    waiter.wait_value_on(&flag, v, GEQ, strategy).unwrap();
+                    ack(&waiter, &k, &done, v);
+                    assert_eq!(
+                        done.load(),
+                        v - 1,
+                        "relay {relay} {strategy:?}: ran before the write"
+                    );
+                    host.signal(v);
+                    assert_eq!(done.wait(WaitCondition::Equal, v, 2 * SEC).unwrap(), v);
+                }
             }
         }
         producer.synchronize().unwrap();
         waiter.synchronize().unwrap();
         assert_eq!(flag.read().unwrap(), v);
+    });
+}
+
+/// The polling relay's edges, on one GPU: an equality relay ignores other values; a device flag
+/// can be the source; a host abort is forwarded as ABORTED (the fused gate downstream sees it);
+/// an expired time limit is forwarded as ABORTED and reported once by `synchronize`.
+#[test]
+fn relay_forwards_values_aborts_and_expiries() {
+    deadline(30 * SEC, || {
+        let d = Device::new(0).unwrap();
+        let k = kernels(&d);
+        let (s0, s1, s2) = (
+            d.new_stream().unwrap(),
+            d.new_stream().unwrap(),
+            d.new_stream().unwrap(),
+        );
+        let out = CompletionFlag::new(&d).unwrap();
+
+        // Equality: 6 and 8 do not release a relay waiting for == 7; 7 does.
+        let host = CompletionFlag::new(&d).unwrap();
+        let (a, b) = (DeviceFlag::new(&d).unwrap(), DeviceFlag::new(&d).unwrap());
+        s0.relay_value(&host, 7, WaitCondition::Equal, &a, 70, None)
+            .unwrap();
+        // A device flag as the source: a (70) → b (700).
+        s1.relay_value(&a, 70, GEQ, &b, 700, None).unwrap();
+        gated_ack(&s2, &k, &b, 700, &out, 1);
+        for wrong in [6, 8] {
+            host.signal(wrong);
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(a.read().unwrap(), 0, "an == 7 relay passed on {wrong}");
+            assert_eq!(out.load(), 0);
+        }
+        host.signal(7);
+        assert_eq!(out.wait(WaitCondition::Equal, 1, 2 * SEC).unwrap(), 1);
+        for s in [&s0, &s1, &s2] {
+            s.synchronize().unwrap();
+        }
+        assert_eq!((a.read().unwrap(), b.read().unwrap()), (70, 700));
+
+        // Abort: forwarded down the chain; the fused gate reports it.
+        let host = CompletionFlag::new(&d).unwrap();
+        let target = DeviceFlag::new(&d).unwrap();
+        out.reset();
+        s0.relay_value(&host, 5, GEQ, &target, 5, None).unwrap();
+        gated_ack(&s1, &k, &target, 5, &out, 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(out.load(), 0, "released before the abort");
+        host.abort();
+        let seen = out
+            .wait(WaitCondition::GreaterOrEqual, 1, 2 * SEC)
+            .or_else(|e| match e {
+                ferrocuda_driver::Error::Aborted => Ok(CompletionFlag::ABORTED),
+                e => Err(e),
+            })
+            .unwrap();
+        assert_eq!(seen, CompletionFlag::ABORTED, "the abort was not forwarded");
+        s0.synchronize().unwrap();
+        s1.synchronize().unwrap();
+        assert_eq!(target.read().unwrap(), CompletionFlag::ABORTED);
+
+        // Expiry: nobody signals; after 2 ms of GPU time the relay gives up, releases the driver
+        // wait downstream with ABORTED and reports the expiry once.
+        let host = CompletionFlag::new(&d).unwrap();
+        let target = DeviceFlag::new(&d).unwrap();
+        out.reset();
+        s0.relay_value(&host, 1, GEQ, &target, 1, Some(Duration::from_millis(2)))
+            .unwrap();
+        s1.wait_value_on(&target, 1, GEQ, GateStrategy::DriverWait)
+            .unwrap();
+        ack(&s1, &k, &out, 3);
+        assert_eq!(out.wait(WaitCondition::Equal, 3, 5 * SEC).unwrap(), 3);
+        assert_eq!(target.read().unwrap(), CompletionFlag::ABORTED);
+        match s0.synchronize() {
+            Err(ferrocuda_driver::Error::GateExpired { count: 1 }) => {}
+            other => panic!("expected GateExpired {{ count: 1 }}, got {other:?}"),
+        }
+        s0.synchronize().unwrap();
+        s1.synchronize().unwrap();
     });
 }
 
@@ -205,6 +326,11 @@ enum Relay {
     Event,
     /// GPU0 writes a device flag in GPU1's memory; GPU1 waits on it by `strategy`.
     PeerWrite(GateStrategy),
+    /// GPU0's polling relay waits for the host flag and writes GPU1's device flag in one kernel;
+    /// GPU1 waits on it with the polling gate.
+    Poll,
+    /// As `Poll`, but GPU1's ack kernel waits in its own prologue (the fused gate).
+    PollFused,
 }
 
 /// host → GPU0 gate → relay → GPU1 ack, 10,000 steps per relay: GPU1's ack for step i is absent
@@ -221,6 +347,8 @@ fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
             Relay::Event,
             Relay::PeerWrite(GateStrategy::DriverWait),
             Relay::PeerWrite(GateStrategy::Polling { timeout: None }),
+            Relay::Poll,
+            Relay::PollFused,
         ] {
             let host = CompletionFlag::new(d0).unwrap();
             let done = CompletionFlag::new(d1).unwrap();
@@ -228,18 +356,30 @@ fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
             let event = DeviceEvent::new(d0, false).unwrap();
             let t = std::time::Instant::now();
             for i in 1..=10_000u64 {
-                s0.wait_for_host_value_ge(&host, i).unwrap();
                 match relay {
                     Relay::Event => {
+                        s0.wait_for_host_value_ge(&host, i).unwrap();
                         s0.record_event(&event).unwrap();
                         s1.wait_for_event(&event).unwrap();
+                        ack(&s1, &k1, &done, i);
                     }
                     Relay::PeerWrite(strategy) => {
+                        s0.wait_for_host_value_ge(&host, i).unwrap();
                         s0.write_value(&on_gpu1, i).unwrap();
                         s1.wait_value_on(&on_gpu1, i, GEQ, strategy).unwrap();
+                        ack(&s1, &k1, &done, i);
+                    }
+                    Relay::Poll => {
+                        s0.relay_value(&host, i, GEQ, &on_gpu1, i, None).unwrap();
+                        s1.wait_value_on(&on_gpu1, i, GEQ, GateStrategy::Polling { timeout: None })
+                            .unwrap();
+                        ack(&s1, &k1, &done, i);
+                    }
+                    Relay::PollFused => {
+                        s0.relay_value(&host, i, GEQ, &on_gpu1, i, None).unwrap();
+                        gated_ack(&s1, &k1, &on_gpu1, i, &done, i);
                     }
                 }
-                ack(&s1, &k1, &done, i);
                 if i == 1 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -257,7 +397,7 @@ fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
             }
             s0.synchronize().unwrap();
             s1.synchronize().unwrap();
-            if let Relay::PeerWrite(_) = relay {
+            if !matches!(relay, Relay::Event) {
                 assert_eq!(on_gpu1.read().unwrap(), 10_000);
             }
             println!("{relay:?}: 10,000 relayed steps in {:?}", t.elapsed());

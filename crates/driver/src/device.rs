@@ -53,6 +53,8 @@ pub(crate) struct DeviceInner {
     pub(crate) gate: OnceLock<std::result::Result<crate::module::Function, String>>,
     /// The GPU-write kickoff kernel of graph async nodes (same module as `gate`).
     pub(crate) kick: OnceLock<std::result::Result<crate::module::Function, String>>,
+    /// The polling relay kernel (same module as `gate`).
+    pub(crate) relay: OnceLock<std::result::Result<crate::module::Function, String>>,
 }
 
 // SAFETY: a CUcontext handle may be used from any thread (the driver API is thread-safe, and a
@@ -114,6 +116,7 @@ impl Device {
             };
             device.inner.gate.get_or_init(|| f("ferrocuda_gate_poll"));
             device.inner.kick.get_or_init(|| f("ferrocuda_kick"));
+            device.inner.relay.get_or_init(|| f("ferrocuda_gate_relay"));
         }
         Ok(device)
     }
@@ -353,6 +356,7 @@ impl DeviceInner {
             reclaim_stream: OnceLock::new(),
             gate: OnceLock::new(),
             kick: OnceLock::new(),
+            relay: OnceLock::new(),
         })
     }
 

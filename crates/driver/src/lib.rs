@@ -41,7 +41,8 @@
 //! * [`DeviceFlag`]: an 8-byte flag in one GPU's memory, which streams of that GPU and of its peers
 //!   write ([`write_value`](DeviceStream::write_value)) and wait on
 //!   ([`wait_value_on`](DeviceStream::wait_value_on)): GPU → GPU gates without the host
-//!   (`docs/multi-gpu.md`).
+//!   (`docs/multi-gpu.md`); [`relay_value`](DeviceStream::relay_value) waits for a flag and writes
+//!   a device flag in one polling kernel ([`FlagSource`] names what it waits on).
 //! * [`DeviceBuffer`], [`HostBuffer`]: device memory (stream-ordered) and pinned host memory.
 //! * [`Module`], [`Function`], [`LaunchConfig`], [`LaunchArgs`]: GPU code and how to launch it.
 //!
@@ -135,7 +136,7 @@ pub use module::{
     Module,
 };
 pub use reclaim::{defer_drop, in_host_function, pending_releases, wait_for_releases};
-pub use stream::{DeviceStream, GateStrategy};
+pub use stream::{DeviceStream, FlagSource, GateStrategy};
 pub use trampoline::{
     GRACE as TRAMPOLINE_GRACE, GpuKickoff, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,
 };

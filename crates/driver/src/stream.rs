@@ -75,6 +75,59 @@ pub enum GateStrategy {
     },
 }
 
+/// A flag a gate can wait on: a host [`CompletionFlag`] (pinned host memory, visible to every
+/// device) or a [`DeviceFlag`] (one device's memory). Built with `into()` from `&CompletionFlag`,
+/// [`CompletionFlagRef`] or `&DeviceFlag`; see [`DeviceStream::relay_value`].
+#[derive(Clone, Copy)]
+pub enum FlagSource<'a> {
+    /// A host flag.
+    Host(CompletionFlagRef<'a>),
+    /// A device flag.
+    Device(&'a DeviceFlag),
+}
+
+impl FlagSource<'_> {
+    /// The address a kernel loads.
+    fn device_ptr(&self) -> u64 {
+        match self {
+            FlagSource::Host(f) => f.device_ptr(),
+            FlagSource::Device(f) => f.device_ptr(),
+        }
+    }
+}
+
+impl<'a> From<CompletionFlagRef<'a>> for FlagSource<'a> {
+    fn from(f: CompletionFlagRef<'a>) -> Self {
+        FlagSource::Host(f)
+    }
+}
+
+impl<'a> From<&'a CompletionFlag> for FlagSource<'a> {
+    fn from(f: &'a CompletionFlag) -> Self {
+        FlagSource::Host(f.as_ref())
+    }
+}
+
+impl<'a> From<&'a DeviceFlag> for FlagSource<'a> {
+    fn from(f: &'a DeviceFlag) -> Self {
+        FlagSource::Device(f)
+    }
+}
+
+impl std::fmt::Debug for FlagSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagSource::Host(_) => write!(f, "FlagSource::Host({:#x})", self.device_ptr()),
+            FlagSource::Device(d) => write!(
+                f,
+                "FlagSource::Device({:#x} on device {})",
+                self.device_ptr(),
+                d.device().ordinal()
+            ),
+        }
+    }
+}
+
 // SAFETY: CUstream handles may be used from any thread (the driver API is thread-safe); the
 // other fields are Send + Sync.
 unsafe impl Send for StreamInner {}
@@ -232,27 +285,11 @@ impl DeviceStream {
         cond: WaitCondition,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let gate = match self.inner.device.inner.gate.get() {
-            Some(Ok(f)) => f,
-            _ => {
-                return Err(self
-                    .inner
-                    .device
-                    .unsupported("the polling gate kernel (it failed to load)"));
-            }
-        };
-        let timeout_ns = timeout.map_or(0u64, |t| (t.as_nanos() as u64).max(1));
-        let expired = if timeout_ns == 0 {
-            0u64
-        } else {
-            match self.inner.expired.get() {
-                Some(f) => f.device_ptr(),
-                None => {
-                    let f = CompletionFlag::new(&self.inner.device)?;
-                    self.inner.expired.get_or_init(|| f).device_ptr()
-                }
-            }
-        };
+        let gate = self.own_kernel(
+            &self.inner.device.inner.gate,
+            "the polling gate kernel (it failed to load)",
+        )?;
+        let (timeout_ns, expired) = self.expiry_counter(timeout)?;
         let c = cond as u32;
         // SAFETY: ferrocuda_gate_poll(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
         // u64* expired): the flag outlives the kernel (the caller's promise) and the counter is a
@@ -268,6 +305,114 @@ impl DeviceStream {
                     .arg(&c)
                     .arg(&timeout_ns)
                     .arg(&expired),
+            )
+        }
+    }
+
+    /// One of the crate's own kernels, loaded when the device was opened.
+    fn own_kernel<'a>(
+        &self,
+        slot: &'a OnceLock<std::result::Result<Function, String>>,
+        what: &'static str,
+    ) -> Result<&'a Function> {
+        match slot.get() {
+            Some(Ok(f)) => Ok(f),
+            _ => Err(self.inner.device.unsupported(what)),
+        }
+    }
+
+    /// A polling kernel's time limit in ns (0: none) and the device address of the counter it
+    /// bumps when the limit expires (0 when there is no limit).
+    fn expiry_counter(&self, timeout: Option<Duration>) -> Result<(u64, u64)> {
+        let timeout_ns = timeout.map_or(0u64, |t| (t.as_nanos() as u64).max(1));
+        if timeout_ns == 0 {
+            return Ok((0, 0));
+        }
+        let counter = match self.inner.expired.get() {
+            Some(f) => f.device_ptr(),
+            None => {
+                let f = CompletionFlag::new(&self.inner.device)?;
+                self.inner.expired.get_or_init(|| f).device_ptr()
+            }
+        };
+        Ok((timeout_ns, counter))
+    }
+
+    /// The polling relay: one one-thread kernel that waits until `from` satisfies `cond` for
+    /// `value`, as the polling gate does, and then writes `write` to `to` — so a stream of another
+    /// device gated on `to` is released by this GPU's store, with no host round trip and no second
+    /// kernel boundary on this stream (where [`wait_value_with`](Self::wait_value_with) +
+    /// [`write_value`](Self::write_value) enqueue two operations). Later work on this stream starts
+    /// when the relay has written.
+    ///
+    /// `from` is a host flag ([`CompletionFlag`] or [`CompletionFlagRef`]) or a [`DeviceFlag`] of
+    /// this device or a peer; `to` is a [`DeviceFlag`] of this device or a peer. A system-wide
+    /// memory fence precedes the store, so the work gated on `to` sees what this stream did before
+    /// the relay. If `from` holds [`CompletionFlag::ABORTED`], or `timeout` (GPU time) expires
+    /// first, the relay writes [`CompletionFlag::ABORTED`] to `to` instead of `write`: the waiters
+    /// downstream are released and can tell that their input was not produced (the fused gate's
+    /// `wait_flag` returns false); an expiry is also reported by the next
+    /// [`synchronize`](Self::synchronize) as [`Error::GateExpired`].
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{CompletionFlag, Device, DeviceFlag, GateStrategy, WaitCondition};
+    /// # fn main() -> ferrocuda_driver::Result<()> {
+    /// let (gpu0, gpu1) = (Device::new(0)?, Device::new(1)?);
+    /// gpu0.enable_peer_access(&gpu1)?;
+    /// let (s0, s1) = (gpu0.new_stream()?, gpu1.new_stream()?);
+    /// let host = CompletionFlag::new(&gpu0)?;
+    /// let on_gpu1 = DeviceFlag::new(&gpu1)?;
+    /// // GPU0 waits for the host's 1, then tells GPU1 at once.
+    /// s0.relay_value(&host, 1, WaitCondition::GreaterOrEqual, &on_gpu1, 1, None)?;
+    /// let poll = GateStrategy::Polling { timeout: None };
+    /// s1.wait_value_on(&on_gpu1, 1, WaitCondition::GreaterOrEqual, poll)?;
+    /// // ... GPU1's gated work ...
+    /// host.signal(1);
+    /// s1.synchronize()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when this device cannot reach `from`'s or `to`'s device (peer
+    /// access) or the relay kernel did not load; [`Error::Driver`] if the launch fails.
+    pub fn relay_value<'f>(
+        &self,
+        from: impl Into<FlagSource<'f>>,
+        value: u64,
+        cond: WaitCondition,
+        to: &DeviceFlag,
+        write: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let from = from.into();
+        if let FlagSource::Device(f) = from {
+            self.inner.device.ensure_peer_access(f.device())?;
+        }
+        self.inner.device.ensure_peer_access(to.device())?;
+        let relay = self.own_kernel(
+            &self.inner.device.inner.relay,
+            "the polling relay kernel (it failed to load)",
+        )?;
+        let (timeout_ns, expired) = self.expiry_counter(timeout)?;
+        let (src, dst, c) = (from.device_ptr(), to.device_ptr(), cond as u32);
+        // SAFETY: ferrocuda_gate_relay(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
+        // u64* expired, u64* target, u64 target_value), one thread. Both slots are reachable from
+        // this device (mapped pinned memory, or device memory with peer access checked above) and
+        // stay allocated until every stream is past this kernel (pooled slots come back after a
+        // fence); `expired` is a fenced mapped slot, written only when `timeout_ns != 0`.
+        unsafe {
+            self.launch(
+                relay,
+                LaunchConfig::single_thread(),
+                LaunchArgs::new()
+                    .arg(&src)
+                    .arg(&value)
+                    .arg(&c)
+                    .arg(&timeout_ns)
+                    .arg(&expired)
+                    .arg(&dst)
+                    .arg(&write),
             )
         }
     }

@@ -65,3 +65,17 @@ extern "C" __global__ void canon_step(const u64* hv, u64* g_out, u64* st) {
     st[0] = g;
     st[1] = step;
 }
+
+// A kernel gated in its own prologue (ferrocuda/gate.cuh, the fused gate) on `flag` >= `value`:
+// writes `v` to `out` when the wait was signalled, the abort value when it was aborted or expired
+// (so a test sees which). 32 threads, as a real gated block.
+#include <ferrocuda/gate.cuh>
+
+extern "C" __global__ void gated_ack(const u64* flag, u64 value, u64 timeout_ns, u64* expired,
+                                     u64* out, u64 v) {
+    const bool ok = ferrocuda::wait_flag(flag, value, ferrocuda::Cond::kGeq, timeout_ns, expired);
+    if (threadIdx.x == 0) {
+        *(volatile u64*)out = ok ? v : ferrocuda::kAborted;
+        __threadfence_system();
+    }
+}
