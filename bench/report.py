@@ -179,10 +179,69 @@ def main(argv):
         print("process state effect: p50 against the same implementation's fresh row")
         print(table(h, b, markdown))
 
+    several_gpus(rows, order, markdown)
+
     if "ferrocuda" in impls and "raw" in impls:
         print()
         print(f"ferrocuda target (p50 <= {RATIO_MAX} x raw or raw + {ABS_SLACK_US} us, "
               f"and no slower than cudarc likewise): {misses} row(s) missed")
+
+
+FANOUT_MAX = 1.1  # issue 13: N-GPU fan-out p50 <= 1.1 x single GPU
+POLL_CHAIN_MAX_US = 5.0  # issue 13: the all-polling GPU0 -> GPU1 chain p50 <= 5 us
+POLL_CHAINS = ("peer_poll_all", "relay_poll", "relay_fused")
+
+
+def several_gpus(rows, order, markdown):
+    """Issue 13's targets: fan-out on N GPUs against 1 GPU (per implementation: raw C and
+    ferrocuda's multi_bench), and the GPU0 -> GPU1 relays against raw, with the polling chains
+    against 5 us."""
+    impls = [i for i in ("raw", "multi") if any(i in rows[k] for k in order if k[0].startswith("multi_"))]
+    fan = {}
+    for (bench, regime, state) in order:
+        if bench == "multi_fanout" and "_" in regime:
+            how, n = regime.rsplit("_", 1)
+            fan.setdefault(how, {})[n] = rows[(bench, regime, state)]
+    if fan:
+        print()
+        h = ["gate", "GPUs"] + [f"{i} {c}" for i in impls for c in ("1 GPU p50", "N GPUs p50", "N/1")] + ["target"]
+        b = []
+        for how, by_n in fan.items():
+            many = [n for n in by_n if n != "1gpu"]
+            if "1gpu" not in by_n or not many:
+                continue
+            n = many[0]
+            cells, verdicts = [how, n.removesuffix("gpu")], []
+            for i in impls:
+                one, all_ = agg(by_n["1gpu"].get(i, []), "p50_us"), agg(by_n[n].get(i, []), "p50_us")
+                r = ratio(all_, one)
+                cells += [fmt(one), fmt(all_), fmt(r, 3)]
+                if r is not None:
+                    verdicts.append(f"{i} {'ok' if r <= FANOUT_MAX else 'MISS'}")
+            b.append(cells + [", ".join(verdicts) or "-"])
+        print(f"several GPUs: host signal -> gated ack on every GPU (target: N/1 <= {FANOUT_MAX})")
+        print(table(h, b, markdown))
+    relays = [k for k in order if k[0] == "multi_relay"]
+    if relays:
+        print()
+        h = ["chain"] + [f"{i} p50" for i in impls]
+        if "raw" in impls and "multi" in impls:
+            h.append("multi/raw")
+        h.append("target")
+        b = []
+        for k in relays:
+            p50 = {i: agg(rows[k].get(i, []), "p50_us") for i in impls}
+            cells = [k[1]] + [fmt(p50[i]) for i in impls]
+            if "raw" in impls and "multi" in impls:
+                cells.append(fmt(ratio(p50["multi"], p50["raw"]), 3))
+            if k[1] in POLL_CHAINS:
+                cells.append(", ".join(f"{i} {'ok' if p50[i] <= POLL_CHAIN_MAX_US else 'MISS'}"
+                                       for i in impls if p50[i] is not None) or "-")
+            else:
+                cells.append("-")
+            b.append(cells)
+        print(f"several GPUs: host -> GPU0 -> GPU1 ack (target: polling chains <= {POLL_CHAIN_MAX_US} us)")
+        print(table(h, b, markdown))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ void env_sync(env_t *e) {
 void env_reset(env_t *e) {
     /* Every benchmark ends with its last wait satisfied, so this returns promptly. Streams, not
      * cuCtxSynchronize: cuGetProcAddress(13000) resolves that name to a _v2 with another signature. */
+    CU(cuCtxSetCurrent, e->ctx);
     env_sync(e);
     for (int i = 0; i < SLOT_COUNT; i++) {
         store_release(&e->host[i], 0);

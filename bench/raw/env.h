@@ -13,7 +13,8 @@ enum {
     SLOT_ACK = 16, /* GPU -> host: the ack kernel / write value stores i, the host spins on it */
     SLOT_KICK = 32, /* GPU -> host: the GPU-write trampoline's kickoff ticket */
     SLOT_ERR = 48, /* GPU -> host: a polling kernel's expired time limit (the value it waited for) */
-    SLOT_COUNT = 64,
+    SLOT_RELAY = 64, /* GPU0 -> GPU1 through pinned host memory (bench_multi.c's host_wait) */
+    SLOT_COUNT = 80,
 };
 
 /* Indices of 8-byte words in env_t.scratch (device memory): graph epochs and counters. */
@@ -42,8 +43,9 @@ typedef struct {
  * wait can exist: module loads block behind a waiting stream, GPU.md) and allocates the slots. */
 void env_init(env_t *e, int ordinal, const char *cubin_path);
 
-/* Waits for all work (bounded: nothing is left waiting on a host value between benchmarks), then
- * zeroes the slots and the device scratch, so every benchmark starts counting from 1. */
+/* Makes the env's context current, waits for all work (bounded: nothing is left waiting on a host
+ * value between benchmarks), then zeroes the slots and the device scratch, so every benchmark
+ * starts counting from 1. */
 void env_reset(env_t *e);
 
 /* Frees the slots, the scratch and the streams after a final env_reset (nothing waits then, so
@@ -87,5 +89,9 @@ void bench_host_func_latency(env_t *e);
 void bench_host_func_throughput(env_t *e);
 void bench_trampoline_hostfunc(env_t *e);
 void bench_trampoline_gpuwrite(env_t *e);
+
+/* Several GPUs (bench_multi.c): `e` is GPU0's env; GPU1's is set up from `cubin`. Prints a SKIPPED
+ * line and returns on a machine with one GPU. */
+void bench_multi(env_t *e, const char *cubin, int fanout, int relay);
 
 #endif

@@ -7,7 +7,9 @@
  * changes what event calls cost (GPU.md): the event benchmarks run first (state `fresh`), again
  * right after trampoline_gpuwrite (`after_gpuwrite`), again before the first host function
  * (`before_hostfunc`) and again after the host-function benchmarks (`after_hostfunc`), each time
- * only if the benchmarks in between were selected. */
+ * only if the benchmarks in between were selected. The two-GPU rows (bench_multi.c) run right
+ * after the fresh event rows, before anything else has changed the process state, and print a
+ * SKIPPED line on a machine with one GPU. */
 #define _GNU_SOURCE
 #include "env.h"
 
@@ -27,6 +29,15 @@ static const bench_t EVENTS[] = {
     {"event_query", bench_event_query, "event query of a completed event"},
 };
 #define N_EVENTS (sizeof EVENTS / sizeof EVENTS[0])
+
+/* Run by bench_multi (they share GPU1's setup); listed here for --list and name checks. */
+static void bench_none(env_t *e) { (void)e; }
+static const bench_t PHASE_MULTI[] = {
+    {"multi_fanout", bench_none,
+     "host signal -> gated ack on 1 and on 2 GPUs (driver wait, polling kernel, fused gate)"},
+    {"multi_relay", bench_none,
+     "host -> GPU0 gate -> event / pinned host / peer write (+ wait or polling) -> GPU1 ack"},
+};
 
 static const bench_t PHASE_GPUWRITE[] = {
     {"trampoline_gpuwrite", bench_trampoline_gpuwrite,
@@ -97,9 +108,11 @@ static void run_events(env_t *e, const char *state) {
 }
 
 static int known(const char *name) {
-    const bench_t *phases[] = {EVENTS, PHASE_GPUWRITE, PHASE_NO_HOSTFUNC, PHASE_HOSTFUNC};
-    size_t lens[] = {N_EVENTS, LEN(PHASE_GPUWRITE), LEN(PHASE_NO_HOSTFUNC), LEN(PHASE_HOSTFUNC)};
-    for (size_t p = 0; p < 4; p++) {
+    const bench_t *phases[] = {EVENTS, PHASE_MULTI, PHASE_GPUWRITE, PHASE_NO_HOSTFUNC,
+                               PHASE_HOSTFUNC};
+    size_t lens[] = {N_EVENTS, LEN(PHASE_MULTI), LEN(PHASE_GPUWRITE), LEN(PHASE_NO_HOSTFUNC),
+                     LEN(PHASE_HOSTFUNC)};
+    for (size_t p = 0; p < LEN(phases); p++) {
         for (size_t i = 0; i < lens[p]; i++) {
             if (strcmp(phases[p][i].name, name) == 0) {
                 return 1;
@@ -110,9 +123,11 @@ static int known(const char *name) {
 }
 
 static void list(void) {
-    const bench_t *phases[] = {EVENTS, PHASE_GPUWRITE, PHASE_NO_HOSTFUNC, PHASE_HOSTFUNC};
-    size_t lens[] = {N_EVENTS, LEN(PHASE_GPUWRITE), LEN(PHASE_NO_HOSTFUNC), LEN(PHASE_HOSTFUNC)};
-    for (size_t p = 0; p < 4; p++) {
+    const bench_t *phases[] = {EVENTS, PHASE_MULTI, PHASE_GPUWRITE, PHASE_NO_HOSTFUNC,
+                               PHASE_HOSTFUNC};
+    size_t lens[] = {N_EVENTS, LEN(PHASE_MULTI), LEN(PHASE_GPUWRITE), LEN(PHASE_NO_HOSTFUNC),
+                     LEN(PHASE_HOSTFUNC)};
+    for (size_t p = 0; p < LEN(phases); p++) {
         for (size_t i = 0; i < lens[p]; i++) {
             printf("  %-24s %s\n", phases[p][i].name, phases[p][i].what);
         }
@@ -193,6 +208,10 @@ int main(int argc, char **argv) {
 
     /* 1. Fresh process: nothing but module load and allocation has happened. */
     run_events(&e, "fresh");
+    /* 1b. Two GPUs, if there are two. */
+    if (selected("multi_fanout") || selected("multi_relay")) {
+        bench_multi(&e, cubin, selected("multi_fanout"), selected("multi_relay"));
+    }
     /* 2. The GPU-write trampoline, then events again: issue 11 wants them within 1.1x of fresh. */
     if (run_phase(&e, PHASE_GPUWRITE, LEN(PHASE_GPUWRITE)) > 0) {
         run_events(&e, "after_gpuwrite");

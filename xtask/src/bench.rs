@@ -125,9 +125,11 @@ pub fn smoke() -> Result<(), String> {
     )?;
     let json = dir.join("smoke.jsonl");
     let _ = std::fs::remove_file(&json);
+    // Two fake devices, so that the two-GPU rows run too.
     let table = util::output(
         Command::new(&exe)
             .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .env("FAKE_CUDA_DEVICES", "2")
             .arg("--cubin")
             .arg(&cubin)
             .arg("--json")
@@ -142,6 +144,26 @@ pub fn smoke() -> Result<(), String> {
                 "all",
             ]),
     )?;
+    // One fake device: the two-GPU rows print SKIPPED and the program still succeeds.
+    let one = util::output(
+        Command::new(&exe)
+            .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .arg("--cubin")
+            .arg(&cubin)
+            .args([
+                "--samples",
+                "20",
+                "--warmup",
+                "2",
+                "multi_fanout",
+                "multi_relay",
+            ]),
+    )?;
+    if !one.contains("multi: SKIPPED: needs 2 GPUs") {
+        return Err(format!(
+            "raw_bench on one fake GPU did not skip the two-GPU rows:\n{one}"
+        ));
+    }
     let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
@@ -519,7 +541,11 @@ case "$json" in /*) ;; *) json="$PWD/$json" ;; esac
 mkdir -p "$(dirname "$json")"
 : > "$json"
 commit=$(cat "$here/COMMIT" 2>/dev/null || echo unknown)
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm --format=csv
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,clocks.max.sm --format=csv
+  # How the GPUs are linked (NVLink, PCIe) decides the two-GPU rows: print it with them.
+  if [ "$(nvidia-smi -L | grep -c '^GPU ')" -gt 1 ]; then nvidia-smi topo -m; fi
+fi
 cd "$here"
 fail=0; failed=()
 for round in $(seq 1 "$rounds"); do

@@ -7,7 +7,8 @@
  * memory. The timings it produces mean nothing; what it proves is that every benchmark's protocol
  * terminates, its waits are signalled, its deadlines and error checks hold, and the JSON is
  * written, and that nothing calls cuMemFree, cuMemFreeHost or cuModuleLoadData while a stream
- * waits on a value (the real driver blocks there, GPU.md). Build: cc -shared -fPIC -pthread -I<cuda include> fake_cuda.c -o libcuda.so.1 */
+ * waits on a value (the real driver blocks there, GPU.md). FAKE_CUDA_DEVICES=2 makes two devices
+ * (sharing the host's memory, peers) for the two-GPU rows. Build: cc -shared -fPIC -pthread -I<cuda include> fake_cuda.c -o libcuda.so.1 */
 #define _GNU_SOURCE
 #include <cuda.h>
 
@@ -214,10 +215,19 @@ static CUresult f_cuInit(unsigned f) { (void)f; return CUDA_SUCCESS; }
 static CUresult f_cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
 static CUresult f_cuGetErrorName(CUresult r, const char **s) { (void)r; *s = "FAKE_ERROR"; return CUDA_SUCCESS; }
 static CUresult f_cuGetErrorString(CUresult r, const char **s) { (void)r; *s = "fake"; return CUDA_SUCCESS; }
-static CUresult f_cuDeviceGet(CUdevice *d, int o) { *d = o; return o == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE; }
+/* One device, or FAKE_CUDA_DEVICES of them (sharing the host's memory; every pair is peers). */
+static int device_count(void) {
+    const char *e = getenv("FAKE_CUDA_DEVICES");
+    int n = e ? atoi(e) : 1;
+    return n < 1 ? 1 : n;
+}
+static CUresult f_cuDeviceGetCount(int *n) { *n = device_count(); return CUDA_SUCCESS; }
+static CUresult f_cuDeviceGet(CUdevice *d, int o) { *d = o; return o >= 0 && o < device_count() ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE; }
+static CUresult f_cuDeviceCanAccessPeer(int *can, CUdevice d, CUdevice peer) { *can = d != peer; return CUDA_SUCCESS; }
+static CUresult f_cuCtxEnablePeerAccess(CUcontext peer, unsigned f) { (void)peer; return f == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
 static CUresult f_cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; snprintf(n, (size_t)len, "Fake GPU (fake_cuda.c)"); return CUDA_SUCCESS; }
 static CUresult f_cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) { (void)a; (void)d; *v = 1; return CUDA_SUCCESS; }
-static CUresult f_cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)(uintptr_t)0x1000; return CUDA_SUCCESS; }
+static CUresult f_cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { *c = (CUcontext)(uintptr_t)(0x1000 + 0x100 * (uintptr_t)d); return CUDA_SUCCESS; }
 static CUresult f_cuCtxSetCurrent(CUcontext c) { (void)c; return CUDA_SUCCESS; }
 static CUresult f_cuCtxSynchronize(void) { for (int i = 0; i < g_nstreams; i++) stream_sync(g_streams[i]); return CUDA_SUCCESS; }
 static CUresult f_cuModuleLoadData(CUmodule *m, const void *img) { (void)img; check_no_pending_wait("cuModuleLoadData"); *m = (CUmodule)(uintptr_t)0x2000; return CUDA_SUCCESS; }
@@ -342,7 +352,8 @@ static CUresult f_cuGraphLaunch(CUgraphExec e, CUstream s) { for (int i = 0; i <
 #define ENTRY(name) {#name, (void *)f_##name}
 static const struct { const char *name; void *fn; } TABLE[] = {
     ENTRY(cuInit), ENTRY(cuDriverGetVersion), ENTRY(cuGetErrorName), ENTRY(cuGetErrorString),
-    ENTRY(cuDeviceGet), ENTRY(cuDeviceGetName), ENTRY(cuDeviceGetAttribute), ENTRY(cuDevicePrimaryCtxRetain),
+    ENTRY(cuDeviceGet), ENTRY(cuDeviceGetCount), ENTRY(cuDeviceCanAccessPeer), ENTRY(cuCtxEnablePeerAccess),
+    ENTRY(cuDeviceGetName), ENTRY(cuDeviceGetAttribute), ENTRY(cuDevicePrimaryCtxRetain),
     ENTRY(cuCtxSetCurrent), ENTRY(cuCtxSynchronize), ENTRY(cuModuleLoadData), ENTRY(cuModuleGetFunction),
     ENTRY(cuStreamCreate), ENTRY(cuStreamDestroy), ENTRY(cuStreamSynchronize), ENTRY(cuStreamWaitValue64),
     ENTRY(cuStreamWriteValue64), ENTRY(cuStreamWaitEvent), ENTRY(cuLaunchKernel), ENTRY(cuLaunchHostFunc),

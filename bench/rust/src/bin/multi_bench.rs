@@ -1,6 +1,8 @@
 //! Several GPUs of one host (issue 13), through ferrocuda: host signal → gated ack on every GPU
 //! against one GPU (`multi_fanout`), GPU0 → GPU1 relays (`multi_relay`), and an all-reduce gated by
 //! flags against the same all-reduce ungated (`multi_allreduce`, NCCL through ferrocuda-nccl).
+//! The C baseline (bench/raw/bench_multi.c) measures the same fan-out and relay rows with the raw
+//! driver API, under the same names.
 //! Follows the program contract of bench/README.md; on a machine with fewer than two GPUs it
 //! prints a `SKIPPED` line and exits 0 without rows.
 
@@ -22,6 +24,8 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
 struct Gpu {
     stream: DeviceStream,
     ack: Function,
+    /// `ferrocuda_fused_gate_ack`: the ack behind ferrocuda/gate.cuh's wait_flag.
+    fused_ack: Function,
     _module: Module,
     /// Host-visible ack slot of this GPU.
     acked: CompletionFlag,
@@ -39,9 +43,46 @@ fn launch_ack(g: &Gpu, flag: &CompletionFlag, v: u64) {
     });
 }
 
+/// The fused gate as the C baseline launches it: one block of 32 threads waits in its prologue for
+/// the 8 bytes at `flag` (a host flag's or a device flag's address) to reach `i`, then acks `i`.
+fn launch_fused_ack(g: &Gpu, flag: u64, i: u64) {
+    let cfg = LaunchConfig {
+        block: (32, 1, 1),
+        ..LaunchConfig::single_thread()
+    };
+    let (slot, timeout_ns, no_counter) = (g.acked.as_ref(), 1_000_000_000u64, 0u64);
+    // SAFETY: ferrocuda_fused_gate_ack(const u64* flag, u64 target, u64* host_slot, u64 value,
+    // u64 timeout_ns, u64* expired): `flag` is a live flag reachable from this GPU (peer access is
+    // enabled for every pair at start), the ack slot is this GPU's mapped flag; `expired` is null,
+    // which gate.cuh allows (an expiry then shows as a missing ack, which the host's 2 s deadline
+    // reports).
+    ok(unsafe {
+        g.stream.launch(
+            &g.fused_ack,
+            cfg,
+            LaunchArgs::new()
+                .arg(&flag)
+                .arg(&i)
+                .arg(&slot)
+                .arg(&i)
+                .arg(&timeout_ns)
+                .arg(&no_counter),
+        )
+    });
+}
+
+/// How each GPU of a fan-out waits for the host's flag.
+#[derive(Clone, Copy)]
+enum Fan {
+    /// A stream gate (driver wait or polling kernel), then the ack kernel.
+    Stream(GateStrategy),
+    /// The ack kernel waits in its own prologue (ferrocuda/gate.cuh).
+    Fused,
+}
+
 /// Host signal → gated ack on each GPU of `gpus`; sample: the signal → the last GPU's ack seen.
 /// Idle regime: the host waits 30–50 µs after enqueueing, so every GPU sits at its gate.
-fn fanout(args: &Args, gpus: &[Gpu], strategy: GateStrategy) -> Vec<f64> {
+fn fanout(args: &Args, gpus: &[Gpu], how: Fan) -> Vec<f64> {
     let flag = ok(CompletionFlag::new(gpus[0].stream.device()));
     let mut gap = Gap::default();
     for g in gpus {
@@ -49,8 +90,13 @@ fn fanout(args: &Args, gpus: &[Gpu], strategy: GateStrategy) -> Vec<f64> {
     }
     collect(args.warmup, args.samples, |i| {
         for g in gpus {
-            ok(g.stream.wait_value_with(flag.as_ref(), i, GEQ, strategy));
-            launch_ack(g, &g.acked, i);
+            match how {
+                Fan::Stream(strategy) => {
+                    ok(g.stream.wait_value_with(flag.as_ref(), i, GEQ, strategy));
+                    launch_ack(g, &g.acked, i);
+                }
+                Fan::Fused => launch_fused_ack(g, flag.device_ptr(), i),
+            }
         }
         spin_for_ns(gap.next_ns());
         let t0 = now_ns();
@@ -64,45 +110,73 @@ fn fanout(args: &Args, gpus: &[Gpu], strategy: GateStrategy) -> Vec<f64> {
 }
 
 #[derive(Clone, Copy)]
-enum Relay {
+enum Chain {
+    /// GPU0 driver wait → event → GPU1 `wait_for_event` → ack.
     Event,
+    /// GPU0 driver wait → write to a pinned host flag → GPU1 driver wait on it → ack.
+    HostWait,
+    /// GPU0 driver wait → peer write → GPU1 driver wait → ack.
     PeerWait,
+    /// GPU0 driver wait → peer write → GPU1 polling gate → ack.
     PeerPoll,
-    /// GPU0 polls the host flag too: the all-polling chain.
+    /// GPU0 polling gate → peer write → GPU1 polling gate → ack: the all-polling chain.
     PeerPollAll,
+    /// GPU0 polling relay (`relay_value`: polls, then writes GPU1's flag) → GPU1 polling gate → ack.
+    PollRelay,
+    /// GPU0 polling relay → GPU1's ack kernel polling in its prologue (fused gate).
+    FusedRelay,
 }
 
 /// host → GPU0 gate → relay → GPU1 ack; sample: the signal → GPU1's ack seen (idle regime).
-fn relay(args: &Args, g0: &Gpu, g1: &Gpu, how: Relay) -> Vec<f64> {
+fn relay(args: &Args, g0: &Gpu, g1: &Gpu, how: Chain) -> Vec<f64> {
     let host = ok(CompletionFlag::new(g0.stream.device()));
     let on_gpu1 = ok(DeviceFlag::new(g1.stream.device()));
     let event = ok(DeviceEvent::new(g0.stream.device(), false));
+    let mid = ok(CompletionFlag::new(g0.stream.device()));
     let mut gap = Gap::default();
     g1.acked.reset();
     collect(args.warmup, args.samples, |i| {
-        let first = if matches!(how, Relay::PeerPollAll) {
+        let first = if matches!(how, Chain::PeerPollAll) {
             POLL
         } else {
             GateStrategy::DriverWait
         };
-        ok(g0.stream.wait_value_with(host.as_ref(), i, GEQ, first));
+        if !matches!(how, Chain::PollRelay | Chain::FusedRelay) {
+            ok(g0.stream.wait_value_with(host.as_ref(), i, GEQ, first));
+        }
         match how {
-            Relay::Event => {
+            Chain::Event => {
                 ok(g0.stream.record_event(&event));
                 ok(g1.stream.wait_for_event(&event));
+                launch_ack(g1, &g1.acked, i);
             }
-            Relay::PeerWait => {
+            Chain::HostWait => {
+                ok(g0.stream.write_host_value(&mid, i));
+                ok(g1.stream.wait_value(mid.as_ref(), i, GEQ));
+                launch_ack(g1, &g1.acked, i);
+            }
+            Chain::PeerWait => {
                 ok(g0.stream.write_value(&on_gpu1, i));
                 ok(g1
                     .stream
                     .wait_value_on(&on_gpu1, i, GEQ, GateStrategy::DriverWait));
+                launch_ack(g1, &g1.acked, i);
             }
-            Relay::PeerPoll | Relay::PeerPollAll => {
+            Chain::PeerPoll | Chain::PeerPollAll => {
                 ok(g0.stream.write_value(&on_gpu1, i));
                 ok(g1.stream.wait_value_on(&on_gpu1, i, GEQ, POLL));
+                launch_ack(g1, &g1.acked, i);
+            }
+            Chain::PollRelay => {
+                ok(g0.stream.relay_value(&host, i, GEQ, &on_gpu1, i, None));
+                ok(g1.stream.wait_value_on(&on_gpu1, i, GEQ, POLL));
+                launch_ack(g1, &g1.acked, i);
+            }
+            Chain::FusedRelay => {
+                ok(g0.stream.relay_value(&host, i, GEQ, &on_gpu1, i, None));
+                launch_fused_ack(g1, on_gpu1.device_ptr(), i);
             }
         }
-        launch_ack(g1, &g1.acked, i);
         spin_for_ns(gap.next_ns());
         let t0 = now_ns();
         host.signal(i);
@@ -184,6 +258,7 @@ fn main() {
             Gpu {
                 stream: ok(d.new_stream()),
                 ack: ok(m.function("ack")),
+                fused_ack: ok(m.function("ferrocuda_fused_gate_ack")),
                 _module: m,
                 acked: ok(CompletionFlag::new(d)),
             }
@@ -209,19 +284,26 @@ fn main() {
     );
     let n = format!("{count}gpu");
     if args.wants("multi_fanout") {
-        for (name, strategy) in [("wait", GateStrategy::DriverWait), ("poll", POLL)] {
-            let mut one = fanout(&args, &gpus[..1], strategy);
+        for (name, how) in [
+            ("wait", Fan::Stream(GateStrategy::DriverWait)),
+            ("poll", Fan::Stream(POLL)),
+            ("fused", Fan::Fused),
+        ] {
+            let mut one = fanout(&args, &gpus[..1], how);
             r.row("multi_fanout", &format!("{name}_1gpu"), &mut one, "");
-            let mut all = fanout(&args, &gpus, strategy);
+            let mut all = fanout(&args, &gpus, how);
             r.row("multi_fanout", &format!("{name}_{n}"), &mut all, "");
         }
     }
     if args.wants("multi_relay") {
         for (name, how) in [
-            ("event", Relay::Event),
-            ("peer_wait", Relay::PeerWait),
-            ("peer_poll", Relay::PeerPoll),
-            ("peer_poll_all", Relay::PeerPollAll),
+            ("event", Chain::Event),
+            ("host_wait", Chain::HostWait),
+            ("peer_wait", Chain::PeerWait),
+            ("peer_poll", Chain::PeerPoll),
+            ("peer_poll_all", Chain::PeerPollAll),
+            ("relay_poll", Chain::PollRelay),
+            ("relay_fused", Chain::FusedRelay),
         ] {
             let mut v = relay(&args, &gpus[0], &gpus[1], how);
             r.row("multi_relay", name, &mut v, "");

@@ -1,0 +1,234 @@
+/* Several GPUs of one host (issue 13): the raw driver API baseline of multi_bench's fan-out and
+ * relay rows, under the same names (bench multi_fanout / multi_relay, regime = the row).
+ *
+ * Every row has the shape of the gate benchmarks' idle regime (bench_gates.c): step i is enqueued
+ * on the GPUs' streams, the host pauses 30-50 us (every GPU reaches its gate and waits), stores
+ * flag = i (release) and spins until the last ack >= i. The sample is that store -> the last ack
+ * seen. GPU g acks into its own env's SLOT_ACK (mapped pinned memory of the host). */
+#include "env.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* 32 threads: one polls, the warp waits at __syncthreads (as bench_gates.c's FUSED_THREADS). */
+#define FUSED_THREADS 32
+
+typedef struct {
+    env_t g[2];
+    CUdeviceptr flag_on[2]; /* the host flag (g[0]'s SLOT_FLAG) as GPU g addresses it */
+    CUdeviceptr mid_on[2];  /* g[0]'s SLOT_RELAY (the pinned relay slot) as GPU g addresses it */
+    CUdeviceptr ack_on[2];  /* GPU g's own ack slot */
+    CUdeviceptr err_on[2];  /* GPU g's own SLOT_ERR */
+    CUdeviceptr peer;       /* 8 bytes of GPU1's memory (cuMemAlloc), written by GPU0 */
+    CUevent ev;             /* recorded on GPU0's stream */
+} multi_t;
+
+static CUdeviceptr mapped_on(const multi_t *m, int gpu, volatile uint64_t *host) {
+    /* Portable mapped memory has a device address in every context; with unified addressing it
+     * is the host address, but ask the driver as a program must. */
+    CUdeviceptr d = 0;
+    CU(cuCtxSetCurrent, m->g[gpu].ctx);
+    CU(cuMemHostGetDevicePointer, &d, (void *)host, 0);
+    return d;
+}
+
+static void reset(multi_t *m) {
+    env_reset(&m->g[1]); /* leaves GPU1's context current: the memset below needs it */
+    CU(cuMemsetD8Async, m->peer, 0, 8, m->g[1].s);
+    CU(cuStreamSynchronize, m->g[1].s);
+    env_reset(&m->g[0]);
+}
+
+static void check(multi_t *m, const char *bench) {
+    for (int g = 0; g < 2; g++) {
+        env_check_gpu_errors(&m->g[g], bench);
+    }
+}
+
+static void ack(multi_t *m, int gpu, uint64_t i) {
+    void *args[] = {&m->ack_on[gpu], &i};
+    launch1(m->g[gpu].ack, 1, m->g[gpu].s, args);
+}
+
+static void driver_wait(multi_t *m, int gpu, CUdeviceptr flag, uint64_t i) {
+    CU(cuStreamWaitValue64, m->g[gpu].s, flag, i, CU_STREAM_WAIT_VALUE_GEQ);
+}
+
+static void poll_gate(multi_t *m, int gpu, CUdeviceptr flag, uint64_t i) {
+    uint64_t timeout = GPU_POLL_TIMEOUT_NS;
+    void *args[] = {&flag, &i, &timeout, &m->err_on[gpu]};
+    launch1(m->g[gpu].poll_gate, 1, m->g[gpu].s, args);
+}
+
+/* fused_gate_ack: waits for *flag >= i in its prologue, then stores i to `slot` (an ack slot, or
+ * GPU1's memory: then it is GPU0's polling relay). */
+static void fused(multi_t *m, int gpu, CUdeviceptr flag, uint64_t i, CUdeviceptr slot) {
+    uint64_t timeout = GPU_POLL_TIMEOUT_NS;
+    void *args[] = {&flag, &i, &slot, &i, &timeout, &m->err_on[gpu]};
+    launch1(m->g[gpu].fused_gate_ack, FUSED_THREADS, m->g[gpu].s, args);
+}
+
+enum fan { FAN_WAIT, FAN_POLL, FAN_FUSED };
+
+static void fanout_row(multi_t *m, int n, enum fan how, const char *regime) {
+    reset(m);
+    volatile uint64_t *flag = &m->g[0].host[SLOT_FLAG];
+    samples_t s = samples_new(g_samples);
+    for (uint64_t i = 1; i <= g_warmup + g_samples; i++) {
+        for (int g = 0; g < n; g++) {
+            switch (how) {
+            case FAN_WAIT:
+                driver_wait(m, g, m->flag_on[g], i);
+                ack(m, g, i);
+                break;
+            case FAN_POLL:
+                poll_gate(m, g, m->flag_on[g], i);
+                ack(m, g, i);
+                break;
+            case FAN_FUSED: fused(m, g, m->flag_on[g], i, m->ack_on[g]); break;
+            }
+        }
+        spin_for_ns(idle_gap_ns());
+        uint64_t t0 = now_ns(), last = t0;
+        store_release(flag, i);
+        for (int g = 0; g < n; g++) {
+            uint64_t t = wait_geq(&m->g[g].host[SLOT_ACK], i, "multi_fanout");
+            last = t > last ? t : last;
+        }
+        if (i > g_warmup) {
+            samples_push(&s, (double)(last - t0));
+        }
+    }
+    check(m, "multi_fanout");
+    report("multi_fanout", regime, &s, NULL);
+    samples_free(&s);
+}
+
+enum chain { EVENT, HOST_WAIT, PEER_WAIT, PEER_POLL, PEER_POLL_ALL, RELAY_POLL, RELAY_FUSED };
+
+/* host -> GPU0 gate -> relay -> GPU1 ack. */
+static void relay_row(multi_t *m, enum chain how, const char *regime) {
+    reset(m);
+    volatile uint64_t *flag = &m->g[0].host[SLOT_FLAG];
+    samples_t s = samples_new(g_samples);
+    for (uint64_t i = 1; i <= g_warmup + g_samples; i++) {
+        switch (how) {
+        case EVENT:
+            driver_wait(m, 0, m->flag_on[0], i);
+            CU(cuEventRecord, m->ev, m->g[0].s);
+            CU(cuStreamWaitEvent, m->g[1].s, m->ev, 0);
+            ack(m, 1, i);
+            break;
+        case HOST_WAIT:
+            driver_wait(m, 0, m->flag_on[0], i);
+            CU(cuStreamWriteValue64, m->g[0].s, m->mid_on[0], i, 0);
+            driver_wait(m, 1, m->mid_on[1], i);
+            ack(m, 1, i);
+            break;
+        case PEER_WAIT:
+            driver_wait(m, 0, m->flag_on[0], i);
+            CU(cuStreamWriteValue64, m->g[0].s, m->peer, i, 0);
+            driver_wait(m, 1, m->peer, i);
+            ack(m, 1, i);
+            break;
+        case PEER_POLL:
+        case PEER_POLL_ALL:
+            if (how == PEER_POLL_ALL) {
+                poll_gate(m, 0, m->flag_on[0], i);
+            } else {
+                driver_wait(m, 0, m->flag_on[0], i);
+            }
+            CU(cuStreamWriteValue64, m->g[0].s, m->peer, i, 0);
+            poll_gate(m, 1, m->peer, i);
+            ack(m, 1, i);
+            break;
+        case RELAY_POLL:
+            fused(m, 0, m->flag_on[0], i, m->peer);
+            poll_gate(m, 1, m->peer, i);
+            ack(m, 1, i);
+            break;
+        case RELAY_FUSED:
+            fused(m, 0, m->flag_on[0], i, m->peer);
+            fused(m, 1, m->peer, i, m->ack_on[1]);
+            break;
+        }
+        spin_for_ns(idle_gap_ns());
+        uint64_t t0 = now_ns();
+        store_release(flag, i);
+        uint64_t t1 = wait_geq(&m->g[1].host[SLOT_ACK], i, "multi_relay");
+        if (i > g_warmup) {
+            samples_push(&s, (double)(t1 - t0));
+        }
+    }
+    check(m, "multi_relay");
+    report("multi_relay", regime, &s, NULL);
+    samples_free(&s);
+}
+
+void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
+    int count = 0;
+    CU(cuDeviceGetCount, &count);
+    if (count < 2) {
+        printf("multi: SKIPPED: needs 2 GPUs (this machine has %d)\n", count);
+        return;
+    }
+    multi_t m;
+    memset(&m, 0, sizeof m);
+    m.g[0] = *e0;
+    /* Module load, allocations and peer access before any wait exists (GPU.md). */
+    env_init(&m.g[1], 1, cubin);
+    for (int a = 0; a < 2; a++) {
+        int can = 0;
+        CU(cuDeviceCanAccessPeer, &can, m.g[a].dev, m.g[1 - a].dev);
+        if (!can) {
+            die("GPU %d cannot access GPU %d's memory (peer access)", a, 1 - a);
+        }
+        CU(cuCtxSetCurrent, m.g[a].ctx);
+        CUresult r = p_cuCtxEnablePeerAccess(m.g[1 - a].ctx, 0);
+        if (r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) {
+            cu_check(r, "cuCtxEnablePeerAccess", __FILE__, __LINE__);
+        }
+    }
+    for (int g = 0; g < 2; g++) {
+        m.flag_on[g] = mapped_on(&m, g, &m.g[0].host[SLOT_FLAG]);
+        m.mid_on[g] = mapped_on(&m, g, &m.g[0].host[SLOT_RELAY]);
+        m.ack_on[g] = slot_dev(&m.g[g], SLOT_ACK);
+        m.err_on[g] = slot_dev(&m.g[g], SLOT_ERR);
+    }
+    CU(cuCtxSetCurrent, m.g[1].ctx);
+    CU(cuMemAlloc, &m.peer, 128);
+    CU(cuCtxSetCurrent, m.g[0].ctx);
+    CU(cuEventCreate, &m.ev, CU_EVENT_DISABLE_TIMING);
+
+    if (fanout) {
+        static const struct {
+            enum fan how;
+            const char *one, *two;
+        } rows[] = {{FAN_WAIT, "wait_1gpu", "wait_2gpu"},
+                    {FAN_POLL, "poll_1gpu", "poll_2gpu"},
+                    {FAN_FUSED, "fused_1gpu", "fused_2gpu"}};
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            fanout_row(&m, 1, rows[r].how, rows[r].one);
+            fanout_row(&m, 2, rows[r].how, rows[r].two);
+        }
+    }
+    if (relay) {
+        static const struct {
+            enum chain how;
+            const char *name;
+        } rows[] = {{EVENT, "event"},         {HOST_WAIT, "host_wait"},
+                    {PEER_WAIT, "peer_wait"}, {PEER_POLL, "peer_poll"},
+                    {PEER_POLL_ALL, "peer_poll_all"}, {RELAY_POLL, "relay_poll"},
+                    {RELAY_FUSED, "relay_fused"}};
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+            relay_row(&m, rows[r].how, rows[r].name);
+        }
+    }
+    /* Nothing waits any more (every row ended with its last ack seen): freeing cannot block. */
+    reset(&m);
+    CU(cuEventDestroy, m.ev);
+    CU(cuCtxSetCurrent, m.g[1].ctx);
+    CU(cuMemFree, m.peer);
+    env_destroy(&m.g[1]);
+    CU(cuCtxSetCurrent, m.g[0].ctx);
+}
