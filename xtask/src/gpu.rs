@@ -4,7 +4,8 @@
 //! copied into a bundle: `DIR/bin/<test>` plus a `run` script that needs no Rust toolchain. The
 //! script runs every test binary (each under a deadline), then the compute-sanitizer passes listed
 //! in [`SANITIZE`], prints `gpu bundle: N passed, M failed, K skipped` (tests named `*_needs_2_gpus` are skipped,
-//! and counted so, on a machine with one GPU) and exits non-zero if anything failed.
+//! and counted so, where the script sees one GPU: `nvidia-smi -L`, narrowed by
+//! `CUDA_VISIBLE_DEVICES`) and exits non-zero if anything failed.
 
 use crate::util;
 use std::fmt::Write as _;
@@ -168,14 +169,19 @@ pub fn write_bundle(dir: &Path, tests: &[(String, PathBuf)]) -> Result<(), Strin
         // Symbols are not needed to run; stripping keeps the bundle far below the 64 MiB carry limit.
         util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
     }
+    let run = dir.join("run");
+    std::fs::write(&run, run_script()).map_err(io(&run))?;
+    util::run(Command::new("chmod").arg("+x").arg(&run))
+}
+
+/// The bundle's `run` script.
+fn run_script() -> String {
     let mut script = RUN_HEAD.replace("__DEADLINE__", &DEADLINE_S.to_string());
     for (tool, test, args) in SANITIZE {
         let _ = writeln!(script, "sanitize {tool} {test} {args}");
     }
     script.push_str(RUN_TAIL);
-    let run = dir.join("run");
-    std::fs::write(&run, script).map_err(io(&run))?;
-    util::run(Command::new("chmod").arg("+x").arg(&run))
+    script
 }
 
 const RUN_HEAD: &str = r#"#!/usr/bin/env bash
@@ -190,6 +196,13 @@ pass=0; fail=0; skipped=0; failed=()
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 # Tests named *_needs_2_gpus are not run (and are counted as skipped, not passed) on one GPU.
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+# CUDA_VISIBLE_DEVICES=0 on a machine with several GPUs shows the tests one GPU (and lets the skip
+# path be checked there).
+if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+  vis=$(printf '%s' "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+  if [ "$vis" -lt "$ngpu" ]; then ngpu=$vis; fi
+fi
+echo "GPUs visible to the tests: $ngpu"
 multi=()
 if [ "$ngpu" -lt 2 ]; then multi=(--skip _needs_2_gpus); fi
 for t in "$here"/bin/*; do
@@ -231,3 +244,136 @@ const RUN_TAIL: &str = r#"
 echo "gpu bundle: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" = 0 ]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write_exe(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The bundle's `run` with stand-ins for the test binaries, `nvidia-smi` and compute-sanitizer:
+    /// returns its output and the arguments each test binary was run with.
+    fn run_bundle(gpus: usize, visible: Option<&str>) -> (String, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "ferrocuda-bundle-test-{}-{gpus}-{}",
+            std::process::id(),
+            visible.unwrap_or("all")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (bin, tools) = (dir.join("bin"), dir.join("tools"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::write(dir.join("run"), run_script()).unwrap();
+        // Every test binary the sanitizer list names, plus one more; gpu_multi has one two-GPU test.
+        let mut names: Vec<&str> = SANITIZE.iter().map(|s| s.1).collect();
+        names.push("gpu_smoke");
+        names.sort_unstable();
+        names.dedup();
+        let log = dir.join("calls.log");
+        for name in names {
+            let list = if name == "gpu_multi" {
+                "one_gpu_case: test\\nsome_case_needs_2_gpus: test\\n"
+            } else {
+                "a_case: test\\n"
+            };
+            write_exe(
+                &bin.join(name),
+                &format!(
+                    "#!/usr/bin/env bash\n\
+                     if [ \"$1\" = --list ]; then printf '{list}'; exit 0; fi\n\
+                     echo \"${{UNDER_SANITIZER:-}}{name} $*\" >> '{}'\n",
+                    log.display()
+                ),
+            );
+        }
+        write_exe(
+            &tools.join("nvidia-smi"),
+            &format!(
+                "#!/usr/bin/env bash\n\
+                 if [ \"$1\" = -L ]; then for i in $(seq 0 {}); do echo \"GPU $i: Fake\"; done; fi\n",
+                gpus as i64 - 1
+            ),
+        );
+        // compute-sanitizer --tool T --error-exitcode 86 BINARY ARGS...
+        write_exe(
+            &tools.join("compute-sanitizer"),
+            "#!/usr/bin/env bash\nshift 4\nUNDER_SANITIZER='sanitizer: ' exec \"$@\"\n",
+        );
+        let mut cmd = Command::new("bash");
+        cmd.arg(dir.join("run"))
+            .env(
+                "PATH",
+                format!("{}:{}", tools.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("COMPUTE_SANITIZER", tools.join("compute-sanitizer"))
+            .env_remove("CUDA_VISIBLE_DEVICES");
+        if let Some(v) = visible {
+            cmd.env("CUDA_VISIBLE_DEVICES", v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run failed:\n{text}");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        (text, calls)
+    }
+
+    /// Issue 13: on one GPU the two-GPU tests are not run and are counted as skipped (the binary's
+    /// one and its sanitizer pass), also when CUDA_VISIBLE_DEVICES hides GPUs; on two they run.
+    #[test]
+    fn two_gpu_tests_are_skipped_and_counted_on_one_gpu() {
+        let bins = {
+            let mut n: Vec<&str> = SANITIZE.iter().map(|s| s.1).collect();
+            n.push("gpu_smoke");
+            n.sort_unstable();
+            n.dedup();
+            n.len()
+        };
+        let two_gpu_sanitizer_passes = SANITIZE
+            .iter()
+            .filter(|s| s.2.contains("_needs_2_gpus"))
+            .count();
+        for (gpus, visible) in [(1, None), (2, Some("0")), (2, Some("1"))] {
+            let (out, calls) = run_bundle(gpus, visible);
+            let passed = bins + SANITIZE.len() - two_gpu_sanitizer_passes;
+            let skipped = 1 + two_gpu_sanitizer_passes;
+            assert!(
+                out.contains(&format!(
+                    "gpu bundle: {passed} passed, 0 failed, {skipped} skipped"
+                )),
+                "{gpus} GPU(s), CUDA_VISIBLE_DEVICES={visible:?}:\n{out}"
+            );
+            assert!(out.contains("GPUs visible to the tests: 1"), "{out}");
+            for line in calls.lines() {
+                if line.starts_with("sanitizer: ") {
+                    assert!(!line.contains("_needs_2_gpus"), "ran: {line}");
+                } else {
+                    assert!(
+                        line.contains("--skip _needs_2_gpus"),
+                        "run without the skip: {line}"
+                    );
+                }
+            }
+        }
+        for visible in [None, Some("0,1")] {
+            let (out, calls) = run_bundle(2, visible);
+            let passed = bins + SANITIZE.len();
+            assert!(
+                out.contains(&format!("gpu bundle: {passed} passed, 0 failed, 0 skipped")),
+                "{out}"
+            );
+            assert!(!calls.contains("--skip"), "{calls}");
+            assert!(
+                calls.contains(
+                    "sanitizer: gpu_multi --test-threads=1 --nocapture --exact dropped_flags"
+                ),
+                "the two-GPU sanitizer pass did not run:\n{calls}"
+            );
+        }
+    }
+}
