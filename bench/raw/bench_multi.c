@@ -120,17 +120,16 @@ static void relay_row(multi_t *m, enum chain how, const char *regime) {
             ack(m, 1, i);
             break;
         case HOST_WAIT:
+        case PEER_WAIT: {
+            /* The relay slot: pinned host memory, or GPU1's own memory written over the link. */
+            CUdeviceptr w = how == HOST_WAIT ? m->mid_on[0] : m->peer;
+            CUdeviceptr r = how == HOST_WAIT ? m->mid_on[1] : m->peer;
             driver_wait(m, 0, m->flag_on[0], i);
-            CU(cuStreamWriteValue64, m->g[0].s, m->mid_on[0], i, 0);
-            driver_wait(m, 1, m->mid_on[1], i);
+            CU(cuStreamWriteValue64, m->g[0].s, w, i, 0);
+            driver_wait(m, 1, r, i);
             ack(m, 1, i);
             break;
-        case PEER_WAIT:
-            driver_wait(m, 0, m->flag_on[0], i);
-            CU(cuStreamWriteValue64, m->g[0].s, m->peer, i, 0);
-            driver_wait(m, 1, m->peer, i);
-            ack(m, 1, i);
-            break;
+        }
         case PEER_POLL:
         case PEER_POLL_ALL:
             if (how == PEER_POLL_ALL) {

@@ -247,3 +247,48 @@ pub fn collect(warmup: usize, samples: usize, mut f: impl FnMut(u64) -> f64) -> 
 pub fn ns(d: Duration) -> f64 {
     d.as_nanos() as f64
 }
+
+/// Threads of the fused-gate ack kernel (the C baseline's `FUSED_THREADS`): thread 0 polls, the
+/// warp waits at the block barrier, as a real gated kernel's block would.
+pub const FUSED_THREADS: u32 = 32;
+
+/// Enqueues `ferrocuda_fused_gate_ack(const u64* flag, u64 target, u64* slot, u64 value,
+/// u64 timeout_ns, u64* expired)` of the bench cubin on `stream`: one block of
+/// [`FUSED_THREADS`] waits in its prologue (ferrocuda/gate.cuh) for the 8 bytes at `flag` to reach
+/// `target`, then stores `value` to `slot`. `expired` may be 0 (no counter).
+///
+/// # Safety
+///
+/// `fused_ack` is that kernel; `flag`, `slot` and a non-zero `expired` are 8-byte slots `stream`'s
+/// device can reach (mapped pinned memory, its own memory, or a peer's with peer access enabled)
+/// that stay allocated until the kernel has run.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn launch_fused_ack(
+    stream: &ferrocuda_driver::DeviceStream,
+    fused_ack: &ferrocuda_driver::Function,
+    flag: u64,
+    target: u64,
+    slot: u64,
+    value: u64,
+    timeout_ns: u64,
+    expired: u64,
+) -> ferrocuda_driver::Result<()> {
+    let cfg = ferrocuda_driver::LaunchConfig {
+        block: (FUSED_THREADS, 1, 1),
+        ..ferrocuda_driver::LaunchConfig::single_thread()
+    };
+    // SAFETY: the kernel's signature and the slots' lifetimes are the caller's promise.
+    unsafe {
+        stream.launch(
+            fused_ack,
+            cfg,
+            ferrocuda_driver::LaunchArgs::new()
+                .arg(&flag)
+                .arg(&target)
+                .arg(&slot)
+                .arg(&value)
+                .arg(&timeout_ns)
+                .arg(&expired),
+        )
+    }
+}

@@ -46,27 +46,20 @@ fn launch_ack(g: &Gpu, flag: &CompletionFlag, v: u64) {
 /// The fused gate as the C baseline launches it: one block of 32 threads waits in its prologue for
 /// the 8 bytes at `flag` (a host flag's or a device flag's address) to reach `i`, then acks `i`.
 fn launch_fused_ack(g: &Gpu, flag: u64, i: u64) {
-    let cfg = LaunchConfig {
-        block: (32, 1, 1),
-        ..LaunchConfig::single_thread()
-    };
-    let (slot, timeout_ns, no_counter) = (g.acked.as_ref(), 1_000_000_000u64, 0u64);
-    // SAFETY: ferrocuda_fused_gate_ack(const u64* flag, u64 target, u64* host_slot, u64 value,
-    // u64 timeout_ns, u64* expired): `flag` is a live flag reachable from this GPU (peer access is
-    // enabled for every pair at start), the ack slot is this GPU's mapped flag; `expired` is null,
-    // which gate.cuh allows (an expiry then shows as a missing ack, which the host's 2 s deadline
+    // SAFETY: `fused_ack` is ferrocuda_fused_gate_ack; `flag` is a live flag reachable from this
+    // GPU (peer access is enabled for every pair at start), the ack slot is this GPU's mapped
+    // flag; no expiry counter (an expiry shows as a missing ack, which the host's 2 s deadline
     // reports).
     ok(unsafe {
-        g.stream.launch(
+        ferrocuda_bench::launch_fused_ack(
+            &g.stream,
             &g.fused_ack,
-            cfg,
-            LaunchArgs::new()
-                .arg(&flag)
-                .arg(&i)
-                .arg(&slot)
-                .arg(&i)
-                .arg(&timeout_ns)
-                .arg(&no_counter),
+            flag,
+            i,
+            g.acked.device_ptr(),
+            i,
+            1_000_000_000,
+            0,
         )
     });
 }

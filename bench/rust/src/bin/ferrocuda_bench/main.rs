@@ -35,9 +35,6 @@ const KNOWN: &[&str] = &[
     "future_wake",
 ];
 
-/// Threads of the fused-gate ack kernel (as the C baseline's FUSED_THREADS).
-const FUSED_THREADS: u32 = 32;
-
 /// Steps the b2b regime keeps enqueued (as the C baseline).
 const QUEUE_AHEAD: u64 = 16;
 
@@ -259,27 +256,24 @@ fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
         ran += 1;
         // As the C baseline's step_fused: one block of 32 threads, thread 0 polls (with a 1 s
         // limit), the block syncs, thread 0 acks; here the gate is ferrocuda::wait_flag.
-        let cfg = LaunchConfig {
-            block: (FUSED_THREADS, 1, 1),
-            ..LaunchConfig::single_thread()
-        };
-        let timeout_ns = 1_000_000_000u64;
         let enqueue = |i: u64| {
-            let (flag, slot, expired) = (e.flag.as_ref(), e.ack_slot.as_ref(), e.expired.as_ref());
-            // SAFETY: ferrocuda_fused_gate_ack(const u64* flag, u64 target, u64* host_slot,
-            // u64 value, u64 timeout_ns, u64* expired); the three slots are flags of `e`, which
-            // outlives every launch (`reset` synchronizes the stream).
+            let (flag, slot, expired) = (
+                e.flag.device_ptr(),
+                e.ack_slot.device_ptr(),
+                e.expired.device_ptr(),
+            );
+            // SAFETY: `fused_ack` is ferrocuda_fused_gate_ack; the three slots are flags of `e`,
+            // which outlives every launch (`reset` synchronizes the stream).
             unsafe {
-                e.s.launch(
+                ferrocuda_bench::launch_fused_ack(
+                    &e.s,
                     &e.fused_ack,
-                    cfg,
-                    LaunchArgs::new()
-                        .arg(&flag)
-                        .arg(&i)
-                        .arg(&slot)
-                        .arg(&i)
-                        .arg(&timeout_ns)
-                        .arg(&expired),
+                    flag,
+                    i,
+                    slot,
+                    i,
+                    1_000_000_000,
+                    expired,
                 )
             }
             .unwrap_or_else(|err| die(&err.to_string()));
