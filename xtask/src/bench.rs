@@ -16,7 +16,8 @@
 //! Every program listed in `DIR/programs` follows one contract, so ferrocuda's and cudarc's
 //! programs slot in beside the C one: it is called as
 //! `EXECUTABLE [ARGS...] --json FILE --commit STR [--samples N] [all | BENCH...]`, runs the named
-//! benchmarks (unknown names are an error), prints a table and *appends* JSON lines to FILE: one
+//! benchmarks (names of other programs' benchmarks are skipped with a note on stderr; with none of
+//! its own it exits 0), prints a table and *appends* JSON lines to FILE: one
 //! `{"impl":..,"bench":"_meta","gpu":..,"driver_version":..,"commit":..}` line, then one line per
 //! row, `{"impl":..,"bench":..,"regime":..,"state":..,"p50_us":..,"p90_us":..,"p99_us":..,"n":..}`
 //! (more members allowed, e.g. `rate` and `rate_unit`). bench/README.md has the list of rows.

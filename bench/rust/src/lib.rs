@@ -24,19 +24,16 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses `std::env::args`, exiting with a message on a bad command line.
-    pub fn parse(known: &[&str]) -> Args {
-        Self::parse_with(known, false)
-    }
-
-    /// As [`parse`](Self::parse), but benchmark names of other programs are ignored; `None` when
-    /// names were given and none is this program's (it then has nothing to run).
+    /// Parses `std::env::args`, exiting with a message on a bad option. Benchmark names that are not
+    /// in `known` (other programs' benchmarks: the bundle passes every program the same list) are
+    /// skipped with a note on stderr; `None` when names were given and none is this program's (it
+    /// then has nothing to run).
     pub fn parse_lenient(known: &[&str]) -> Option<Args> {
-        let a = Self::parse_with(known, true);
+        let a = Self::parse_with(known);
         (a.ignored == 0 || !a.names.is_empty()).then_some(a)
     }
 
-    fn parse_with(known: &[&str], lenient: bool) -> Args {
+    fn parse_with(known: &[&str]) -> Args {
         let mut a = Args {
             cubin: String::new(),
             json: None,
@@ -77,12 +74,13 @@ impl Args {
                     i += 1;
                     continue;
                 }
-                n if lenient && !n.starts_with('-') => {
+                n if !n.starts_with('-') => {
+                    eprintln!("{}: `{n}` is not one of its benchmarks: skipped", program());
                     a.ignored += 1;
                     i += 1;
                     continue;
                 }
-                n => die(&format!("unknown benchmark or option `{n}`")),
+                n => die(&format!("unknown option `{n}`")),
             }
             i += 2;
         }
@@ -96,6 +94,16 @@ impl Args {
     pub fn wants(&self, name: &str) -> bool {
         self.names.is_empty() || self.names.iter().any(|n| n == name)
     }
+}
+
+/// This program's file name.
+fn program() -> String {
+    std::env::args()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "bench".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Prints `msg` and exits non-zero.
