@@ -99,37 +99,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask bench --smoke` (and a step of `cargo xtask test`): builds the C baseline and its
-/// cubin, then runs every benchmark at 20 samples against `bench/raw/fake/fake_cuda.c`, a fake
-/// `libcuda.so.1` that runs streams on host threads. Its timings mean nothing; it proves on a
-/// machine without a GPU that every benchmark's protocol terminates (each wait is signalled, no
-/// deadline fires) and that the JSON has a well-formed row for every benchmark. Then the same for
-/// the ferrocuda and cudarc programs against `xtask/fake/fake_cuda.c` ([`smoke_rust`]).
+/// cubin, then runs every benchmark at 20 samples against `xtask/fake/fake_cuda.c`, a fake
+/// `libcuda.so.1` that runs streams on host threads (built by [`crate::demo::fake_driver`]). Its
+/// timings mean nothing; it proves on a machine without a GPU that every benchmark's protocol
+/// terminates (each wait is signalled, no deadline fires) and that the JSON has a well-formed row
+/// for every benchmark. Then the same for the ferrocuda and cudarc programs against the same fake
+/// ([`smoke_rust`]).
 pub fn smoke() -> Result<(), String> {
     let tk = setup::run()?;
     let root = util::root();
     let dir = root.join("target/bench-smoke");
-    std::fs::create_dir_all(dir.join("fake")).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let cubin = dir.join("bench_kernels.cubin");
     build_cubin(&tk, &root.join("bench/raw/bench_kernels.cu"), &cubin)?;
     let exe = dir.join("raw_bench");
     build_raw(&tk, &exe)?;
-    util::run(
-        Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-            .args([
-                "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-            ])
-            .arg("-pthread")
-            .arg(format!("-I{}", tk.include.display()))
-            .arg(root.join("bench/raw/fake/fake_cuda.c"))
-            .arg("-o")
-            .arg(dir.join("fake/libcuda.so.1")),
-    )?;
+    let fake = crate::demo::fake_driver(&tk, &dir)?;
     let json = dir.join("smoke.jsonl");
     let _ = std::fs::remove_file(&json);
     // Two fake devices, so that the two-GPU rows run too.
     let table = util::output(
         Command::new(&exe)
-            .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .env("LD_LIBRARY_PATH", &fake)
             .env("FAKE_CUDA_DEVICES", "2")
             .arg("--cubin")
             .arg(&cubin)
@@ -148,7 +139,7 @@ pub fn smoke() -> Result<(), String> {
     // One fake device: the two-GPU rows print SKIPPED and the program still succeeds.
     let one = util::output(
         Command::new(&exe)
-            .env("LD_LIBRARY_PATH", dir.join("fake"))
+            .env("LD_LIBRARY_PATH", &fake)
             .arg("--cubin")
             .arg(&cubin)
             .args([
@@ -175,21 +166,15 @@ pub fn smoke() -> Result<(), String> {
         "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
         names.len()
     );
-    smoke_rust(&tk, &dir, &cubin, &names)
+    smoke_rust(&dir, &fake, &cubin, &names)
 }
 
 /// The Rust programs that drive the GPU through ferrocuda or cudarc (not `kernels`, whose real
 /// kernels no fake runs), at 20 samples against `xtask/fake/fake_cuda.c`: every benchmark they
 /// implement terminates and writes well-formed rows, and both implement the same benchmarks, all
 /// of them the C baseline's.
-fn smoke_rust(
-    tk: &setup::Toolkit,
-    dir: &Path,
-    cubin: &Path,
-    raw_names: &[String],
-) -> Result<(), String> {
-    let fake = crate::demo::fake_driver(tk, &dir.join("rust"))?;
-    smoke_multi(&fake, cubin)?;
+fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Result<(), String> {
+    smoke_multi(fake, cubin)?;
     let mut sets = Vec::new();
     for (name, package, bin) in RUST_PROGRAMS
         .iter()
@@ -203,8 +188,8 @@ fn smoke_rust(
             Command::new("timeout")
                 .arg("300")
                 .arg(&exe)
-                .env("LD_LIBRARY_PATH", &fake)
-                // The fake driver has no CUDA graphs: the graph rows are GPU-only.
+                .env("LD_LIBRARY_PATH", fake)
+                // The graph rows stay GPU-only: the fake emulates only the graph calls raw_bench makes.
                 .env("FERROCUDA_BENCH_NO_GRAPHS", "1")
                 .arg("--cubin")
                 .arg(cubin)

@@ -117,9 +117,10 @@ pub fn smoke() -> Result<(), String> {
     Ok(())
 }
 
-/// Builds `xtask/fake/fake_cuda.c` into `dir/fake/libcuda.so.1`, with a weak stub for every
-/// other entry point of the checked-in bindings (ferrocuda-sys resolves them all when it opens
-/// the driver); returns the folder to put on `LD_LIBRARY_PATH`.
+/// Builds `xtask/fake/fake_cuda.c`, the fake driver of every smoke test (the demo, raw_bench, the
+/// Rust benchmark programs), into `dir/fake/libcuda.so.1`, with a weak stub for every other entry
+/// point of the checked-in bindings (ferrocuda-sys resolves them all when it opens the driver);
+/// returns the folder to put on `LD_LIBRARY_PATH`.
 pub fn fake_driver(tk: &setup::Toolkit, dir: &Path) -> Result<PathBuf, String> {
     let root = util::root();
     let fake = dir.join("fake");
