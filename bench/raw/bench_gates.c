@@ -98,9 +98,6 @@ static void step_poll_ack(env_t *e, void *ctx, uint64_t i) {
     enqueue_ack(e, i);
 }
 
-/* 32 threads: one polls, the warp waits at __syncthreads, as a real gated kernel's block would. */
-#define FUSED_THREADS 32
-
 static void step_fused(env_t *e, void *ctx, uint64_t i) {
     (void)ctx;
     CUdeviceptr flag = slot_dev(e, SLOT_FLAG), ack = slot_dev(e, SLOT_ACK),

@@ -10,9 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* 32 threads: one polls, the warp waits at __syncthreads (as bench_gates.c's FUSED_THREADS). */
-#define FUSED_THREADS 32
-
 typedef struct {
     env_t g[2];
     CUdeviceptr flag_on[2]; /* the host flag (g[0]'s SLOT_FLAG) as GPU g addresses it */

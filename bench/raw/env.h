@@ -20,6 +20,10 @@ enum {
 /* Indices of 8-byte words in env_t.scratch (device memory): graph epochs and counters. */
 enum { DEV_EPOCH = 0, DEV_ACK_COUNT = 16, DEV_WORDS = 32 };
 
+/* Threads of the fused-gate kernels: one polls, the warp waits at __syncthreads, as a real gated
+ * kernel's block would. */
+#define FUSED_THREADS 32
+
 /* Time limit of every polling kernel (device side); below the host's DEADLINE_NS so the kernel's
  * own error is what gets reported. */
 #define GPU_POLL_TIMEOUT_NS (1000ull * 1000 * 1000)

@@ -119,38 +119,15 @@ pub fn smoke() -> Result<(), String> {
     let _ = std::fs::remove_file(&json);
     // Two fake devices, so that the two-GPU rows run too.
     let table = util::output(
-        Command::new(&exe)
-            .env("LD_LIBRARY_PATH", &fake)
+        smoke_command(&exe, &fake, &cubin, 600)
             .env("FAKE_CUDA_DEVICES", "2")
-            .arg("--cubin")
-            .arg(&cubin)
             .arg("--json")
             .arg(&json)
-            .args([
-                "--samples",
-                "20",
-                "--warmup",
-                "2",
-                "--commit",
-                "smoke",
-                "all",
-            ]),
+            .arg("all"),
     )?;
     // One fake device: the two-GPU rows print SKIPPED and the program still succeeds.
-    let one = util::output(
-        Command::new(&exe)
-            .env("LD_LIBRARY_PATH", &fake)
-            .arg("--cubin")
-            .arg(&cubin)
-            .args([
-                "--samples",
-                "20",
-                "--warmup",
-                "2",
-                "multi_fanout",
-                "multi_relay",
-            ]),
-    )?;
+    let one =
+        util::output(smoke_command(&exe, &fake, &cubin, 60).args(["multi_fanout", "multi_relay"]))?;
     if !one.contains("multi: SKIPPED: needs 2 GPUs") {
         return Err(format!(
             "raw_bench on one fake GPU did not skip the two-GPU rows:\n{one}"
@@ -185,25 +162,12 @@ fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Re
         let json = dir.join(format!("smoke-{name}.jsonl"));
         let _ = std::fs::remove_file(&json);
         let table = util::output(
-            Command::new("timeout")
-                .arg("300")
-                .arg(&exe)
-                .env("LD_LIBRARY_PATH", fake)
+            smoke_command(&exe, fake, cubin, 300)
                 // The graph rows stay GPU-only: the fake emulates only the graph calls raw_bench makes.
                 .env("FERROCUDA_BENCH_NO_GRAPHS", "1")
-                .arg("--cubin")
-                .arg(cubin)
                 .arg("--json")
                 .arg(&json)
-                .args([
-                    "--samples",
-                    "20",
-                    "--warmup",
-                    "2",
-                    "--commit",
-                    "smoke",
-                    "all",
-                ]),
+                .arg("all"),
         )?;
         let text = std::fs::read_to_string(&json).map_err(io(&json))?;
         let benches: std::collections::BTreeSet<String> = text
@@ -242,6 +206,19 @@ fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Re
     Ok(())
 }
 
+/// `timeout SECS EXE --cubin CUBIN --samples 20 --warmup 2 --commit smoke` against the fake
+/// driver in `fake`; the caller adds `--json` and the benchmark names.
+fn smoke_command(exe: &Path, fake: &Path, cubin: &Path, secs: u32) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(secs.to_string())
+        .arg(exe)
+        .env("LD_LIBRARY_PATH", fake)
+        .arg("--cubin")
+        .arg(cubin)
+        .args(["--samples", "20", "--warmup", "2", "--commit", "smoke"]);
+    cmd
+}
+
 /// The multi-GPU program against the fake driver: with one device it must exit 0 with a `SKIPPED`
 /// line and no rows, both for `all` and for another program's benchmark names; with two
 /// (`FAKE_CUDA_DEVICES=2`) its fan-out and relay benchmarks must terminate with well-formed rows.
@@ -249,16 +226,7 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
     let exe = util::root().join("target/debug/multi_bench");
     for names in [&["all"][..], &["signal_wait_ack"][..]] {
-        let out = util::output(
-            Command::new("timeout")
-                .arg("60")
-                .arg(&exe)
-                .env("LD_LIBRARY_PATH", fake)
-                .arg("--cubin")
-                .arg(cubin)
-                .args(["--samples", "20", "--warmup", "2", "--commit", "smoke"])
-                .args(names),
-        )?;
+        let out = util::output(smoke_command(&exe, fake, cubin, 60).args(names))?;
         let skipped = out.contains("SKIPPED: needs 2 GPUs");
         if names[0] == "all" && !skipped {
             return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
@@ -269,24 +237,11 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     let json = fake.parent().unwrap_or(fake).join("smoke-multi.jsonl");
     let _ = std::fs::remove_file(&json);
     let table = util::output(
-        Command::new("timeout")
-            .arg("120")
-            .arg(&exe)
-            .env("LD_LIBRARY_PATH", fake)
+        smoke_command(&exe, fake, cubin, 120)
             .env("FAKE_CUDA_DEVICES", "2")
-            .arg("--cubin")
-            .arg(cubin)
             .arg("--json")
             .arg(&json)
-            .args([
-                "--samples",
-                "20",
-                "--warmup",
-                "2",
-                "--commit",
-                "smoke",
-                "all",
-            ]),
+            .arg("all"),
     )?;
     let text = std::fs::read_to_string(&json).map_err(io(&json))?;
     check_rows(

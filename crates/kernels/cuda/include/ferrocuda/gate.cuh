@@ -13,7 +13,8 @@
 // parameter holding the flag's device address); see crates/kernels/src/launch.rs's
 // `Kernels::gated_scale_f32` for a complete launcher and docs/gates.md for the trade-offs.
 //
-// Semantics (the same as ferrocuda-driver's polling gate, crates/driver/src/kernels/gate.cu):
+// Semantics (ferrocuda-driver's polling gate and relay, crates/driver/src/kernels/gate.cu, are
+// built on wait_flag_thread below, so they are the same):
 //  * `Cond::kEqual` passes when *flag == value; `Cond::kGeq` when the flag has reached value,
 //    compared cyclically, `(long long)(*flag - value) >= 0`, as the driver's
 //    CU_STREAM_WAIT_VALUE_GEQ does (monotonic epochs below 2^63 never miss a signal).
