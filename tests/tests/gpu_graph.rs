@@ -7,38 +7,13 @@ use ferrocuda_driver::{
     LaunchConfig, Module, WaitCondition,
 };
 use ferrocuda_graph::{Error, Graph, NodeType};
+use ferrocuda_test_support::deadline;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
 const TEST_PTX: &str = include_str!("../../crates/driver/tests/kernels/test_kernels.ptx");
-
-fn deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let limit = if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
-        limit * 20
-    } else {
-        limit
-    };
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(body());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("test body did not finish within {limit:?} (hang?)")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => unreachable!("body returned without sending"),
-        },
-    }
-}
 
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -11,7 +11,7 @@ use ferrocuda_driver::{
     CompletionFlag, Device, DeviceEvent, DeviceFlag, DeviceStream, Function, GateStrategy,
     LaunchArgs, LaunchConfig, Module, WaitCondition,
 };
-use std::sync::mpsc;
+use ferrocuda_test_support::{deadline, slack};
 use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -21,35 +21,6 @@ const STRATEGIES: [GateStrategy; 2] = [
     GateStrategy::DriverWait,
     GateStrategy::Polling { timeout: None },
 ];
-
-fn slack() -> u32 {
-    if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
-        20
-    } else {
-        1
-    }
-}
-
-fn deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let limit = limit * slack();
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(body());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("test body did not finish within {limit:?} (hang?)")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => unreachable!("body returned without sending"),
-        },
-    }
-}
 
 /// Every device, or `None` (after printing the skip) when there are fewer than two.
 fn gpus() -> Option<Vec<Device>> {

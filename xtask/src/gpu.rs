@@ -205,6 +205,16 @@ fi
 echo "GPUs visible to the tests: $ngpu"
 multi=()
 if [ "$ngpu" -lt 2 ]; then multi=(--skip _needs_2_gpus); fi
+# One line per run: its exit status and time (124/137: killed by the time limit; 86: the sanitizer
+# found errors; 128+N: killed by signal N, e.g. 139 a segfault at exit).
+verdict() {
+  local label=$1 rc=$2 t0=$3
+  if [ "$rc" = 0 ]; then
+    echo "--- $label: ok in $((SECONDS-t0)) s"; pass=$((pass+1))
+  else
+    echo "--- $label: FAILED, exit status $rc after $((SECONDS-t0)) s"; fail=$((fail+1)); failed+=("$label")
+  fi
+}
 for t in "$here"/bin/*; do
   name=$(basename "$t")
   echo "=== test $name"
@@ -215,11 +225,9 @@ for t in "$here"/bin/*; do
       skipped=$((skipped+n))
     fi
   fi
-  if timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 --nocapture "${multi[@]}" "$@"; then
-    pass=$((pass+1))
-  else
-    fail=$((fail+1)); failed+=("$name")
-  fi
+  t0=$SECONDS
+  timeout --kill-after=10 __DEADLINE__ "$t" --test-threads=1 --nocapture "${multi[@]}" "$@"
+  verdict "$name" $? $t0
 done
 san=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
 sanitize() {
@@ -231,11 +239,9 @@ sanitize() {
   if [ ! -x "$san" ]; then
     echo "compute-sanitizer not found"; fail=$((fail+1)); failed+=("$tool:$test"); return
   fi
-  if FERROCUDA_SANITIZER=1 timeout --kill-after=10 120 "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 --nocapture "$@"; then
-    pass=$((pass+1))
-  else
-    fail=$((fail+1)); failed+=("$tool:$test")
-  fi
+  local t0=$SECONDS
+  FERROCUDA_SANITIZER=1 timeout --kill-after=10 120 "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 --nocapture "$@"
+  verdict "$tool:$test" $? $t0
 }
 "#;
 

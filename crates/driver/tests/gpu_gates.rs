@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{deadline, device, kernels};
+use common::{deadline, device, kernels, mark};
 use ferrocuda_driver::{
     CompletionFlag, Error, GateStrategy, LaunchArgs, LaunchConfig, WaitCondition,
 };
@@ -81,8 +81,10 @@ fn ten_thousand_gated_steps() {
             let ack = CompletionFlag::new(&d).unwrap();
             let t = Instant::now();
             for i in 1..=10_000u64 {
+                mark("enqueue the gate", i);
                 s.wait_value_with(flag.as_ref(), i, WaitCondition::GreaterOrEqual, strategy)
                     .unwrap();
+                mark("launch the ack", i);
                 let a = ack.as_ref();
                 // SAFETY: ack(u64*, u64).
                 unsafe {
@@ -93,9 +95,12 @@ fn ten_thousand_gated_steps() {
                     )
                 }
                 .unwrap();
+                mark("signal", i);
                 flag.signal(i);
+                mark("wait for the ack", i);
                 assert_eq!(ack.wait(WaitCondition::Equal, i, 2 * SEC).unwrap(), i);
             }
+            mark("synchronize after the last step", 10_000);
             s.synchronize().unwrap();
             println!("{strategy:?}: 10,000 gated steps in {:?}", t.elapsed());
         }

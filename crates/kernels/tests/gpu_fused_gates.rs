@@ -7,7 +7,7 @@
 
 use ferrocuda_driver::{CompletionFlag, Device, DeviceBuffer, DeviceStream, WaitCondition};
 use ferrocuda_kernels::{Error, FusedGate, Kernels};
-use std::sync::mpsc;
+use ferrocuda_test_support::deadline;
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -15,34 +15,6 @@ const SEC: Duration = Duration::from_secs(1);
 const POISON: f32 = f32::from_bits(0x7fc0_dead);
 /// More elements than one wave of 256-thread blocks on every SM covers: the grid-stride loop runs.
 const N: usize = 300_001;
-
-/// Runs `body` on its own thread and fails the test if it has not finished within `limit`, 20
-/// times longer under compute-sanitizer (a gate that never opens would otherwise hang the suite).
-fn deadline<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let slack = if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
-        20
-    } else {
-        1
-    };
-    let limit = limit * slack;
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(body());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("test body did not finish within {limit:?} (hang?)")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => unreachable!("body returned without sending"),
-        },
-    }
-}
 
 struct Gpu {
     device: Device,

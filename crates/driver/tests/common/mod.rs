@@ -2,47 +2,12 @@
 #![allow(dead_code)]
 
 use ferrocuda_driver::{Device, Function, Module};
-use std::sync::mpsc;
-use std::time::Duration;
+// Not every test file uses each of them.
+#[allow(unused_imports)]
+pub use ferrocuda_test_support::{deadline, mark, slack};
 
 /// The test kernels (crates/driver/tests/kernels/test_kernels.cu, compiled by `cargo xtask ptx`).
 pub const TEST_PTX: &str = include_str!("../kernels/test_kernels.ptx");
-
-/// Runs `body` on its own thread and fails the test if it has not finished within `limit`
-/// (a stream waiting on a host value that never comes would otherwise hang the suite).
-pub fn deadline<T: Send + 'static>(
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let limit = limit * slack();
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(body());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("test body did not finish within {limit:?} (hang?)")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => unreachable!("body returned without sending"),
-        },
-    }
-}
-
-/// How much slower than normal the test runs: 20 under compute-sanitizer (the bundle sets
-/// FERROCUDA_SANITIZER=1 there), else 1. Time limits are multiplied by it.
-pub fn slack() -> u32 {
-    if std::env::var_os("FERROCUDA_SANITIZER").is_some() {
-        20
-    } else {
-        1
-    }
-}
 
 pub struct Kernels {
     pub module: Module,
@@ -54,6 +19,7 @@ pub struct Kernels {
 }
 
 pub fn kernels(device: &Device) -> Kernels {
+    mark("load the test kernels", 0);
     let module = Module::from_ptx(device, TEST_PTX).expect("test PTX loads");
     let f = |n| module.function(n).expect("kernel present");
     Kernels {
@@ -67,6 +33,7 @@ pub fn kernels(device: &Device) -> Kernels {
 }
 
 pub fn device() -> Device {
+    mark("open device 0", 0);
     Device::new(0).expect("a GPU test needs device 0")
 }
 
