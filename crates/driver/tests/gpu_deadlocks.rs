@@ -47,16 +47,7 @@ fn drop_everything_while_waiting(streams: usize) {
     let t = Instant::now();
     for ((s, f), a) in waiting.iter().zip(&flags).zip(&acks) {
         s.wait_for_host_value_ge(f, 1).unwrap();
-        let ar = a.as_ref();
-        // SAFETY: ack(u64*, u64).
-        unsafe {
-            s.launch(
-                &k.ack,
-                LaunchConfig::single_thread(),
-                LaunchArgs::new().arg(&ar).arg(&1u64),
-            )
-        }
-        .unwrap();
+        k.launch_ack(s, a.as_ref(), 1);
     }
     drop(buf);
     drop(host);

@@ -53,16 +53,7 @@ fn host_signal_releases_a_waiting_stream_whose_kernel_acks() {
             (5, WaitCondition::Equal),
         ] {
             s.wait_value(flag.as_ref(), round, cond).unwrap();
-            let a = ack.as_ref();
-            // SAFETY: ack(u64* out, u64 v).
-            unsafe {
-                s.launch(
-                    &k.ack,
-                    LaunchConfig::single_thread(),
-                    LaunchArgs::new().arg(&a).arg(&(round * 10)),
-                )
-            }
-            .unwrap();
+            k.launch_ack(&s, ack.as_ref(), round * 10);
             std::thread::sleep(Duration::from_millis(20));
             assert_ne!(ack.load(), round * 10, "the kernel ran before the signal");
             assert!(!s.is_idle().unwrap());
@@ -308,16 +299,7 @@ fn dropped_flag_stays_alive_until_wait_passes() {
             .enqueue_async_host_func(&flag, 1, || std::thread::sleep(Duration::from_millis(50)))
             .unwrap();
         waiter.wait_for_host_value_ge(&flag, 1).unwrap();
-        let a = ack.as_ref();
-        // SAFETY: ack(u64*, u64).
-        unsafe {
-            waiter.launch(
-                &k.ack,
-                LaunchConfig::single_thread(),
-                LaunchArgs::new().arg(&a).arg(&99u64),
-            )
-        }
-        .unwrap();
+        k.launch_ack(&waiter, ack.as_ref(), 99);
         drop(flag);
         assert_eq!(
             CompletionFlag::live_count(),
@@ -345,16 +327,7 @@ fn panicking_host_func_is_reported_and_the_stream_goes_on() {
         let ack = CompletionFlag::new(&d).unwrap();
         s.enqueue_host_func(|| panic!("host func exploded"))
             .unwrap();
-        let a = ack.as_ref();
-        // SAFETY: ack(u64*, u64).
-        unsafe {
-            s.launch(
-                &k.ack,
-                LaunchConfig::single_thread(),
-                LaunchArgs::new().arg(&a).arg(&5u64),
-            )
-        }
-        .unwrap();
+        k.launch_ack(&s, ack.as_ref(), 5);
         match s.synchronize() {
             Err(Error::HostFuncPanicked { count: 1, first }) => {
                 assert!(first.contains("host func exploded"), "{first}")
@@ -388,16 +361,7 @@ fn async_host_func_that_panics_still_releases_its_waiters() {
         s.enqueue_async_host_func(&flag, 3, || panic!("worker exploded"))
             .unwrap();
         s.wait_for_host_value_ge(&flag, 3).unwrap();
-        let a = ack.as_ref();
-        // SAFETY: ack(u64*, u64).
-        unsafe {
-            s.launch(
-                &k.ack,
-                LaunchConfig::single_thread(),
-                LaunchArgs::new().arg(&a).arg(&1u64),
-            )
-        }
-        .unwrap();
+        k.launch_ack(&s, ack.as_ref(), 1);
         assert_eq!(
             ack.wait(WaitCondition::Equal, 1, 5 * SEC).unwrap(),
             1,
@@ -445,16 +409,7 @@ fn hot_path_calls_work_from_fresh_threads() {
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 s.wait_for_host_value_ge(&flag, 1).unwrap();
-                let a = ack.as_ref();
-                // SAFETY: ack(u64*, u64).
-                unsafe {
-                    s.launch(
-                        &k.ack,
-                        LaunchConfig::single_thread(),
-                        LaunchArgs::new().arg(&a).arg(&4u64),
-                    )
-                }
-                .unwrap();
+                k.launch_ack(&s, ack.as_ref(), 4);
                 s.record_event(&ev).unwrap();
             });
         });

@@ -5,9 +5,7 @@
 mod common;
 
 use common::{deadline, device, kernels, mark};
-use ferrocuda_driver::{
-    CompletionFlag, Error, GateStrategy, LaunchArgs, LaunchConfig, WaitCondition,
-};
+use ferrocuda_driver::{CompletionFlag, Error, GateStrategy, WaitCondition};
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -35,16 +33,7 @@ fn gated_work_runs_after_and_never_before_the_signal() {
                 let flag = CompletionFlag::new(&d).unwrap();
                 s.wait_value_with(flag.as_ref(), round, cond, strategy)
                     .unwrap();
-                let a = ack.as_ref();
-                // SAFETY: ack(u64*, u64).
-                unsafe {
-                    s.launch(
-                        &k.ack,
-                        LaunchConfig::single_thread(),
-                        LaunchArgs::new().arg(&a).arg(&round),
-                    )
-                }
-                .unwrap();
+                k.launch_ack(&s, ack.as_ref(), round);
                 std::thread::sleep(Duration::from_millis(30));
                 assert_ne!(
                     ack.load(),
@@ -85,16 +74,7 @@ fn ten_thousand_gated_steps() {
                 s.wait_value_with(flag.as_ref(), i, WaitCondition::GreaterOrEqual, strategy)
                     .unwrap();
                 mark("launch the ack", i);
-                let a = ack.as_ref();
-                // SAFETY: ack(u64*, u64).
-                unsafe {
-                    s.launch(
-                        &k.ack,
-                        LaunchConfig::single_thread(),
-                        LaunchArgs::new().arg(&a).arg(&i),
-                    )
-                }
-                .unwrap();
+                k.launch_ack(&s, ack.as_ref(), i);
                 mark("signal", i);
                 flag.signal(i);
                 mark("wait for the ack", i);
@@ -128,16 +108,7 @@ fn abort_releases_waiting_gates() {
             let flag = CompletionFlag::new(&d).unwrap();
             let ack = CompletionFlag::new(&d).unwrap();
             s.wait_value_with(flag.as_ref(), 5, cond, strategy).unwrap();
-            let a = ack.as_ref();
-            // SAFETY: ack(u64*, u64).
-            unsafe {
-                s.launch(
-                    &k.ack,
-                    LaunchConfig::single_thread(),
-                    LaunchArgs::new().arg(&a).arg(&1u64),
-                )
-            }
-            .unwrap();
+            k.launch_ack(&s, ack.as_ref(), 1);
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(ack.load(), 0);
             flag.abort();
@@ -174,16 +145,7 @@ fn expired_polling_gate_is_reported() {
             Some(Duration::from_millis(2)),
         )
         .unwrap();
-        let a = ack.as_ref();
-        // SAFETY: ack(u64*, u64).
-        unsafe {
-            s.launch(
-                &k.ack,
-                LaunchConfig::single_thread(),
-                LaunchArgs::new().arg(&a).arg(&3u64),
-            )
-        }
-        .unwrap();
+        k.launch_ack(&s, ack.as_ref(), 3);
         ack.wait(WaitCondition::Equal, 3, 5 * SEC).unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(2),

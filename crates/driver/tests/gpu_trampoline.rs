@@ -124,16 +124,7 @@ fn out_of_order_closures_signal_their_own_values() {
                     })
                     .unwrap();
                     s.wait_for_host_value(f, step).unwrap(); // equality: the exact value of this step
-                    let ar = a.as_ref();
-                    // SAFETY: ack(u64*, u64).
-                    unsafe {
-                        s.launch(
-                            &k.ack,
-                            LaunchConfig::single_thread(),
-                            LaunchArgs::new().arg(&ar).arg(&step),
-                        )
-                    }
-                    .unwrap();
+                    k.launch_ack(s, a.as_ref(), step);
                 }
             }
             for (s, a) in streams.iter().zip(&acks) {

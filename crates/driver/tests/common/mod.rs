@@ -1,7 +1,9 @@
 //! Shared helpers of the driver's GPU tests.
 #![allow(dead_code)]
 
-use ferrocuda_driver::{Device, Function, Module};
+use ferrocuda_driver::{
+    CompletionFlagRef, Device, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
+};
 // Not every test file uses each of them.
 #[allow(unused_imports)]
 pub use ferrocuda_test_support::{deadline, mark, slack};
@@ -16,6 +18,23 @@ pub struct Kernels {
     pub log_tag: Function,
     pub check_step: Function,
     pub add_u32: Function,
+}
+
+impl Kernels {
+    /// Enqueues `ack(flag, value)` on `stream`: one thread stores `value` into the flag (a release
+    /// store at system scope, so the host sees it with everything the stream did before).
+    pub fn launch_ack(&self, stream: &DeviceStream, flag: CompletionFlagRef<'_>, value: u64) {
+        // SAFETY: ack(u64* flag, u64 value) takes exactly these two parameters; the flag's slot is
+        // mapped pinned memory the launch keeps alive until the kernel ran.
+        unsafe {
+            stream.launch(
+                &self.ack,
+                LaunchConfig::single_thread(),
+                LaunchArgs::new().arg(&flag).arg(&value),
+            )
+        }
+        .expect("launch ack");
+    }
 }
 
 pub fn kernels(device: &Device) -> Kernels {
