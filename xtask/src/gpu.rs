@@ -205,6 +205,15 @@ fi
 echo "GPUs visible to the tests: $ngpu"
 multi=()
 if [ "$ngpu" -lt 2 ]; then multi=(--skip _needs_2_gpus); fi
+# Processes using a GPU now (a test binary that was killed may linger; the machine's own checks may
+# run at start-up).
+others() {
+  command -v nvidia-smi >/dev/null || return 0
+  local apps
+  apps=$(nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader 2>/dev/null)
+  echo "processes on the GPUs now: ${apps:-none}"
+}
+others
 # One line per run: its exit status and time (124/137: killed by the time limit; 86: the sanitizer
 # found errors; 128+N: killed by signal N, e.g. 139 a segfault at exit).
 verdict() {
@@ -213,6 +222,8 @@ verdict() {
     echo "--- $label: ok in $((SECONDS-t0)) s"; pass=$((pass+1))
   else
     echo "--- $label: FAILED, exit status $rc after $((SECONDS-t0)) s"; fail=$((fail+1)); failed+=("$label")
+    # Another process on the GPU time-slices with the tests and slows every wait: say if one is there.
+    others
   fi
 }
 for t in "$here"/bin/*; do
