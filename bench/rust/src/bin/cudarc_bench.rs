@@ -19,8 +19,8 @@
 //! worker thread, which signals the flag.
 
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream, DriverError, LaunchConfig,
-    PinnedHostSlice, PushKernelArg, result, sys,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, result, sys,
 };
 use cudarc::nvrtc::Ptx;
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
@@ -110,6 +110,8 @@ struct Env {
     spin_ns: CudaFunction,
     flag: Slot,
     ack_slot: Slot,
+    /// 32 words of device memory the reset zeroes on `s`, as the C baseline's.
+    scratch: std::sync::Mutex<CudaSlice<u64>>,
 }
 
 fn ok<T>(r: Result<T, DriverError>) -> T {
@@ -121,8 +123,11 @@ impl Env {
         let ctx = ok(CudaContext::new(0));
         let image = std::fs::read(cubin).unwrap_or_else(|e| die(&format!("{cubin}: {e}")));
         let module = ok(ctx.load_module(Ptx::from_binary(image)));
+        let s = ok(ctx.new_stream());
+        let scratch = std::sync::Mutex::new(ok(s.alloc_zeros::<u64>(32)));
         Env {
-            s: ok(ctx.new_stream()),
+            scratch,
+            s,
             s2: ok(ctx.new_stream()),
             empty: ok(module.load_function("empty_kernel")),
             ack: ok(module.load_function("ack")),
@@ -140,6 +145,11 @@ impl Env {
         ok(self.s2.synchronize());
         self.flag.store(0);
         self.ack_slot.store(0);
+        // As the C baseline's reset, which ends with a memset: the last operation before a
+        // benchmark decides what event calls cost (after a kernel, ~1 us more; docs/benchmarks.md).
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        ok(self.s.memset_zeros(&mut *scratch));
+        ok(self.s.synchronize());
     }
 
     fn launch_ack(&self, s: &CudaStream, v: u64) {

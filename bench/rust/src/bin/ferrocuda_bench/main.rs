@@ -3,8 +3,8 @@
 
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceEvent, DeviceStream, Function, KickoffMode, LaunchArgs,
-    LaunchConfig, Module, Result, WaitCondition,
+    CompletionFlag, Device, DeviceBuffer, DeviceEvent, DeviceStream, Function, KickoffMode,
+    LaunchArgs, LaunchConfig, Module, Result, WaitCondition,
 };
 use ferrocuda_graph::Graph;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +54,8 @@ struct Env {
     ack_slot: CompletionFlag,
     /// Fused gates that gave up (their 1 s limit) add 1 here; the program fails if one did.
     expired: CompletionFlag,
+    /// 32 words of device memory the reset zeroes on `s`, as the C baseline's.
+    scratch: std::sync::Mutex<DeviceBuffer<u64>>,
 }
 
 impl Env {
@@ -61,8 +63,11 @@ impl Env {
         let dev = Device::new(0)?;
         let image = std::fs::read(cubin).unwrap_or_else(|e| die(&format!("{cubin}: {e}")));
         let module = Module::from_cubin(&dev, &image)?;
+        let s = dev.new_stream()?;
+        let scratch = std::sync::Mutex::new(s.alloc_zeroed::<u64>(32)?);
         Ok(Env {
-            s: dev.new_stream()?,
+            scratch,
+            s,
             s2: dev.new_stream()?,
             empty: module.function("empty_kernel")?,
             ack: module.function("ack")?,
@@ -88,6 +93,11 @@ impl Env {
         }
         self.flag.reset();
         self.ack_slot.reset();
+        // As the C baseline's reset, which ends with a memset: the last operation before a
+        // benchmark decides what event calls cost (after a kernel, ~1 us more; docs/benchmarks.md).
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        ok(self.s.memset_zero(&mut scratch));
+        ok(self.s.synchronize());
     }
 
     fn launch_ack(&self, s: &DeviceStream, v: u64) {
@@ -597,70 +607,218 @@ fn trampoline(e: &Env, a: &Args, r: &mut Report, bench: &str, mode: KickoffMode)
 }
 
 /// `--diag`: what makes event calls slower in a process (GPU.md's trap), step by step: p50 of
-/// event record + synchronize after each thing a ferrocuda program may do.
+/// event record + synchronize on the main stream after 2,000 steps of each pattern, each pattern
+/// started from the state that 2,000 `write_host_value` steps leave (fresh-process level).
 fn diag(e: &Env) {
-    let probe = |label: &str| {
+    let probe_on = |s: &DeviceStream, label: &str| {
         let ev = ok(DeviceEvent::new(&e.dev, false));
         let mut v = collect(200, 1000, |_| {
             let t0 = now_ns();
-            ok(e.s.record_event(&ev));
+            ok(s.record_event(&ev));
             ok(ev.synchronize());
             (now_ns() - t0) as f64
         });
         v.sort_by(f64::total_cmp);
+        let mut q = collect(200, 1000, |_| {
+            let t0 = now_ns();
+            ok(ev.is_ready());
+            (now_ns() - t0) as f64
+        });
+        q.sort_by(f64::total_cmp);
         println!(
-            "diag: event record+sync p50 {:>6.3} us  after {label}",
-            v[v.len() / 2] / 1e3
+            "diag: event record+sync p50 {:>6.3} us  p90 {:>6.3} us  query p50 {:>6.3} us  after {label}",
+            v[v.len() / 2] / 1e3,
+            v[v.len() * 9 / 10] / 1e3,
+            q[q.len() / 2] / 1e3
         );
+    };
+    let probe = |label: &str| probe_on(&e.s, label);
+    const N: u64 = 2000;
+    let restore = || {
+        e.reset();
+        for i in 1..=N {
+            ok(e.s.write_host_value(&e.ack_slot, i));
+            e.wait_ack(i, "diag");
+        }
+        e.reset();
+        probe("  (restored: 2000 write_host_value + host spin-wait)");
     };
     probe("start");
     std::thread::scope(|sc| {
         sc.spawn(|| spin_for_ns(100_000_000));
     });
     probe("a second thread spun 100 ms (no driver calls)");
-    let hb = ok(ferrocuda_driver::HostBuffer::<u8>::new(&e.dev, 1 << 16));
-    probe("one cuMemHostAlloc (64 KiB)");
-    drop(hb);
+
+    restore();
+    for i in 1..=N {
+        e.launch_ack(&e.s, i);
+        e.wait_ack(i, "diag");
+    }
+    probe("A: 2000 ack kernels, host spin-wait");
+    // Which single operation after kernels brings event calls back (the C baseline's reset ends
+    // with a 256-byte memset on its stream).
+    let mut scratch = ok(e.s.alloc_zeroed::<u64>(32));
+    ok(e.s.synchronize());
+    let kernels = |from: u64| {
+        for i in from..from + N {
+            e.launch_ack(&e.s, i);
+            e.wait_ack(i, "diag");
+        }
+    };
+    kernels(N + 1);
+    ok(e.s.memset_zero(&mut scratch));
+    ok(e.s.synchronize());
+    probe("A1: 2000 ack kernels, then one 256-byte memset + synchronize");
+    kernels(2 * N + 1);
+    ok(e.s.write_host_value(&e.ack_slot, 3 * N + 1));
+    ok(e.s.synchronize());
+    probe("A2: 2000 ack kernels, then one write_host_value + synchronize");
+    kernels(3 * N + 2);
+    e.launch_ack(&e.s, 4 * N + 2);
+    ok(e.s.synchronize());
+    probe("A3: 2000 ack kernels, then one more kernel + synchronize (control)");
+    ok(e.s.memset_zero(&mut scratch));
+    ok(e.s.synchronize());
+    probe("A4: then one memset + synchronize");
+    // The same memset on memory from cuMemAlloc (the C baseline's scratch) instead of the
+    // stream-ordered pool (ferrocuda's and cudarc's).
+    let d = ferrocuda_driver::sys::driver().unwrap_or_else(|e| die(&e.to_string()));
+    let mut plain: ferrocuda_driver::sys::CUdeviceptr = 0;
+    // SAFETY: the device's context is current on this thread (the bench made driver calls on it).
+    let r = unsafe { (d.cuMemAlloc_v2)(&mut plain, 256) };
+    assert_eq!(
+        r,
+        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
+        "cuMemAlloc"
+    );
+    kernels(4 * N + 3);
+    // SAFETY: 256 bytes at `plain` were allocated above; the stream is live.
+    let r = unsafe { (d.cuMemsetD8Async)(plain, 0, 256, e.s.as_raw()) };
+    assert_eq!(
+        r,
+        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
+        "cuMemsetD8Async"
+    );
+    ok(e.s.synchronize());
+    probe("A5: 2000 ack kernels, then one memset of cuMemAlloc memory + synchronize");
+    ok(e.s.memset_zero(&mut scratch));
+    ok(e.s.synchronize());
+    probe("A6: then one memset of pool memory + synchronize");
+    // SAFETY: as above.
+    let r = unsafe { (d.cuMemsetD8Async)(plain, 0, 256, e.s.as_raw()) };
+    assert_eq!(
+        r,
+        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
+        "cuMemsetD8Async"
+    );
+    ok(e.s.synchronize());
+    probe("A7: then one memset of cuMemAlloc memory + synchronize");
+    ok(e.s.memset_zero(&mut scratch));
+    ok(e.s.synchronize());
+    probe("A8: then one memset of pool memory + synchronize");
+    // SAFETY: nothing uses `plain` any more (the stream was synchronized).
+    unsafe { (d.cuMemFree_v2)(plain) };
+    drop(scratch);
+
+    restore();
+    e.flag.signal(u64::MAX / 4);
+    for i in 1..=N {
+        ok(e.s.wait_for_host_value_ge(&e.flag, i));
+        e.launch_ack(&e.s, i);
+        e.wait_ack(i, "diag");
+    }
+    probe("B: 2000 driver waits already satisfied + ack");
+
+    restore();
+    for i in 1..=N {
+        ok(e.s.wait_for_host_value_ge(&e.flag, i));
+        e.launch_ack(&e.s, i);
+        e.flag.signal(i);
+        e.wait_ack(i, "diag");
+    }
+    probe("C: 2000 driver waits signalled by this thread after the enqueue + ack");
+
+    restore();
+    for i in 1..=N {
+        ok(e.s.poll_value(e.flag.as_ref(), i, WaitCondition::GreaterOrEqual, None));
+        e.launch_ack(&e.s, i);
+        e.flag.signal(i);
+        e.wait_ack(i, "diag");
+    }
+    probe("D: 2000 polling gates signalled by this thread + ack");
+
+    restore();
+    let kick = ok(CompletionFlag::new(&e.dev));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut seen = 0;
+            while !stop.load(Ordering::Acquire) {
+                let k = kick.load();
+                if k != seen {
+                    seen = k;
+                    e.flag.signal(k);
+                }
+                std::hint::spin_loop();
+            }
+        });
+        for i in 1..=N {
+            ok(e.s.write_host_value(&kick, i));
+            ok(e.s.wait_for_host_value_ge(&e.flag, i));
+            e.launch_ack(&e.s, i);
+            e.wait_ack(i, "diag");
+        }
+        stop.store(true, Ordering::Release);
+    });
+    probe(
+        "E: 2000 raw-like trampoline steps (write kick, a plain spinning thread signals, driver wait, ack)",
+    );
+
+    restore();
     e.s.set_kickoff_mode(KickoffMode::GpuWrite);
-    for i in 1..=2000u64 {
+    for i in 1..=N {
+        ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
+        ok(e.s.poll_value(e.flag.as_ref(), i, WaitCondition::GreaterOrEqual, None));
+        e.launch_ack(&e.s, i);
+        e.wait_ack(i, "diag");
+    }
+    probe("F: 2000 GPU-write trampoline steps, polling gate");
+
+    restore();
+    for i in 1..=N {
         ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
         ok(e.s.wait_for_host_value_ge(&e.flag, i));
         e.launch_ack(&e.s, i);
         e.wait_ack(i, "diag");
     }
-    probe("2000 GPU-write trampoline steps (immediately)");
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    probe("... and 50 ms later (notifier parked)");
-    for i in 2001..=4000u64 {
-        ok(e.s.write_host_value(&e.ack_slot, i));
-        e.wait_ack(i, "diag");
-    }
-    probe("2000 write_host_value + host spin-wait");
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let ev = ok(DeviceEvent::new(&e.dev, false));
-            ok(ev.is_ready());
-        });
-    });
-    probe("a second thread made driver calls");
+    probe("G: 2000 GPU-write trampoline steps, driver wait");
+    let s3 = ok(e.dev.new_stream());
+    probe_on(&s3, "G, then on a new stream");
+    probe_on(&e.s2, "G, then on the second stream (idle throughout)");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    probe("G, then 200 ms later (notifier parked)");
+
+    restore();
     for _ in 0..100 {
         drop(ok(e.s.alloc::<u8>(1 << 20)));
     }
     ok(e.s.synchronize());
-    probe("100 device alloc/free");
+    probe("H: 100 device alloc/free");
+
+    restore();
     for _ in 0..100 {
         drop(ok(CompletionFlag::new(&e.dev)));
     }
     ok(ferrocuda_driver::wait_for_releases(
         std::time::Duration::from_secs(5),
     ));
-    probe("100 flag new/drop (reclaimer fences)");
-    let s3 = ok(e.dev.new_stream());
-    drop(s3);
-    probe("stream create/destroy");
+    probe("I: 100 flag new/drop (reclaimer fences)");
+
+    restore();
     ok(e.s.enqueue_host_func(|| {}));
     ok(e.s.synchronize());
-    probe("one host function");
+    probe("J: one host function");
+    restore();
 }
 
 fn main() {
