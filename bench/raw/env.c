@@ -67,7 +67,14 @@ void env_init(env_t *e, int ordinal, const char *cubin_path) {
        CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP);
     e->host = host;
     CU(cuMemHostGetDevicePointer, &e->host_dev, host, 0);
-    CU(cuMemAlloc, &e->scratch, DEV_WORDS * sizeof(uint64_t));
+    /* RAW_POOL_SCRATCH=1: the scratch comes from the stream-ordered pool, as the Rust programs'
+     * (an experiment: does the pool's existence change what event calls cost?). */
+    if (getenv("RAW_POOL_SCRATCH") != NULL) {
+        CU(cuMemAllocAsync, &e->scratch, DEV_WORDS * sizeof(uint64_t), e->s);
+        CU(cuStreamSynchronize, e->s);
+    } else {
+        CU(cuMemAlloc, &e->scratch, DEV_WORDS * sizeof(uint64_t));
+    }
     env_reset(e);
 }
 
