@@ -248,7 +248,7 @@ sanitize() {
   fi
   echo "=== compute-sanitizer --tool $tool $test $*"
   if [ ! -x "$san" ]; then
-    echo "compute-sanitizer not found"; fail=$((fail+1)); failed+=("$tool:$test"); return
+    echo "compute-sanitizer not found"; verdict "$tool:$test" 127 $SECONDS; return
   fi
   local t0=$SECONDS
   FERROCUDA_SANITIZER=1 timeout --kill-after=10 120 "$san" --tool "$tool" --error-exitcode 86 "$here/bin/$test" --test-threads=1 --nocapture "$@"

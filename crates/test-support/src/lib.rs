@@ -84,6 +84,14 @@ pub fn deadline<T: Send + 'static>(
     match rx.recv_timeout(limit) {
         Ok(v) => {
             let _ = h.join();
+            // The body's thread is gone: forget its mark.
+            if let Some(m) = MARKS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                m.remove(&id);
+            }
             v
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -641,7 +641,14 @@ fn diag(e: &Env) {
             e.wait_ack(i, "diag");
         }
         e.reset();
-        probe("  (restored: 2000 write_host_value + host spin-wait)");
+        probe("  (restored: 2000 write_host_value + host spin-wait, then the reset)");
+    };
+    // 2,000 ack kernels with ack values from `from`, the host spin-waiting on each.
+    let kernels = |from: u64| {
+        for i in from..from + N {
+            e.launch_ack(&e.s, i);
+            e.wait_ack(i, "diag");
+        }
     };
     probe("start");
     std::thread::scope(|sc| {
@@ -650,25 +657,39 @@ fn diag(e: &Env) {
     probe("a second thread spun 100 ms (no driver calls)");
 
     restore();
-    for i in 1..=N {
-        e.launch_ack(&e.s, i);
-        e.wait_ack(i, "diag");
-    }
+    kernels(1);
     probe("A: 2000 ack kernels, host spin-wait");
     // Which single operation after kernels brings event calls back (the C baseline's reset ends
-    // with a 256-byte memset on its stream).
-    let mut scratch = ok(e.s.alloc_zeroed::<u64>(32));
-    ok(e.s.synchronize());
-    let kernels = |from: u64| {
-        for i in from..from + N {
-            e.launch_ack(&e.s, i);
-            e.wait_ack(i, "diag");
+    // with a 256-byte memset on its stream), on memory from the stream-ordered pool (ferrocuda's
+    // and cudarc's) and from cuMemAlloc (the C baseline's scratch).
+    let d = ferrocuda_driver::sys::driver().unwrap_or_else(|e| die(&e.to_string()));
+    let check = |r: ferrocuda_driver::sys::CUresult, what: &str| {
+        if r != ferrocuda_driver::sys::CUresult::CUDA_SUCCESS {
+            die(&format!("diag: {what} failed: {r:?}"));
         }
     };
-    kernels(N + 1);
-    ok(e.s.memset_zero(&mut scratch));
+    let mut plain: ferrocuda_driver::sys::CUdeviceptr = 0;
+    // SAFETY: the device's context is current on this thread (the bench made driver calls on it).
+    check(unsafe { (d.cuMemAlloc_v2)(&mut plain, 256) }, "cuMemAlloc");
+    let pool = std::sync::Mutex::new(ok(e.s.alloc_zeroed::<u64>(32)));
+    let memset_pool = || {
+        let mut b = pool.lock().unwrap_or_else(|p| p.into_inner());
+        ok(e.s.memset_zero(&mut b));
+        ok(e.s.synchronize());
+    };
+    let memset_plain = || {
+        // SAFETY: 256 bytes at `plain` stay allocated until the end of this block; the stream is
+        // live.
+        check(
+            unsafe { (d.cuMemsetD8Async)(plain, 0, 256, e.s.as_raw()) },
+            "cuMemsetD8Async",
+        );
+        ok(e.s.synchronize());
+    };
     ok(e.s.synchronize());
-    probe("A1: 2000 ack kernels, then one 256-byte memset + synchronize");
+    kernels(N + 1);
+    memset_pool();
+    probe("A1: 2000 ack kernels, then one 256-byte memset (pool memory) + synchronize");
     kernels(2 * N + 1);
     ok(e.s.write_host_value(&e.ack_slot, 3 * N + 1));
     ok(e.s.synchronize());
@@ -677,48 +698,25 @@ fn diag(e: &Env) {
     e.launch_ack(&e.s, 4 * N + 2);
     ok(e.s.synchronize());
     probe("A3: 2000 ack kernels, then one more kernel + synchronize (control)");
-    ok(e.s.memset_zero(&mut scratch));
-    ok(e.s.synchronize());
-    probe("A4: then one memset + synchronize");
-    // The same memset on memory from cuMemAlloc (the C baseline's scratch) instead of the
-    // stream-ordered pool (ferrocuda's and cudarc's).
-    let d = ferrocuda_driver::sys::driver().unwrap_or_else(|e| die(&e.to_string()));
-    let mut plain: ferrocuda_driver::sys::CUdeviceptr = 0;
-    // SAFETY: the device's context is current on this thread (the bench made driver calls on it).
-    let r = unsafe { (d.cuMemAlloc_v2)(&mut plain, 256) };
-    assert_eq!(
-        r,
-        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
-        "cuMemAlloc"
-    );
     kernels(4 * N + 3);
-    // SAFETY: 256 bytes at `plain` were allocated above; the stream is live.
-    let r = unsafe { (d.cuMemsetD8Async)(plain, 0, 256, e.s.as_raw()) };
-    assert_eq!(
-        r,
-        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
-        "cuMemsetD8Async"
-    );
-    ok(e.s.synchronize());
-    probe("A5: 2000 ack kernels, then one memset of cuMemAlloc memory + synchronize");
-    ok(e.s.memset_zero(&mut scratch));
-    ok(e.s.synchronize());
-    probe("A6: then one memset of pool memory + synchronize");
-    // SAFETY: as above.
-    let r = unsafe { (d.cuMemsetD8Async)(plain, 0, 256, e.s.as_raw()) };
-    assert_eq!(
-        r,
-        ferrocuda_driver::sys::CUresult::CUDA_SUCCESS,
-        "cuMemsetD8Async"
-    );
-    ok(e.s.synchronize());
-    probe("A7: then one memset of cuMemAlloc memory + synchronize");
-    ok(e.s.memset_zero(&mut scratch));
-    ok(e.s.synchronize());
-    probe("A8: then one memset of pool memory + synchronize");
+    memset_plain();
+    probe("A4: 2000 ack kernels, then one memset of cuMemAlloc memory + synchronize");
+    for (label, memset) in [
+        (
+            "A5: then one memset of pool memory + synchronize",
+            &memset_pool as &dyn Fn(),
+        ),
+        (
+            "A6: then one memset of cuMemAlloc memory + synchronize",
+            &memset_plain,
+        ),
+    ] {
+        memset();
+        probe(label);
+    }
+    drop(pool);
     // SAFETY: nothing uses `plain` any more (the stream was synchronized).
-    unsafe { (d.cuMemFree_v2)(plain) };
-    drop(scratch);
+    check(unsafe { (d.cuMemFree_v2)(plain) }, "cuMemFree");
 
     restore();
     e.flag.signal(u64::MAX / 4);
