@@ -4,7 +4,11 @@
  * Every row has the shape of the gate benchmarks' idle regime (bench_gates.c): step i is enqueued
  * on the GPUs' streams, the host pauses 30-50 us (every GPU reaches its gate and waits), stores
  * flag = i (release) and spins until the last ack >= i. The sample is that store -> the last ack
- * seen. GPU g acks into its own env's SLOT_ACK (mapped pinned memory of the host). */
+ * seen. GPU g acks into its own env's SLOT_ACK (mapped pinned memory of the host).
+ *
+ * On a machine with one GPU, "GPU1" is a second env on GPU 0 (its own streams, module and slots in
+ * the same primary context): the _1gpu fan-out rows run, the relay rows run between two streams of
+ * GPU 0 under the names <chain>_1gpu, and the two-GPU rows are reported skipped. */
 #include "env.h"
 
 #include <stdio.h>
@@ -164,16 +168,18 @@ static void relay_row(multi_t *m, enum chain how, const char *regime) {
 void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
     int count = 0;
     CU(cuDeviceGetCount, &count);
-    if (count < 2) {
-        printf("multi: SKIPPED: needs 2 GPUs (this machine has %d)\n", count);
-        return;
+    int two = count >= 2;
+    if (!two) {
+        printf("multi: SKIPPED: the two-GPU rows need 2 GPUs (this machine has %d); one-GPU rows "
+               "only\n",
+               count);
     }
     multi_t m;
     memset(&m, 0, sizeof m);
     m.g[0] = *e0;
     /* Module load, allocations and peer access before any wait exists (GPU.md). */
-    env_init(&m.g[1], 1, cubin);
-    for (int a = 0; a < 2; a++) {
+    env_init(&m.g[1], two ? 1 : 0, cubin);
+    for (int a = 0; two && a < 2; a++) {
         int can = 0;
         CU(cuDeviceCanAccessPeer, &can, m.g[a].dev, m.g[1 - a].dev);
         if (!can) {
@@ -205,7 +211,9 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
                     {FAN_FUSED, "fused_1gpu", "fused_2gpu"}};
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
             fanout_row(&m, 1, rows[r].how, rows[r].one);
-            fanout_row(&m, 2, rows[r].how, rows[r].two);
+            if (two) {
+                fanout_row(&m, 2, rows[r].how, rows[r].two);
+            }
         }
     }
     if (relay) {
@@ -217,7 +225,9 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
                     {PEER_POLL_ALL, "peer_poll_all"}, {RELAY_POLL, "relay_poll"},
                     {RELAY_FUSED, "relay_fused"}};
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
-            relay_row(&m, rows[r].how, rows[r].name);
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", rows[r].name, two ? "" : "_1gpu");
+            relay_row(&m, rows[r].how, name);
         }
     }
     /* Nothing waits any more (every row ended with its last ack seen): freeing cannot block. */

@@ -8,8 +8,8 @@
  * right after trampoline_gpuwrite (`after_gpuwrite`), again before the first host function
  * (`before_hostfunc`) and again after the host-function benchmarks (`after_hostfunc`), each time
  * only if the benchmarks in between were selected. The two-GPU rows (bench_multi.c) run right
- * after the fresh event rows, before anything else has changed the process state, and print a
- * SKIPPED line on a machine with one GPU. */
+ * after the fresh event rows, before anything else has changed the process state; on a machine
+ * with one GPU only their one-GPU rows run. */
 #define _GNU_SOURCE
 #include "env.h"
 

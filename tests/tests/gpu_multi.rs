@@ -4,7 +4,8 @@
 //!
 //! Tests whose name ends in `_needs_2_gpus` need two GPUs. The GPU bundle does not run them on a
 //! machine with one (`--skip _needs_2_gpus`) and counts them as skipped; run by hand there, they
-//! print `SKIPPED: needs 2 GPUs` and return.
+//! print `SKIPPED: needs 2 GPUs` and return. The other tests run on one GPU: the device flag and
+//! relay tests between streams of GPU 0, and the gated all-reduce with one rank.
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{
@@ -476,104 +477,117 @@ fn mix(mut x: u64) -> u64 {
 fn gated_all_reduce_equals_the_cpu_sum_100_steps_needs_2_gpus() {
     deadline(180 * SEC, || {
         let Some(devs) = gpus() else { return };
-        // The bundle's `run` exports it; set it here for other ways of running the test.
-        if std::env::var("NCCL_NVLS_ENABLE").as_deref() != Ok("0") {
-            // SAFETY: set before NCCL is loaded; the bundle runs this binary's tests one at a time,
-            // and no other thread of this process reads the environment meanwhile.
-            unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+        gated_all_reduce(&devs);
+    });
+}
+
+/// The same gated all-reduce with one rank (GPU 0 alone): NCCL's loading, `ncclCommInitAll`, the
+/// gate, the copies and the done flags on one GPU, where the sum is the GPU's own input. It runs
+/// on every machine; it does not stand in for the two-GPU test above.
+#[test]
+fn gated_all_reduce_with_one_rank() {
+    deadline(120 * SEC, || gated_all_reduce(&[Device::new(0).unwrap()]));
+}
+
+/// The body of both gated all-reduce tests, on `devs` (one rank each).
+fn gated_all_reduce(devs: &[Device]) {
+    // The bundle's `run` exports it; set it here for other ways of running the test.
+    if std::env::var("NCCL_NVLS_ENABLE").as_deref() != Ok("0") {
+        // SAFETY: set before NCCL is loaded; the bundle runs this binary's tests one at a time,
+        // and no other thread of this process reads the environment meanwhile.
+        unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
+    }
+    let version = ferrocuda_nccl::version().expect("NCCL loads (libnccl.so.2 on the library path)");
+    println!("NCCL {version}");
+    let comms = ferrocuda_nccl::Communicators::init_all(devs).unwrap();
+    let streams: Vec<DeviceStream> = devs.iter().map(|d| d.new_stream().unwrap()).collect();
+    let n = 1usize << 16;
+    let mut send: Vec<_> = streams
+        .iter()
+        .map(|s| s.alloc_zeroed::<f32>(n).unwrap())
+        .collect();
+    let mut recv: Vec<_> = streams.iter().map(|s| s.alloc::<f32>(n).unwrap()).collect();
+    let mut inp: Vec<_> = devs
+        .iter()
+        .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
+        .collect();
+    let mut out: Vec<_> = devs
+        .iter()
+        .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
+        .collect();
+    // One ungated collective first: NCCL's first use may load code or allocate, which would
+    // block behind a waiting stream.
+    comms
+        .all_reduce(&send, &mut recv, ferrocuda_nccl::ReduceOp::Sum, &streams)
+        .unwrap();
+    for s in &streams {
+        s.synchronize().unwrap();
+    }
+    let go = CompletionFlag::new(&devs[0]).unwrap();
+    let done: Vec<CompletionFlag> = devs
+        .iter()
+        .map(|d| CompletionFlag::new(d).unwrap())
+        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(3, |d| d.as_nanos() as u64);
+    println!("seed: {seed}");
+    for step in 1..=100u64 {
+        let mut expected = vec![0f32; n];
+        for (g, b) in inp.iter_mut().enumerate() {
+            for (j, (x, e)) in b
+                .as_mut_slice()
+                .unwrap()
+                .iter_mut()
+                .zip(&mut expected)
+                .enumerate()
+            {
+                *x = (mix(seed ^ (step << 40) ^ ((g as u64) << 32) ^ j as u64) % 1024) as f32;
+                *e += *x;
+            }
         }
-        let version = ferrocuda_nccl::version().expect("NCCL loads on a multi-GPU machine");
-        println!("NCCL {version}");
-        let comms = ferrocuda_nccl::Communicators::init_all(&devs).unwrap();
-        let streams: Vec<DeviceStream> = devs.iter().map(|d| d.new_stream().unwrap()).collect();
-        let n = 1usize << 16;
-        let mut send: Vec<_> = streams
-            .iter()
-            .map(|s| s.alloc_zeroed::<f32>(n).unwrap())
-            .collect();
-        let mut recv: Vec<_> = streams.iter().map(|s| s.alloc::<f32>(n).unwrap()).collect();
-        let mut inp: Vec<_> = devs
-            .iter()
-            .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
-            .collect();
-        let mut out: Vec<_> = devs
-            .iter()
-            .map(|d| ferrocuda_driver::HostBuffer::<f32>::new(d, n).unwrap())
-            .collect();
-        // One ungated collective first: NCCL's first use may load code or allocate, which would
-        // block behind a waiting stream.
+        for g in 0..devs.len() {
+            let s = &streams[g];
+            s.wait_for_host_value_ge(&go, step).unwrap();
+            s.copy_htod_async(&inp[g], &mut send[g]).unwrap();
+        }
         comms
             .all_reduce(&send, &mut recv, ferrocuda_nccl::ReduceOp::Sum, &streams)
             .unwrap();
-        for s in &streams {
-            s.synchronize().unwrap();
+        for g in 0..devs.len() {
+            streams[g].copy_dtoh_async(&recv[g], &mut out[g]).unwrap();
+            streams[g].write_host_value(&done[g], step).unwrap();
         }
-        let go = CompletionFlag::new(&devs[0]).unwrap();
-        let done: Vec<CompletionFlag> = devs
-            .iter()
-            .map(|d| CompletionFlag::new(d).unwrap())
-            .collect();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(3, |d| d.as_nanos() as u64);
-        println!("seed: {seed}");
-        for step in 1..=100u64 {
-            let mut expected = vec![0f32; n];
-            for (g, b) in inp.iter_mut().enumerate() {
-                for (j, (x, e)) in b
-                    .as_mut_slice()
-                    .unwrap()
-                    .iter_mut()
-                    .zip(&mut expected)
-                    .enumerate()
-                {
-                    *x = (mix(seed ^ (step << 40) ^ ((g as u64) << 32) ^ j as u64) % 1024) as f32;
-                    *e += *x;
-                }
-            }
-            for g in 0..devs.len() {
-                let s = &streams[g];
-                s.wait_for_host_value_ge(&go, step).unwrap();
-                s.copy_htod_async(&inp[g], &mut send[g]).unwrap();
-            }
-            comms
-                .all_reduce(&send, &mut recv, ferrocuda_nccl::ReduceOp::Sum, &streams)
-                .unwrap();
-            for g in 0..devs.len() {
-                streams[g].copy_dtoh_async(&recv[g], &mut out[g]).unwrap();
-                streams[g].write_host_value(&done[g], step).unwrap();
-            }
-            if step == 1 {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            for (g, d) in done.iter().enumerate() {
-                assert_eq!(
-                    d.load(),
-                    step - 1,
-                    "GPU {g} finished step {step} before the signal"
+        if step == 1 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (g, d) in done.iter().enumerate() {
+            assert_eq!(
+                d.load(),
+                step - 1,
+                "GPU {g} finished step {step} before the signal"
+            );
+        }
+        go.signal(step);
+        for (g, d) in done.iter().enumerate() {
+            assert_eq!(
+                d.wait(GEQ, step, 5 * SEC).unwrap(),
+                step,
+                "GPU {g} step {step}"
+            );
+        }
+        for (g, o) in out.iter().enumerate() {
+            let got = o.as_slice().unwrap();
+            if let Some(j) = (0..n).find(|&j| got[j] != expected[j]) {
+                panic!(
+                    "step {step}, GPU {g}, element {j}: {} != CPU sum {}",
+                    got[j], expected[j]
                 );
             }
-            go.signal(step);
-            for (g, d) in done.iter().enumerate() {
-                assert_eq!(
-                    d.wait(GEQ, step, 5 * SEC).unwrap(),
-                    step,
-                    "GPU {g} step {step}"
-                );
-            }
-            for (g, o) in out.iter().enumerate() {
-                let got = o.as_slice().unwrap();
-                if let Some(j) = (0..n).find(|&j| got[j] != expected[j]) {
-                    panic!(
-                        "step {step}, GPU {g}, element {j}: {} != CPU sum {}",
-                        got[j], expected[j]
-                    );
-                }
-            }
         }
-        for s in &streams {
-            s.synchronize().unwrap();
-        }
-        comms.check_async_errors().unwrap();
-    });
+    }
+    for s in &streams {
+        s.synchronize().unwrap();
+    }
+    comms.check_async_errors().unwrap();
 }

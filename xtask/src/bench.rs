@@ -125,14 +125,23 @@ pub fn smoke() -> Result<(), String> {
             .arg(&json)
             .arg("all"),
     )?;
-    // One fake device: the two-GPU rows print SKIPPED and the program still succeeds.
-    let one =
-        util::output(smoke_command(&exe, &fake, &cubin, 60).args(["multi_fanout", "multi_relay"]))?;
-    if !one.contains("multi: SKIPPED: needs 2 GPUs") {
+    // One fake device: the two-GPU rows print SKIPPED, the one-GPU rows run, and the program
+    // still succeeds.
+    let one_json = dir.join("smoke-1gpu.jsonl");
+    let _ = std::fs::remove_file(&one_json);
+    let one = util::output(
+        smoke_command(&exe, &fake, &cubin, 60)
+            .arg("--json")
+            .arg(&one_json)
+            .args(["multi_fanout", "multi_relay"]),
+    )?;
+    if !one.contains(ONE_GPU_SKIP) {
         return Err(format!(
             "raw_bench on one fake GPU did not skip the two-GPU rows:\n{one}"
         ));
     }
+    let one_rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
+    check_one_gpu_rows(&one_rows).map_err(|e| format!("raw_bench on one fake GPU: {e}\n{one}"))?;
     let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
@@ -219,18 +228,64 @@ fn smoke_command(exe: &Path, fake: &Path, cubin: &Path, secs: u32) -> Command {
     cmd
 }
 
+/// What both multi-GPU programs print on a machine with one GPU.
+const ONE_GPU_SKIP: &str = "multi: SKIPPED: the two-GPU rows need 2 GPUs";
+
+/// The rows a multi-GPU program writes on one GPU: the three `_1gpu` fan-out rows and the seven
+/// relays between two streams of GPU 0 (`<chain>_1gpu`), nothing measured on two GPUs.
+fn check_one_gpu_rows(text: &str) -> Result<(), String> {
+    let fanout = regimes(text, "multi_fanout")?;
+    let relay = regimes(text, "multi_relay")?;
+    let want_fanout: Vec<String> = ["fused_1gpu", "poll_1gpu", "wait_1gpu"]
+        .map(String::from)
+        .to_vec();
+    if fanout != want_fanout || relay.len() != 7 || !relay.iter().all(|r| r.ends_with("_1gpu")) {
+        return Err(format!(
+            "one-GPU rows expected, got fan-out {fanout:?}, relay {relay:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The sorted regimes of `bench`'s rows in a JSON-lines result file.
+fn regimes(text: &str, bench: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if v["bench"] == bench {
+            out.push(v["regime"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The multi-GPU program against the fake driver: with one device it must exit 0 with a `SKIPPED`
-/// line and no rows, both for `all` and for another program's benchmark names; with two
-/// (`FAKE_CUDA_DEVICES=2`) its fan-out and relay benchmarks must terminate with well-formed rows.
+/// line for the two-GPU rows and only one-GPU rows for `all`, and nothing for another program's
+/// benchmark names; with two (`FAKE_CUDA_DEVICES=2`) its fan-out and relay benchmarks must
+/// terminate with well-formed rows.
 fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
     let exe = util::root().join("target/debug/multi_bench");
-    for names in [&["all"][..], &["signal_wait_ack"][..]] {
-        let out = util::output(smoke_command(&exe, fake, cubin, 60).args(names))?;
-        let skipped = out.contains("SKIPPED: needs 2 GPUs");
-        if names[0] == "all" && !skipped {
-            return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
-        }
+    let one_json = fake.parent().unwrap_or(fake).join("smoke-multi-1gpu.jsonl");
+    let _ = std::fs::remove_file(&one_json);
+    let out = util::output(
+        smoke_command(&exe, fake, cubin, 60)
+            .arg("--json")
+            .arg(&one_json)
+            .arg("all"),
+    )?;
+    if !out.contains(ONE_GPU_SKIP) {
+        return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
+    }
+    let rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
+    check_one_gpu_rows(&rows).map_err(|e| format!("multi_bench on one fake GPU: {e}\n{out}"))?;
+    let other = util::output(smoke_command(&exe, fake, cubin, 60).arg("signal_wait_ack"))?;
+    if other.contains("multi") {
+        return Err(format!(
+            "multi_bench ran for another program's benchmark:\n{other}"
+        ));
     }
     // Two fake devices: fan-out and relays terminate and write well-formed rows (no NCCL here, so
     // `multi_allreduce` skips).
@@ -250,7 +305,9 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
         &["multi_fanout".to_owned(), "multi_relay".to_owned()],
     )
     .map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
-    eprintln!("bench smoke: multi: skips on one GPU; fan-out and relays ran on two fake GPUs");
+    eprintln!(
+        "bench smoke: multi: one-GPU rows on one fake GPU; fan-out and relays ran on two fake GPUs"
+    );
     Ok(())
 }
 

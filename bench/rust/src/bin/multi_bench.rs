@@ -3,8 +3,10 @@
 //! flags against the same all-reduce ungated (`multi_allreduce`, NCCL through ferrocuda-nccl).
 //! The C baseline (bench/raw/bench_multi.c) measures the same fan-out and relay rows with the raw
 //! driver API, under the same names.
-//! Follows the program contract of bench/README.md; on a machine with fewer than two GPUs it
-//! prints a `SKIPPED` line and exits 0 without rows.
+//! Follows the program contract of bench/README.md. On a machine with one GPU it measures what one
+//! GPU can: the `_1gpu` fan-out rows, the relays between two streams of GPU 0 (`<chain>_1gpu`:
+//! the same chains without the link) and the all-reduce with one rank (`_1gpu`), and prints a
+//! `SKIPPED` line for the two-GPU rows.
 
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
 use ferrocuda_driver::{
@@ -231,9 +233,14 @@ fn main() {
         return; // only other programs' benchmarks were asked for
     };
     let count = Device::count().unwrap_or(0);
-    if count < 2 {
-        println!("multi: SKIPPED: needs 2 GPUs (this machine has {count})");
+    if count == 0 {
+        println!("multi: SKIPPED: no GPU");
         return;
+    }
+    if count < 2 {
+        println!(
+            "multi: SKIPPED: the two-GPU rows need 2 GPUs (this machine has 1); one-GPU rows only"
+        );
     }
     let devs: Vec<Device> = (0..count).map(|i| ok(Device::new(i))).collect();
     for a in &devs {
@@ -244,7 +251,14 @@ fn main() {
         }
     }
     let image = std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
-    let gpus: Vec<Gpu> = devs
+    // One `Gpu` (stream, module, ack slot) per device; on one GPU a second one on GPU 0, the
+    // receiving end of the one-GPU relays.
+    let ends: Vec<&Device> = if count < 2 {
+        vec![&devs[0], &devs[0]]
+    } else {
+        devs.iter().collect()
+    };
+    let gpus: Vec<Gpu> = ends
         .iter()
         .map(|d| {
             let m = ok(Module::from_cubin(d, &image));
@@ -276,16 +290,19 @@ fn main() {
         ok(Device::driver_version()),
     );
     let n = format!("{count}gpu");
+    let (one_gpu, every_gpu) = (&gpus[..1], &gpus[..count]);
     if args.wants("multi_fanout") {
         for (name, how) in [
             ("wait", Fan::Stream(GateStrategy::DriverWait)),
             ("poll", Fan::Stream(POLL)),
             ("fused", Fan::Fused),
         ] {
-            let mut one = fanout(&args, &gpus[..1], how);
+            let mut one = fanout(&args, one_gpu, how);
             r.row("multi_fanout", &format!("{name}_1gpu"), &mut one, "");
-            let mut all = fanout(&args, &gpus, how);
-            r.row("multi_fanout", &format!("{name}_{n}"), &mut all, "");
+            if count > 1 {
+                let mut all = fanout(&args, every_gpu, how);
+                r.row("multi_fanout", &format!("{name}_{n}"), &mut all, "");
+            }
         }
     }
     if args.wants("multi_relay") {
@@ -299,7 +316,12 @@ fn main() {
             ("relay_fused", Chain::FusedRelay),
         ] {
             let mut v = relay(&args, &gpus[0], &gpus[1], how);
-            r.row("multi_relay", name, &mut v, "");
+            let regime = if count < 2 {
+                format!("{name}_1gpu")
+            } else {
+                name.to_string()
+            };
+            r.row("multi_relay", &regime, &mut v, "");
         }
     }
     if let Some(comms) = &comms {
@@ -309,7 +331,7 @@ fn main() {
                 ("gated_wait", Some(GateStrategy::DriverWait)),
                 ("gated_poll", Some(POLL)),
             ] {
-                let mut v = allreduce(&args, comms, &gpus, elems, gate);
+                let mut v = allreduce(&args, comms, every_gpu, elems, gate);
                 r.row(
                     "multi_allreduce",
                     &format!("{name}_{size}_{n}"),
