@@ -311,7 +311,7 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Every line is JSON; one `_meta` line; every row is `imp`'s; every benchmark in `names` has a
+/// Every line is JSON; one `_meta` line (with date and commit); every row is `imp`'s; every benchmark in `names` has a
 /// row with ordered percentiles, a sample count and a state.
 fn check_rows(text: &str, imp: &str, names: &[String]) -> Result<(), String> {
     let mut metas = 0;
@@ -323,6 +323,12 @@ fn check_rows(text: &str, imp: &str, names: &[String]) -> Result<(), String> {
             .as_str()
             .ok_or(format!("line {}: no bench", i + 1))?;
         if bench == "_meta" {
+            if v["date"].as_str().is_none() || v["commit"].as_str().is_none() {
+                return Err(format!(
+                    "line {}: _meta without date or commit: {line}",
+                    i + 1
+                ));
+            }
             metas += 1;
             continue;
         }

@@ -193,9 +193,10 @@ impl Report {
             state: "fresh",
             imp,
         };
+        let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         r.line(format!(
-            "{{\"impl\":\"{imp}\",\"bench\":\"_meta\",\"gpu\":\"{gpu}\",\"driver_version\":{driver_version},\"commit\":\"{}\"}}",
-            args.commit
+            "{{\"impl\":\"{imp}\",\"bench\":\"_meta\",\"gpu\":\"{gpu}\",\"driver_version\":{driver_version},\"commit\":\"{}\",\"date\":\"{date}\",\"samples\":{},\"warmup\":{}}}",
+            args.commit, args.samples, args.warmup
         ));
         println!("{imp} on {gpu} (driver {driver_version})");
         println!(
