@@ -21,26 +21,26 @@ extern "C" __global__ void ferrocuda_gate_poll(const u64* flag, u64 value, u32 c
 // this device can write: its own memory, a peer's, mapped host memory), so a stream of another
 // device gated on *target starts without a second kernel boundary on this one. An abort, and an
 // expired time limit, are forwarded as the abort value instead: whoever waits downstream is
-// released, and told that what it waited for was not produced. The system fence first makes what
-// this stream did before the relay visible to every device and the host, as cuStreamWriteValue64
-// does by default.
+// released, and told that what it waited for was not produced. The store is a release at system
+// scope: what this stream did before the relay is visible to every device and the host that sees
+// the value, as after cuStreamWriteValue64's default fence. (The release compiles to one
+// MEMBAR.ALL.SYS; a __threadfence_system() before it added a second system barrier, MEMBAR.SC.SYS,
+// which the release already implies for this pattern: ≈ 0.3 µs on an H100.)
 extern "C" __global__ void ferrocuda_gate_relay(const u64* flag, u64 value, u32 cond,
                                                 u64 timeout_ns, u64* expired, u64* target,
                                                 u64 target_value) {
     const ferrocuda::GateStatus status = ferrocuda::wait_flag_thread(
         flag, value, static_cast<ferrocuda::Cond>(cond), timeout_ns, expired);
     const u64 out = status == ferrocuda::GateStatus::kSignalled ? target_value : ferrocuda::kAborted;
-    __threadfence_system();
     asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(target), "l"(out) : "memory");
 }
 
 // The trampoline's GPU-write kickoff as a graph kernel node: each run bumps a counter in device
 // memory and publishes it to a mapped host slot the crate's notifier watches; each new value is
-// one run of the node's host closure. The system fence makes everything the graph did before this
-// node visible to the closure.
+// one run of the node's host closure. The release at system scope makes everything the graph did
+// before this node visible to the closure (as in the relay above, no separate fence).
 extern "C" __global__ void ferrocuda_kick(u64* counter, u64* slot) {
     const u64 c = *counter + 1;
     *counter = c;
-    __threadfence_system();
     asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(slot), "l"(c) : "memory");
 }
