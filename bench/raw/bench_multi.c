@@ -1,5 +1,7 @@
 /* Several GPUs of one host (issue 13): the raw driver API baseline of multi_bench's fan-out and
- * relay rows, under the same names (bench multi_fanout / multi_relay, regime = the row).
+ * relay rows, under the same names (bench multi_fanout / multi_relay, regime = the row). The
+ * fan-out runs on GPU 0 alone and on every GPU (N of them: regime <gate>_Ngpu, as multi_bench
+ * names it); the relays run GPU0 -> GPU1.
  *
  * Every row has the shape of the gate benchmarks' idle regime (bench_gates.c): step i is enqueued
  * on the GPUs' streams, the host pauses 30-50 us (every GPU reaches its gate and waits), stores
@@ -14,14 +16,19 @@
 #include <stdio.h>
 #include <string.h>
 
+/* GPUs used at most (the first MAX_GPUS of a larger machine). */
+#define MAX_GPUS 16
+
 typedef struct {
-    env_t g[2];
-    CUdeviceptr flag_on[2]; /* the host flag (g[0]'s SLOT_FLAG) as GPU g addresses it */
-    CUdeviceptr mid_on[2];  /* g[0]'s SLOT_RELAY (the pinned relay slot) as GPU g addresses it */
-    CUdeviceptr ack_on[2];  /* GPU g's own ack slot */
-    CUdeviceptr err_on[2];  /* GPU g's own SLOT_ERR */
-    CUdeviceptr peer;       /* 8 bytes of GPU1's memory (cuMemAlloc), written by GPU0 */
-    CUevent ev;             /* recorded on GPU0's stream */
+    int ngpu;                      /* GPUs measured: the fan-out's N */
+    int nenv;                      /* envs: ngpu, or 2 on one GPU (the second on GPU 0) */
+    env_t g[MAX_GPUS];             /* env k is on GPU k, or on GPU 0 when k >= ngpu */
+    CUdeviceptr flag_on[MAX_GPUS]; /* the host flag (g[0]'s SLOT_FLAG) as env g addresses it */
+    CUdeviceptr mid_on[2];  /* g[0]'s SLOT_RELAY (the pinned relay slot) as GPU0/GPU1 address it */
+    CUdeviceptr ack_on[MAX_GPUS];  /* env g's own ack slot */
+    CUdeviceptr err_on[MAX_GPUS];  /* env g's own SLOT_ERR */
+    CUdeviceptr peer;              /* 8 bytes of GPU1's memory (cuMemAlloc), written by GPU0 */
+    CUevent ev;                    /* recorded on GPU0's stream */
 } multi_t;
 
 static CUdeviceptr mapped_on(const multi_t *m, int gpu, volatile uint64_t *host) {
@@ -34,6 +41,9 @@ static CUdeviceptr mapped_on(const multi_t *m, int gpu, volatile uint64_t *host)
 }
 
 static void reset(multi_t *m) {
+    for (int g = m->nenv - 1; g >= 2; g--) {
+        env_reset(&m->g[g]);
+    }
     env_reset(&m->g[1]); /* leaves GPU1's context current: the memset below needs it */
     CU(cuMemsetD8Async, m->peer, 0, 8, m->g[1].s);
     CU(cuStreamSynchronize, m->g[1].s);
@@ -41,7 +51,7 @@ static void reset(multi_t *m) {
 }
 
 static void check(multi_t *m, const char *bench) {
-    for (int g = 0; g < 2; g++) {
+    for (int g = 0; g < m->nenv; g++) {
         env_check_gpu_errors(&m->g[g], bench);
     }
 }
@@ -174,28 +184,43 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
                "only\n",
                count);
     }
-    multi_t m;
+    if (count > MAX_GPUS) {
+        printf("multi: %d GPUs; the fan-out rows use the first %d\n", count, MAX_GPUS);
+    }
+    static multi_t m; /* MAX_GPUS envs: off the stack */
     memset(&m, 0, sizeof m);
+    m.ngpu = count > MAX_GPUS ? MAX_GPUS : count;
+    m.nenv = two ? m.ngpu : 2;
     m.g[0] = *e0;
-    /* Module load, allocations and peer access before any wait exists (GPU.md). */
-    env_init(&m.g[1], two ? 1 : 0, cubin);
-    for (int a = 0; two && a < 2; a++) {
-        int can = 0;
-        CU(cuDeviceCanAccessPeer, &can, m.g[a].dev, m.g[1 - a].dev);
-        if (!can) {
-            die("GPU %d cannot access GPU %d's memory (peer access)", a, 1 - a);
-        }
-        CU(cuCtxSetCurrent, m.g[a].ctx);
-        CUresult r = p_cuCtxEnablePeerAccess(m.g[1 - a].ctx, 0);
-        if (r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) {
-            cu_check(r, "cuCtxEnablePeerAccess", __FILE__, __LINE__);
+    /* Module loads, allocations and peer access before any wait exists (GPU.md). */
+    for (int g = 1; g < m.nenv; g++) {
+        env_init(&m.g[g], g < m.ngpu ? g : 0, cubin);
+    }
+    /* Every pair both ways, as multi_bench does (the relays need 0 <-> 1). */
+    for (int a = 0; two && a < m.ngpu; a++) {
+        for (int b = 0; b < m.ngpu; b++) {
+            if (a == b) {
+                continue;
+            }
+            int can = 0;
+            CU(cuDeviceCanAccessPeer, &can, m.g[a].dev, m.g[b].dev);
+            if (!can) {
+                die("GPU %d cannot access GPU %d's memory (peer access)", a, b);
+            }
+            CU(cuCtxSetCurrent, m.g[a].ctx);
+            CUresult r = p_cuCtxEnablePeerAccess(m.g[b].ctx, 0);
+            if (r != CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) {
+                cu_check(r, "cuCtxEnablePeerAccess", __FILE__, __LINE__);
+            }
         }
     }
-    for (int g = 0; g < 2; g++) {
+    for (int g = 0; g < m.nenv; g++) {
         m.flag_on[g] = mapped_on(&m, g, &m.g[0].host[SLOT_FLAG]);
-        m.mid_on[g] = mapped_on(&m, g, &m.g[0].host[SLOT_RELAY]);
         m.ack_on[g] = slot_dev(&m.g[g], SLOT_ACK);
         m.err_on[g] = slot_dev(&m.g[g], SLOT_ERR);
+    }
+    for (int g = 0; g < 2; g++) {
+        m.mid_on[g] = mapped_on(&m, g, &m.g[0].host[SLOT_RELAY]);
     }
     CU(cuCtxSetCurrent, m.g[1].ctx);
     CU(cuMemAlloc, &m.peer, 128);
@@ -205,14 +230,15 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
     if (fanout) {
         static const struct {
             enum fan how;
-            const char *one, *two;
-        } rows[] = {{FAN_WAIT, "wait_1gpu", "wait_2gpu"},
-                    {FAN_POLL, "poll_1gpu", "poll_2gpu"},
-                    {FAN_FUSED, "fused_1gpu", "fused_2gpu"}};
+            const char *name;
+        } rows[] = {{FAN_WAIT, "wait"}, {FAN_POLL, "poll"}, {FAN_FUSED, "fused"}};
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
-            fanout_row(&m, 1, rows[r].how, rows[r].one);
+            char name[64];
+            snprintf(name, sizeof name, "%s_1gpu", rows[r].name);
+            fanout_row(&m, 1, rows[r].how, name);
             if (two) {
-                fanout_row(&m, 2, rows[r].how, rows[r].two);
+                snprintf(name, sizeof name, "%s_%dgpu", rows[r].name, m.ngpu);
+                fanout_row(&m, m.ngpu, rows[r].how, name);
             }
         }
     }
@@ -235,6 +261,8 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
     CU(cuEventDestroy, m.ev);
     CU(cuCtxSetCurrent, m.g[1].ctx);
     CU(cuMemFree, m.peer);
-    env_destroy(&m.g[1]);
+    for (int g = 1; g < m.nenv; g++) {
+        env_destroy(&m.g[g]);
+    }
     CU(cuCtxSetCurrent, m.g[0].ctx);
 }

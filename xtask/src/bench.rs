@@ -142,6 +142,7 @@ pub fn smoke() -> Result<(), String> {
     }
     let one_rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
     check_one_gpu_rows(&one_rows).map_err(|e| format!("raw_bench on one fake GPU: {e}\n{one}"))?;
+    check_three_gpu_fanout(&exe, &fake, &cubin, &dir.join("smoke-3gpu.jsonl"))?;
     let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
@@ -247,6 +248,37 @@ fn check_one_gpu_rows(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A program's fan-out on three fake GPUs: every gate on GPU 0 alone and on all three
+/// (`<gate>_3gpu`), so the C baseline and ferrocuda name N-GPU rows alike on any machine.
+fn check_three_gpu_fanout(
+    exe: &Path,
+    fake: &Path,
+    cubin: &Path,
+    json: &Path,
+) -> Result<(), String> {
+    let _ = std::fs::remove_file(json);
+    let out = util::output(
+        smoke_command(exe, fake, cubin, 60)
+            .env("FAKE_CUDA_DEVICES", "3")
+            .arg("--json")
+            .arg(json)
+            .arg("multi_fanout"),
+    )?;
+    let text = std::fs::read_to_string(json).map_err(io(json))?;
+    let got = regimes(&text, "multi_fanout")?;
+    let want = ["fused", "poll", "wait"]
+        .iter()
+        .flat_map(|g| [format!("{g}_1gpu"), format!("{g}_3gpu")])
+        .collect::<Vec<_>>();
+    if got != want {
+        return Err(format!(
+            "{} on three fake GPUs: fan-out rows {got:?}, expected {want:?}\n{out}",
+            exe.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The sorted regimes of `bench`'s rows in a JSON-lines result file.
 fn regimes(text: &str, bench: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -281,6 +313,8 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     }
     let rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
     check_one_gpu_rows(&rows).map_err(|e| format!("multi_bench on one fake GPU: {e}\n{out}"))?;
+    let three = fake.parent().unwrap_or(fake).join("smoke-multi-3gpu.jsonl");
+    check_three_gpu_fanout(&exe, fake, cubin, &three)?;
     let other = util::output(smoke_command(&exe, fake, cubin, 60).arg("signal_wait_ack"))?;
     if other.contains("multi") {
         return Err(format!(
