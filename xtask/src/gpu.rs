@@ -46,6 +46,31 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_multi",
         "--exact dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus",
     ),
+    // Expiry counters: the GPU's add to mapped host memory must be one memcheck accepts (a
+    // system-scope atomic there is invalid on PCIe hosts: docs/gates.md).
+    (
+        "memcheck",
+        "gpu_gates",
+        "--exact expired_polling_gate_is_reported",
+    ),
+    (
+        "memcheck",
+        "gpu_fused_gates",
+        "--exact expired_fused_gate_skips_its_work_and_is_counted",
+    ),
+    // The polling relay between streams of one GPU: values, aborts, expiries, both strategies
+    // downstream (every kernel waits only on work enqueued before it, so memcheck's serialised
+    // launches cannot deadlock).
+    (
+        "memcheck",
+        "gpu_multi",
+        "--exact relay_forwards_values_aborts_and_expiries",
+    ),
+    (
+        "memcheck",
+        "gpu_multi",
+        "--exact device_flag_gates_another_stream_of_its_device",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

@@ -43,11 +43,35 @@ fn compile(nvcc: &Path, src: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// Fails on a system-scope atomic (`atom.*.sys.*` / `red.*.sys.*`): the kernels' atomics target
+/// counters that may be mapped host memory, where CUDA makes a GPU's atomics atomic among its own
+/// threads only (a system-scope one needs host-native atomics, which PCIe hosts lack;
+/// compute-sanitizer rejects it there). docs/gates.md says more.
+fn no_system_atomics(name: &str, ptx: &str) -> Result<(), String> {
+    let bad: Vec<&str> = ptx
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let op = l.split_whitespace().next().unwrap_or("");
+            (op.starts_with("atom.") || op.starts_with("red.")) && op.split('.').any(|p| p == "sys")
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: system-scope atomics on what may be mapped host memory (use a device-scope \
+             atomicAdd; docs/gates.md, time limit): {bad:?}"
+        ))
+    }
+}
+
 pub fn run(check: bool) -> Result<(), String> {
     let tk = setup::run()?;
     let root = util::root();
     for (src, ptx) in SOURCES {
         let text = compile(&tk.nvcc, &root.join(src))?;
+        no_system_atomics(ptx, &text)?;
         let path = root.join(ptx);
         if check {
             let current = std::fs::read_to_string(&path).unwrap_or_default();
@@ -65,4 +89,24 @@ pub fn run(check: bool) -> Result<(), String> {
         println!("PTX is fresh");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_system_atomics;
+
+    #[test]
+    fn system_scope_atomics_are_refused_device_scope_ones_pass() {
+        let device = "\tatom.global.add.u64 \t%rd19, [%rd4], 1;\n\tred.global.add.u32 [%rd1], 1;\n";
+        no_system_atomics("ok.ptx", device).unwrap();
+        for bad in [
+            "\tatom.global.sys.add.u64 \t%rd19, [%rd4], 1;",
+            "\tred.relaxed.sys.global.add.u64 [%rd1], 1;",
+        ] {
+            let e = no_system_atomics("bad.ptx", bad).unwrap_err();
+            assert!(e.contains("bad.ptx") && e.contains("sys"), "{e}");
+        }
+        // A system-scope load or store is no atomic.
+        no_system_atomics("ok.ptx", "\tld.acquire.sys.global.u64 %rd1, [%rd2];").unwrap();
+    }
 }

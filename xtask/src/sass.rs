@@ -9,7 +9,8 @@
 //!
 //! The checks: every TMA kernel's SASS contains `UTMALDG` (a tensor-copy load), every cp.async
 //! kernel's `LDGSTS` (global-to-shared async copy), every gated kernel's `NANOSLEEP` (the fused
-//! gate's poll loop), and ptxas reports 0 spill bytes and no stack frame for every kernel.
+//! gate's poll loop) and no system-scope atomic (its expiry counter may be mapped host memory), and
+//! ptxas reports 0 spill bytes and no stack frame for every kernel.
 
 use crate::setup::Toolkit;
 use crate::util;
@@ -133,6 +134,21 @@ fn sass_by_function(tk: &Toolkit, cubin: &Path) -> Result<BTreeMap<String, Strin
     Ok(out)
 }
 
+/// Whether a SASS listing has a system-scope atomic or reduction (`REDG.E.ADD.64.STRONG.SYS`,
+/// `ATOMG….SYS`); `BAR.RED` is a barrier, not one.
+fn has_system_atomic(sass: &str) -> bool {
+    sass.lines().any(|line| {
+        let Some((_, code)) = line.split_once("*/") else {
+            return false;
+        };
+        code.split_whitespace()
+            .find(|t| !t.starts_with('@'))
+            .is_some_and(|m| {
+                (m.starts_with("RED") || m.starts_with("ATOM")) && m.split('.').any(|p| p == "SYS")
+            })
+    })
+}
+
 /// Whether a SASS listing has an instruction whose mnemonic starts with `mnemonic`
 /// (`LDGSTS.E.BYPASS.128`, not `ARRIVES.LDGSTSBAR`). Lines read `/*0120*/ [@P0] MNEMONIC ... ;`.
 fn has_instruction(sass: &str, mnemonic: &str) -> bool {
@@ -174,6 +190,10 @@ pub fn check_build(tk: &Toolkit, out: &Path) -> Result<Vec<Kernel>, String> {
             Some(s) if !has_instruction(s, needle) => {
                 problems.push(format!("{name}: SASS has no {needle}"))
             }
+            Some(s) if has_system_atomic(s) => problems.push(format!(
+                "{name}: a system-scope atomic (RED/ATOM ….SYS); the expiry counter may be mapped \
+                 host memory, where only device-scope atomics are valid (docs/gates.md)"
+            )),
             Some(_) => {}
         }
         if resources.spill_stores + resources.spill_loads != 0 || resources.stack != 0 {
@@ -203,7 +223,7 @@ pub fn check_build(tk: &Toolkit, out: &Path) -> Result<Vec<Kernel>, String> {
         ));
     }
     eprintln!(
-        "kernels: {} checked (UTMALDG in every TMA kernel, LDGSTS in every cp.async kernel, NANOSLEEP in every gated kernel, no spills)",
+        "kernels: {} checked (UTMALDG in every TMA kernel, LDGSTS in every cp.async kernel, NANOSLEEP and no system-scope atomic in every gated kernel, no spills)",
         kernels.len()
     );
     Ok(kernels)
@@ -345,5 +365,22 @@ pub fn check(toolkit: &Toolkit) -> Result<(), String> {
             "stale: {}; run `cargo xtask kernels` and commit the result",
             stale.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_system_atomic;
+
+    #[test]
+    fn system_scope_reductions_are_found_barriers_and_device_scope_ones_are_not() {
+        // Lines as cuobjdump prints them for the gated kernel, before and after the fix.
+        let sys = "        /*0480*/               @P0 REDG.E.ADD.64.STRONG.SYS desc[UR8][R2.64], R4 ;      /* 0x000000040200098e */";
+        let gpu = "        /*0480*/               @P0 REDG.E.ADD.64.STRONG.GPU desc[UR8][R2.64], R4 ;      /* 0x000000040200098e */";
+        let bar = "        /*04c0*/                   BAR.RED.OR.DEFER_BLOCKING 0x0, P0 ;                  /* 0x0000000000007b1d */";
+        let atom = "        /*0100*/                   ATOMG.E.ADD.64.STRONG.SYS PT, R2, desc[UR4][R2.64], R4 ; /* 0x0 */";
+        assert!(has_system_atomic(sys));
+        assert!(has_system_atomic(atom));
+        assert!(!has_system_atomic(&format!("{gpu}\n{bar}\n")));
     }
 }

@@ -327,12 +327,6 @@ impl CompletionFlag {
 }
 
 impl FlagInner {
-    /// Atomically subtracts `n` (for counters the GPU adds to).
-    pub(crate) fn fetch_sub(&self, n: u64) {
-        // SAFETY: the slot is valid pinned memory for the life of the process.
-        unsafe { self.slot.host.as_ref() }.fetch_sub(n, Ordering::AcqRel);
-    }
-
     /// Release store of `value` (the trampoline's signal); a future waiting for it is woken
     /// without waiting for the waiter's next check.
     pub(crate) fn signal(&self, value: u64) {

@@ -15,7 +15,7 @@ use crate::trampoline::{self, KickoffMode};
 use crate::waiter::Cond;
 use bytemuck::Pod;
 use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -49,8 +49,11 @@ pub(crate) struct StreamInner {
     pub(crate) device: Device,
     pub(crate) panics: Arc<PanicSink>,
     kickoff: AtomicU8,
-    /// Counter the polling gates of this stream bump when their time limit expires.
+    /// Counter the polling gates of this stream bump when their time limit expires. Only the GPU
+    /// writes it (a device-scope atomic add: see `check_panics`).
     expired: OnceLock<CompletionFlag>,
+    /// How many of `expired`'s expiries were reported already.
+    expired_seen: AtomicU64,
     /// Set between `begin_capture` and `end_capture`.
     capturing: AtomicBool,
 }
@@ -142,12 +145,14 @@ impl Drop for StreamInner {
             let panics = self.panics.clone();
             let kickoff = AtomicU8::new(self.kickoff.load(Ordering::Relaxed));
             let expired = std::mem::take(&mut self.expired);
+            let expired_seen = AtomicU64::new(self.expired_seen.load(Ordering::Relaxed));
             reclaim::defer(reclaim::Garbage::Stream(Box::new(StreamInner {
                 raw,
                 device,
                 panics,
                 kickoff,
                 expired,
+                expired_seen,
                 capturing: AtomicBool::new(false),
             })));
             return;
@@ -200,6 +205,7 @@ impl DeviceStream {
             panics: Arc::default(),
             kickoff: AtomicU8::new(KickoffMode::process_default().to_u8()),
             expired: OnceLock::new(),
+            expired_seen: AtomicU64::new(0),
             capturing: AtomicBool::new(false),
         });
         reclaim::register_stream(&inner);
@@ -222,11 +228,17 @@ impl DeviceStream {
             return Err(Error::HostFuncPanicked { count, first });
         }
         if let Some(f) = self.inner.expired.get() {
-            let n = f.load();
-            if n > 0 {
-                // The GPU only adds; subtracting what was seen keeps later expiries.
-                f.inner().fetch_sub(n);
-                return Err(Error::GateExpired { count: n });
+            // The host never writes the counter: the gates add to it with a device-scope atomic,
+            // which is atomic only among the GPU's own threads (CUDA does not make a GPU's atomic
+            // on mapped host memory atomic with the host's unless the device reports
+            // CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED, which PCIe hosts do not). The total
+            // only grows; what was reported is kept here.
+            let total = f.load();
+            let seen = self.inner.expired_seen.fetch_max(total, Ordering::AcqRel);
+            if total > seen {
+                return Err(Error::GateExpired {
+                    count: total - seen,
+                });
             }
         }
         Ok(())

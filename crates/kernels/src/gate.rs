@@ -63,8 +63,12 @@ impl<'a> FusedGate<'a> {
 
     /// This gate, giving up after `timeout` of GPU time (`%globaltimer`, counted per block from
     /// when it starts waiting; rounded up to at least 1 ns). Each block that gives up skips its
-    /// work and atomically adds 1 to `expired` (a [`CompletionFlag`] used as a counter: read it
-    /// with `load`, clear it with `reset` when no gate can still bump it).
+    /// work and adds 1 to `expired` (a [`CompletionFlag`] used as a counter: read it with `load`
+    /// once the kernel has finished, clear it with `reset` when no gate can still bump it).
+    ///
+    /// The add is atomic among one GPU's blocks (a device-scope atomic: PCIe hosts do not make a
+    /// GPU's atomics on mapped host memory atomic with the host's or another GPU's), so use one
+    /// counter per device and do not write it from the host while a gate may still add to it.
     ///
     /// [`CompletionFlag`]: ferrocuda_driver::CompletionFlag
     pub fn with_time_limit(

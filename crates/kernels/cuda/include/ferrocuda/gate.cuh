@@ -23,9 +23,15 @@
 //    false (the data the wait guarded was never produced), unless `value` is kAborted itself.
 //    kAborted is reserved: an epoch must never take that value.
 //  * `timeout_ns != 0` bounds the wait in %globaltimer nanoseconds, counted from when this block's
-//    thread 0 started waiting. On expiry thread 0 adds 1 to `*expired` (atomicAdd_system: it may be
-//    mapped host memory, e.g. a `CompletionFlag` used as a counter) and the call returns false.
-//    With a time limit, every block of the grid that gives up adds its own 1.
+//    thread 0 started waiting. On expiry thread 0 adds 1 to `*expired` and the call returns false.
+//    With a time limit, every block of the grid that gives up adds its own 1. The add is a
+//    device-scope atomicAdd: `*expired` may be mapped host memory (a `CompletionFlag` used as a
+//    counter), and CUDA makes a GPU's atomic on mapped host memory atomic among that GPU's threads
+//    only; a system-scope one would need CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED, which
+//    PCIe hosts lack (compute-sanitizer reports it there as an invalid system-scoped atomic). So:
+//    one counter per device, the host only reads it (`CompletionFlag::load`), and the count is
+//    complete once the gated kernels have finished (after a synchronize); reset it only when no
+//    gate can still add to it.
 //
 // Cost: the block is resident on its SM for the whole wait (its registers, shared memory and a
 // slot of the SM's block limit), thread 0 issues one system-scope load per ≈ 32 ns of
@@ -99,7 +105,7 @@ __device__ __forceinline__ GateStatus wait_flag_thread(const unsigned long long*
     if (v == kAborted && value != kAborted) return GateStatus::kAborted;
     if (gate_holds(v, value, cond)) return GateStatus::kSignalled;
     if (timeout_ns != 0 && gate_globaltimer() - start > timeout_ns) {
-      if (expired != nullptr) atomicAdd_system(expired, 1ull);
+      if (expired != nullptr) atomicAdd(expired, 1ull);  // device scope: see the header comment
       return GateStatus::kExpired;
     }
     __nanosleep(kPollSleepNs);
