@@ -483,7 +483,7 @@ fn gated_all_reduce_equals_the_cpu_sum_100_steps_needs_2_gpus() {
 
 /// The same gated all-reduce with one rank (GPU 0 alone): NCCL's loading, `ncclCommInitAll`, the
 /// gate, the copies and the done flags on one GPU, where the sum is the GPU's own input. It runs
-/// on every machine; it does not stand in for the two-GPU test above.
+/// on every GPU machine; it does not stand in for the two-GPU test above.
 #[test]
 fn gated_all_reduce_with_one_rank() {
     deadline(120 * SEC, || gated_all_reduce(&[Device::new(0).unwrap()]));
