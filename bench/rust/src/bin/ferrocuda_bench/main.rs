@@ -93,11 +93,14 @@ impl Env {
         }
         self.flag.reset();
         self.ack_slot.reset();
-        // As the C baseline's reset, which ends with a memset: the last operation before a
-        // benchmark decides what event calls cost (after a kernel, ~1 us more; docs/benchmarks.md).
+        // As the C baseline's reset, which ends with a memset on each stream: the last operation
+        // of every stream of the context decides what event calls cost (a kernel last on any of
+        // them: ~1.2 us more; docs/benchmarks.md).
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        ok(self.s.memset_zero(&mut scratch));
-        ok(self.s.synchronize());
+        for s in [&self.s2, &self.s] {
+            ok(s.memset_zero(&mut scratch));
+            ok(s.synchronize());
+        }
     }
 
     fn launch_ack(&self, s: &DeviceStream, v: u64) {
