@@ -116,38 +116,28 @@ pub fn smoke() -> Result<(), String> {
     build_raw(&tk, &exe)?;
     let fake = crate::demo::fake_driver(&tk, &dir)?;
     let json = dir.join("smoke.jsonl");
-    let _ = std::fs::remove_file(&json);
     // Two fake devices, so that the two-GPU rows run too.
-    let table = util::output(
-        smoke_command(&exe, &fake, &cubin, 600)
-            .env("FAKE_CUDA_DEVICES", "2")
-            .arg("--json")
-            .arg(&json)
-            .arg("all"),
-    )?;
+    let mut two = smoke_command(&exe, &fake, &cubin, 600);
+    two.env("FAKE_CUDA_DEVICES", "2");
+    let (table, text) = run_json(two, &json, &["all"])?;
     // One fake device: the two-GPU rows print SKIPPED, the one-GPU rows run, and the program
     // still succeeds.
-    let one_json = dir.join("smoke-1gpu.jsonl");
-    let _ = std::fs::remove_file(&one_json);
-    let one = util::output(
-        smoke_command(&exe, &fake, &cubin, 60)
-            .arg("--json")
-            .arg(&one_json)
-            .args(["multi_fanout", "multi_relay"]),
+    let (one, one_rows) = run_json(
+        smoke_command(&exe, &fake, &cubin, 60),
+        &dir.join("smoke-1gpu.jsonl"),
+        &["multi_fanout", "multi_relay"],
     )?;
     if !one.contains(ONE_GPU_SKIP) {
         return Err(format!(
             "raw_bench on one fake GPU did not skip the two-GPU rows:\n{one}"
         ));
     }
-    let one_rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
     check_one_gpu_rows(&one_rows).map_err(|e| format!("raw_bench on one fake GPU: {e}\n{one}"))?;
     check_three_gpu_fanout(&exe, &fake, &cubin, &dir.join("smoke-3gpu.jsonl"))?;
     let names: Vec<String> = util::output(Command::new(&exe).arg("--list"))?
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
-    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
     check_rows(&text, "raw", &names).map_err(|e| format!("{}: {e}\n{table}", json.display()))?;
     eprintln!(
         "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
@@ -170,16 +160,10 @@ fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Re
         util::run(util::cargo().args(["build", "-p", package, "--bin", bin]))?;
         let exe = util::root().join("target/debug").join(bin);
         let json = dir.join(format!("smoke-{name}.jsonl"));
-        let _ = std::fs::remove_file(&json);
-        let table = util::output(
-            smoke_command(&exe, fake, cubin, 300)
-                // The graph rows stay GPU-only: the fake emulates only the graph calls raw_bench makes.
-                .env("FERROCUDA_BENCH_NO_GRAPHS", "1")
-                .arg("--json")
-                .arg(&json)
-                .arg("all"),
-        )?;
-        let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+        let mut cmd = smoke_command(&exe, fake, cubin, 300);
+        // The graph rows stay GPU-only: the fake emulates only the graph calls raw_bench makes.
+        cmd.env("FERROCUDA_BENCH_NO_GRAPHS", "1");
+        let (table, text) = run_json(cmd, &json, &["all"])?;
         let benches: std::collections::BTreeSet<String> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -217,7 +201,7 @@ fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Re
 }
 
 /// `timeout SECS EXE --cubin CUBIN --samples 20 --warmup 2 --commit smoke` against the fake
-/// driver in `fake`; the caller adds `--json` and the benchmark names.
+/// driver in `fake`; the caller adds `--json` and the benchmark names ([`run_json`]).
 fn smoke_command(exe: &Path, fake: &Path, cubin: &Path, secs: u32) -> Command {
     let mut cmd = Command::new("timeout");
     cmd.arg(secs.to_string())
@@ -227,6 +211,15 @@ fn smoke_command(exe: &Path, fake: &Path, cubin: &Path, secs: u32) -> Command {
         .arg(cubin)
         .args(["--samples", "20", "--warmup", "2", "--commit", "smoke"]);
     cmd
+}
+
+/// Runs `cmd` with `--json JSON` before `args` (the file emptied first); returns what it printed and
+/// the JSON lines it wrote.
+fn run_json(mut cmd: Command, json: &Path, args: &[&str]) -> Result<(String, String), String> {
+    let _ = std::fs::remove_file(json);
+    let out = util::output(cmd.arg("--json").arg(json).args(args))?;
+    let text = std::fs::read_to_string(json).map_err(io(json))?;
+    Ok((out, text))
 }
 
 /// What both multi-GPU programs print on a machine with one GPU.
@@ -256,15 +249,9 @@ fn check_three_gpu_fanout(
     cubin: &Path,
     json: &Path,
 ) -> Result<(), String> {
-    let _ = std::fs::remove_file(json);
-    let out = util::output(
-        smoke_command(exe, fake, cubin, 60)
-            .env("FAKE_CUDA_DEVICES", "3")
-            .arg("--json")
-            .arg(json)
-            .arg("multi_fanout"),
-    )?;
-    let text = std::fs::read_to_string(json).map_err(io(json))?;
+    let mut cmd = smoke_command(exe, fake, cubin, 60);
+    cmd.env("FAKE_CUDA_DEVICES", "3");
+    let (out, text) = run_json(cmd, json, &["multi_fanout"])?;
     let got = regimes(&text, "multi_fanout")?;
     let want = ["fused", "poll", "wait"]
         .iter()
@@ -300,21 +287,17 @@ fn regimes(text: &str, bench: &str) -> Result<Vec<String>, String> {
 fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     util::run(util::cargo().args(["build", "-p", "ferrocuda-bench", "--bin", "multi_bench"]))?;
     let exe = util::root().join("target/debug/multi_bench");
-    let one_json = fake.parent().unwrap_or(fake).join("smoke-multi-1gpu.jsonl");
-    let _ = std::fs::remove_file(&one_json);
-    let out = util::output(
-        smoke_command(&exe, fake, cubin, 60)
-            .arg("--json")
-            .arg(&one_json)
-            .arg("all"),
+    let dir = fake.parent().unwrap_or(fake);
+    let (out, rows) = run_json(
+        smoke_command(&exe, fake, cubin, 60),
+        &dir.join("smoke-multi-1gpu.jsonl"),
+        &["all"],
     )?;
     if !out.contains(ONE_GPU_SKIP) {
         return Err(format!("multi_bench on one fake GPU did not skip:\n{out}"));
     }
-    let rows = std::fs::read_to_string(&one_json).map_err(io(&one_json))?;
     check_one_gpu_rows(&rows).map_err(|e| format!("multi_bench on one fake GPU: {e}\n{out}"))?;
-    let three = fake.parent().unwrap_or(fake).join("smoke-multi-3gpu.jsonl");
-    check_three_gpu_fanout(&exe, fake, cubin, &three)?;
+    check_three_gpu_fanout(&exe, fake, cubin, &dir.join("smoke-multi-3gpu.jsonl"))?;
     let other = util::output(smoke_command(&exe, fake, cubin, 60).arg("signal_wait_ack"))?;
     if other.contains("multi") {
         return Err(format!(
@@ -323,16 +306,10 @@ fn smoke_multi(fake: &Path, cubin: &Path) -> Result<(), String> {
     }
     // Two fake devices: fan-out and relays terminate and write well-formed rows (no NCCL here, so
     // `multi_allreduce` skips).
-    let json = fake.parent().unwrap_or(fake).join("smoke-multi.jsonl");
-    let _ = std::fs::remove_file(&json);
-    let table = util::output(
-        smoke_command(&exe, fake, cubin, 120)
-            .env("FAKE_CUDA_DEVICES", "2")
-            .arg("--json")
-            .arg(&json)
-            .arg("all"),
-    )?;
-    let text = std::fs::read_to_string(&json).map_err(io(&json))?;
+    let json = dir.join("smoke-multi.jsonl");
+    let mut two = smoke_command(&exe, fake, cubin, 120);
+    two.env("FAKE_CUDA_DEVICES", "2");
+    let (table, text) = run_json(two, &json, &["all"])?;
     check_rows(
         &text,
         "multi",

@@ -137,29 +137,24 @@ fn sass_by_function(tk: &Toolkit, cubin: &Path) -> Result<BTreeMap<String, Strin
 /// Whether a SASS listing has a system-scope atomic or reduction (`REDG.E.ADD.64.STRONG.SYS`,
 /// `ATOMG….SYS`); `BAR.RED` is a barrier, not one.
 fn has_system_atomic(sass: &str) -> bool {
-    sass.lines().any(|line| {
-        let Some((_, code)) = line.split_once("*/") else {
-            return false;
-        };
-        code.split_whitespace()
-            .find(|t| !t.starts_with('@'))
-            .is_some_and(|m| {
-                (m.starts_with("RED") || m.starts_with("ATOM")) && m.split('.').any(|p| p == "SYS")
-            })
+    mnemonics(sass).any(|m| {
+        (m.starts_with("RED") || m.starts_with("ATOM")) && m.split('.').any(|p| p == "SYS")
+    })
+}
+
+/// The mnemonic of every instruction line of a SASS listing: lines read
+/// `/*0120*/ [@P0] MNEMONIC ... ;`.
+fn mnemonics(sass: &str) -> impl Iterator<Item = &str> {
+    sass.lines().filter_map(|line| {
+        let (_, code) = line.split_once("*/")?;
+        code.split_whitespace().find(|t| !t.starts_with('@'))
     })
 }
 
 /// Whether a SASS listing has an instruction whose mnemonic starts with `mnemonic`
-/// (`LDGSTS.E.BYPASS.128`, not `ARRIVES.LDGSTSBAR`). Lines read `/*0120*/ [@P0] MNEMONIC ... ;`.
+/// (`LDGSTS.E.BYPASS.128`, not `ARRIVES.LDGSTSBAR`).
 fn has_instruction(sass: &str, mnemonic: &str) -> bool {
-    sass.lines().any(|line| {
-        let Some((_, code)) = line.split_once("*/") else {
-            return false;
-        };
-        code.split_whitespace()
-            .find(|t| !t.starts_with('@'))
-            .is_some_and(|m| m.starts_with(mnemonic))
-    })
+    mnemonics(sass).any(|m| m.starts_with(mnemonic))
 }
 
 /// Compiles into `out` and checks every kernel; the kernels, sorted by name.

@@ -233,12 +233,15 @@ impl DeviceStream {
             // on mapped host memory atomic with the host's unless the device reports
             // CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED, which PCIe hosts do not). The total
             // only grows; what was reported is kept here.
+            // A plain load first: `synchronize` passes here every time, an expiry is rare.
             let total = f.load();
-            let seen = self.inner.expired_seen.fetch_max(total, Ordering::AcqRel);
-            if total > seen {
-                return Err(Error::GateExpired {
-                    count: total - seen,
-                });
+            if total > self.inner.expired_seen.load(Ordering::Acquire) {
+                let seen = self.inner.expired_seen.fetch_max(total, Ordering::AcqRel);
+                if total > seen {
+                    return Err(Error::GateExpired {
+                        count: total - seen,
+                    });
+                }
             }
         }
         Ok(())
