@@ -8,10 +8,9 @@
 //! and returns at once; the worker runs it and then signals the flag.
 
 use crate::flag::{CompletionFlag, FlagInner};
+use crate::guard::{self, HostFuncScope};
 use crate::host_func::{Job, PanicSink, SmallFn};
-use crate::raw::HostFuncScope;
 use std::ffi::c_void;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
@@ -86,13 +85,13 @@ impl std::fmt::Debug for HostCallback {
 }
 
 pub(crate) fn call(body: &Body, panics: &PanicSink) {
-    let r = catch_unwind(AssertUnwindSafe(|| {
+    let r = guard::contain(|| {
         // A panic inside poisons the mutex; the next run still calls the closure.
         let mut f = body.lock().unwrap_or_else(|p| p.into_inner());
         f()
-    }));
-    if let Err(p) = r {
-        panics.report(crate::host_func::panic_message(p.as_ref()));
+    });
+    if let Err(msg) = r {
+        panics.report(msg);
     }
 }
 

@@ -48,19 +48,28 @@ pub(crate) struct DeviceInner {
     default_stream: OnceLock<DeviceStream>,
     /// A stream of the crate's own on which fenced device frees are ordered.
     reclaim_stream: OnceLock<Result<CUstream>>,
-    /// The crate's own kernels (the polling gate), loaded when the device is opened: before any
-    /// wait can exist, since loading code blocks behind a waiting stream (docs/deadlocks.md).
-    pub(crate) gate: OnceLock<std::result::Result<crate::module::Function, String>>,
-    /// The GPU-write kickoff kernel of graph async nodes (same module as `gate`).
-    pub(crate) kick: OnceLock<std::result::Result<crate::module::Function, String>>,
-    /// The polling relay kernel (same module as `gate`).
-    pub(crate) relay: OnceLock<std::result::Result<crate::module::Function, String>>,
+    /// The crate's own kernels (polling gate, relay, GPU-write kickoff), loaded when the device
+    /// is opened: before any wait can exist, since loading code blocks behind a waiting stream
+    /// (docs/deadlocks.md). Set once they loaded, or once the driver refused them for good; a load
+    /// that only timed out leaves it unset, and the next use tries again.
+    gates: OnceLock<std::result::Result<GateKernels, String>>,
 }
 
-// SAFETY: a CUcontext handle may be used from any thread (the driver API is thread-safe, and a
-// context can be current on several threads at once); every other field is plain data or Sync.
+/// The crate's own kernels of one device (crates/driver/src/kernels/gate.cu).
+pub(crate) struct GateKernels {
+    /// `ferrocuda_gate_poll`: the polling gate.
+    pub(crate) poll: crate::module::Function,
+    /// `ferrocuda_kick`: the GPU-write kickoff of graph async nodes.
+    pub(crate) kick: crate::module::Function,
+    /// `ferrocuda_gate_relay`: the polling relay.
+    pub(crate) relay: crate::module::Function,
+}
+
+// SAFETY: a CUcontext handle may be used from any thread: the driver API is thread-safe, and a
+// primary context can be current on several threads at once (CUDA Driver API, "Primary Context
+// Management"); a CUdevice is a plain ordinal. Every other field is plain data or Sync.
 unsafe impl Send for DeviceInner {}
-// SAFETY: as above; no field is mutated through a shared reference except via OnceLock.
+// SAFETY: as above; no field is mutated through a shared reference except atomics and OnceLocks.
 unsafe impl Sync for DeviceInner {}
 
 thread_local! {
@@ -91,6 +100,7 @@ impl Device {
     /// [`Error::Load`] without an NVIDIA driver, [`Error::NoSuchDevice`] for an ordinal out of
     /// range, [`Error::Driver`] if the driver refuses.
     pub fn new(ordinal: usize) -> Result<Device> {
+        let _op = crate::guard::enter("Device::new")?;
         raw::init()?;
         let count = Self::count()?;
         let slot = table()
@@ -107,17 +117,9 @@ impl Device {
         let device = Device {
             inner: slot.get_or_init(|| opened).clone(),
         };
-        if device.inner.gate.get().is_none() {
-            let m = crate::module::Module::from_ptx(&device, crate::stream::GATE_PTX);
-            let f = |name| {
-                m.as_ref()
-                    .map_err(|e| e.to_string())
-                    .and_then(|m| m.function(name).map_err(|e| e.to_string()))
-            };
-            device.inner.gate.get_or_init(|| f("ferrocuda_gate_poll"));
-            device.inner.kick.get_or_init(|| f("ferrocuda_kick"));
-            device.inner.relay.get_or_init(|| f("ferrocuda_gate_relay"));
-        }
+        // A load that times out here (behind a stream that waits on a host value) is tried again
+        // on the first use of the kernels; the device opens either way.
+        let _ = device.inner.gate_kernels(&device);
         Ok(device)
     }
 
@@ -127,6 +129,7 @@ impl Device {
     ///
     /// [`Error::Load`] without an NVIDIA driver.
     pub fn count() -> Result<usize> {
+        let _op = crate::guard::enter("Device::count")?;
         raw::init()?;
         raw::device_count()
     }
@@ -137,6 +140,7 @@ impl Device {
     ///
     /// [`Error::Load`] without an NVIDIA driver.
     pub fn driver_version() -> Result<i32> {
+        let _op = crate::guard::enter("Device::driver_version")?;
         raw::init()?;
         raw::driver_version()
     }
@@ -174,6 +178,7 @@ impl Device {
     ///
     /// [`Error::Driver`] for an attribute the driver does not know.
     pub fn attribute(&self, attr: CUdevice_attribute) -> Result<i32> {
+        let _op = crate::guard::enter("Device::attribute")?;
         raw::device_attribute(self.inner.cu, attr)
     }
 
@@ -183,6 +188,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
+        let _op = crate::guard::enter("Device::memory_info")?;
         self.inner.bind_checked()?;
         // SAFETY: the device's context is current on this thread.
         unsafe { raw::mem_get_info() }
@@ -218,6 +224,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses the query.
     pub fn can_access_peer(&self, peer: &Device) -> Result<bool> {
+        let _op = crate::guard::enter("Device::can_access_peer")?;
         raw::device_can_access_peer(self.inner.cu, peer.inner.cu)
     }
 
@@ -227,6 +234,7 @@ impl Device {
     ///
     /// [`Error::Unsupported`] when the hardware cannot, [`Error::Driver`] otherwise.
     pub fn enable_peer_access(&self, peer: &Device) -> Result<()> {
+        let _op = crate::guard::enter("Device::enable_peer_access")?;
         if !self.can_access_peer(peer)? {
             return Err(self.unsupported("peer access to the other device"));
         }
@@ -266,6 +274,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn trim_memory_pool(&self, keep: usize) -> Result<()> {
+        let _op = crate::guard::enter("Device::trim_memory_pool")?;
         self.inner.bind_checked()?;
         raw::mem_pool_trim_default(self.inner.cu, keep)
     }
@@ -279,10 +288,7 @@ impl Device {
     ///
     /// [`Error::Unsupported`] if it failed to load on this device.
     pub fn polling_gate_function(&self) -> Result<crate::module::Function> {
-        match self.inner.gate.get() {
-            Some(Ok(f)) => Ok(f.clone()),
-            _ => Err(self.unsupported("the polling gate kernel (it failed to load)")),
-        }
+        Ok(self.inner.gate_kernels(self)?.poll.clone())
     }
 
     /// The device's retained primary context (for driver calls this crate does not wrap, such as
@@ -298,6 +304,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn make_current(&self) -> Result<()> {
+        let _op = crate::guard::enter("Device::make_current")?;
         self.inner.bind_checked()
     }
 
@@ -354,10 +361,47 @@ impl DeviceInner {
             peers: AtomicU64::new(0),
             default_stream: OnceLock::new(),
             reclaim_stream: OnceLock::new(),
-            gate: OnceLock::new(),
-            kick: OnceLock::new(),
-            relay: OnceLock::new(),
+            gates: OnceLock::new(),
         })
+    }
+
+    /// The crate's own kernels, loading them if they are not yet (see `gates`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the driver refused them; the load's [`Error::Timeout`] (or
+    /// [`Error::DriverHeld`]) if it could not finish now, in which case a later call tries again.
+    pub(crate) fn gate_kernels(&self, device: &Device) -> Result<&GateKernels> {
+        if let Some(g) = self.gates.get() {
+            return g
+                .as_ref()
+                .map_err(|_| device.unsupported("the crate's gate kernels (they failed to load)"));
+        }
+        let loaded =
+            crate::module::Module::from_ptx(device, crate::stream::GATE_PTX).and_then(|m| {
+                Ok(GateKernels {
+                    poll: m.function("ferrocuda_gate_poll")?,
+                    kick: m.function("ferrocuda_kick")?,
+                    relay: m.function("ferrocuda_gate_relay")?,
+                })
+            });
+        let g = match loaded {
+            Ok(k) => self.gates.get_or_init(|| Ok(k)),
+            // Transient: the driver was busy behind a waiting stream. Not recorded.
+            Err(
+                e @ (Error::Timeout { .. }
+                | Error::DriverHeld { .. }
+                | Error::CalledFromHostFunc { .. }),
+            ) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::debug!(%e, "the crate's gate kernels did not load");
+                self.gates.get_or_init(|| Err(e.to_string()))
+            }
+        };
+        g.as_ref()
+            .map_err(|_| device.unsupported("the crate's gate kernels (they failed to load)"))
     }
 
     /// Makes this device's context current on this thread, trusting the crate's own record of

@@ -3,8 +3,10 @@
 
 use crate::device::Device;
 use crate::error::Result;
+use crate::guard;
 use crate::raw::{self, CUdeviceptr};
 use crate::reclaim::{self, Garbage};
+use crate::resource::{Addr, Keep, Placement, Resource};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -97,7 +99,7 @@ pub struct DeviceFlag {
 }
 
 struct DeviceFlagInner {
-    ptr: CUdeviceptr,
+    ptr: Addr,
     device: Device,
 }
 
@@ -105,7 +107,7 @@ impl Drop for DeviceFlagInner {
     fn drop(&mut self) {
         // No driver call here (this may run inside a host function): the slot returns to the
         // pool once every stream of every device is past the work enqueued so far.
-        let (ordinal, ptr) = (self.device.ordinal(), self.ptr);
+        let (ordinal, ptr) = (self.device.ordinal(), self.ptr.released());
         reclaim::defer(Garbage::Callback(Box::new(move || {
             pool()
                 .lock()
@@ -125,19 +127,23 @@ impl DeviceFlag {
     ///
     /// [`Error::Driver`](crate::Error::Driver) if memory cannot be allocated or cleared.
     pub fn new(device: &Device) -> Result<DeviceFlag> {
+        let _op = guard::enter("DeviceFlag::new")?;
         let ptr = take_slot(device)?;
         LIVE_DEVICE_FLAGS.fetch_add(1, Ordering::AcqRel);
         // From here on the drop returns the slot.
         let flag = DeviceFlag {
             inner: Arc::new(DeviceFlagInner {
-                ptr,
+                ptr: Addr::new(ptr),
                 device: device.clone(),
             }),
         };
         // Zeroed on the crate's own stream, which never waits on a value, so the synchronize
-        // returns as soon as the memset ran.
+        // returns as soon as the memset ran. The memset acts on the current context: the device's
+        // (a pooled slot may be handed out while another device's context is current).
         let s = device.inner.reclaim_stream()?;
-        // SAFETY: `ptr` holds 8 bytes of this device's memory; the stream is live.
+        device.inner.bind_checked()?;
+        // SAFETY: `ptr` holds 8 bytes of this device's memory, not yet handed to anyone; the
+        // stream is live.
         unsafe { raw::memset_d8_async(ptr, 0, 8, s) }?;
         // SAFETY: the stream is live.
         unsafe { raw::stream_synchronize(s) }?;
@@ -150,9 +156,10 @@ impl DeviceFlag {
     }
 
     /// The flag's device address (unified addressing: the same for every device that has peer
-    /// access to the home device). What a kernel takes as a `u64*`.
+    /// access to the home device), for display and raw driver calls. The crate's own operations
+    /// keep the flag alive while work uses it; pass the flag itself as a kernel argument.
     pub fn device_ptr(&self) -> u64 {
-        self.inner.ptr
+        self.inner.ptr.shown()
     }
 
     /// The current value, read with a copy on the crate's own stream of the home device (for
@@ -162,11 +169,13 @@ impl DeviceFlag {
     ///
     /// [`Error::Driver`](crate::Error::Driver) if the copy fails.
     pub fn read(&self) -> Result<u64> {
+        let _op = guard::enter("DeviceFlag::read")?;
         let s = self.inner.device.inner.reclaim_stream()?;
+        self.inner.device.inner.bind_checked()?;
         let mut v = 0u64;
         // SAFETY: `v` is 8 writable bytes, not read until the synchronize below returned; the flag
-        // is live (borrowed).
-        unsafe { raw::memcpy_dtoh_async((&raw mut v).cast(), self.inner.ptr, 8, s) }?;
+        // is live (borrowed). This reads the crate's own slot for the host, not for GPU work.
+        unsafe { raw::memcpy_dtoh_async((&raw mut v).cast(), self.inner.ptr.shown(), 8, s) }?;
         // SAFETY: the stream is live.
         unsafe { raw::stream_synchronize(s) }?;
         Ok(v)
@@ -187,7 +196,26 @@ impl std::fmt::Debug for DeviceFlag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceFlag")
             .field("device", &self.inner.device.ordinal())
-            .field("device_ptr", &format_args!("{:#x}", self.inner.ptr))
+            .field("device_ptr", &format_args!("{:#x}", self.inner.ptr.shown()))
             .finish()
+    }
+}
+
+impl Resource for DeviceFlag {
+    fn what(&self) -> &'static str {
+        "the device flag"
+    }
+
+    fn placement(&self) -> Placement<'_> {
+        // Ordinary device memory: its own device, and peers with peer access.
+        Placement::Peer(&self.inner.device)
+    }
+
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.inner.ptr)
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        Some(Box::new(self.inner.clone()))
     }
 }

@@ -121,23 +121,35 @@ pub enum Error {
         /// How many expired since the last report.
         count: u64,
     },
-    /// The operation cannot be captured into a CUDA graph (the stream is capturing).
-    #[error(
-        "`{op}` cannot be captured into a graph: a one-shot host closure would be freed after the \
-         first replay; add a host node with ferrocuda-graph's builder instead"
-    )]
+    /// The operation cannot be recorded into a CUDA graph, and the stream is capturing one
+    /// (the driver says so, also for a stream that joined another stream's capture).
+    #[error("`{op}` cannot be captured into a graph: {why}")]
     NotAllowedUnderCapture {
+        /// Why, and what to do instead.
+        why: &'static str,
         /// The refused operation.
         op: &'static str,
     },
-    /// A CUDA call was made from inside a host function, which CUDA forbids (it may deadlock).
+    /// An operation that needs the CUDA driver was called from inside a host function, where
+    /// CUDA forbids driver calls (they may deadlock).
     #[error(
-        "`{call}` was called from inside a host function; CUDA forbids driver calls there \
+        "`{op}` was called from inside a host function; CUDA forbids driver calls there \
          (they may deadlock): use `enqueue_async_host_func`, whose closure runs on a worker thread"
     )]
     CalledFromHostFunc {
-        /// The driver call that was refused.
-        call: &'static str,
+        /// The public operation that was refused (e.g. `"HostBuffer::new"`).
+        op: &'static str,
+    },
+    /// A module load gave up behind a stream that waits on a host value, and the driver is still
+    /// inside that load: this operation could block until the wait passes, so it was refused.
+    #[error(
+        "`{op}` was refused: a module load that timed out is still inside the CUDA driver, behind \
+         a stream that waits on a host value; signal that value (or abort the flag), then retry \
+         (`ferrocuda_driver::driver_held()` says when the load has returned)"
+    )]
+    DriverHeld {
+        /// The public operation that was refused.
+        op: &'static str,
     },
     /// Two objects of different devices were combined.
     #[error("{what} belongs to device {found}, but the stream is on device {expected}")]
@@ -192,7 +204,7 @@ mod tests {
         );
         assert!(
             Error::CalledFromHostFunc {
-                call: "cuMemAlloc_v2"
+                op: "DeviceStream::alloc"
             }
             .to_string()
             .contains("enqueue_async_host_func")

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 /// this never blocks).
 pub(crate) struct RawEvent(pub(crate) CUevent);
 
-// SAFETY: CUevent handles may be used and destroyed from any thread.
+// SAFETY: CUevent handles may be recorded, queried, waited on and destroyed from any thread: the
+// driver API is thread-safe and an event is not bound to a thread (CUDA Driver API, "Thread
+// safety"). The handle itself is never mutated.
 unsafe impl Send for RawEvent {}
-// SAFETY: as above; the handle is never mutated.
+// SAFETY: as above: every use through `&RawEvent` is a driver call on an immutable handle.
 unsafe impl Sync for RawEvent {}
 
 impl RawEvent {
@@ -32,7 +34,7 @@ impl RawEvent {
 impl Drop for RawEvent {
     fn drop(&mut self) {
         let e = self.0;
-        if raw::in_host_func() {
+        if crate::guard::must_defer() {
             reclaim::defer(reclaim::Garbage::Event(RawEvent(e)));
             return;
         }
@@ -119,6 +121,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if the driver cannot create one.
     pub fn new(device: &Device, enable_timing: bool) -> Result<DeviceEvent> {
+        let _op = crate::guard::enter("DeviceEvent::new")?;
         device.inner.bind_checked()?;
         let flags = if enable_timing {
             CUevent_flags::CU_EVENT_DEFAULT
@@ -152,6 +155,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if the query failed (for example an earlier kernel faulted).
     pub fn is_ready(&self) -> Result<bool> {
+        let _op = crate::guard::enter("DeviceEvent::is_ready")?;
         // SAFETY: the event is live.
         unsafe { raw::event_query(self.raw.0) }
     }
@@ -195,6 +199,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if any of that work failed.
     pub fn synchronize(&self) -> Result<()> {
+        let _op = crate::guard::enter("DeviceEvent::synchronize")?;
         // SAFETY: the event is live.
         unsafe { raw::event_synchronize(self.raw.0) }
     }
@@ -205,8 +210,10 @@ impl DeviceEvent {
     ///
     /// [`Error::Timeout`] when the event is not complete in time.
     pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
+        let _op = crate::guard::enter("DeviceEvent::synchronize_timeout")?;
         poll_until("DeviceEvent::synchronize_timeout", timeout, || {
-            self.is_ready()
+            // SAFETY: the event is live.
+            unsafe { raw::event_query(self.raw.0) }
         })
     }
 
@@ -218,6 +225,7 @@ impl DeviceEvent {
     /// [`Error::EventNotRecorded`] if either was never recorded, [`Error::NotReady`] if `end` has
     /// not completed yet (synchronize it first).
     pub fn elapsed_time(&self, end: &DeviceEvent) -> Result<f32> {
+        let _op = crate::guard::enter("DeviceEvent::elapsed_time")?;
         for (which, e) in [("start", self), ("end", end)] {
             if !e.timing {
                 return Err(Error::TimingDisabled { which });

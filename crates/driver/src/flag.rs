@@ -3,8 +3,9 @@
 
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::raw::{self, CUdeviceptr};
+use crate::raw;
 use crate::reclaim;
+use crate::resource::{Addr, Keep, Placement, Resource};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ const SLAB_BYTES: usize = 4096;
 #[derive(Clone, Copy)]
 pub(crate) struct Slot {
     host: NonNull<AtomicU64>,
-    dev: CUdeviceptr,
+    dev: Addr,
 }
 
 // SAFETY: the slot is process-wide pinned memory accessed only atomically.
@@ -58,7 +59,7 @@ impl Pool {
         let host = unsafe { raw::mem_host_alloc(SLAB_BYTES, flags) }?;
         // SAFETY: `host` is mapped pinned memory just allocated under the current context.
         let dev = unsafe { raw::mem_host_get_device_pointer(host) }?;
-        if dev != host as CUdeviceptr {
+        if dev != host as u64 {
             // Without unified addressing the device address differs per device; a portable flag
             // could not have one `device_ptr` for all of them. Keep the slab (freeing could block).
             return Err(Error::Unsupported {
@@ -75,13 +76,13 @@ impl Pool {
             free.push(Slot {
                 // SAFETY: `off` is inside the slab and 8-byte aligned (the slab is page-aligned).
                 host: unsafe { NonNull::new_unchecked(host.cast::<u8>().add(off).cast()) },
-                dev: dev + off as u64,
+                dev: Addr::new(dev + off as u64),
             });
         }
         Ok(Slot {
             // SAFETY: the slab's first slot; `host` is non-null (the driver succeeded).
             host: unsafe { NonNull::new_unchecked(host.cast()) },
-            dev,
+            dev: Addr::new(dev),
         })
     }
 
@@ -216,6 +217,7 @@ impl CompletionFlag {
         CompletionFlagRef {
             host: self.inner.slot.host,
             dev: self.inner.slot.dev,
+            owner: Some(&self.inner),
             _flag: PhantomData,
         }
     }
@@ -257,10 +259,12 @@ impl CompletionFlag {
         self.signal(Self::ABORTED)
     }
 
-    /// The device-visible 64-bit address of the 8-byte slot (the same on every device).
+    /// The device-visible 64-bit address of the 8-byte slot (the same on every device), for
+    /// display and raw driver calls. The crate's own operations keep the flag alive while work
+    /// uses it; work you enqueue with this address yourself must keep the flag alive itself.
     #[inline]
     pub fn device_ptr(&self) -> u64 {
-        self.inner.slot.dev
+        self.inner.slot.dev.shown()
     }
 
     /// Waits on the host until the flag satisfies `cond` for `value` (GPU → host, after
@@ -358,11 +362,15 @@ impl std::fmt::Debug for CompletionFlag {
 #[derive(Clone, Copy)]
 pub struct CompletionFlagRef<'a> {
     host: NonNull<AtomicU64>,
-    dev: u64,
+    dev: Addr,
+    /// The flag this borrows from (`None` when built from an address): what a graph keeps.
+    owner: Option<&'a Arc<FlagInner>>,
     _flag: PhantomData<&'a AtomicU64>,
 }
 
-// SAFETY: a CompletionFlagRef is a shared reference to an AtomicU64 in pinned memory.
+// SAFETY: a CompletionFlagRef is a shared reference to an AtomicU64 in pinned memory (and
+// optionally to the `Arc<FlagInner>` that owns it, which is Sync): `&AtomicU64` is Send and Sync,
+// and pinned memory is accessible from every thread of the process.
 unsafe impl Send for CompletionFlagRef<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for CompletionFlagRef<'_> {}
@@ -382,12 +390,22 @@ impl CompletionFlagRef<'_> {
     /// `address` is an 8-byte aligned slot of pinned host memory mapped into the devices that will
     /// use it (for example [`CompletionFlag::device_ptr`] of a live flag), and it stays allocated
     /// while this handle, and any GPU work enqueued with it, may use it.
+    ///
+    /// # Panics
+    ///
+    /// If `address` is 0 or not 8-byte aligned (a broken promise caught before it is used).
     pub unsafe fn from_address(address: u64) -> Self {
-        // SAFETY: the caller promises a valid, aligned slot; a null address violates that.
-        let host = unsafe { NonNull::new_unchecked(address as usize as *mut AtomicU64) };
+        assert!(
+            address != 0 && address.is_multiple_of(8),
+            "CompletionFlagRef::from_address({address:#x}): not an 8-byte aligned, non-null slot"
+        );
+        let host = NonNull::new(address as usize as *mut AtomicU64)
+            // Invariant: checked non-zero just above.
+            .expect("non-null address");
         CompletionFlagRef {
             host,
-            dev: address,
+            dev: Addr::new(address),
+            owner: None,
             _flag: PhantomData,
         }
     }
@@ -417,14 +435,11 @@ impl CompletionFlagRef<'_> {
         self.slot().store(0, Ordering::Relaxed)
     }
 
-    /// The device-visible address of the slot.
+    /// The device-visible address of the slot, for display and raw driver calls (see
+    /// [`CompletionFlag::device_ptr`]).
     #[inline]
     pub fn device_ptr(&self) -> u64 {
-        self.dev
-    }
-
-    pub(crate) fn device_ptr_ref(&self) -> &u64 {
-        &self.dev
+        self.dev.shown()
     }
 
     /// As [`CompletionFlag::wait`].
@@ -434,6 +449,44 @@ impl CompletionFlagRef<'_> {
     /// As [`CompletionFlag::wait`].
     pub fn wait(&self, cond: WaitCondition, value: u64, timeout: Duration) -> Result<u64> {
         wait_host(|| self.load(), cond, value, timeout)
+    }
+}
+
+impl Resource for CompletionFlagRef<'_> {
+    fn what(&self) -> &'static str {
+        "the completion flag"
+    }
+
+    fn placement(&self) -> Placement<'_> {
+        // Pinned, portable and mapped: every device of the process reaches it.
+        Placement::Host
+    }
+
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.dev)
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        // A reference built from an address has no owner: its creator promised the lifetime.
+        self.owner.map(|o| Box::new(o.clone()) as Keep)
+    }
+}
+
+impl Resource for CompletionFlag {
+    fn what(&self) -> &'static str {
+        "the completion flag"
+    }
+
+    fn placement(&self) -> Placement<'_> {
+        Placement::Host
+    }
+
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.inner.slot.dev)
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        Some(Box::new(self.inner.clone()))
     }
 }
 

@@ -12,11 +12,10 @@
 //! when the closure panicked, so the waiters it owes are never stranded.
 
 use crate::flag::FlagInner;
-use crate::raw::HostFuncScope;
+use crate::guard::{self, HostFuncScope};
 use crossbeam_queue::ArrayQueue;
 use std::ffi::c_void;
 use std::mem::{ManuallyDrop, MaybeUninit};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,7 +32,8 @@ pub(crate) struct SmallFn {
     drop_in_place: unsafe fn(*mut u8),
 }
 
-// SAFETY: a SmallFn is only ever built from an `F: Send` (or a Box of one).
+// SAFETY: a SmallFn is only ever built from an `F: Send` (or a Box of one), and it is the sole
+// owner of that closure; moving it moves the closure.
 unsafe impl Send for SmallFn {}
 
 unsafe fn call_inline<F: FnOnce()>(p: *mut u8) {
@@ -152,15 +152,14 @@ impl Job {
         }
     }
 
-    /// Runs the closure once, catching a panic; then, for a trampoline job, signals the flag.
+    /// Runs the closure once, containing a panic (and a panicking panic payload); then, for a
+    /// trampoline job, signals the flag.
     fn run(&mut self) {
         if let Some(f) = self.f.take()
-            && let Err(payload) = catch_unwind(AssertUnwindSafe(|| f.call()))
+            && let Err(msg) = guard::contain(|| f.call())
+            && let Some(s) = &self.sink
         {
-            let msg = panic_message(payload.as_ref());
-            if let Some(s) = &self.sink {
-                s.report(msg);
-            }
+            s.report(msg);
         }
         // The flag is signalled whether or not the closure panicked: the waiters it owes must go on.
         if let Some(flag) = &self.flag {
@@ -185,22 +184,17 @@ impl Job {
         self.recycle();
     }
 
-    /// Returns the job to the pool (dropping what it held: the flag handle may be the last one).
+    /// Returns the job to the pool (dropping what it held: the flag handle may be the last one;
+    /// an unrun closure's captures drop under [`guard::contain`]).
     pub(crate) fn recycle(mut self: Box<Self>) {
-        self.f = None;
+        if let Some(f) = self.f.take()
+            && let Err(msg) = guard::contain(|| drop(f))
+        {
+            tracing::debug!(%msg, "dropping an unrun host closure panicked");
+        }
         self.sink = None;
         self.flag = None;
         let _ = job_pool().push(self);
-    }
-}
-
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
 
@@ -211,8 +205,8 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 pub(crate) unsafe extern "C" fn host_func_entry(data: *mut c_void) {
     // SAFETY: per the contract above, this reclaims the box exactly once.
     let mut job = unsafe { Box::from_raw(data.cast::<Job>()) };
-    // Nothing may unwind out of an extern "C" callback: `run` catches the closure's panic and the
-    // rest cannot panic. Driver calls are refused while the user's code runs here.
+    // Nothing may unwind out of an extern "C" callback: `run` and `recycle` contain the user's
+    // panics (and panicking payloads). Driver calls are refused while the user's code runs here.
     let scope = HostFuncScope::enter();
     job.run();
     job.recycle();
@@ -333,7 +327,7 @@ mod tests {
             matches!(
                 r,
                 Err(crate::Error::CalledFromHostFunc {
-                    call: "cuDeviceGetCount"
+                    op: "cuDeviceGetCount"
                 })
             ),
             "{r:?}"

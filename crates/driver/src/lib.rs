@@ -114,11 +114,14 @@ mod error;
 mod event;
 mod flag;
 mod future;
+#[doc(hidden)]
+pub mod guard;
 mod host_func;
 mod memory;
 mod module;
 mod raw;
 mod reclaim;
+mod resource;
 mod stream;
 mod trampoline;
 mod waiter;
@@ -130,12 +133,15 @@ pub use error::{DriverError, Error, Result};
 pub use event::DeviceEvent;
 pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
 pub use future::{EventWait, FlagWait, StreamSync};
+pub use guard::{driver_held, in_host_function};
 pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes};
 pub use module::{
     DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
-    Module,
+    Module, ResourceParam,
 };
-pub use reclaim::{defer_drop, in_host_function, pending_releases, wait_for_releases};
+pub use reclaim::{defer_drop, pending_releases, wait_for_releases};
+#[doc(hidden)]
+pub use resource::NodeUses;
 pub use stream::{DeviceStream, FlagSource, GateStrategy};
 pub use trampoline::{
     GRACE as TRAMPOLINE_GRACE, GpuKickoff, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,

@@ -1,17 +1,19 @@
 //! [`DeviceBuffer`] (device memory, stream-ordered) and [`HostBuffer`] (pinned host memory).
 
-use crate::device::Device;
+use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::event::RawEvent;
-use crate::raw::{self, CUdeviceptr};
+use crate::guard;
+use crate::raw::{self, CUdeviceptr, CaptureState};
 use crate::reclaim::{self, Garbage, HostPtr};
-use crate::stream::{DeviceStream, StreamInner};
+use crate::resource::{Access, Addr, Keep, Placement, Resource, UnderCapture};
+use crate::stream::{DeviceStream, StreamHandle, StreamInner};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Bytes of pinned host memory the crate holds (buffers and flag slabs), for leak checks.
 pub(crate) static PINNED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -22,15 +24,59 @@ pub fn pinned_bytes() -> usize {
     PINNED_BYTES.load(Ordering::Acquire)
 }
 
+fn byte_len<T>(len: usize) -> Result<usize> {
+    len.checked_mul(size_of::<T>())
+        .ok_or_else(|| Error::InvalidArgument(format!("{len} elements overflow")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device memory
+
+/// One stream-ordered device allocation. Shared by its buffer and by graphs that use it; freed
+/// when the last owner drops.
+pub(crate) struct DevAlloc {
+    addr: Addr,
+    home: Arc<StreamHandle>,
+    /// Set once work on another stream than `home` used the memory.
+    foreign: AtomicBool,
+}
+
+impl Drop for DevAlloc {
+    fn drop(&mut self) {
+        let ptr = self.addr.released();
+        if ptr == 0 {
+            return;
+        }
+        if !guard::must_defer()
+            && (!self.foreign.load(Ordering::Acquire) || reclaim::only_live_stream_is(&self.home))
+            // SAFETY: the home stream is live (held by `home`).
+            && matches!(unsafe { raw::stream_capture_state(self.home.raw) }, Ok(CaptureState::None))
+        {
+            // Every use was enqueued on the home stream, so a free ordered after it is safe. Had a
+            // capture begun on the home stream since the check above, the driver would refuse to
+            // record this free (it is not a graph allocation) and it is deferred below.
+            // SAFETY: `ptr` came from cuMemAllocAsync and is freed once.
+            match unsafe { raw::mem_free_async(ptr, self.home.raw) } {
+                Ok(()) => return,
+                Err(err) => tracing::debug!(%err, "stream-ordered free failed; deferring"),
+            }
+        }
+        reclaim::defer(Garbage::DevicePtr {
+            device: self.home.device.inner.clone(),
+            ptr,
+        });
+    }
+}
+
 /// `len` elements of `T` in device memory, allocated stream-ordered on a stream (its *home*).
 ///
 /// Created by [`DeviceStream::alloc`], [`DeviceStream::alloc_zeroed`] or
-/// [`DeviceStream::clone_htod`]. Dropping it never blocks: the memory is freed with
-/// `cuMemFreeAsync` in its home stream's order when only that stream used it (the common case,
-/// as cheap as the raw call), or once every stream is past its last use otherwise, so no kernel
-/// or copy can see freed memory. Uses are tracked through this crate's copies and through
-/// [`LaunchArgs::arg`](crate::LaunchArgs::arg); an address passed to a kernel as a plain integer
-/// ([`device_ptr`](Self::device_ptr)) is not tracked.
+/// [`DeviceStream::clone_htod`]. Dropping it never blocks and never frees memory that enqueued
+/// work may still touch: the memory is freed with `cuMemFreeAsync` in its home stream's order when
+/// only that stream used it (the common case, as cheap as the raw call), or once every stream is
+/// past its last use otherwise. Every use through this crate (copies, memsets, launches, graph
+/// nodes, NCCL) is recorded; work you enqueue yourself with the raw address must record its use
+/// with [`record_use`](Self::record_use), which also returns the address.
 ///
 /// ```no_run
 /// use ferrocuda_driver::Device;
@@ -43,31 +89,37 @@ pub fn pinned_bytes() -> usize {
 /// # Ok(()) }
 /// ```
 pub struct DeviceBuffer<T: Pod> {
-    pub(crate) ptr: CUdeviceptr,
+    mem: Arc<DevAlloc>,
     len: usize,
-    home: Arc<StreamInner>,
-    /// Set once work on another stream than `home` used the buffer (through this crate's API).
-    foreign: AtomicBool,
     _t: PhantomData<T>,
 }
 
 impl<T: Pod> DeviceBuffer<T> {
     pub(crate) fn alloc(stream: &DeviceStream, len: usize) -> Result<Self> {
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .ok_or_else(|| Error::InvalidArgument(format!("{len} elements overflow")))?;
+        let bytes = byte_len::<T>(len)?;
+        let op = stream.inner.begin(
+            "DeviceStream::alloc",
+            UnderCapture::Refuse(
+                "memory allocated under capture belongs to the graph's launches, not to a buffer: \
+                 allocate before the capture begins",
+            ),
+        )?;
         let ptr = if bytes == 0 {
             0
         } else {
-            stream.inner.device.inner.bind()?;
-            // SAFETY: the stream is live and its context current.
-            unsafe { raw::mem_alloc_async(bytes, stream.inner.raw) }?
+            stream.inner.bind()?;
+            op.enqueue(|s| {
+                // SAFETY: the stream is live and its context current.
+                unsafe { raw::mem_alloc_async(bytes, s) }
+            })?
         };
         Ok(DeviceBuffer {
-            ptr,
+            mem: Arc::new(DevAlloc {
+                addr: Addr::new(ptr),
+                home: stream.inner.clone(),
+                foreign: AtomicBool::new(false),
+            }),
             len,
-            home: stream.inner.clone(),
-            foreign: AtomicBool::new(false),
             _t: PhantomData,
         })
     }
@@ -87,76 +139,204 @@ impl<T: Pod> DeviceBuffer<T> {
         self.len * size_of::<T>()
     }
 
-    /// The device address of the first element (0 for an empty buffer).
+    /// The device address of the first element (0 for an empty buffer), for display and raw
+    /// driver calls. Work you enqueue with it yourself is not tracked: use
+    /// [`record_use`](Self::record_use), which returns the same address and records the use.
     pub fn device_ptr(&self) -> CUdeviceptr {
-        self.ptr
+        self.mem.addr.shown()
     }
 
     /// The device the memory is on.
     pub fn device(&self) -> &Device {
-        &self.home.device
+        &self.mem.home.device
     }
 
     /// The stream it was allocated on.
     pub fn home_stream(&self) -> DeviceStream {
         DeviceStream {
-            inner: self.home.clone(),
+            inner: self.mem.home.clone(),
         }
     }
 
-    /// Records that work enqueued on `stream` up to now uses the buffer through a library this
-    /// crate does not wrap (NCCL, cuBLAS, a raw launch with [`device_ptr`](Self::device_ptr)):
-    /// when that stream is not the home stream, the drop then frees only after a fence past every
-    /// stream's work, instead of in the home stream's order.
-    pub fn record_use(&self, stream: &DeviceStream) {
-        self.note_use(&stream.inner);
+    /// Records that work you enqueue on `stream` yourself from now on (a raw launch, cuBLAS,
+    /// NCCL...) uses the buffer, and returns its device address for that work: the buffer's memory
+    /// is then freed only after `stream` is past that work. If `stream` captures a graph, the graph
+    /// takes ownership of the memory instead (it stays allocated while the graph or an executable
+    /// of it exists).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeviceMismatch`] for a stream of another device; [`Error::Driver`] if the driver
+    /// cannot say whether the stream captures.
+    pub fn record_use(&self, stream: &DeviceStream) -> Result<CUdeviceptr> {
+        let mut op = stream
+            .inner
+            .begin("DeviceBuffer::record_use", UnderCapture::Record)?;
+        let a = op.address(self, Access::Write)?;
+        op.enqueue(|_| Ok(()))?;
+        Ok(a)
+    }
+}
+
+impl<T: Pod> Resource for DeviceBuffer<T> {
+    fn what(&self) -> &'static str {
+        "the device buffer"
     }
 
-    pub(crate) fn home_and_marker(&self) -> (&Arc<StreamInner>, &AtomicBool) {
-        (&self.home, &self.foreign)
+    fn placement(&self) -> Placement<'_> {
+        Placement::Device(&self.mem.home.device)
     }
 
-    /// Records that work on `stream` uses the buffer: a use off the home stream makes the drop
-    /// fence every stream instead of freeing in the home stream's order.
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.mem.addr)
+    }
+
     #[inline]
-    pub(crate) fn note_use(&self, stream: &StreamInner) {
-        mark_foreign(&self.home, &self.foreign, stream);
-    }
-}
-
-#[inline]
-pub(crate) fn mark_foreign(home: &Arc<StreamInner>, foreign: &AtomicBool, stream: &StreamInner) {
-    if !std::ptr::eq(Arc::as_ptr(home), stream) && !foreign.load(Ordering::Relaxed) {
-        foreign.store(true, Ordering::Release);
-    }
-}
-
-impl<T: Pod> Drop for DeviceBuffer<T> {
-    fn drop(&mut self) {
-        if self.ptr == 0 {
-            return;
+    fn record_use(&self, stream: &Arc<StreamInner>, _access: Access) -> Result<()> {
+        if stream.id != self.mem.home.id && !self.mem.foreign.load(Ordering::Relaxed) {
+            self.mem.foreign.store(true, Ordering::Release);
         }
-        let (ptr, device) = (self.ptr, self.home.device.inner.clone());
-        if !raw::in_host_func()
-            && (!self.foreign.load(Ordering::Acquire) || reclaim::only_live_stream_is(&self.home))
-        {
-            // Every use was enqueued on the home stream, so a free ordered after it is safe.
-            // SAFETY: `ptr` came from cuMemAllocAsync and is freed once.
-            match unsafe { raw::mem_free_async(ptr, self.home.raw) } {
-                Ok(()) => return,
-                Err(err) => tracing::debug!(%err, "stream-ordered free failed; deferring"),
-            }
-        }
-        reclaim::defer(Garbage::DevicePtr { device, ptr });
+        Ok(())
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        Some(Box::new(self.mem.clone()))
     }
 }
 
 impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceBuffer")
-            .field("ptr", &format_args!("{:#x}", self.ptr))
+            .field("ptr", &format_args!("{:#x}", self.mem.addr.shown()))
             .field("len", &self.len)
             .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinned host memory
+
+/// One pinned, portable, device-mapped host allocation. Shared by its buffer and by graphs and
+/// copies that use it; released (always by the reclaimer, after a fence: `cuMemFreeHost` blocks
+/// behind a waiting stream) when the last owner drops.
+pub(crate) struct HostAlloc {
+    /// The address copies and kernels use (host and device addresses agree: unified addressing).
+    addr: Addr,
+    /// The same memory, for host access.
+    host: NonNull<u8>,
+    bytes: usize,
+    device: Arc<DeviceInner>,
+}
+
+// SAFETY: pinned host memory belongs to the process, not to a thread; the driver lets any thread
+// copy from or to it and free it. `HostAlloc` itself only frees it (once, in `Drop`); host access
+// goes through the owning `HostBuffer`, whose `T` decides whether that may cross threads.
+unsafe impl Send for HostAlloc {}
+// SAFETY: as above; `&HostAlloc` gives nothing but the addresses.
+unsafe impl Sync for HostAlloc {}
+
+impl HostAlloc {
+    /// `bytes` zeroed bytes (at least one) of pinned memory, under `device`'s context.
+    pub(crate) fn new(device: &Device, bytes: usize) -> Result<Arc<HostAlloc>> {
+        device.inner.bind_checked()?;
+        let flags =
+            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
+        let bytes = bytes.max(1);
+        // SAFETY: the device's context is current.
+        let p = unsafe { raw::mem_host_alloc(bytes, flags) }?;
+        PINNED_BYTES.fetch_add(bytes, Ordering::AcqRel);
+        // SAFETY: the allocation holds `bytes` writable bytes.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        Ok(Arc::new(HostAlloc {
+            addr: Addr::new(p as u64),
+            // SAFETY: the driver returned a non-null pointer on success.
+            host: unsafe { NonNull::new_unchecked(p.cast()) },
+            bytes,
+            device: device.inner.clone(),
+        }))
+    }
+
+    /// The host pointer, for host-side reads and writes by the owner.
+    pub(crate) fn host_ptr(&self) -> *mut u8 {
+        self.host.as_ptr()
+    }
+}
+
+impl Drop for HostAlloc {
+    fn drop(&mut self) {
+        // cuMemFreeHost blocks while any stream waits on a host value: always deferred, and
+        // fenced, so no copy still queued can touch freed memory.
+        reclaim::defer(Garbage::HostAlloc {
+            device: self.device.clone(),
+            ptr: HostPtr(self.host.as_ptr().cast()),
+            bytes: self.bytes,
+        });
+    }
+}
+
+/// A pinned allocation used as the source or destination of one copy.
+pub(crate) struct Staging(pub(crate) Arc<HostAlloc>);
+
+impl Resource for Staging {
+    fn what(&self) -> &'static str {
+        "the staging buffer"
+    }
+    fn placement(&self) -> Placement<'_> {
+        Placement::Host
+    }
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.0.addr)
+    }
+    fn keep(&self) -> Option<Keep> {
+        Some(Box::new(self.0.clone()))
+    }
+}
+
+/// Copies enqueued on one stream that involve a host buffer.
+struct PendingCopy {
+    /// The stream's identity (never reused) and the stream (kept for the fallback wait).
+    stream: Arc<StreamInner>,
+    /// Recorded after the stream's latest copy of the buffer.
+    event: Arc<RawEvent>,
+    /// Whether any of those copies writes the host memory (device to host).
+    writes: bool,
+    /// Copies noted whose event record has not happened yet.
+    unrecorded: u32,
+    /// An event record failed after a copy was enqueued: waits fall back to the whole stream.
+    failed: bool,
+    /// Bumped by every note, so a waiter clears only what it waited for.
+    generation: u64,
+}
+
+/// What a waiter waits on for one entry, and the entry's generation at the time.
+struct WaitFor {
+    id: u64,
+    generation: u64,
+    on: Waitable,
+}
+
+enum Waitable {
+    Event(Arc<RawEvent>),
+    Stream(Arc<StreamInner>),
+}
+
+impl Waitable {
+    fn is_done(&self) -> Result<bool> {
+        match self {
+            // SAFETY: the event is live (owned by the Arc).
+            Waitable::Event(e) => unsafe { raw::event_query(e.0) },
+            // SAFETY: the stream is live (owned by the Arc).
+            Waitable::Stream(s) => unsafe { raw::stream_query(s.raw) },
+        }
+    }
+
+    fn block(&self) -> Result<()> {
+        match self {
+            // SAFETY: the event is live.
+            Waitable::Event(e) => unsafe { raw::event_synchronize(e.0) },
+            // SAFETY: the stream is live.
+            Waitable::Stream(s) => unsafe { raw::stream_synchronize(s.raw) },
+        }
     }
 }
 
@@ -164,9 +344,15 @@ impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
 ///
 /// The fast path for host↔device copies ([`DeviceStream::copy_htod_async`],
 /// [`DeviceStream::copy_dtoh_async`]). Host access goes through [`as_slice`](Self::as_slice) and
-/// [`as_mut_slice`](Self::as_mut_slice), which first wait for the copies enqueued on it, so the
-/// host never reads memory a DMA engine is writing. Dropping it never blocks: the memory is freed
-/// by the crate's reclaimer once the GPU is past every copy.
+/// [`as_mut_slice`](Self::as_mut_slice), which first wait for the copies enqueued on it that could
+/// conflict (copies into it for `as_slice`, every copy for `as_mut_slice`), so the host never reads
+/// memory a DMA engine is writing; [`is_ready`](Self::is_ready) and
+/// [`try_as_slice`](Self::try_as_slice) never block, [`synchronize_timeout`](Self::synchronize_timeout)
+/// bounds the wait. No lock is held while waiting, so other threads keep enqueueing copies from
+/// the buffer meanwhile. Dropping it never blocks: the memory is freed by the crate's reclaimer
+/// once the GPU is past every copy.
+///
+/// `HostBuffer<T>` is `Send` when `T` is, and `Sync` when `T` is.
 ///
 /// ```no_run
 /// use ferrocuda_driver::{Device, HostBuffer};
@@ -182,17 +368,14 @@ impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
 /// # Ok(()) }
 /// ```
 pub struct HostBuffer<T: Pod> {
-    ptr: NonNull<T>,
+    mem: Arc<HostAlloc>,
     len: usize,
     device: Device,
-    /// One event per stream that has copies involving this buffer, recorded after the last one.
-    pending: Mutex<Vec<(usize, RawEvent)>>,
+    /// One entry per stream that has copies involving this buffer, keyed by the stream's id.
+    /// Locked only for bookkeeping, never across a wait.
+    pending: Mutex<Vec<PendingCopy>>,
+    _t: PhantomData<T>,
 }
-
-// SAFETY: the buffer owns its pinned memory; T: Pod is Send + Sync; the event list is behind a mutex.
-unsafe impl<T: Pod> Send for HostBuffer<T> {}
-// SAFETY: shared access only reads the memory (after waiting for DMA) or locks `pending`.
-unsafe impl<T: Pod> Sync for HostBuffer<T> {}
 
 impl<T: Pod> HostBuffer<T> {
     /// `len` zeroed elements of pinned memory.
@@ -201,23 +384,14 @@ impl<T: Pod> HostBuffer<T> {
     ///
     /// [`Error::Driver`] if pinned memory cannot be allocated.
     pub fn new(device: &Device, len: usize) -> Result<Self> {
-        let bytes = len
-            .checked_mul(size_of::<T>())
-            .ok_or_else(|| Error::InvalidArgument(format!("{len} elements overflow")))?;
-        device.inner.bind_checked()?;
-        let flags =
-            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
-        // SAFETY: the device's context is current. A zero-byte request still gets a real block.
-        let p = unsafe { raw::mem_host_alloc(bytes.max(1), flags) }?;
-        PINNED_BYTES.fetch_add(bytes.max(1), Ordering::AcqRel);
-        // SAFETY: the allocation holds `bytes` writable bytes; zero bytes are a valid T (Pod).
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        let _op = guard::enter("HostBuffer::new")?;
+        let mem = HostAlloc::new(device, byte_len::<T>(len)?)?;
         Ok(HostBuffer {
-            // SAFETY: the driver returned a non-null pointer on success.
-            ptr: unsafe { NonNull::new_unchecked(p.cast()) },
+            mem,
             len,
             device: device.clone(),
             pending: Mutex::new(Vec::new()),
+            _t: PhantomData,
         })
     }
 
@@ -242,102 +416,245 @@ impl<T: Pod> HostBuffer<T> {
         self.len == 0
     }
 
-    /// The address the GPU can use for this memory (zero-copy access from kernels).
+    /// The device the memory was allocated under (every device can use it).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The address the GPU can use for this memory (zero-copy access from kernels), for display
+    /// and raw driver calls: work you enqueue with it yourself is not tracked.
     pub fn device_ptr(&self) -> CUdeviceptr {
-        self.ptr.as_ptr() as CUdeviceptr
+        self.mem.addr.shown()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<PendingCopy>> {
+        // Each critical section is a push, a field update or a retain: a panic inside cannot
+        // leave the list inconsistent, so a poisoned lock is used as is.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What to wait on (copies that write the host memory only, or all), without holding the lock
+    /// afterwards.
+    fn snapshot(&self, writes_only: bool) -> Vec<WaitFor> {
+        self.lock()
+            .iter()
+            .filter(|p| p.writes || !writes_only)
+            .map(|p| WaitFor {
+                id: p.stream.id,
+                generation: p.generation,
+                on: if p.unrecorded == 0 && !p.failed {
+                    Waitable::Event(p.event.clone())
+                } else {
+                    Waitable::Stream(p.stream.clone())
+                },
+            })
+            .collect()
+    }
+
+    /// Forgets the entries a waiter saw complete, unless a copy was noted on them since.
+    fn clear(&self, done: &[WaitFor]) {
+        self.lock().retain(|p| {
+            !done
+                .iter()
+                .any(|w| w.id == p.stream.id && w.generation == p.generation)
+        });
+    }
+
+    /// Waits for the copies `writes_only` selects, up to `limit`.
+    fn wait(&self, op: &'static str, writes_only: bool, limit: Option<Duration>) -> Result<()> {
+        let _op = guard::enter(op)?;
+        let waits = self.snapshot(writes_only);
+        if waits.is_empty() {
+            return Ok(());
+        }
+        match limit {
+            None => {
+                for w in &waits {
+                    w.on.block()?;
+                }
+            }
+            Some(limit) => {
+                let start = Instant::now();
+                for w in &waits {
+                    let left = limit.saturating_sub(start.elapsed());
+                    crate::event::poll_until(op, left, || w.on.is_done()).map_err(|e| match e {
+                        Error::Timeout { what, .. } => Error::Timeout {
+                            what,
+                            timeout: limit,
+                        },
+                        e => e,
+                    })?;
+                }
+            }
+        }
+        self.clear(&waits);
+        Ok(())
+    }
+
+    fn ready(&self, op: &'static str, writes_only: bool) -> Result<bool> {
+        let _op = guard::enter(op)?;
+        let waits = self.snapshot(writes_only);
+        for w in &waits {
+            if !w.on.is_done()? {
+                return Ok(false);
+            }
+        }
+        self.clear(&waits);
+        Ok(true)
     }
 
     /// Waits until every copy enqueued on this buffer has run (as long as it takes).
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] if a copy failed.
+    /// [`Error::Driver`] if a copy failed; [`Error::CalledFromHostFunc`] inside a host function.
     pub fn synchronize(&self) -> Result<()> {
-        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, e) in p.iter() {
-            // SAFETY: the event is live.
-            unsafe { raw::event_synchronize(e.0) }?;
-        }
-        p.clear();
-        Ok(())
+        self.wait("HostBuffer::synchronize", false, None)
     }
 
-    /// Like [`synchronize`](Self::synchronize) but gives up after `timeout`.
+    /// Like [`synchronize`](Self::synchronize) but gives up after `timeout`, also while other
+    /// threads wait on the same buffer.
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when a copy has not run in time.
+    /// [`Error::Timeout`] when a copy has not run in time; as `synchronize`.
     pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
-        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        crate::event::poll_until("HostBuffer::synchronize_timeout", timeout, || {
-            p.iter().try_fold(true, |all, (_, e)| {
-                // SAFETY: the events are live (owned by `p`).
-                let done = unsafe { raw::event_query(e.0) }?;
-                Ok(all && done)
-            })
-        })?;
-        p.clear();
-        Ok(())
+        self.wait("HostBuffer::synchronize_timeout", false, Some(timeout))
     }
 
-    /// The elements, after waiting for the copies enqueued on the buffer.
+    /// Whether every copy enqueued on this buffer has run (never blocks).
+    ///
+    /// # Errors
+    ///
+    /// As [`synchronize`](Self::synchronize).
+    pub fn is_ready(&self) -> Result<bool> {
+        self.ready("HostBuffer::is_ready", false)
+    }
+
+    /// The elements, after waiting for the copies enqueued into the buffer (device to host).
     ///
     /// # Errors
     ///
     /// As [`synchronize`](Self::synchronize).
     pub fn as_slice(&self) -> Result<&[T]> {
-        self.synchronize()?;
-        // SAFETY: no copy is pending, so nothing writes the memory while the borrow lives (new
-        // copies into it need `&mut self`).
-        Ok(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) })
+        self.wait("HostBuffer::as_slice", true, None)?;
+        // SAFETY: no copy into the buffer is pending, and none can be enqueued while the borrow
+        // lives (copies into it need `&mut self`); copies out of it only read. The memory holds
+        // `len` initialised `T` (zeroed at allocation; `T: Pod` makes any bytes valid).
+        Ok(unsafe { std::slice::from_raw_parts(self.mem.host_ptr().cast(), self.len) })
     }
 
-    /// The elements, mutably, after waiting for the copies enqueued on the buffer.
+    /// The elements, if no copy into the buffer is pending (never blocks): `Ok(None)` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// As [`synchronize`](Self::synchronize).
+    pub fn try_as_slice(&self) -> Result<Option<&[T]>> {
+        if !self.ready("HostBuffer::try_as_slice", true)? {
+            return Ok(None);
+        }
+        // SAFETY: as in `as_slice`.
+        Ok(Some(unsafe {
+            std::slice::from_raw_parts(self.mem.host_ptr().cast(), self.len)
+        }))
+    }
+
+    /// The elements, mutably, after waiting for every copy enqueued on the buffer.
     ///
     /// # Errors
     ///
     /// As [`synchronize`](Self::synchronize).
     pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        self.synchronize()?;
-        // SAFETY: as in `as_slice`, and `&mut self` excludes every other access.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
+        self.wait("HostBuffer::as_mut_slice", false, None)?;
+        // SAFETY: as in `as_slice`, and `&mut self` excludes every other access and every new copy.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.mem.host_ptr().cast(), self.len) })
     }
 
-    pub(crate) fn raw_ptr(&self) -> *mut T {
-        self.ptr.as_ptr()
-    }
-
-    /// Records that `stream` has a copy involving this buffer enqueued up to now.
-    pub(crate) fn note_copy(&self, stream: &DeviceStream) -> Result<()> {
-        let key = Arc::as_ptr(&stream.inner) as usize;
-        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let idx = match p.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                p.push((key, RawEvent::new_untimed(&stream.inner.device)?));
-                p.len() - 1
-            }
-        };
-        // SAFETY: the event and the stream are live and of the same context.
-        unsafe { raw::event_record(p[idx].1.0, stream.inner.raw) }
+    /// The elements, mutably, if no copy of the buffer is pending (never blocks): `Ok(None)`
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// As [`synchronize`](Self::synchronize).
+    pub fn try_as_mut_slice(&mut self) -> Result<Option<&mut [T]>> {
+        if !self.ready("HostBuffer::try_as_mut_slice", false)? {
+            return Ok(None);
+        }
+        // SAFETY: as in `as_mut_slice`.
+        Ok(Some(unsafe {
+            std::slice::from_raw_parts_mut(self.mem.host_ptr().cast(), self.len)
+        }))
     }
 }
 
-impl<T: Pod> Drop for HostBuffer<T> {
-    fn drop(&mut self) {
-        // cuMemFreeHost blocks while any stream waits on a host value: always deferred.
-        reclaim::defer(Garbage::HostAlloc {
-            device: self.device.inner.clone(),
-            ptr: HostPtr(self.ptr.as_ptr().cast()),
-            bytes: (self.len * size_of::<T>()).max(1),
-        });
+impl<T: Pod> Resource for HostBuffer<T> {
+    fn what(&self) -> &'static str {
+        "the host buffer"
+    }
+
+    fn placement(&self) -> Placement<'_> {
+        Placement::Host
+    }
+
+    fn addr(&self) -> Option<&Addr> {
+        Some(&self.mem.addr)
+    }
+
+    /// Notes the copy before it is enqueued: whatever happens next, host access waits for it
+    /// (on the event recorded after it, or on the whole stream if that record fails).
+    fn record_use(&self, stream: &Arc<StreamInner>, access: Access) -> Result<()> {
+        let mut p = self.lock();
+        let i = match p.iter().position(|e| e.stream.id == stream.id) {
+            Some(i) => i,
+            None => {
+                p.push(PendingCopy {
+                    stream: stream.clone(),
+                    event: Arc::new(RawEvent::new_untimed(&stream.device)?),
+                    writes: false,
+                    unrecorded: 0,
+                    failed: false,
+                    generation: 0,
+                });
+                p.len() - 1
+            }
+        };
+        let e = &mut p[i];
+        e.writes |= access == Access::Write;
+        e.unrecorded += 1;
+        e.generation += 1;
+        Ok(())
+    }
+
+    fn needs_enqueued(&self) -> bool {
+        true
+    }
+
+    fn enqueued(&self, stream: &Arc<StreamInner>) {
+        let event = self
+            .lock()
+            .iter()
+            .find(|e| e.stream.id == stream.id)
+            .map(|e| e.event.clone());
+        // SAFETY: event and stream are live and of one context.
+        let recorded = event.map(|e| unsafe { raw::event_record(e.0, stream.raw) });
+        let mut p = self.lock();
+        if let Some(e) = p.iter_mut().find(|e| e.stream.id == stream.id) {
+            e.unrecorded = e.unrecorded.saturating_sub(1);
+            if !matches!(recorded, Some(Ok(()))) {
+                e.failed = true;
+            }
+        }
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        Some(Box::new(self.mem.clone()))
     }
 }
 
 impl<T: Pod> std::fmt::Debug for HostBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostBuffer")
-            .field("ptr", &self.ptr)
+            .field("ptr", &format_args!("{:#x}", self.mem.addr.shown()))
             .field("len", &self.len)
             .finish()
     }

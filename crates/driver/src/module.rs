@@ -1,22 +1,28 @@
 //! [`Module`]s of GPU code, their [`Function`]s, and how to launch them.
 
 use crate::device::{Device, DeviceInner};
+use crate::device_flag::DeviceFlag;
 use crate::error::{Error, Result};
-use crate::flag::CompletionFlagRef;
+use crate::flag::{CompletionFlag, CompletionFlagRef};
+use crate::guard;
 use crate::memory::DeviceBuffer;
 use crate::raw::{self, CUfunction, CUmodule};
 use crate::reclaim::{self, Garbage, ModulePtr};
+use crate::resource::{Addr, Keep, Placement, Resource};
 use bytemuck::Pod;
 use ferrocuda_sys::CUfunction_attribute;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 /// How long [`Module::from_cubin`] and [`Module::from_ptx`] wait for the driver by default.
-pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+///
+/// A load normally takes milliseconds (a cubin) to a second (a large PTX to JIT-compile); it
+/// takes longer only when it waits behind a stream that waits on a host value, which is a bug of
+/// the program (load modules before enqueueing waits), reported after this long.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A loaded module: a cubin, fatbin or PTX image in one device's context.
 ///
@@ -26,6 +32,13 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// on the device, loading blocks until it passes; the crate loads on a thread of its own and gives
 /// up after a timeout (an [`Error::Timeout`] instead of a hang), and a load that completes after the
 /// caller gave up is unloaded again.
+///
+/// Until such an abandoned load has returned from the driver, the driver holds back other calls
+/// (on an H200, `cuMemHostAlloc` on another thread blocked until the wait passed). So meanwhile
+/// every operation of the crate that would call the driver returns [`Error::DriverHeld`] at once
+/// instead of blocking — the thread that is to signal the awaited value can still signal it
+/// ([`CompletionFlag::signal`] makes no driver call) — and drops hand their releases to the
+/// crate's reclaimer. [`driver_held`](crate::driver_held) says when the load has returned.
 ///
 /// Dropping a module never blocks: it is unloaded by the crate's reclaimer once no launch of its
 /// functions is pending and no [`Function`] of it remains.
@@ -85,7 +98,17 @@ struct LoadJob {
     device: Arc<DeviceInner>,
     image: Vec<u8>,
     reply: mpsc::Sender<Result<LoadedParts>>,
+    state: Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// A load job's state, shared by its caller and the loader thread.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+/// The caller gave up before the loader started: skip it.
+const CANCELLED: u8 = 3;
+/// The caller gave up while the loader was inside the driver: the driver is held (see `guard`).
+const ABANDONED: u8 = 4;
 
 struct LoadedParts {
     raw: ModulePtr,
@@ -93,10 +116,12 @@ struct LoadedParts {
 }
 
 struct FnPtr(CUfunction);
-// SAFETY: function handles may be used from any thread.
+// SAFETY: a CUfunction handle may be used from any thread (the driver API is thread-safe); this
+// only moves it from the loader thread to the caller.
 unsafe impl Send for FnPtr {}
 
 fn loader() -> &'static mpsc::Sender<LoadJob> {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire};
     static L: OnceLock<mpsc::Sender<LoadJob>> = OnceLock::new();
     L.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<LoadJob>();
@@ -104,7 +129,17 @@ fn loader() -> &'static mpsc::Sender<LoadJob> {
             .name("ferrocuda-loader".into())
             .spawn(move || {
                 for job in rx {
+                    if job
+                        .state
+                        .compare_exchange(QUEUED, RUNNING, AcqRel, Acquire)
+                        .is_err()
+                    {
+                        continue; // cancelled while queued
+                    }
                     let result = load_now(&job.device, &job.image);
+                    if job.state.swap(DONE, AcqRel) == ABANDONED {
+                        guard::load_unstuck();
+                    }
                     if let Err(mpsc::SendError(Ok(late))) = job.reply.send(result) {
                         // The caller timed out and left: unload what nobody will use.
                         reclaim::defer(Garbage::Module {
@@ -160,7 +195,12 @@ impl Module {
     /// [`Error::Timeout`] if the driver did not finish in time (a stream of the device waits on a
     /// host value: signal it, or load modules before enqueueing waits).
     pub fn from_cubin(device: &Device, image: &[u8]) -> Result<Module> {
-        Self::load(device, image.to_vec(), DEFAULT_LOAD_TIMEOUT)
+        Self::load(
+            "Module::from_cubin",
+            device,
+            image.to_vec(),
+            DEFAULT_LOAD_TIMEOUT,
+        )
     }
 
     /// Loads PTX source (JIT-compiled by the driver for this device), waiting up to
@@ -187,7 +227,7 @@ impl Module {
         let mut image = Vec::with_capacity(ptx.len() + 1);
         image.extend_from_slice(ptx.as_bytes());
         image.push(0);
-        Self::load(device, image, timeout)
+        Self::load("Module::from_ptx", device, image, timeout)
     }
 
     /// [`from_cubin`](Self::from_cubin) with an explicit time limit.
@@ -196,24 +236,28 @@ impl Module {
     ///
     /// As [`from_cubin`](Self::from_cubin).
     pub fn from_cubin_timeout(device: &Device, image: &[u8], timeout: Duration) -> Result<Module> {
-        Self::load(device, image.to_vec(), timeout)
+        Self::load("Module::from_cubin", device, image.to_vec(), timeout)
     }
 
-    fn load(device: &Device, image: Vec<u8>, timeout: Duration) -> Result<Module> {
-        if raw::in_host_func() {
-            return Err(Error::CalledFromHostFunc {
-                call: "cuModuleLoadData",
-            });
-        }
+    fn load(
+        op: &'static str,
+        device: &Device,
+        image: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Module> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let _op = guard::enter(op)?;
         if image.is_empty() {
             return Err(Error::InvalidArgument("empty module image".into()));
         }
         let (reply, rx) = mpsc::channel();
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(QUEUED));
         loader()
             .send(LoadJob {
                 device: device.inner.clone(),
                 image,
                 reply,
+                state: state.clone(),
             })
             .map_err(|_| {
                 Error::InvalidArgument("the module loader thread could not be started".into())
@@ -221,6 +265,22 @@ impl Module {
         let parts = match rx.recv_timeout(timeout) {
             Ok(r) => r?,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Still queued: the loader will skip it. Still running: the loader is inside the
+                // driver, which then holds back other calls until the load returns (see `guard`).
+                if state
+                    .compare_exchange(QUEUED, CANCELLED, AcqRel, Acquire)
+                    .is_err()
+                    && state
+                        .compare_exchange(RUNNING, ABANDONED, AcqRel, Acquire)
+                        .is_ok()
+                {
+                    guard::load_stuck();
+                }
+                if let Ok(r) = rx.try_recv() {
+                    // It finished just now after all.
+                    let parts = r?;
+                    return Ok(Self::assemble(device, parts));
+                }
                 return Err(Error::Timeout {
                     what: "module load (is a stream waiting on a host value?)",
                     timeout,
@@ -232,14 +292,18 @@ impl Module {
                 ));
             }
         };
+        Ok(Self::assemble(device, parts))
+    }
+
+    fn assemble(device: &Device, parts: LoadedParts) -> Module {
         let functions = parts.functions.into_iter().map(|(n, f)| (n, f.0)).collect();
-        Ok(Module {
+        Module {
             inner: Arc::new(ModuleInner {
                 raw: parts.raw.0,
                 device: device.clone(),
                 functions,
             }),
-        })
+        }
     }
 
     /// The kernel named `name` (its `extern "C"` / `.entry` name).
@@ -299,6 +363,7 @@ impl Function {
     ///
     /// [`Error::Driver`] if the device has less shared memory per block than asked.
     pub fn set_max_dynamic_shared_memory(&self, bytes: u32) -> Result<()> {
+        let _op = guard::enter("Function::set_max_dynamic_shared_memory")?;
         self.module.device.inner.bind()?;
         // SAFETY: the function is live.
         unsafe {
@@ -316,6 +381,7 @@ impl Function {
     ///
     /// [`Error::Driver`] for an attribute the driver does not know.
     pub fn attribute(&self, attr: CUfunction_attribute) -> Result<i32> {
+        let _op = guard::enter("Function::attribute")?;
         // SAFETY: the function is live.
         unsafe { raw::func_get_attribute(self.raw, attr) }
     }
@@ -350,10 +416,12 @@ impl LaunchConfig {
         }
     }
 
-    /// A 1-D launch with enough blocks of `threads` threads to cover `n` elements.
+    /// A 1-D launch with enough blocks of `threads` threads to cover `n` elements. With
+    /// `threads == 0` the grid is empty too, which the launch refuses
+    /// ([`Error::InvalidArgument`]).
     pub const fn for_num_elems(n: u32, threads: u32) -> Self {
         LaunchConfig {
-            grid: (n.div_ceil(threads), 1, 1),
+            grid: (if threads == 0 { 0 } else { n.div_ceil(threads) }, 1, 1),
             block: (threads, 1, 1),
             shared_mem_bytes: 0,
             cluster: None,
@@ -383,30 +451,52 @@ impl LaunchConfig {
     }
 }
 
+impl Resource for Function {
+    fn what(&self) -> &'static str {
+        "the function"
+    }
+
+    fn placement(&self) -> Placement<'_> {
+        Placement::Device(&self.module.device)
+    }
+
+    fn addr(&self) -> Option<&Addr> {
+        None
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        // Keeps the module loaded while a graph has kernel nodes of it.
+        Some(Box::new(self.clone()))
+    }
+}
+
 /// A value that can be passed as a kernel parameter.
+///
+/// Plain values (`T: Pod`) are passed by their bytes. Buffers and flags ([`DeviceBuffer`],
+/// [`CompletionFlag`], [`CompletionFlagRef`], [`DeviceFlag`]) are passed as their device address,
+/// which the launch obtains through the crate's use path: it checks their device, records the use
+/// (so they stay alive until the kernel has run) and, under capture, gives the graph ownership.
 ///
 /// # Safety
 ///
 /// `param_ptr` returns a pointer to the bytes the kernel receives for this parameter, valid while
 /// `self` is borrowed.
 pub unsafe trait KernelParam {
-    /// Pointer to the parameter's bytes.
+    /// Pointer to the parameter's bytes (unused for the crate's buffers and flags, whose address
+    /// comes from the use path).
     fn param_ptr(&self) -> *mut c_void;
 
-    /// For buffers: the home stream and the "used elsewhere" marker (keep-alive bookkeeping).
+    /// For the crate's buffers and flags: the resource behind the parameter (opaque).
     #[doc(hidden)]
-    fn buffer_home(&self) -> Option<BufferUse<'_>> {
+    fn as_resource(&self) -> Option<ResourceParam<'_>> {
         None
     }
 }
 
-/// Keep-alive bookkeeping of a buffer argument (opaque).
+/// A buffer or flag passed as a kernel parameter (opaque; see [`KernelParam`]).
 #[doc(hidden)]
 #[derive(Clone, Copy)]
-pub struct BufferUse<'a> {
-    home: &'a Arc<crate::stream::StreamInner>,
-    marker: &'a AtomicBool,
-}
+pub struct ResourceParam<'a>(pub(crate) &'a dyn Resource);
 
 // SAFETY: a Pod value's bytes are the parameter.
 unsafe impl<T: Pod> KernelParam for T {
@@ -415,25 +505,38 @@ unsafe impl<T: Pod> KernelParam for T {
     }
 }
 
-// SAFETY: the parameter is the buffer's device address (a `T*` in the kernel), stored in the buffer.
-unsafe impl<T: Pod> KernelParam for DeviceBuffer<T> {
-    fn param_ptr(&self) -> *mut c_void {
-        (&self.ptr as *const u64).cast_mut().cast()
-    }
-
-    fn buffer_home(&self) -> Option<BufferUse<'_>> {
-        let (home, marker) = self.home_and_marker();
-        Some(BufferUse { home, marker })
-    }
+macro_rules! resource_param {
+    ($(#[$doc:meta])* [$($g:tt)*] $t:ty) => {
+        $(#[$doc])*
+        // SAFETY: the launch never reads `param_ptr` of a resource: it passes the address the use
+        // path returns (`LaunchArgs::resolve`).
+        unsafe impl<$($g)*> KernelParam for $t {
+            fn param_ptr(&self) -> *mut c_void {
+                std::ptr::null_mut()
+            }
+            fn as_resource(&self) -> Option<ResourceParam<'_>> {
+                Some(ResourceParam(self))
+            }
+        }
+    };
 }
 
-/// The parameter is the flag's device address (a `unsigned long long*` in the kernel).
-// SAFETY: the address is stored in the handle.
-unsafe impl KernelParam for CompletionFlagRef<'_> {
-    fn param_ptr(&self) -> *mut c_void {
-        self.device_ptr_ref() as *const u64 as *mut c_void
-    }
-}
+resource_param!(
+    /// The parameter is the buffer's device address (a `T*` in the kernel).
+    [T: Pod] DeviceBuffer<T>
+);
+resource_param!(
+    /// The parameter is the flag's device address (an `unsigned long long*` in the kernel).
+    [] CompletionFlag
+);
+resource_param!(
+    /// The parameter is the flag's device address (an `unsigned long long*` in the kernel).
+    ['f] CompletionFlagRef<'f>
+);
+resource_param!(
+    /// The parameter is the flag's device address (an `unsigned long long*` in the kernel).
+    [] DeviceFlag
+);
 
 /// Most parameters a launch takes.
 pub const MAX_KERNEL_PARAMS: usize = 32;
@@ -449,11 +552,13 @@ pub const MAX_KERNEL_PARAMS: usize = 32;
 /// # Ok(()) }
 /// ```
 pub struct LaunchArgs<'a> {
-    pub(crate) params: [*mut c_void; MAX_KERNEL_PARAMS],
-    pub(crate) len: usize,
-    /// The buffer arguments' homes and markers (keep-alive bookkeeping).
-    buffers: [Option<BufferUse<'a>>; MAX_KERNEL_PARAMS],
-    n_buffers: usize,
+    /// Pointers to the parameters' bytes; a resource's slot is filled at launch.
+    params: [*mut c_void; MAX_KERNEL_PARAMS],
+    /// The resources among the parameters, by position.
+    resources: [Option<&'a dyn Resource>; MAX_KERNEL_PARAMS],
+    /// The resources' addresses, from the use path at launch; `params` points here for them.
+    addresses: [u64; MAX_KERNEL_PARAMS],
+    len: usize,
     overflow: bool,
     _borrow: PhantomData<&'a ()>,
 }
@@ -463,9 +568,9 @@ impl<'a> LaunchArgs<'a> {
     pub fn new() -> Self {
         LaunchArgs {
             params: [std::ptr::null_mut(); MAX_KERNEL_PARAMS],
+            resources: [None; MAX_KERNEL_PARAMS],
+            addresses: [0; MAX_KERNEL_PARAMS],
             len: 0,
-            buffers: [None; MAX_KERNEL_PARAMS],
-            n_buffers: 0,
             overflow: false,
             _borrow: PhantomData,
         }
@@ -476,31 +581,39 @@ impl<'a> LaunchArgs<'a> {
         if self.len == MAX_KERNEL_PARAMS {
             self.overflow = true;
         } else {
-            self.params[self.len] = p.param_ptr();
-            self.len += 1;
-            if let Some(b) = p.buffer_home() {
-                self.buffers[self.n_buffers] = Some(b);
-                self.n_buffers += 1;
+            match p.as_resource() {
+                Some(r) => self.resources[self.len] = Some(r.0),
+                None => self.params[self.len] = p.param_ptr(),
             }
+            self.len += 1;
         }
         self
     }
 
-    /// Marks the buffer arguments used on `stream`.
-    pub(crate) fn note_uses(&self, stream: &crate::stream::StreamInner) {
-        for b in self.buffers[..self.n_buffers].iter().flatten() {
-            crate::memory::mark_foreign(b.home, b.marker, stream);
+    /// Appends a resource of the crate's as a parameter (its address, from the use path).
+    pub(crate) fn arg_resource(&mut self, r: &'a dyn Resource) -> &mut Self {
+        if self.len == MAX_KERNEL_PARAMS {
+            self.overflow = true;
+        } else {
+            self.resources[self.len] = Some(r);
+            self.len += 1;
         }
+        self
     }
 
-    /// The parameter array as the driver takes it (`void**`, one pointer per parameter), for
-    /// driver calls this crate does not wrap (e.g. graph kernel nodes). Valid while `self` lives.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidArgument`] if more than [`MAX_KERNEL_PARAMS`] parameters were added.
-    pub fn as_param_array(&mut self) -> Result<*mut *mut c_void> {
+    /// Resolves every resource parameter with `take` (the use path) and returns the parameter
+    /// array the driver takes (`void**`), valid while `self` is borrowed.
+    pub(crate) fn resolve(
+        &mut self,
+        mut take: impl FnMut(&'a dyn Resource) -> Result<u64>,
+    ) -> Result<*mut *mut c_void> {
         self.check()?;
+        for i in 0..self.len {
+            if let Some(r) = self.resources[i] {
+                self.addresses[i] = take(r)?;
+                self.params[i] = (&raw mut self.addresses[i]).cast();
+            }
+        }
         Ok(self.params.as_mut_ptr())
     }
 

@@ -6,81 +6,31 @@
 
 #![allow(clippy::too_many_arguments)]
 
-use crate::error::{DriverError, Error, Result};
+use crate::error::Result;
 use ferrocuda_sys as sys;
-use ferrocuda_sys::{CUresult, Driver};
-use std::cell::Cell;
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
 
-thread_local! {
-    /// Set while a host function (a driver callback) runs user code on this thread.
-    static IN_HOST_FUNC: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the current thread as running inside a driver callback until the guard drops.
-pub(crate) struct HostFuncScope(());
-
-impl HostFuncScope {
-    pub(crate) fn enter() -> Self {
-        IN_HOST_FUNC.with(|c| c.set(true));
-        HostFuncScope(())
-    }
-}
-
-impl Drop for HostFuncScope {
-    fn drop(&mut self) {
-        IN_HOST_FUNC.with(|c| c.set(false));
-    }
-}
-
-/// Whether the current thread runs a host function right now.
-pub(crate) fn in_host_func() -> bool {
-    IN_HOST_FUNC.with(Cell::get)
-}
-
-#[inline]
-fn prologue(call: &'static str) -> Result<&'static Driver> {
-    if in_host_func() {
-        tracing::debug!(call, "driver call refused inside a host function");
-        return Err(Error::CalledFromHostFunc { call });
-    }
-    sys::driver().map_err(Error::Load)
-}
-
-#[inline]
-fn check(call: &'static str, rc: CUresult) -> Result<()> {
-    if rc == CUresult::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        let e = DriverError::new(call, rc);
-        tracing::debug!(call, code = rc.0, name = e.name, "CUDA driver call failed");
-        Err(e.into())
-    }
-}
-
-/// Calls one driver entry point: guard, span, call, check.
+/// Calls one driver entry point through the guard ([`crate::guard::call`]): refusal inside a host
+/// function, span, call, check.
 macro_rules! cu {
-    ($f:ident($($a:expr),* $(,)?)) => {{
-        let d = prologue(stringify!($f))?;
-        let _span = tracing::trace_span!("cu", call = stringify!($f)).entered();
-        // SAFETY: the enclosing `unsafe fn`'s caller guarantees the handles and pointers passed
-        // here are valid for this call, as its `# Safety` section states.
-        check(stringify!($f), unsafe { d.$f($($a),*) })
-    }};
+    ($f:ident($($a:expr),* $(,)?)) => {
+        crate::guard::call(stringify!($f), |d| {
+            // SAFETY: the enclosing `unsafe fn`'s caller guarantees the handles and pointers
+            // passed here are valid for this call, as its `# Safety` section states.
+            unsafe { d.$f($($a),*) }
+        })
+    };
 }
 
 /// Like `cu!` but `CUDA_ERROR_NOT_READY` is `Ok(false)` and success `Ok(true)`.
 macro_rules! cu_query {
-    ($f:ident($($a:expr),* $(,)?)) => {{
-        let d = prologue(stringify!($f))?;
-        let _span = tracing::trace_span!("cu", call = stringify!($f)).entered();
-        // SAFETY: as in `cu!`.
-        match unsafe { d.$f($($a),*) } {
-            CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-            rc => check(stringify!($f), rc).map(|()| true),
-        }
-    }};
+    ($f:ident($($a:expr),* $(,)?)) => {
+        crate::guard::query(stringify!($f), |d| {
+            // SAFETY: as in `cu!`.
+            unsafe { d.$f($($a),*) }
+        })
+    };
 }
 
 pub(crate) use sys::{
@@ -239,14 +189,89 @@ pub(crate) unsafe fn stream_end_capture(s: CUstream) -> Result<sys::CUgraph> {
     Ok(g)
 }
 
-/// Whether `s` is capturing into a graph.
+/// What the driver says about a stream's capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CaptureState {
+    /// Not capturing: work runs.
+    None,
+    /// Capturing into this graph (work is recorded, not run), also when the stream joined the
+    /// capture of another stream by waiting on an event recorded there.
+    Active(sys::CUgraph),
+    /// The capture was invalidated by an operation it could not record.
+    Invalidated,
+}
+
+/// Whether `s` captures, and into which graph (`cuStreamGetCaptureInfo`: the driver's own
+/// answer, which includes streams that joined a capture through an event).
 ///
 /// # Safety
 /// `s` is live.
-pub(crate) unsafe fn stream_is_capturing(s: CUstream) -> Result<bool> {
+pub(crate) unsafe fn stream_capture_state(s: CUstream) -> Result<CaptureState> {
     let mut st = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
-    cu!(cuStreamIsCapturing(s, &mut st))?;
-    Ok(st != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+    let mut id: sys::cuuint64_t = 0;
+    let mut graph: sys::CUgraph = std::ptr::null_mut();
+    cu!(cuStreamGetCaptureInfo_v3(
+        s,
+        &mut st,
+        &mut id,
+        &mut graph,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut()
+    ))?;
+    Ok(match st {
+        sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE => CaptureState::Active(graph),
+        sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_INVALIDATED => {
+            CaptureState::Invalidated
+        }
+        _ => CaptureState::None,
+    })
+}
+
+/// A user object owning `ptr`, with one reference (the caller's): `destroy(ptr)` runs once, on a
+/// driver thread, when the last reference is released.
+///
+/// # Safety
+/// `destroy(ptr)` is sound to call once, on any thread, at any later time, and makes no CUDA call.
+pub(crate) unsafe fn user_object_create(
+    ptr: *mut c_void,
+    destroy: unsafe extern "C" fn(*mut c_void),
+) -> Result<sys::CUuserObject> {
+    let mut o = std::ptr::null_mut();
+    cu!(cuUserObjectCreate(
+        &mut o,
+        ptr,
+        Some(destroy),
+        1,
+        sys::CUuserObject_flags::CU_USER_OBJECT_NO_DESTRUCTOR_SYNC.0
+    ))?;
+    Ok(o)
+}
+
+/// Moves the caller's one reference of `o` into graph `g` (the graph, and every executable
+/// instantiated from it, then hold it until they are gone and their launches have finished).
+///
+/// # Safety
+/// `g` is a live graph (being built or captured); `o` is live and the caller owns one reference,
+/// which it gives up on success.
+pub(crate) unsafe fn graph_retain_user_object_move(
+    g: sys::CUgraph,
+    o: sys::CUuserObject,
+) -> Result<()> {
+    cu!(cuGraphRetainUserObject(
+        g,
+        o,
+        1,
+        sys::CUuserObjectRetain_flags::CU_GRAPH_USER_OBJECT_MOVE.0
+    ))
+}
+
+/// Releases one reference of `o` (its destructor runs on a driver thread if it was the last).
+///
+/// # Safety
+/// The caller owns that reference.
+pub(crate) unsafe fn user_object_release(o: sys::CUuserObject) -> Result<()> {
+    cu!(cuUserObjectRelease(o, 1))
 }
 
 /// # Safety

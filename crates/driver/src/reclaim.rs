@@ -18,12 +18,13 @@
 use crate::device::DeviceInner;
 use crate::error::{Error, Result};
 use crate::event::RawEvent;
+use crate::guard;
 use crate::raw::{self, CUdeviceptr, CUmodule};
-use crate::stream::StreamInner;
+use crate::stream::{RawStream, StreamInner};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Something to release once the GPU is past every use of it.
@@ -46,20 +47,25 @@ pub(crate) enum Garbage {
     },
     /// An event whose owner dropped it where no driver call may be made.
     Event(RawEvent),
-    /// A stream whose owner dropped it where no driver call may be made.
-    Stream(Box<StreamInner>),
+    /// A stream handle whose owner dropped it where no driver call may be made.
+    Stream(RawStream),
+    /// A stream whose last user handle dropped: it leaves the fences' registry once its queued
+    /// work is covered by a tail event (no fence can miss it meanwhile).
+    Retire(Arc<StreamInner>),
     /// Anything else: run once the fence has passed (no driver call may block in it).
     Callback(Box<dyn FnOnce() + Send>),
 }
 
 /// A raw pointer to pinned memory, movable to the reclaimer thread.
 pub(crate) struct HostPtr(pub(crate) *mut c_void);
-// SAFETY: pinned host memory is process-wide; only the reclaimer touches the pointer after handoff.
+// SAFETY: pinned host memory belongs to the process; after the handoff only the reclaimer touches
+// the pointer (to free it once).
 unsafe impl Send for HostPtr {}
 
 /// A module handle, movable to the reclaimer thread.
 pub(crate) struct ModulePtr(pub(crate) CUmodule);
-// SAFETY: module handles may be used from any thread; ownership moves with the value.
+// SAFETY: module handles may be used and unloaded from any thread (the driver API is
+// thread-safe); ownership moves with the value.
 unsafe impl Send for ModulePtr {}
 
 // ---------------------------------------------------------------------------------------------
@@ -67,8 +73,10 @@ unsafe impl Send for ModulePtr {}
 
 #[derive(Default)]
 struct Registry {
-    live: Vec<Weak<StreamInner>>,
-    /// Last events of dropped streams whose work may not have finished.
+    /// Every stream that may have work queued: live ones, and retired ones until their tail is
+    /// recorded. Strong references: a stream being dropped stays visible here.
+    live: Vec<Arc<StreamInner>>,
+    /// Last events of retired streams whose work may not have finished.
     tails: Vec<Arc<RawEvent>>,
 }
 
@@ -84,55 +92,134 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub(crate) fn register_stream(s: &Arc<StreamInner>) {
-    let mut r = lock(registry());
-    r.live.retain(|w| w.strong_count() > 0);
-    r.live.push(Arc::downgrade(s));
+    lock(registry()).live.push(s.clone());
 }
 
-/// Keeps the last event of a dropped stream until its work has finished.
-pub(crate) fn retire_stream_tail(tail: RawEvent) {
-    lock(registry()).tails.push(Arc::new(tail));
+/// The last user handle of `s` dropped: hand it to the reclaimer (no driver call here).
+pub(crate) fn retire_stream(s: Arc<StreamInner>) {
+    defer(Garbage::Retire(s));
+}
+
+/// On the reclaimer: retires `s` if it can (its tail recorded, or it is idle), leaving the
+/// registry in one step, so that every fence sees either the stream or its tail. `Err(s)` while
+/// the stream captures (a record would land in the graph): retried later.
+fn try_retire(s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
+    let tail = match s.record_now() {
+        Ok(Some(e)) => Some(e),
+        Ok(None) => return Err(s),
+        Err(err) => {
+            // The stream cannot take an event (its context faulted): its work will never run.
+            tracing::warn!(%err, "could not record a retired stream's last event");
+            None
+        }
+    };
+    let mut r = lock(registry());
+    r.live.retain(|l| !Arc::ptr_eq(l, &s));
+    r.tails.extend(tail.map(Arc::new));
+    Ok(())
 }
 
 /// Whether `home` is the only stream that can have pending work (so a stream-ordered release on
 /// `home` is already fenced against every use).
 pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
     let mut r = lock(registry());
-    r.live.retain(|w| w.strong_count() > 0);
     r.tails.retain(|t| !query_done(t));
-    r.tails.is_empty() && r.live.len() == 1 && std::ptr::eq(r.live[0].as_ptr(), Arc::as_ptr(home))
+    r.tails.is_empty() && r.live.len() == 1 && Arc::ptr_eq(&r.live[0], home)
 }
 
 fn query_done(e: &RawEvent) -> bool {
-    // SAFETY: the event is live (owned by `e`). A failed query counts as done: an event whose
-    // stream faulted will never complete, and the context is then unusable anyway.
-    unsafe { raw::event_query(e.0) }.unwrap_or(true)
+    // SAFETY: the event is live (owned by `e`).
+    match unsafe { raw::event_query(e.0) } {
+        Ok(done) => done,
+        // Recorded into a capture (a race with a capture that began after our check): not a point
+        // of the stream's work; the fence records it again.
+        Err(Error::Driver(d)) if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT => {
+            false
+        }
+        // A failed query counts as done: an event whose stream faulted will never complete, and
+        // the context is then unusable anyway.
+        Err(_) => true,
+    }
 }
 
-/// Records a fence: one event on every live, non-capturing stream, plus the last events of dropped
-/// streams whose work is still pending.
-pub(crate) fn fence() -> Vec<Arc<RawEvent>> {
-    let (streams, mut events): (Vec<Arc<StreamInner>>, Vec<Arc<RawEvent>>) = {
+/// One stream's part of a fence: the event recorded on it, or none yet (it was capturing).
+struct FencePoint {
+    stream: Option<Arc<StreamInner>>,
+    event: Option<Arc<RawEvent>>,
+}
+
+/// A point past every use enqueued so far: one event per stream that may have work queued.
+pub(crate) struct Fence(Vec<FencePoint>);
+
+/// Records a fence: an event on every stream of the registry (a capturing one gets its event
+/// once the capture ends: later is only more conservative), plus the tails of retired streams.
+pub(crate) fn fence() -> Fence {
+    let (streams, tails): (Vec<Arc<StreamInner>>, Vec<Arc<RawEvent>>) = {
         let mut r = lock(registry());
-        r.live.retain(|w| w.strong_count() > 0);
         r.tails.retain(|t| !query_done(t));
-        (
-            r.live.iter().filter_map(Weak::upgrade).collect(),
-            r.tails.clone(),
-        )
+        (r.live.clone(), r.tails.clone())
     };
-    for s in &streams {
-        match s.record_fence_event() {
-            Ok(Some(e)) => events.push(Arc::new(e)),
-            Ok(None) => {}
-            Err(err) => tracing::warn!(%err, "could not record a release fence on a stream"),
+    let mut points: Vec<FencePoint> = tails
+        .into_iter()
+        .map(|t| FencePoint {
+            stream: None,
+            event: Some(t),
+        })
+        .collect();
+    for s in streams {
+        let mut p = FencePoint {
+            stream: Some(s),
+            event: None,
+        };
+        p.record();
+        points.push(p);
+    }
+    Fence(points)
+}
+
+impl FencePoint {
+    fn record(&mut self) {
+        let Some(s) = &self.stream else { return };
+        match s.record_now() {
+            Ok(e) => self.event = e.map(Arc::new),
+            Err(err) => {
+                tracing::warn!(%err, "could not record a release fence on a stream");
+                // A stream that cannot take an event has faulted: nothing more runs on it.
+                self.stream = None;
+            }
         }
     }
-    events
+
+    fn passed(&mut self) -> bool {
+        if self.event.is_none() {
+            self.record();
+            if self.stream.is_none() {
+                return true;
+            }
+        }
+        match &self.event {
+            None => false,
+            Some(e) => {
+                // SAFETY: the event is live (owned by the Arc).
+                match unsafe { raw::event_query(e.0) } {
+                    Ok(done) => done,
+                    Err(Error::Driver(d))
+                        if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT =>
+                    {
+                        self.event = None;
+                        false
+                    }
+                    Err(_) => true,
+                }
+            }
+        }
+    }
 }
 
-fn fence_done(f: &[Arc<RawEvent>]) -> bool {
-    f.iter().all(|e| query_done(e))
+impl Fence {
+    fn passed(&mut self) -> bool {
+        self.0.iter_mut().all(FencePoint::passed)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +285,7 @@ impl<F, G> Batches<F, G> {
     /// Releases (through `release`) every batch whose fence `passed`; returns how many items.
     pub(crate) fn poll(
         &mut self,
-        mut passed: impl FnMut(&F) -> bool,
+        mut passed: impl FnMut(&mut F) -> bool,
         mut release: impl FnMut(G),
     ) -> usize {
         let mut n = 0;
@@ -219,14 +306,17 @@ impl<F, G> Batches<F, G> {
 }
 
 fn run(r: &'static Reclaimer) {
+    guard::mark_reclaimer_thread();
     // Garbage waits in batches behind one shared fence: one event per stream per batch, however
     // many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
-    let mut pending: Batches<Vec<Arc<RawEvent>>, Garbage> = Batches::new();
+    let mut pending: Batches<Fence, Garbage> = Batches::new();
+    // Retired streams that were capturing: retried until the capture ends.
+    let mut retiring: Vec<Arc<StreamInner>> = Vec::new();
     let mut pause = Duration::from_micros(20);
     loop {
         let new: Vec<Garbage> = {
             let mut q = lock(&r.incoming);
-            if q.is_empty() && pending.is_empty() {
+            if q.is_empty() && pending.is_empty() && retiring.is_empty() {
                 q = r
                     .wake
                     .wait_while(q, |q| q.is_empty())
@@ -234,27 +324,39 @@ fn run(r: &'static Reclaimer) {
             }
             q.drain(..).collect()
         };
-        if !new.is_empty() {
-            // Events and streams are released by the driver once their work is done: no fence.
-            let (now, fenced): (Vec<_>, Vec<_>) = new
-                .into_iter()
-                .partition(|g| matches!(g, Garbage::Event(_) | Garbage::Stream(_)));
-            let n = now.len();
-            now.into_iter().for_each(release);
-            if n > 0 {
-                r.done(n);
+        let mut fenced = Vec::new();
+        let mut now = 0;
+        for g in new {
+            match g {
+                Garbage::Retire(s) => retiring.push(s),
+                // Events and stream handles are released by the driver once their work is done.
+                g @ (Garbage::Event(_) | Garbage::Stream(_)) => {
+                    release(g);
+                    now += 1;
+                }
+                g => fenced.push(g),
             }
-            if !fenced.is_empty() {
-                // The fence is recorded here, after the drops: later is only more conservative.
-                pending.push(fence(), fenced);
-            }
+        }
+        let before = retiring.len();
+        retiring = retiring
+            .into_iter()
+            .filter_map(|s| try_retire(s).err())
+            .collect();
+        now += before - retiring.len();
+        if now > 0 {
+            r.done(now);
             pause = Duration::from_micros(20);
         }
-        let released = pending.poll(|f| fence_done(f), release);
+        if !fenced.is_empty() {
+            // The fence is recorded here, after the drops: later is only more conservative.
+            pending.push(fence(), fenced);
+            pause = Duration::from_micros(20);
+        }
+        let released = pending.poll(Fence::passed, release);
         if released > 0 {
             r.done(released);
         }
-        if !pending.is_empty() {
+        if !pending.is_empty() || !retiring.is_empty() {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
         }
@@ -269,8 +371,18 @@ impl Reclaimer {
     }
 }
 
+/// Releases `g`. User values (graph-owned closures, `defer_drop`ped values) drop here, inside
+/// [`guard::contain`]: a panicking `Drop` is logged and the reclaimer goes on.
 fn release(g: Garbage) {
-    let result = match g {
+    match guard::contain(|| release_now(g)) {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "deferred release failed"),
+        Err(panic) => tracing::warn!(%panic, "a deferred release panicked"),
+    }
+}
+
+fn release_now(g: Garbage) -> Result<()> {
+    match g {
         Garbage::HostAlloc { device, ptr, bytes } => device.bind_checked().and_then(|()| {
             // SAFETY: the fence passed, so no GPU work uses the memory, and no host handle remains.
             unsafe { raw::mem_free_host(ptr.0) }?;
@@ -294,13 +406,15 @@ fn release(g: Garbage) {
             drop(s);
             Ok(())
         }
+        Garbage::Retire(s) => {
+            // Only reached if a retirement is released as plain garbage (never by `run`).
+            drop(s);
+            Ok(())
+        }
         Garbage::Callback(f) => {
             f();
             Ok(())
         }
-    };
-    if let Err(err) = result {
-        tracing::warn!(%err, "deferred release failed");
     }
 }
 
@@ -341,12 +455,6 @@ pub fn wait_for_releases(timeout: Duration) -> Result<()> {
 /// buffers are released after the last launch that may use them.
 pub fn defer_drop<T: Send + 'static>(value: T) {
     defer(Garbage::Callback(Box::new(move || drop(value))));
-}
-
-/// Whether the current thread is running a host function (a driver callback), where CUDA calls
-/// are forbidden: this crate's calls return [`Error::CalledFromHostFunc`] there.
-pub fn in_host_function() -> bool {
-    raw::in_host_func()
 }
 
 /// How many deferred releases are still pending.
@@ -392,14 +500,14 @@ mod tests {
                     }
                     Op::Advance(k) => gpu_at = (gpu_at + k).min(enqueued),
                 }
-                b.poll(|&fence| gpu_at >= fence, |(id, fence)| {
+                b.poll(|&mut fence| gpu_at >= fence, |(id, fence)| {
                     assert!(gpu_at >= fence, "released before its fence");
                     assert!(!released[id], "released twice");
                     released[id] = true;
                 });
             }
             gpu_at = enqueued;
-            b.poll(|&fence| gpu_at >= fence, |(id, _)| {
+            b.poll(|&mut fence| gpu_at >= fence, |(id, _)| {
                 assert!(!released[id]);
                 released[id] = true;
             });

@@ -5,8 +5,8 @@
 //!
 //! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
 //!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
-//!   job to a worker — or runs it itself when it is the only step in flight, which saves a
-//!   hand-off between cores. No host function is involved, so the process keeps its fast event calls
+//!   job to a worker. The notifier never runs a user closure itself: a closure that blocks would
+//!   stall every other stream's kickoff behind it. No host function is involved, so the process keeps its fast event calls
 //!   (GPU.md: once a host function ran between kernels, every event record/synchronize/query costs
 //!   about 1.1 µs more for the rest of the process).
 //! * **`HostFunc`** (MAX's way): `cuLaunchHostFunc` of a tiny callback that hands the job to a worker.
@@ -439,11 +439,8 @@ impl GraphKick {
                 Some(self.flag.clone()),
                 self.value,
             );
-            if in_flight() <= 1 {
-                job.run_and_recycle()
-            } else {
-                dispatch(job)
-            }
+            // Always to a worker: the notifier never runs user code (see the module docs).
+            dispatch(job);
             any = true;
         }
         any
@@ -476,10 +473,7 @@ impl GpuKickoff {
         value: u64,
         f: impl FnMut() + Send + 'static,
     ) -> Result<Self> {
-        let kernel = match device.inner.kick.get() {
-            Some(Ok(k)) => k.clone(),
-            _ => return Err(device.unsupported("the GPU-write kickoff kernel (it failed to load)")),
-        };
+        let kernel = device.inner.gate_kernels(device)?.kick.clone();
         start_workers();
         let _ = ring(&device.inner)?; // starts the notifier
         let s = device.new_stream()?;
@@ -502,13 +496,16 @@ impl GpuKickoff {
         Ok(GpuKickoff { inner, kernel })
     }
 
-    /// The kernel (`ferrocuda_kick(u64* counter, u64* slot)`, one thread) and its two arguments.
-    pub fn kernel(&self) -> (crate::module::Function, u64, u64) {
-        (
-            self.kernel.clone(),
-            self.inner.counter.device_ptr(),
-            self.inner.slot.device_ptr(),
-        )
+    /// The kernel (`ferrocuda_kick(u64* counter, u64* slot)`, one thread) and its two arguments,
+    /// to pass as resources (`LaunchArgs::arg`) so that the use path resolves and keeps them.
+    pub fn kernel(
+        &self,
+    ) -> (
+        crate::module::Function,
+        &crate::memory::DeviceBuffer<u64>,
+        &crate::flag::CompletionFlag,
+    ) {
+        (self.kernel.clone(), &self.inner.counter, &self.inner.slot)
     }
 
     /// Records one more launch of a graph containing the node (so the crate's threads spin until
@@ -573,13 +570,9 @@ fn notifier(r: &'static Ring) {
                     // SAFETY: the pointer is the Box `reserve` published for ticket t; the swap
                     // made this the only owner.
                     let job = unsafe { Box::from_raw(p) };
-                    if in_flight() <= 1 {
-                        // The only step in flight: run it here and save the hand-off to a worker
-                        // (one cache-line round trip between cores, ~1 µs of the step's latency).
-                        job.run_and_recycle();
-                    } else {
-                        dispatch(job);
-                    }
+                    // Always to a worker: the notifier never runs user code, so a closure that
+                    // blocks cannot hold back another stream's kickoff (see the module docs).
+                    dispatch(job);
                     dispatched = true;
                 }
             }

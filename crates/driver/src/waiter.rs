@@ -391,7 +391,13 @@ fn run() {
                 publish(&r);
                 w
             };
-            wakers.into_iter().for_each(Waker::wake);
+            // A waker is user code: one that panics (or whose panic payload panics when
+            // dropped) must not take this thread, and every future of the process, with it.
+            for w in wakers {
+                if let Err(msg) = crate::guard::contain(|| w.wake()) {
+                    tracing::debug!(%msg, "a future's waker panicked");
+                }
+            }
             last = Instant::now();
             pause = PAUSE_MIN;
             continue;

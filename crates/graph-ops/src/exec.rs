@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, Owned, PollNode, WaitNode, wait_op};
 use crate::raw;
-use ferrocuda_driver::{Device, DeviceStream, HostCallback};
+use ferrocuda_driver::{Device, DeviceStream, HostCallback, NodeUses};
 use ferrocuda_sys as sys;
 use ferrocuda_sys::CUgraphExec;
 use std::collections::HashMap;
@@ -11,6 +11,10 @@ use std::sync::Arc;
 
 /// An executable graph. Launch it on any stream of its device, as often as needed; change a wait
 /// node's value between launches with [`set_wait_value`](Self::set_wait_value).
+///
+/// `Send` but not `Sync`: CUDA executable graphs are not internally synchronised (a launch and a
+/// node update must not run concurrently), so one thread at a time uses it; share it behind a
+/// `Mutex`.
 ///
 /// Dropping it never blocks: the driver frees an executable that is still running when its
 /// launches complete, and what the graph owns lives until then.
@@ -27,14 +31,14 @@ pub struct GraphExec {
     _owned: Arc<Owned>,
 }
 
-// SAFETY: the executable handle may be launched from any thread (the driver serialises launches
-// of one executable); the rest is Send + Sync.
+// SAFETY: an executable graph may be used from any thread, one call at a time (CUDA Runtime API,
+// "Graph object thread safety": graph objects are not internally synchronised). `GraphExec` is
+// `Send` and deliberately not `Sync`: every call on it (`launch`, `set_wait_value`) goes through
+// `&self`, so without `Sync` no two threads can make them at once. The other fields are Send.
 unsafe impl Send for GraphExec {}
-// SAFETY: as above; `set_wait_value` takes `&self` but is a single driver call.
-unsafe impl Sync for GraphExec {}
 
 struct RawExec(CUgraphExec);
-// SAFETY: moved to the reclaimer thread, which destroys it once.
+// SAFETY: moved to the reclaimer thread, which destroys it once (one call, from one thread).
 unsafe impl Send for RawExec {}
 impl Drop for RawExec {
     fn drop(&mut self) {
@@ -78,10 +82,16 @@ impl GraphExec {
                 found: stream.device().ordinal(),
             });
         }
+        // A launch recorded into another graph would outlive this executable's bookkeeping (its
+        // kickoff counts, what it owns): refused under capture.
+        let op = stream.external_op(
+            "GraphExec::launch",
+            Some("a graph launch cannot be recorded into another graph here: launch the executable outside the capture"),
+        )?;
         // GPU-write kickoff nodes: the notifier spins from now until this launch's run is seen.
         self.kicks.iter().for_each(|k| k.launched());
         // SAFETY: the executable and the stream are live and of one context.
-        let r = unsafe { raw::launch(self.raw, stream.as_raw()) };
+        let r = unsafe { raw::launch(self.raw, op.raw()) };
         if r.is_err() {
             self.kicks.iter().for_each(|k| k.cancel_launch());
         }
@@ -119,7 +129,8 @@ impl GraphExec {
                 what: "per-launch wait values in a graph with host nodes (use a reset node instead)",
             });
         }
-        let mut op = wait_op(w.address, value, w.cond);
+        let address = NodeUses::new(&self.device).flag(&w.flag)?;
+        let mut op = wait_op(address, value, w.cond);
         let p = sys::CUDA_BATCH_MEM_OP_NODE_PARAMS {
             ctx: self.device.raw_context(),
             count: 1,
@@ -131,15 +142,19 @@ impl GraphExec {
     }
 
     fn set_poll_value(&self, node: Node, p: &PollNode, value: u64) -> Result<()> {
-        let (ptr, c, timeout, expired) = (p.address, p.cond as u32, 0u64, 0u64);
+        let (c, timeout, expired) = (p.cond as u32, 0u64, 0u64);
         let mut args = ferrocuda_driver::LaunchArgs::new();
-        args.arg(&ptr)
+        args.arg(&p.flag)
             .arg(&value)
             .arg(&c)
             .arg(&timeout)
             .arg(&expired);
+        // The graph already owns the flag and the gate: these uses are checks only.
+        let mut uses = NodeUses::new(&self.device);
+        let func = uses.function(&p.gate)?;
+        let kernel_params = uses.launch_args(&mut args)?;
         let params = sys::CUDA_KERNEL_NODE_PARAMS {
-            func: p.gate.as_raw(),
+            func,
             gridDimX: 1,
             gridDimY: 1,
             gridDimZ: 1,
@@ -147,7 +162,7 @@ impl GraphExec {
             blockDimY: 1,
             blockDimZ: 1,
             sharedMemBytes: 0,
-            kernelParams: args.as_param_array()?,
+            kernelParams: kernel_params,
             extra: std::ptr::null_mut(),
             kern: std::ptr::null_mut(),
             ctx: std::ptr::null_mut(),

@@ -6,7 +6,7 @@ use crate::raw;
 use bytemuck::Pod;
 use ferrocuda_driver::{
     CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, GpuKickoff, HostCallback,
-    KickoffMode, LaunchArgs, LaunchConfig, WaitCondition,
+    KickoffMode, LaunchArgs, LaunchConfig, NodeUses, WaitCondition,
 };
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
@@ -81,14 +81,14 @@ impl NodeType {
 #[derive(Clone)]
 pub(crate) struct PollNode {
     pub(crate) gate: Function,
-    pub(crate) address: u64,
+    pub(crate) flag: CompletionFlag,
     pub(crate) cond: WaitCondition,
 }
 
 /// A wait node's fixed parts, for `GraphExec::set_wait_value`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct WaitNode {
-    pub(crate) address: u64,
+    pub(crate) flag: CompletionFlag,
     pub(crate) cond: WaitCondition,
 }
 
@@ -131,12 +131,15 @@ pub struct Graph {
     pub(crate) kicks: Vec<GpuKickoff>,
 }
 
-// SAFETY: the graph handle is only mutated through `&mut self`; the driver's graph calls are
-// thread-safe for distinct graphs. Owned values are `Send`.
+// SAFETY: CUDA graph objects are not internally synchronised (CUDA Runtime API, "Graph object
+// thread safety"): calls on one graph must not run concurrently, but may come from any thread.
+// `Graph` is `Send` and not `Sync`, and every graph call takes `&mut self` or is a read through
+// `&self` that no `&mut self` call can overlap. Owned values are `Send`.
 unsafe impl Send for Graph {}
 
 struct RawGraph(CUgraph);
-// SAFETY: moved to the reclaimer thread, which destroys it once.
+// SAFETY: moved to the reclaimer thread, which destroys it once (graph handles may be used from
+// any thread, one call at a time).
 unsafe impl Send for RawGraph {}
 impl Drop for RawGraph {
     fn drop(&mut self) {
@@ -184,11 +187,21 @@ impl Graph {
     fn from_raw(device: &Device, g: CUgraph) -> Result<Graph> {
         let owned: Arc<Owned> = Arc::default();
         let keep = Box::into_raw(Box::new(owned.clone()));
-        // SAFETY: `g` is live; `release_owned` reclaims `keep` once, after the last launch, and
-        // makes no CUDA call.
-        if let Err(e) = unsafe { raw::retain_user_object(g, keep.cast(), release_owned) } {
-            // SAFETY: the driver did not take `keep`.
-            drop(unsafe { Box::from_raw(keep) });
+        // SAFETY: `release_owned` reclaims `keep` once, after the last launch, and makes no CUDA
+        // call.
+        let o = match unsafe { raw::user_object_create(keep.cast(), release_owned) } {
+            Ok(o) => o,
+            Err(e) => {
+                // SAFETY: no user object took `keep`.
+                drop(unsafe { Box::from_raw(keep) });
+                ferrocuda_driver::defer_drop(RawGraph(g));
+                return Err(e);
+            }
+        };
+        // SAFETY: `g` is live and we own `o`'s reference.
+        if let Err(e) = unsafe { raw::graph_retain_user_object_move(g, o) } {
+            // SAFETY: the graph did not take it; releasing runs `release_owned` once.
+            let _ = unsafe { raw::user_object_release(o) };
             ferrocuda_driver::defer_drop(RawGraph(g));
             return Err(e);
         }
@@ -205,7 +218,14 @@ impl Graph {
     }
 
     /// Captures the work `f` enqueues on `stream` into a new graph (thread-local capture mode).
-    /// Use the [`Capture`]'s methods for flag operations, so the graph owns the flags.
+    ///
+    /// The graph owns every buffer, flag and function the captured operations touch (the driver
+    /// crate hands them over as they are recorded, also on streams that join the capture through
+    /// an event). Operations that cannot be replayed safely — one-shot host closures, copies to
+    /// or from borrowed host memory, allocations — fail with
+    /// [`NotAllowedUnderCapture`](ferrocuda_driver::Error::NotAllowedUnderCapture); use this
+    /// crate's host nodes instead. If `f` returns an error or panics, the capture is ended and its
+    /// graph discarded, so the stream is usable again.
     ///
     /// ```no_run
     /// # use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
@@ -232,11 +252,24 @@ impl Graph {
     ) -> Result<Graph> {
         stream.device().make_current()?;
         stream.begin_capture()?;
+        // Ends the capture if `f` panics (the unwind passes through here), discarding its graph.
+        struct Ending<'s>(Option<&'s DeviceStream>);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.0.take()
+                    && let Ok(g) = s.end_capture()
+                {
+                    ferrocuda_driver::defer_drop(RawGraph(g));
+                }
+            }
+        }
+        let mut ending = Ending(Some(stream));
         let mut cap = Capture {
             stream,
             owned: Vec::new(),
         };
         let r = f(&mut cap);
+        ending.0 = None;
         let ended = stream.end_capture();
         let g = match (r, ended) {
             (Ok(()), Ok(g)) => g,
@@ -283,12 +316,6 @@ impl Graph {
         }
     }
 
-    fn check_flag(&self, flag: &CompletionFlag) -> Result<()> {
-        // Flags are portable: any device can wait on them, provided it can map host memory.
-        let _ = flag;
-        Ok(())
-    }
-
     fn mem_op(&mut self, op: sys::CUstreamBatchMemOpParams, deps: &[Node]) -> Result<CUgraphNode> {
         let deps = self.deps(deps)?;
         let mut op = op;
@@ -316,17 +343,23 @@ impl Graph {
         cond: WaitCondition,
         deps: &[Node],
     ) -> Result<Node> {
-        self.check_flag(flag)?;
-        let n = self.mem_op(wait_op(flag.device_ptr(), value, cond), deps)?;
-        lock(&self.owned).push(Box::new(flag.clone()));
+        let mut uses = NodeUses::new(&self.device);
+        let address = uses.flag(flag)?;
+        let n = self.mem_op(wait_op(address, value, cond), deps)?;
+        self.keep(uses);
         self.waits.insert(
             n as usize,
             WaitNode {
-                address: flag.device_ptr(),
+                flag: flag.clone(),
                 cond,
             },
         );
         Ok(self.node(n))
+    }
+
+    /// What a node's resources need kept alive, now owned by the graph.
+    fn keep(&mut self, uses: NodeUses) {
+        lock(&self.owned).extend(uses.into_keep());
     }
 
     /// The polling gate as a kernel node: one thread polls `flag` until `cond` holds for `value`
@@ -346,29 +379,26 @@ impl Graph {
         cond: WaitCondition,
         deps: &[Node],
     ) -> Result<Node> {
-        self.check_flag(flag)?;
         let gate = self.device.polling_gate_function()?;
-        let (ptr, c, timeout, expired) = (flag.device_ptr(), cond as u32, 0u64, 0u64);
+        let (c, timeout, expired) = (cond as u32, 0u64, 0u64);
         let mut args = LaunchArgs::new();
-        args.arg(&ptr)
+        args.arg(flag)
             .arg(&value)
             .arg(&c)
             .arg(&timeout)
             .arg(&expired);
         // SAFETY: the arguments match `ferrocuda_gate_poll(const u64*, u64, u32, u64, u64*)`;
-        // with a zero timeout the null `expired` pointer is never written; the flag is owned by
-        // the graph below.
+        // with a zero timeout the null `expired` pointer is never written; the flag is passed as
+        // a resource, which the graph keeps.
         let n = unsafe { self.kernel_raw(&gate, LaunchConfig::single_thread(), &mut args, deps) }?;
         self.polls.insert(
             n.raw as usize,
             PollNode {
-                gate: gate.clone(),
-                address: ptr,
+                gate,
+                flag: flag.clone(),
                 cond,
             },
         );
-        lock(&self.owned).push(Box::new(flag.clone()));
-        lock(&self.owned).push(Box::new(gate));
         Ok(n)
     }
 
@@ -383,9 +413,10 @@ impl Graph {
         value: u64,
         deps: &[Node],
     ) -> Result<Node> {
-        self.check_flag(flag)?;
-        let n = self.mem_op(write_op(flag.device_ptr(), value), deps)?;
-        lock(&self.owned).push(Box::new(flag.clone()));
+        let mut uses = NodeUses::new(&self.device);
+        let address = uses.flag(flag)?;
+        let n = self.mem_op(write_op(address, value), deps)?;
+        self.keep(uses);
         Ok(self.node(n))
     }
 
@@ -435,7 +466,6 @@ impl Graph {
         f: impl FnMut() + Send + 'static,
         deps: &[Node],
     ) -> Result<Node> {
-        self.check_flag(flag)?;
         self.host_node(HostCallback::new_async(flag, value, f), deps)
     }
 
@@ -462,9 +492,9 @@ impl Graph {
         let kick = GpuKickoff::new(&self.device, flag, value, f)?;
         let (k, counter, slot) = kick.kernel();
         let mut args = LaunchArgs::new();
-        args.arg(&counter).arg(&slot);
-        // SAFETY: `ferrocuda_kick(u64* counter, u64* slot)`: both are owned by `kick`, which the
-        // graph owns until its last launch has finished.
+        args.arg(counter).arg(slot);
+        // SAFETY: `ferrocuda_kick(u64* counter, u64* slot)`: both are passed as resources, which
+        // the graph keeps (and it owns `kick`, which holds them, until its last launch).
         let n = unsafe { self.kernel_raw(&k, LaunchConfig::single_thread(), &mut args, deps) }?;
         lock(&self.owned).push(Box::new(kick.clone()));
         self.kicks.push(kick);
@@ -473,15 +503,20 @@ impl Graph {
 
     /// A kernel node.
     ///
+    /// Buffers and flags passed as arguments ([`LaunchArgs::arg`]) are checked against the graph's
+    /// device and owned by the graph (they live until its last launch has finished), as is the
+    /// function's module.
+    ///
     /// # Safety
     ///
     /// As [`DeviceStream::launch`]: `args` match the kernel's parameters and the kernel stays in
-    /// bounds; in addition, every buffer the arguments point to must outlive every launch of the
-    /// graph's executables — give the buffers to the graph with [`own`](Self::own).
+    /// bounds. Memory passed as a plain address (an integer) must outlive every launch of the
+    /// graph's executables — give its owner to the graph with [`own`](Self::own).
     ///
     /// # Errors
     ///
-    /// [`Error::DeviceMismatch`] for a function of another device; [`Error::Driver`].
+    /// [`Error::Driver`] with `DeviceMismatch` for a function or buffer of another device, or the
+    /// driver's error.
     pub unsafe fn kernel(
         &mut self,
         f: &Function,
@@ -489,17 +524,8 @@ impl Graph {
         args: &mut LaunchArgs<'_>,
         deps: &[Node],
     ) -> Result<Node> {
-        if f.device() != &self.device {
-            return Err(Error::DeviceMismatch {
-                what: "the function",
-                expected: self.device.ordinal(),
-                found: f.device().ordinal(),
-            });
-        }
         // SAFETY: forwarded from the caller.
-        let n = unsafe { self.kernel_raw(f, config, args, deps) }?;
-        lock(&self.owned).push(Box::new(f.clone()));
-        Ok(n)
+        unsafe { self.kernel_raw(f, config, args, deps) }
     }
 
     /// # Safety
@@ -517,8 +543,11 @@ impl Graph {
                 "cluster launches are not supported in graph kernel nodes yet".into(),
             )));
         }
+        let mut uses = NodeUses::new(&self.device);
+        let func = uses.function(f)?;
+        let params = uses.launch_args(args)?;
         let p = sys::CUDA_KERNEL_NODE_PARAMS {
-            func: f.as_raw(),
+            func,
             gridDimX: config.grid.0,
             gridDimY: config.grid.1,
             gridDimZ: config.grid.2,
@@ -526,25 +555,29 @@ impl Graph {
             blockDimY: config.block.1,
             blockDimZ: config.block.2,
             sharedMemBytes: config.shared_mem_bytes,
-            kernelParams: args.as_param_array()?,
+            kernelParams: params,
             extra: std::ptr::null_mut(),
             kern: std::ptr::null_mut(),
             ctx: std::ptr::null_mut(),
         };
         self.device.make_current()?;
-        // SAFETY: the graph is live; the caller guarantees the parameters; the driver copies them.
+        // SAFETY: the graph is live; the caller guarantees the parameters; the driver copies them
+        // (they stay valid while `args` is borrowed, through this call).
         let n = unsafe { raw::add_kernel(self.raw, &deps, &p) }?;
+        self.keep(uses);
         Ok(self.node(n))
     }
 
-    /// A node that sets every 32-bit word of `buf` to `value`. The graph keeps `buf` alive.
+    /// A node that sets every 32-bit word of `buf` to `value`. The graph keeps `buf`'s memory
+    /// alive (until its last launch has finished, whatever the caller drops).
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] with `InvalidArgument` unless `T` is 4 bytes wide; as the others.
-    pub fn memset_u32<T: Pod + Send + Sync>(
+    /// [`Error::Driver`] with `InvalidArgument` unless `T` is 4 bytes wide, `DeviceMismatch` for a
+    /// buffer of another device; as the others.
+    pub fn memset_u32<T: Pod>(
         &mut self,
-        buf: Arc<DeviceBuffer<T>>,
+        buf: &DeviceBuffer<T>,
         value: u32,
         deps: &[Node],
     ) -> Result<Node> {
@@ -554,29 +587,32 @@ impl Graph {
             )));
         }
         let deps = self.deps(deps)?;
+        let mut uses = NodeUses::new(&self.device);
         let p = sys::CUDA_MEMSET_NODE_PARAMS {
-            dst: buf.device_ptr(),
+            dst: uses.buffer(buf)?,
             pitch: 0,
             value,
             elementSize: 4,
             width: buf.len(),
             height: 1,
         };
-        // SAFETY: the graph is live; the range is the buffer's, which the graph owns below.
+        // SAFETY: the graph is live; the range is the buffer's, which the graph keeps below.
         let n = unsafe { raw::add_memset(self.raw, &deps, &p, self.device.raw_context()) }?;
-        lock(&self.owned).push(Box::new(buf));
+        self.keep(uses);
         Ok(self.node(n))
     }
 
-    /// A node that copies `src` to `dst` (device to device). The graph keeps both alive.
+    /// A node that copies `src` to `dst` (device to device). The graph keeps both buffers' memory
+    /// alive.
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] with `LengthMismatch` if the lengths differ; as the others.
-    pub fn copy_dtod<T: Pod + Send + Sync>(
+    /// [`Error::Driver`] with `LengthMismatch` if the lengths differ, `DeviceMismatch` for a
+    /// buffer of another device; as the others.
+    pub fn copy_dtod<T: Pod>(
         &mut self,
-        src: Arc<DeviceBuffer<T>>,
-        dst: Arc<DeviceBuffer<T>>,
+        src: &DeviceBuffer<T>,
+        dst: &DeviceBuffer<T>,
         deps: &[Node],
     ) -> Result<Node> {
         if src.len() != dst.len() {
@@ -587,19 +623,20 @@ impl Graph {
             }));
         }
         let deps = self.deps(deps)?;
+        let mut uses = NodeUses::new(&self.device);
         let p = sys::CUDA_MEMCPY3D {
             srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-            srcDevice: src.device_ptr(),
+            srcDevice: uses.buffer(src)?,
             dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-            dstDevice: dst.device_ptr(),
+            dstDevice: uses.buffer(dst)?,
             WidthInBytes: src.byte_len(),
             Height: 1,
             Depth: 1,
             ..Default::default()
         };
-        // SAFETY: the graph is live; both ranges hold `byte_len` bytes and are owned below.
+        // SAFETY: the graph is live; both ranges hold `byte_len` bytes and are kept below.
         let n = unsafe { raw::add_memcpy(self.raw, &deps, &p, self.device.raw_context()) }?;
-        lock(&self.owned).push(Box::new((src, dst)));
+        self.keep(uses);
         Ok(self.node(n))
     }
 
@@ -685,9 +722,8 @@ impl Capture<'_> {
         value: u64,
         cond: WaitCondition,
     ) -> Result<()> {
-        self.stream.wait_value(flag.as_ref(), value, cond)?;
-        self.owned.push(Box::new(flag.clone()));
-        Ok(())
+        // The stream's operation hands the flag to the graph being captured.
+        Ok(self.stream.wait_value(flag.as_ref(), value, cond)?)
     }
 
     /// Captures a GPU write of `value` to `flag`; the graph owns the flag.
@@ -696,12 +732,12 @@ impl Capture<'_> {
     ///
     /// As [`DeviceStream::write_host_value`].
     pub fn write_host_value(&mut self, flag: &CompletionFlag, value: u64) -> Result<()> {
-        self.stream.write_host_value(flag, value)?;
-        self.owned.push(Box::new(flag.clone()));
-        Ok(())
+        Ok(self.stream.write_host_value(flag, value)?)
     }
 
-    /// Moves `value` into the graph (e.g. buffers its kernels use).
+    /// Moves `value` into the graph: it lives until the last launch of the graph's executables
+    /// has finished. (Buffers, flags and functions that captured operations touch are owned by the
+    /// graph already; this is for anything else the work depends on.)
     pub fn own<T: Send + 'static>(&mut self, value: T) {
         self.owned.push(Box::new(value));
     }

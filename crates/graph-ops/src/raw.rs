@@ -1,35 +1,22 @@
 //! The one place this crate calls `ferrocuda-sys`: one thin `unsafe fn` per graph driver call.
 
-use crate::error::{Error, Result};
-use ferrocuda_driver::DriverError;
+use crate::error::Result;
 use ferrocuda_sys as sys;
-use ferrocuda_sys::{CUgraph, CUgraphExec, CUgraphNode, CUresult, CUstream};
+use ferrocuda_sys::{CUgraph, CUgraphExec, CUgraphNode, CUstream};
 use std::ffi::c_void;
 
-fn prologue(call: &'static str) -> Result<&'static sys::Driver> {
-    if ferrocuda_driver::in_host_function() {
-        return Err(ferrocuda_driver::Error::CalledFromHostFunc { call }.into());
-    }
-    sys::driver().map_err(|e| Error::Driver(e.into()))
-}
-
-fn check(call: &'static str, rc: CUresult) -> Result<()> {
-    if rc == CUresult::CUDA_SUCCESS {
-        Ok(())
-    } else {
-        let e = DriverError::new(call, rc);
-        tracing::debug!(call, code = rc.0, name = e.name, "CUDA graph call failed");
-        Err(Error::Driver(e.into()))
-    }
-}
-
+/// Calls one graph entry point through the driver crate's guard (refusal inside a host function
+/// naming the public operation, trace span, error mapping): the only way this crate reaches the
+/// driver.
 macro_rules! cu {
-    ($f:ident($($a:expr),* $(,)?)) => {{
-        let d = prologue(stringify!($f))?;
-        let _span = tracing::trace_span!("cu", call = stringify!($f)).entered();
-        // SAFETY: the enclosing `unsafe fn`'s caller guarantees the handles and pointers are valid.
-        check(stringify!($f), unsafe { d.$f($($a),*) })
-    }};
+    ($f:ident($($a:expr),* $(,)?)) => {
+        ferrocuda_driver::guard::call(stringify!($f), |d| {
+            // SAFETY: the enclosing `unsafe fn`'s caller guarantees the handles and pointers are
+            // valid for this call, as its `# Safety` section states.
+            unsafe { d.$f($($a),*) }
+        })
+        .map_err(crate::error::Error::from)
+    };
 }
 
 pub(crate) fn graph_create() -> Result<CUgraph> {
@@ -193,16 +180,15 @@ pub(crate) unsafe fn exec_set_kernel(
     cu!(cuGraphExecKernelNodeSetParams_v2(e, n, p))
 }
 
-/// A user object whose destructor calls `destroy(ptr)`, its one reference moved into `g`.
+/// A user object owning `ptr` with one reference (the caller's): `destroy(ptr)` runs once, on a
+/// driver thread, when the last reference is released.
 ///
 /// # Safety
-/// `g` is live; `destroy(ptr)` is sound to call once, on a driver thread, after every launch of
-/// every executable of `g` finished, and makes no CUDA call.
-pub(crate) unsafe fn retain_user_object(
-    g: CUgraph,
+/// `destroy(ptr)` is sound to call once, on any thread, at any later time, and makes no CUDA call.
+pub(crate) unsafe fn user_object_create(
     ptr: *mut c_void,
     destroy: unsafe extern "C" fn(*mut c_void),
-) -> Result<()> {
+) -> Result<sys::CUuserObject> {
     let mut o = std::ptr::null_mut();
     cu!(cuUserObjectCreate(
         &mut o,
@@ -211,10 +197,27 @@ pub(crate) unsafe fn retain_user_object(
         1,
         sys::CUuserObject_flags::CU_USER_OBJECT_NO_DESTRUCTOR_SYNC.0
     ))?;
+    Ok(o)
+}
+
+/// Moves the caller's reference of `o` into `g` (held by the graph and every executable of it
+/// until they are gone and their launches have finished).
+///
+/// # Safety
+/// `g` and `o` are live; the caller owns one reference of `o`, given up on success.
+pub(crate) unsafe fn graph_retain_user_object_move(g: CUgraph, o: sys::CUuserObject) -> Result<()> {
     cu!(cuGraphRetainUserObject(
         g,
         o,
         1,
         sys::CUuserObjectRetain_flags::CU_GRAPH_USER_OBJECT_MOVE.0
     ))
+}
+
+/// Releases the caller's reference of `o` (its destructor runs if it was the last).
+///
+/// # Safety
+/// The caller owns that reference.
+pub(crate) unsafe fn user_object_release(o: sys::CUuserObject) -> Result<()> {
+    cu!(cuUserObjectRelease(o, 1))
 }

@@ -192,20 +192,25 @@ pub enum Error {
     /// The CUDA driver library could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// The safe driver layer failed (launch, module, memory).
-    #[cfg(feature = "launch")]
+    /// The safe driver layer failed (launch, module, memory), or refused the operation (inside a
+    /// host function, behind a stuck module load).
     #[error(transparent)]
-    Launch(#[from] ferrocuda_driver::Error),
+    Launch(ferrocuda_driver::Error),
 }
 
-impl Error {
-    /// The [`Error::Driver`] for `code` returned by `call`.
-    pub(crate) fn driver(call: &'static str, code: CUresult) -> Error {
-        Error::Driver {
-            call,
-            code,
-            name: ferrocuda_sys::error_name(code).unwrap_or("CUresult(unknown)"),
-            message: ferrocuda_sys::error_string(code).unwrap_or("no description from the driver"),
+impl From<ferrocuda_driver::Error> for Error {
+    /// A driver call's failure keeps its own variant ([`Error::Driver`], [`Error::Load`]);
+    /// everything else the driver layer reports is [`Error::Launch`].
+    fn from(e: ferrocuda_driver::Error) -> Error {
+        match e {
+            ferrocuda_driver::Error::Driver(d) => Error::Driver {
+                call: d.call,
+                code: d.code,
+                name: d.name,
+                message: d.message,
+            },
+            ferrocuda_driver::Error::Load(l) => Error::Load(l),
+            e => Error::Launch(e),
         }
     }
 }

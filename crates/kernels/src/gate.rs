@@ -108,9 +108,9 @@ impl<'a> FusedGate<'a> {
         let (timeout_ns, expired) = match self.limit {
             Some((t, counter)) => (
                 u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1),
-                counter.device_ptr(),
+                Some(counter),
             ),
-            None => (0, 0),
+            None => (0, None),
         };
         GateParams {
             flag: self.flag,
@@ -118,18 +118,21 @@ impl<'a> FusedGate<'a> {
             cond: self.cond as u32,
             timeout_ns,
             expired,
+            null: 0,
         }
     }
 }
 
-/// [`FusedGate::params`]: plain values, borrowed by a launch's arguments.
+/// [`FusedGate::params`]: plain values and flags, borrowed by a launch's arguments. The flags
+/// are passed as resources, so the launch's use path keeps them alive until the kernel has run.
 pub(crate) struct GateParams<'f> {
-    /// Passed as the flag's device address (`CompletionFlagRef` is a kernel parameter).
     flag: CompletionFlagRef<'f>,
     value: u64,
     cond: u32,
     timeout_ns: u64,
-    expired: u64,
+    /// The expiry counter, with a time limit (else a null pointer is passed).
+    expired: Option<CompletionFlagRef<'f>>,
+    null: u64,
 }
 
 impl GateParams<'_> {
@@ -138,8 +141,11 @@ impl GateParams<'_> {
         args.arg(&self.flag)
             .arg(&self.value)
             .arg(&self.cond)
-            .arg(&self.timeout_ns)
-            .arg(&self.expired);
+            .arg(&self.timeout_ns);
+        match &self.expired {
+            Some(c) => args.arg(c),
+            None => args.arg(&self.null),
+        };
     }
 }
 
@@ -169,16 +175,16 @@ mod tests {
                 p.value,
                 p.cond,
                 p.timeout_ns,
-                p.expired
+                p.expired.map(|e| e.device_ptr())
             ),
-            (addr(&flag_slot), 7, 0, 0, 0)
+            (addr(&flag_slot), 7, 0, 0, None)
         );
         let g = FusedGate::new(flag, 9, WaitCondition::GreaterOrEqual)
             .with_time_limit(Duration::from_micros(1500), counter);
         let p = g.params();
         assert_eq!(
-            (p.cond, p.timeout_ns, p.expired),
-            (1, 1_500_000, addr(&counter_slot))
+            (p.cond, p.timeout_ns, p.expired.map(|e| e.device_ptr())),
+            (1, 1_500_000, Some(addr(&counter_slot)))
         );
         assert_eq!(g.timeout(), Some(Duration::from_micros(1500)));
         let zero = g.with_time_limit(Duration::ZERO, counter).params();

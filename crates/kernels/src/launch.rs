@@ -88,6 +88,16 @@ impl Kernels {
     /// [`Error::NoCubins`] in a docs.rs build, [`Error::Launch`] if the driver refuses a module,
     /// a function or the attribute.
     pub fn load(device: &Device) -> Result<Kernels> {
+        Self::load_timeout(device, ferrocuda_driver::DEFAULT_LOAD_TIMEOUT)
+    }
+
+    /// [`load`](Self::load), giving each module load up to `timeout` (a load waits behind any
+    /// stream of the device that waits on a host value: load before enqueueing such waits).
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load); [`Error::Launch`] with a timeout if a module did not load in time.
+    pub fn load_timeout(device: &Device, timeout: std::time::Duration) -> Result<Kernels> {
         if !cubins::available() {
             return Err(Error::NoCubins);
         }
@@ -102,7 +112,7 @@ impl Kernels {
                 Op::Transpose => cubins::TRANSPOSE,
                 Op::RowSum => cubins::ROW_SUM,
             };
-            let module = Module::from_cubin(device, image)?;
+            let module = Module::from_cubin_timeout(device, image, timeout)?;
             for id in KernelId::all().filter(|k| k.op == op) {
                 let f = module.function(&id.name())?;
                 f.set_max_dynamic_shared_memory(id.dynamic_shared_bytes()?)?;
@@ -110,7 +120,7 @@ impl Kernels {
             }
             modules.push(module);
         }
-        let gated = Module::from_cubin(device, cubins::GATED)?;
+        let gated = Module::from_cubin_timeout(device, cubins::GATED, timeout)?;
         let gated_scale_f32 = gated.function("ferrocuda_gated_scale_f32")?;
         modules.push(gated);
         Ok(Kernels {
@@ -272,12 +282,12 @@ impl Kernels {
         args.arg(src).arg(dst).arg(&n).arg(&a);
         // SAFETY: the arguments match cuda/gated.cu's ferrocuda_gated_scale_f32(const u64* flag,
         // u64 value, u32 cond, u64 timeout_ns, u64* expired, const float* src, float* dst, u32 n,
-        // float a). The flag and the counter are 8-byte slots of mapped pinned memory borrowed
-        // from live `CompletionFlag`s (or promised valid by `CompletionFlagRef::from_address`);
-        // a dropped flag's slot is recycled only after the GPU is past the work enqueued so far;
-        // the counter is written only when a time limit is set, and then it is a real slot. The
-        // kernel reads `n` elements of `src` and writes `n` of `dst`, which holds at least `n`;
-        // the stream keeps both buffers alive until it has run.
+        // float a). The flag and the counter are passed as resources (8-byte slots of mapped
+        // pinned memory, kept alive by the launch; a `CompletionFlagRef::from_address` is valid
+        // by its creator's promise); the counter is written only when a time limit is set, and
+        // then it is a real slot. The kernel reads `n` elements of `src` and writes `n` of `dst`,
+        // which holds at least `n`; both are resources of the stream's device (checked by the
+        // launch), kept alive until it has run.
         unsafe { stream.launch(&self.gated_scale_f32, cfg, &mut args)? };
         Ok(())
     }
@@ -312,13 +322,16 @@ impl Kernels {
         }
         let id = KernelId::new::<T>(op, pipeline.transfer, pipeline.stages);
         let shared = id.dynamic_shared_bytes()?;
+        // The addresses come from the driver crate's use path: it checks the buffers' device
+        // against the stream's and records their use on it (the tensor map holds `src`'s).
+        let (src_addr, dst_addr) = (src.record_use(stream)?, dst.record_use(stream)?);
         let map = match pipeline.transfer {
             Transfer::Tma => {
                 let (box_rows, box_cols) = op.tile_elements(T::DTYPE);
                 Some(
                     TensorMapBuilder::matrix(
                         T::DTYPE,
-                        src.device_ptr(),
+                        src_addr,
                         (u64::from(src_layout.rows), u64::from(src_layout.cols)),
                         u64::from(src_layout.pitch) * T::DTYPE.size(),
                         (box_rows, box_cols),
@@ -327,18 +340,14 @@ impl Kernels {
                 )
             }
             Transfer::CpAsync => {
-                if !src.device_ptr().is_multiple_of(16) {
-                    return Err(Error::UnalignedAddress {
-                        address: src.device_ptr(),
-                    });
+                if !src_addr.is_multiple_of(16) {
+                    return Err(Error::UnalignedAddress { address: src_addr });
                 }
                 None
             }
         };
-        if !dst.device_ptr().is_multiple_of(16) {
-            return Err(Error::UnalignedAddress {
-                address: dst.device_ptr(),
-            });
+        if !dst_addr.is_multiple_of(16) {
+            return Err(Error::UnalignedAddress { address: dst_addr });
         }
         let items = op.work_items(T::DTYPE, src_layout.rows, src_layout.cols);
         if items > u64::from(u32::MAX) {

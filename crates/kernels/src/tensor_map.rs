@@ -27,7 +27,7 @@
 use crate::element::ElementType;
 use crate::error::{Error, Result};
 use ferrocuda_sys::{
-    CUdeviceptr, CUresult, CUtensorMap, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
+    CUdeviceptr, CUtensorMap, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
     CUtensorMapL2promotion, CUtensorMapSwizzle,
 };
 
@@ -310,21 +310,20 @@ impl TensorMapBuilder {
     /// A validation error (nothing reaches the driver), [`Error::Load`] without a CUDA driver,
     /// [`Error::Driver`] if the driver still refuses.
     pub fn encode(&self) -> Result<TensorMap> {
+        // The driver crate's guard: refused inside a host function (naming this operation) and
+        // behind a stuck module load; traced like every driver call.
+        let _op = ferrocuda_driver::guard::enter("TensorMapBuilder::encode")?;
         self.validate()?;
-        let cu = ferrocuda_sys::driver()?;
         let rank = self.dims.len();
         let ones = [1u32; MAX_RANK];
         let element_strides = self.element_strides.as_deref().unwrap_or(&ones[..rank]);
         let mut map = <TensorMap as bytemuck::Zeroable>::zeroed();
         // SAFETY: cuInit has no preconditions and may be called any number of times.
-        let rc = unsafe { cu.cuInit(0) };
-        if rc != CUresult::CUDA_SUCCESS {
-            return Err(Error::driver("cuInit", rc));
-        }
+        ferrocuda_driver::guard::call("cuInit", |cu| unsafe { cu.cuInit(0) })?;
         // SAFETY: `map` is a writable, 128-byte-aligned CUtensorMap; the arrays hold `rank`,
         // `rank - 1`, `rank` and `rank` values as the call requires (checked by `validate`), and
         // outlive the call. The driver only records `address`; it does not dereference it here.
-        let rc = unsafe {
+        ferrocuda_driver::guard::call("cuTensorMapEncodeTiled", |cu| unsafe {
             cu.cuTensorMapEncodeTiled(
                 &mut map.0,
                 self.element.to_raw(),
@@ -339,10 +338,7 @@ impl TensorMapBuilder {
                 self.l2_promotion.to_raw(),
                 CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
             )
-        };
-        if rc != CUresult::CUDA_SUCCESS {
-            return Err(Error::driver("cuTensorMapEncodeTiled", rc));
-        }
+        })?;
         Ok(map)
     }
 }

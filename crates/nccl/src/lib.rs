@@ -301,26 +301,39 @@ impl Communicators {
                 )));
             }
         }
+        let _op = ferrocuda_driver::guard::enter("Communicators::all_reduce")?;
         let l = lib()?;
+        // One external operation per rank's stream, from the addresses to ncclGroupEnd (where NCCL
+        // enqueues): the buffers' uses are recorded on their streams, and a stream that captures
+        // a graph is refused (the graph would outlive the communicators' bookkeeping).
+        let mut ops = Vec::with_capacity(n);
+        let mut addrs = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut ext = streams[i].external_op(
+                "Communicators::all_reduce",
+                Some("NCCL collectives are not captured into ferrocuda graphs: enqueue them outside the capture"),
+            )?;
+            addrs.push((ext.buffer(&send[i])?, ext.buffer(&recv[i])?));
+            ops.push(ext);
+        }
         let _span = tracing::trace_span!("nccl", call = "ncclAllReduce").entered();
         // SAFETY: no arguments.
         check("ncclGroupStart", unsafe { (l.ncclGroupStart)() })?;
         let mut result = Ok(());
         for i in 0..n {
-            send[i].record_use(&streams[i]);
-            recv[i].record_use(&streams[i]);
-            // SAFETY: both buffers hold `count` elements of `T` on the communicator's device and
-            // stay allocated until the stream is past this (their drops are fenced, recorded just
-            // above); the stream is live and of that device.
+            let (s, r) = addrs[i];
+            // SAFETY: both buffers hold `count` elements of `T` on the communicator's device
+            // (checked above) and stay allocated until the stream is past this (their uses are
+            // recorded on it); the stream is live and of that device.
             let rc = unsafe {
                 (l.ncclAllReduce)(
-                    send[i].device_ptr() as *const std::ffi::c_void,
-                    recv[i].device_ptr() as *mut std::ffi::c_void,
+                    s as *const std::ffi::c_void,
+                    r as *mut std::ffi::c_void,
                     count,
                     T::DATA_TYPE,
                     op.raw(),
                     self.comms[i].0,
-                    streams[i].as_raw().cast(),
+                    ops[i].raw().cast(),
                 )
             };
             result = check("ncclAllReduce", rc);
@@ -332,6 +345,7 @@ impl Communicators {
         // SAFETY: no arguments.
         let end = check("ncclGroupEnd", unsafe { (l.ncclGroupEnd)() });
         ferrocuda_driver::forget_current_context();
+        drop(ops);
         result.and(end)
     }
 

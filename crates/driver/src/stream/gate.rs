@@ -1,0 +1,435 @@
+//! Gates of [`DeviceStream`]: waits on host values and device flags (the driver's
+//! `cuStreamWaitValue64` or the crate's polling kernel), GPU writes of flags, and the polling relay.
+
+use super::DeviceStream;
+use crate::device_flag::DeviceFlag;
+use crate::error::Result;
+use crate::flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+use crate::module::{LaunchArgs, LaunchConfig};
+use crate::raw;
+use crate::resource::{Access, Resource, UnderCapture};
+use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
+use std::time::Duration;
+
+/// How a stream waits for a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateStrategy {
+    /// The driver's `cuStreamWaitValue64`: costs nothing while waiting; releases the next kernel
+    /// ≈ 9 µs after the signal when the stream has been waiting a while (≈ 4–5 µs back to back).
+    DriverWait,
+    /// A one-thread kernel that polls the flag (`ld.acquire.sys`, `__nanosleep(32)` between
+    /// loads): releases the next kernel in ≈ 3–5 µs, but holds one block on one SM while it waits
+    /// (≈ 1 % of copy bandwidth per poller on an H100). `timeout` bounds the wait in GPU time
+    /// (saturating at `u64::MAX` ns); an expired gate lets the work after it run and is reported
+    /// by the next `synchronize` as [`Error::GateExpired`](crate::Error::GateExpired). [`CompletionFlag::abort`] releases it
+    /// like a driver wait.
+    Polling {
+        /// Give up after this much GPU time (`None`: wait as long as it takes).
+        timeout: Option<Duration>,
+    },
+}
+
+/// A flag a gate can wait on: a host [`CompletionFlag`] (pinned host memory, visible to every
+/// device) or a [`DeviceFlag`] (one device's memory). Built with `into()` from `&CompletionFlag`,
+/// [`CompletionFlagRef`] or `&DeviceFlag`; see [`DeviceStream::relay_value`].
+#[derive(Clone, Copy)]
+pub enum FlagSource<'a> {
+    /// A host flag.
+    Host(CompletionFlagRef<'a>),
+    /// A device flag.
+    Device(&'a DeviceFlag),
+}
+
+impl FlagSource<'_> {
+    fn resource(&self) -> &dyn Resource {
+        match self {
+            FlagSource::Host(f) => f,
+            FlagSource::Device(f) => *f,
+        }
+    }
+}
+
+impl<'a> From<CompletionFlagRef<'a>> for FlagSource<'a> {
+    fn from(f: CompletionFlagRef<'a>) -> Self {
+        FlagSource::Host(f)
+    }
+}
+
+impl<'a> From<&'a CompletionFlag> for FlagSource<'a> {
+    fn from(f: &'a CompletionFlag) -> Self {
+        FlagSource::Host(f.as_ref())
+    }
+}
+
+impl<'a> From<&'a DeviceFlag> for FlagSource<'a> {
+    fn from(f: &'a DeviceFlag) -> Self {
+        FlagSource::Device(f)
+    }
+}
+
+impl std::fmt::Debug for FlagSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlagSource::Host(h) => write!(f, "FlagSource::Host({:#x})", h.device_ptr()),
+            FlagSource::Device(d) => write!(
+                f,
+                "FlagSource::Device({:#x} on device {})",
+                d.device_ptr(),
+                d.device().ordinal()
+            ),
+        }
+    }
+}
+
+/// The driver's wait flags for a condition.
+pub(crate) fn wait_flags(cond: WaitCondition) -> u32 {
+    match cond {
+        WaitCondition::Equal => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0,
+        WaitCondition::GreaterOrEqual => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0,
+    }
+}
+
+/// A time limit in the gate kernels' unit: nanoseconds, 0 for none, saturating (a limit too long
+/// for 64 bits of nanoseconds is "as long as it takes", never a short one), at least 1 ns.
+pub(crate) fn timeout_ns(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| {
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+/// The five leading parameters of the gate kernels (`ferrocuda_gate_poll`,
+/// `ferrocuda_gate_relay`): `(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
+/// u64* expired)`; `expired` is written only when `timeout_ns != 0`.
+pub(crate) struct GateArgs<'a> {
+    flag: &'a dyn Resource,
+    value: u64,
+    cond: u32,
+    timeout_ns: u64,
+    expired: Option<&'a CompletionFlag>,
+    null: u64,
+}
+
+impl<'a> GateArgs<'a> {
+    pub(crate) fn new(
+        flag: &'a dyn Resource,
+        value: u64,
+        cond: WaitCondition,
+        timeout_ns: u64,
+        expired: Option<&'a CompletionFlag>,
+    ) -> Self {
+        GateArgs {
+            flag,
+            value,
+            cond: cond as u32,
+            timeout_ns,
+            expired: expired.filter(|_| timeout_ns != 0),
+            null: 0,
+        }
+    }
+
+    /// Appends the five parameters, in the kernels' order.
+    pub(crate) fn push(&'a self, args: &mut LaunchArgs<'a>) {
+        args.arg_resource(self.flag)
+            .arg(&self.value)
+            .arg(&self.cond)
+            .arg(&self.timeout_ns);
+        match self.expired {
+            Some(c) => args.arg(c),
+            None => args.arg(&self.null),
+        };
+    }
+}
+
+impl DeviceStream {
+    /// The counter the polling gates of this stream bump on expiry, created on first use.
+    fn expiry_counter(&self, timeout_ns: u64) -> Result<Option<&CompletionFlag>> {
+        if timeout_ns == 0 {
+            return Ok(None);
+        }
+        if let Some(f) = self.inner.expired.get() {
+            return Ok(Some(f));
+        }
+        let f = CompletionFlag::new(&self.inner.device)?;
+        Ok(Some(self.inner.expired.get_or_init(|| f)))
+    }
+
+    /// Makes later work wait until `flag` satisfies `cond` for `value`, by `strategy`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_value`](Self::wait_value) and [`poll_value`](Self::poll_value).
+    pub fn wait_value_with(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+        strategy: GateStrategy,
+    ) -> Result<()> {
+        match strategy {
+            GateStrategy::DriverWait => self.wait_value(flag, value, cond),
+            GateStrategy::Polling { timeout } => self.poll_value(flag, value, cond, timeout),
+        }
+    }
+
+    /// The polling gate ([`GateStrategy::Polling`]): enqueues a one-thread kernel that waits until
+    /// `flag` satisfies `cond` for `value` (or holds [`CompletionFlag::ABORTED`]); later work on
+    /// the stream starts when it exits. The kernel was loaded when the device was opened, so this
+    /// never loads code behind a waiting stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) if the gate kernel could not be loaded on this device;
+    /// [`Error::Driver`](crate::Error::Driver) if the launch fails.
+    pub fn poll_value(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        self.poll(&flag, value, cond, timeout)
+    }
+
+    fn poll(
+        &self,
+        flag: &dyn Resource,
+        value: u64,
+        cond: WaitCondition,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let gate = self.inner.device.inner.gate_kernels(&self.inner.device)?;
+        let timeout_ns = timeout_ns(timeout);
+        let gate_args = GateArgs::new(
+            flag,
+            value,
+            cond,
+            timeout_ns,
+            self.expiry_counter(timeout_ns)?,
+        );
+        let mut args = LaunchArgs::new();
+        gate_args.push(&mut args);
+        // SAFETY: the arguments match ferrocuda_gate_poll(const u64* flag, u64 value, u32 cond,
+        // u64 timeout_ns, u64* expired) (`GateArgs`); the flag and the counter are passed as
+        // resources, so the launch keeps them alive; `expired` is only written when
+        // `timeout_ns != 0`, and then it is the counter.
+        unsafe {
+            self.launch_op(
+                "DeviceStream::poll_value",
+                &gate.poll,
+                LaunchConfig::single_thread(),
+                &mut args,
+            )
+        }
+    }
+
+    /// The polling relay: one one-thread kernel that waits until `from` satisfies `cond` for
+    /// `value`, as the polling gate does, and then writes `write` to `to` — so a stream of another
+    /// device gated on `to` is released by this GPU's store, with no host round trip and no second
+    /// kernel boundary on this stream (where [`wait_value_with`](Self::wait_value_with) +
+    /// [`write_value`](Self::write_value) enqueue two operations). Later work on this stream starts
+    /// when the relay has written.
+    ///
+    /// `from` is a host flag ([`CompletionFlag`] or [`CompletionFlagRef`]) or a [`DeviceFlag`] of
+    /// this device or a peer; `to` is a [`DeviceFlag`] of this device or a peer. A system-wide
+    /// memory fence precedes the store, so the work gated on `to` sees what this stream did before
+    /// the relay. If `from` holds [`CompletionFlag::ABORTED`], or `timeout` (GPU time) expires
+    /// first, the relay writes [`CompletionFlag::ABORTED`] to `to` instead of `write`: the waiters
+    /// downstream are released and can tell that their input was not produced (the fused gate's
+    /// `wait_flag` returns false); an expiry is also reported by the next
+    /// [`synchronize`](Self::synchronize) as [`Error::GateExpired`](crate::Error::GateExpired).
+    ///
+    /// ```no_run
+    /// use ferrocuda_driver::{CompletionFlag, Device, DeviceFlag, GateStrategy, WaitCondition};
+    /// # fn main() -> ferrocuda_driver::Result<()> {
+    /// let (gpu0, gpu1) = (Device::new(0)?, Device::new(1)?);
+    /// gpu0.enable_peer_access(&gpu1)?;
+    /// let (s0, s1) = (gpu0.new_stream()?, gpu1.new_stream()?);
+    /// let host = CompletionFlag::new(&gpu0)?;
+    /// let on_gpu1 = DeviceFlag::new(&gpu1)?;
+    /// // GPU0 waits for the host's 1, then tells GPU1 at once.
+    /// s0.relay_value(&host, 1, WaitCondition::GreaterOrEqual, &on_gpu1, 1, None)?;
+    /// let poll = GateStrategy::Polling { timeout: None };
+    /// s1.wait_value_on(&on_gpu1, 1, WaitCondition::GreaterOrEqual, poll)?;
+    /// // ... GPU1's gated work ...
+    /// host.signal(1);
+    /// s1.synchronize()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when this device cannot reach `from`'s or `to`'s device (peer
+    /// access) or the relay kernel did not load; [`Error::Driver`](crate::Error::Driver) if the launch fails.
+    pub fn relay_value<'f>(
+        &self,
+        from: impl Into<FlagSource<'f>>,
+        value: u64,
+        cond: WaitCondition,
+        to: &DeviceFlag,
+        write: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let from = from.into();
+        let relay = &self
+            .inner
+            .device
+            .inner
+            .gate_kernels(&self.inner.device)?
+            .relay;
+        let timeout_ns = timeout_ns(timeout);
+        let gate_args = GateArgs::new(
+            from.resource(),
+            value,
+            cond,
+            timeout_ns,
+            self.expiry_counter(timeout_ns)?,
+        );
+        let mut args = LaunchArgs::new();
+        gate_args.push(&mut args);
+        args.arg(to).arg(&write);
+        // SAFETY: ferrocuda_gate_relay(the gate's five, u64* target, u64 target_value), one
+        // thread (`GateArgs` lays out the five). Both flags are passed as resources: the use path
+        // checks that this device reaches them (peer access) and keeps them alive; `expired` is
+        // the counter, written only when `timeout_ns != 0`.
+        unsafe {
+            self.launch_op(
+                "DeviceStream::relay_value",
+                relay,
+                LaunchConfig::single_thread(),
+                &mut args,
+            )
+        }
+    }
+
+    /// Makes later work on this stream wait until `flag` equals `value` (`cuStreamWaitValue64`,
+    /// equality, as MAX's `wait_for_host_value`). The host does not wait.
+    ///
+    /// Only `value` releases an equality wait (not [`CompletionFlag::abort`]); prefer
+    /// [`wait_for_host_value_ge`](Self::wait_for_host_value_ge) with increasing epochs.
+    /// The flag stays alive until the wait has passed, even if every handle to it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`](crate::Error::Driver) if the driver refuses.
+    #[inline]
+    pub fn wait_for_host_value<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        self.wait_value(flag.into(), value, WaitCondition::Equal)
+    }
+
+    /// Makes later work on this stream wait until `flag >= value` (the driver's cyclic comparison,
+    /// `(flag - value) as i64 >= 0`; keep epochs below 2^63), the form that pairs
+    /// with monotonically increasing epochs and with [`CompletionFlag::abort`].
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for_host_value`](Self::wait_for_host_value).
+    #[inline]
+    pub fn wait_for_host_value_ge<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        self.wait_value(flag.into(), value, WaitCondition::GreaterOrEqual)
+    }
+
+    /// Makes later work wait until `flag` satisfies `cond` for `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_for_host_value`](Self::wait_for_host_value).
+    #[inline]
+    pub fn wait_value(
+        &self,
+        flag: CompletionFlagRef<'_>,
+        value: u64,
+        cond: WaitCondition,
+    ) -> Result<()> {
+        self.driver_wait("DeviceStream::wait_value", &flag, value, cond)
+    }
+
+    fn driver_wait(
+        &self,
+        op: &'static str,
+        flag: &dyn Resource,
+        value: u64,
+        cond: WaitCondition,
+    ) -> Result<()> {
+        let mut op = self.inner.begin(op, UnderCapture::Record)?;
+        let a = op.address(flag, Access::Read)?;
+        // SAFETY: the stream is live; the slot stays allocated until the GPU is past this wait
+        // (its use is recorded, or the capturing graph owns it).
+        op.enqueue(|s| unsafe { raw::stream_wait_value64(s, a, value, wait_flags(cond)) })
+    }
+
+    fn driver_write(&self, op: &'static str, flag: &dyn Resource, value: u64) -> Result<()> {
+        let mut op = self.inner.begin(op, UnderCapture::Record)?;
+        let a = op.address(flag, Access::Write)?;
+        // SAFETY: as in `driver_wait`. The default flags put a system-wide memory fence before
+        // the write, so whoever sees the value sees the work before it.
+        op.enqueue(|s| unsafe {
+            raw::stream_write_value64(
+                s,
+                a,
+                value,
+                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
+            )
+        })
+    }
+
+    /// When the stream reaches this point, the GPU writes `value` to `flag` (GPU → host; preceded
+    /// by a system-wide memory fence, so the host sees the work before it). Pair with
+    /// [`CompletionFlag::wait`] on the host.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`](crate::Error::Driver) if the driver refuses.
+    #[inline]
+    pub fn write_host_value<'f>(
+        &self,
+        flag: impl Into<CompletionFlagRef<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        self.driver_write("DeviceStream::write_host_value", &flag.into(), value)
+    }
+
+    /// When the stream reaches this point, the GPU writes `value` to `flag`, a [`DeviceFlag`] of
+    /// this device or of a peer (`cuStreamWriteValue64`, preceded by a system-wide memory fence, so
+    /// work gated on the value sees what this stream did before). Pair with
+    /// [`wait_value_on`](Self::wait_value_on) on another stream, of any device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when this device cannot access the flag's device (peer access);
+    /// [`Error::Driver`](crate::Error::Driver) if the driver refuses.
+    pub fn write_value(&self, flag: &DeviceFlag, value: u64) -> Result<()> {
+        self.driver_write("DeviceStream::write_value", flag, value)
+    }
+
+    /// Makes later work on this stream wait until `flag` (a [`DeviceFlag`] of this device or of a
+    /// peer) satisfies `cond` for `value`, by `strategy`: the driver's `cuStreamWaitValue64` or the
+    /// polling gate (which also passes on [`CompletionFlag::ABORTED`], as for host flags). The host
+    /// does not wait. The flag stays allocated until the wait has passed, whatever is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when this device cannot access the flag's device (peer access) or
+    /// the polling gate did not load; [`Error::Driver`](crate::Error::Driver) if the driver refuses.
+    pub fn wait_value_on(
+        &self,
+        flag: &DeviceFlag,
+        value: u64,
+        cond: WaitCondition,
+        strategy: GateStrategy,
+    ) -> Result<()> {
+        match strategy {
+            GateStrategy::DriverWait => {
+                self.driver_wait("DeviceStream::wait_value_on", flag, value, cond)
+            }
+            GateStrategy::Polling { timeout } => self.poll(flag, value, cond, timeout),
+        }
+    }
+}
