@@ -298,7 +298,9 @@ mod tests {
     }
 
     /// The bundle's `run` with stand-ins for the test binaries, `nvidia-smi` and compute-sanitizer:
-    /// returns its output and the arguments each test binary was run with.
+    /// returns its output and the arguments each test binary was run with. The stand-in of
+    /// `gpu_multi` lists a one-GPU and a two-GPU test and, like the real binary, fails if it runs
+    /// the two-GPU one where the tests see fewer than 2 GPUs.
     fn run_bundle(gpus: usize, visible: Option<&str>) -> (String, String) {
         let dir = std::env::temp_dir().join(format!(
             "ferrocuda-bundle-test-{}-{gpus}-{}",
@@ -315,19 +317,32 @@ mod tests {
         names.push("gpu_smoke");
         names.sort_unstable();
         names.dedup();
+        let seen = visible.map_or(gpus, |v| v.split(',').count().min(gpus));
         let log = dir.join("calls.log");
         for name in names {
-            let list = if name == "gpu_multi" {
-                "one_gpu_case: test\\nsome_case_needs_2_gpus: test\\n"
+            let (list, two_gpu_check) = if name == "gpu_multi" {
+                (
+                    "one_gpu_case: test\\nsome_case_needs_2_gpus: test\\n",
+                    format!(
+                        "if [ {seen} -lt 2 ]; then\n\
+                           case \" $* \" in\n\
+                             *' --skip _needs_2_gpus '*) ;;\n\
+                             *' --exact '*) [[ \"$*\" == *_needs_2_gpus* ]] && exit 101 ;;\n\
+                             *) exit 101 ;;\n\
+                           esac\n\
+                         fi\n"
+                    ),
+                )
             } else {
-                "a_case: test\\n"
+                ("a_case: test\\n", String::new())
             };
             write_exe(
                 &bin.join(name),
                 &format!(
                     "#!/usr/bin/env bash\n\
                      if [ \"$1\" = --list ]; then printf '{list}'; exit 0; fi\n\
-                     echo \"${{UNDER_SANITIZER:-}}{name} $*\" >> '{}'\n",
+                     echo \"${{UNDER_SANITIZER:-}}{name} $*\" >> '{}'\n\
+                     {two_gpu_check}exit 0\n",
                     log.display()
                 ),
             );
@@ -365,7 +380,7 @@ mod tests {
         (text, calls)
     }
 
-    /// Issue 13: on one GPU the two-GPU tests are not run and are counted as skipped (the binary's
+    /// On one GPU the two-GPU tests are not run and are counted as skipped (the binary's
     /// one and its sanitizer pass), also when CUDA_VISIBLE_DEVICES hides GPUs; on two they run.
     #[test]
     fn two_gpu_tests_are_skipped_and_counted_on_one_gpu() {
