@@ -2,10 +2,11 @@
 //! write + driver wait, peer write + polling gate), drops of either device's flags and buffers while
 //! the other waits, and an all-reduce gated by flags through NCCL.
 //!
-//! Tests whose name ends in `_needs_2_gpus` need two GPUs. The GPU bundle does not run them on a
-//! machine with one (`--skip _needs_2_gpus`) and counts them as skipped; run by hand there, they
-//! print `SKIPPED: needs 2 GPUs` and return. The other tests run on one GPU: the device flag and
-//! relay tests between streams of GPU 0, and the gated all-reduce with one rank.
+//! Tests whose name ends in `_needs_2_gpus` need two GPUs, and fail on a machine with fewer: a
+//! test that did not run must not count as passed. Skip them there with `--skip _needs_2_gpus`
+//! (`cargo test ... -- --skip _needs_2_gpus`), as the GPU bundle does on one GPU, counting them as
+//! skipped. The other tests run on one GPU: the device flag and relay tests between streams of
+//! GPU 0, and the gated all-reduce with one rank.
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{
@@ -23,19 +24,25 @@ const STRATEGIES: [GateStrategy; 2] = [
     GateStrategy::Polling { timeout: None },
 ];
 
-/// Every device, or `None` (after printing the skip) when there are fewer than two.
-fn gpus() -> Option<Vec<Device>> {
+/// Every device.
+///
+/// # Panics
+///
+/// When there are fewer than two: the test fails, and says how to skip it.
+fn gpus() -> Vec<Device> {
     let n = Device::count().expect("a GPU test needs the driver");
-    if n < 2 {
-        println!("SKIPPED: needs 2 GPUs (this machine has {n})");
-        return None;
-    }
+    assert!(
+        n >= 2,
+        "this test needs 2 GPUs and this machine has {n}: on one GPU, skip the two-GPU tests \
+         with `--skip _needs_2_gpus` (`cargo test ... -- --skip _needs_2_gpus`; the GPU bundle's \
+         `run` does so)"
+    );
     let devs: Vec<Device> = (0..n).map(|i| Device::new(i).unwrap()).collect();
     println!(
         "{n} GPUs: {:?}",
         devs.iter().map(Device::name).collect::<Vec<_>>()
     );
-    Some(devs)
+    devs
 }
 
 /// Peer access both ways between every pair, before any wait is enqueued.
@@ -237,7 +244,7 @@ fn relay_forwards_values_aborts_and_expiries() {
 #[test]
 fn one_flag_gates_every_gpu_ten_thousand_steps_needs_2_gpus() {
     deadline(120 * SEC, || {
-        let Some(devs) = gpus() else { return };
+        let devs = gpus();
         let ks: Vec<Kernels> = devs.iter().map(kernels).collect();
         let streams: Vec<DeviceStream> = devs.iter().map(|d| d.new_stream().unwrap()).collect();
         for strategy in STRATEGIES {
@@ -310,7 +317,7 @@ enum Relay {
 #[test]
 fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
     deadline(180 * SEC, || {
-        let Some(devs) = gpus() else { return };
+        let devs = gpus();
         enable_all_peers(&devs);
         let (d0, d1) = (&devs[0], &devs[1]);
         let k1 = kernels(d1);
@@ -386,7 +393,7 @@ fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
 #[test]
 fn dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus() {
     deadline(120 * SEC, || {
-        let Some(devs) = gpus() else { return };
+        let devs = gpus();
         enable_all_peers(&devs);
         let ks: Vec<Kernels> = devs.iter().map(kernels).collect();
         let n = 4096u32;
@@ -476,7 +483,7 @@ fn mix(mut x: u64) -> u64 {
 #[test]
 fn gated_all_reduce_equals_the_cpu_sum_100_steps_needs_2_gpus() {
     deadline(180 * SEC, || {
-        let Some(devs) = gpus() else { return };
+        let devs = gpus();
         gated_all_reduce(&devs);
     });
 }

@@ -34,33 +34,57 @@ fn bindings_path() -> PathBuf {
     util::root().join("crates/cuda-sys/src/bindings.rs")
 }
 
-/// Whether libclang can be found (bindgen loads it at run time).
+/// Folders searched for libclang, besides `/usr/lib/llvm-*/lib` and `LIBCLANG_PATH`. `.ci/run`
+/// searches the same ones.
+const LIBCLANG_DIRS: [&str; 4] = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// Whether libclang can be found (bindgen loads it at run time): `LIBCLANG_PATH` names it or a
+/// folder holding it, or a file [`is_libclang`] accepts is in a system library folder or
+/// `/usr/lib/llvm-*/lib`.
 pub fn libclang_available() -> bool {
-    if std::env::var_os("LIBCLANG_PATH").is_some_and(|p| Path::new(&p).exists()) {
+    let from_env = std::env::var_os("LIBCLANG_PATH").map(PathBuf::from);
+    if from_env.as_ref().is_some_and(|p| p.is_file()) {
         return true;
     }
-    let dirs = [
-        "/usr/lib/x86_64-linux-gnu",
-        "/usr/lib64",
-        "/usr/lib",
-        "/usr/local/lib",
-    ];
     let llvm = std::fs::read_dir("/usr/lib")
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("llvm-"))
         .map(|e| e.path().join("lib"));
-    dirs.iter()
+    LIBCLANG_DIRS
+        .iter()
         .map(PathBuf::from)
         .chain(llvm)
+        .chain(from_env)
         .filter_map(|d| std::fs::read_dir(d).ok())
         .flatten()
         .flatten()
-        .any(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("libclang") && n.contains(".so") && !n.starts_with("libclang-cpp")
+        .any(|e| is_libclang(&e.file_name().to_string_lossy()))
+}
+
+/// Whether a file name is libclang itself, by the names bindgen's loader (clang-sys) tries on
+/// Linux: `libclang.so`, `libclang.so.*`, `libclang-*.so`, `libclang-*.so.*`. `libclang-cpp`
+/// (clang's C++ library, installed without libclang by some packages) is not libclang, nor are
+/// clang's component libraries (`libclangBasic.a`, `libclang_rt.*`). `.ci/run`'s `has_libclang`
+/// applies the same rule.
+pub fn is_libclang(name: &str) -> bool {
+    if name == "libclang.so" || name.starts_with("libclang.so.") {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix("libclang-") else {
+        return false;
+    };
+    // `libclang-*.so` or `libclang-*.so.*`: some `.so` ends the name or is followed by a dot.
+    !rest.starts_with("cpp")
+        && rest.match_indices(".so").any(|(i, _)| {
+            let after = &rest[i + 3..];
+            after.is_empty() || after.starts_with('.')
         })
 }
 
@@ -115,4 +139,111 @@ pub fn run(check: bool) -> Result<(), String> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// File names of Debian's and other distributions' LLVM packages, and whether each is
+    /// libclang (what bindgen loads).
+    const NAMES: &[(&str, bool)] = &[
+        ("libclang.so", true),
+        ("libclang.so.1", true),
+        ("libclang.so.20.1.8", true),
+        ("libclang-14.so", true),
+        ("libclang-14.so.1", true),
+        ("libclang-14.so.13", true),
+        ("libclang-14.0.6.so", true),
+        ("libclang-14.so.14.0.6", true),
+        // libclang-cpp is clang's C++ library: bindgen cannot use it.
+        ("libclang-cpp.so", false),
+        ("libclang-cpp.so.14", false),
+        ("libclang-cpp.so.20.1", false),
+        ("libclangBasic.a", false),
+        ("libclangBasic.so", false),
+        ("libclang_rt.asan-x86_64.so", false),
+        ("libclang.a", false),
+        ("libclang-14.a", false),
+        ("libclang.sox", false),
+        ("libLLVM-14.so.1", false),
+        ("clang", false),
+    ];
+
+    #[test]
+    fn libclang_is_told_apart_from_libclang_cpp_and_clang_components() {
+        for &(name, want) in NAMES {
+            assert_eq!(is_libclang(name), want, "{name}");
+        }
+    }
+
+    /// The `has_libclang` function of `.ci/run`, which decides whether CI installs libclang-dev.
+    fn ci_has_libclang() -> String {
+        let path = util::root().join(".ci/run");
+        let script = std::fs::read_to_string(&path).unwrap();
+        let start = script
+            .find("has_libclang() {")
+            .expect(".ci/run defines has_libclang");
+        let len = script[start..].find("\n}\n").expect("has_libclang ends") + 3;
+        script[start..start + len].to_owned()
+    }
+
+    /// `.ci/run` installs libclang-dev unless it finds libclang: it must count the same files as
+    /// [`libclang_available`], or CI skips (or fails) the bindings check where it could run it.
+    #[test]
+    fn ci_script_counts_the_same_files_as_xtask() {
+        let func = ci_has_libclang();
+        let dir = std::env::temp_dir().join(format!("ferrocuda-libclang-{}", std::process::id()));
+        for &(name, want) in NAMES {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), b"").unwrap();
+            let found = Command::new("bash")
+                .arg("-c")
+                .arg(format!("{func}\nhas_libclang \"$1\""))
+                .arg("bash")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert_eq!(found, want, ".ci/run on a folder holding only {name}");
+        }
+        // An empty folder, and one that does not exist.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in [dir.clone(), dir.join("missing")] {
+            let found = Command::new("bash")
+                .arg("-c")
+                .arg(format!("{func}\nhas_libclang \"$1\""))
+                .arg("bash")
+                .arg(&d)
+                .status()
+                .unwrap()
+                .success();
+            assert!(!found, "{}", d.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `.ci/run` searches the folders [`libclang_available`] searches.
+    #[test]
+    fn ci_script_searches_the_same_folders_as_xtask() {
+        let script = std::fs::read_to_string(util::root().join(".ci/run")).unwrap();
+        let call = script
+            .lines()
+            .find(|l| l.trim_start().starts_with("has_libclang "))
+            .expect(".ci/run calls has_libclang");
+        for dir in LIBCLANG_DIRS.iter().chain(&["/usr/lib/llvm-*/lib"]) {
+            assert!(
+                call.split_whitespace()
+                    .any(|w| w.trim_end_matches(';') == *dir),
+                "{dir} is not searched: {call}"
+            );
+        }
+        assert!(
+            call.contains("\"$LIBCLANG_PATH\""),
+            "LIBCLANG_PATH is not searched: {call}"
+        );
+    }
 }

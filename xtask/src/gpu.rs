@@ -5,7 +5,9 @@
 //! script runs every test binary (each under a deadline), then the compute-sanitizer passes listed
 //! in [`SANITIZE`], prints `gpu bundle: N passed, M failed, K skipped` (tests named `*_needs_2_gpus` are skipped,
 //! and counted so, where the script sees one GPU: `nvidia-smi -L`, narrowed by
-//! `CUDA_VISIBLE_DEVICES`) and exits non-zero if anything failed.
+//! `CUDA_VISIBLE_DEVICES`) and exits non-zero if anything failed. The unit tests of
+//! [`UNIT_TEST_PACKAGES`] go in too; where `libnccl.so.2` is on the library path, `run` sets
+//! `FERROCUDA_EXPECT_NCCL=1`, so that the NCCL tests fail if they cannot load it.
 
 use crate::util;
 use std::fmt::Write as _;
@@ -14,6 +16,10 @@ use std::process::Command;
 
 /// Packages with GPU tests behind a `gpu-tests` feature.
 pub const GPU_PACKAGES: &[&str] = &["ferrocuda-driver", "ferrocuda-kernels", "ferrocuda-tests"];
+
+/// Packages whose library unit tests also go into the bundle (named after the library, e.g.
+/// `ferrocuda_nccl`): they check what only a GPU machine has, here that NCCL loads.
+pub const UNIT_TEST_PACKAGES: &[&str] = &["ferrocuda-nccl"];
 
 /// compute-sanitizer passes: (tool, test binary, arguments to the test binary).
 /// The tests run under it set `FERROCUDA_SANITIZER=1`, which widens their time limits.
@@ -121,15 +127,19 @@ pub fn gpu_present() -> bool {
         .any(|p| Path::new(p).exists())
 }
 
-/// Builds the GPU integration tests; returns (test name, executable).
+/// Builds the GPU integration tests and the unit tests of [`UNIT_TEST_PACKAGES`]; returns (test
+/// name, executable).
 pub fn build_tests() -> Result<Vec<(String, PathBuf)>, String> {
-    build_test_executables(GPU_PACKAGES, "gpu-tests")
+    build_test_executables(GPU_PACKAGES, "gpu-tests", UNIT_TEST_PACKAGES)
 }
 
-/// `cargo test --release --no-run` for `packages` with `feature`; the integration-test executables.
+/// `cargo test --release --no-run` for `packages` with `feature`, and for `unit_packages`; the
+/// integration-test executables of `packages` and the library unit-test executables of
+/// `unit_packages`.
 pub fn build_test_executables(
     packages: &[&str],
     feature: &str,
+    unit_packages: &[&str],
 ) -> Result<Vec<(String, PathBuf)>, String> {
     let mut cmd = util::cargo();
     cmd.args([
@@ -141,6 +151,11 @@ pub fn build_test_executables(
     for p in packages {
         cmd.args(["-p", p, "--features", &format!("{p}/{feature}")]);
     }
+    for p in unit_packages {
+        cmd.args(["-p", p]);
+    }
+    // Cargo names a library target after its package, with `_` for `-`.
+    let unit_libs: Vec<String> = unit_packages.iter().map(|p| p.replace('-', "_")).collect();
     let out = util::output(&mut cmd)?;
     let mut tests = Vec::new();
     for line in out.lines() {
@@ -152,14 +167,15 @@ pub fn build_test_executables(
         {
             continue;
         }
-        let is_integration = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "test"));
-        if let (true, Some(exe), Some(name)) = (
-            is_integration,
-            msg["executable"].as_str(),
-            msg["target"]["name"].as_str(),
-        ) {
+        let kind = |want: &str| {
+            msg["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == want))
+        };
+        let name = msg["target"]["name"].as_str();
+        let wanted =
+            kind("test") || (kind("lib") && name.is_some_and(|n| unit_libs.iter().any(|u| u == n)));
+        if let (true, Some(exe), Some(name)) = (wanted, msg["executable"].as_str(), name) {
             tests.push((name.to_owned(), PathBuf::from(exe)));
         }
     }
@@ -217,6 +233,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 export RUST_BACKTRACE=1
 # The device machines keep NVLink multicast off: NCCL must not try it (GPU.md).
 export NCCL_NVLS_ENABLE=0
+# Where libnccl.so.2 is on the library path (the device machines have NCCL), the NCCL tests must
+# load it: FERROCUDA_EXPECT_NCCL=1 makes a missing NCCL fail them instead of pass as "not installed".
+nccl_on_library_path() {
+  local ldc d
+  ldc=$(command -v ldconfig || echo /sbin/ldconfig)
+  if "$ldc" -p 2>/dev/null | grep -q 'libnccl\.so\.2 '; then return 0; fi
+  local IFS=:
+  for d in ${LD_LIBRARY_PATH:-}; do
+    if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then return 0; fi
+  done
+  return 1
+}
+if nccl_on_library_path; then
+  export FERROCUDA_EXPECT_NCCL=1
+  echo "libnccl.so.2 is on the library path: FERROCUDA_EXPECT_NCCL=1, the NCCL tests must load it"
+fi
 pass=0; fail=0; skipped=0; failed=()
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
 # Tests named *_needs_2_gpus are not run (and are counted as skipped, not passed) on one GPU.
@@ -297,38 +329,81 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    /// The bundle's `run` with stand-ins for the test binaries, `nvidia-smi` and compute-sanitizer:
-    /// returns its output and the arguments each test binary was run with.
-    fn run_bundle(gpus: usize, visible: Option<&str>) -> (String, String) {
+    /// Where the stand-in machine has NCCL.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Nccl {
+        Absent,
+        /// In the loader's cache (`ldconfig -p`), as on the device machines.
+        InLdconfig,
+        /// In a folder of `LD_LIBRARY_PATH`.
+        OnLibraryPath,
+    }
+
+    /// The stand-in test binaries: every one the sanitizer list names, the unit tests, and one
+    /// more.
+    fn bundle_binaries() -> Vec<String> {
+        let mut names: Vec<String> = SANITIZE.iter().map(|s| s.1.to_owned()).collect();
+        names.extend(UNIT_TEST_PACKAGES.iter().map(|p| p.replace('-', "_")));
+        names.push("gpu_smoke".into());
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// What one run of the bundle's `run` printed, and what its test binaries saw.
+    struct BundleRun {
+        /// Its stdout and stderr.
+        out: String,
+        /// One line per test binary run: `NAME ARGS` (`sanitizer: NAME ARGS` under the sanitizer).
+        calls: String,
+        /// One line per test binary run: `NAME FERROCUDA_EXPECT_NCCL=VALUE` (`unset` if unset).
+        env: String,
+    }
+
+    /// The bundle's `run` with stand-ins for the test binaries, `nvidia-smi`, `ldconfig` and
+    /// compute-sanitizer. The stand-in of `gpu_multi` lists a one-GPU and a two-GPU test and, like
+    /// the real binary, fails if it runs the two-GPU one where the tests see fewer than 2 GPUs.
+    fn run_bundle(gpus: usize, visible: Option<&str>, nccl: Nccl) -> BundleRun {
         let dir = std::env::temp_dir().join(format!(
-            "ferrocuda-bundle-test-{}-{gpus}-{}",
+            "ferrocuda-bundle-test-{}-{gpus}-{}-{nccl:?}",
             std::process::id(),
             visible.unwrap_or("all")
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let (bin, tools) = (dir.join("bin"), dir.join("tools"));
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::create_dir_all(&tools).unwrap();
+        let (bin, tools, libs) = (dir.join("bin"), dir.join("tools"), dir.join("lib"));
+        for d in [&bin, &tools, &libs] {
+            std::fs::create_dir_all(d).unwrap();
+        }
         std::fs::write(dir.join("run"), run_script()).unwrap();
-        // Every test binary the sanitizer list names, plus one more; gpu_multi has one two-GPU test.
-        let mut names: Vec<&str> = SANITIZE.iter().map(|s| s.1).collect();
-        names.push("gpu_smoke");
-        names.sort_unstable();
-        names.dedup();
-        let log = dir.join("calls.log");
-        for name in names {
-            let list = if name == "gpu_multi" {
-                "one_gpu_case: test\\nsome_case_needs_2_gpus: test\\n"
+        let seen = visible.map_or(gpus, |v| v.split(',').count().min(gpus));
+        let (log, env_log) = (dir.join("calls.log"), dir.join("env.log"));
+        for name in bundle_binaries() {
+            let (list, two_gpu_check) = if name == "gpu_multi" {
+                (
+                    "one_gpu_case: test\\nsome_case_needs_2_gpus: test\\n",
+                    format!(
+                        "if [ {seen} -lt 2 ]; then\n\
+                           case \" $* \" in\n\
+                             *' --skip _needs_2_gpus '*) ;;\n\
+                             *' --exact '*) [[ \"$*\" == *_needs_2_gpus* ]] && exit 101 ;;\n\
+                             *) exit 101 ;;\n\
+                           esac\n\
+                         fi\n"
+                    ),
+                )
             } else {
-                "a_case: test\\n"
+                ("a_case: test\\n", String::new())
             };
             write_exe(
-                &bin.join(name),
+                &bin.join(&name),
                 &format!(
                     "#!/usr/bin/env bash\n\
                      if [ \"$1\" = --list ]; then printf '{list}'; exit 0; fi\n\
-                     echo \"${{UNDER_SANITIZER:-}}{name} $*\" >> '{}'\n",
-                    log.display()
+                     echo \"${{UNDER_SANITIZER:-}}{name} $*\" >> '{}'\n\
+                     echo \"{name} FERROCUDA_EXPECT_NCCL=${{FERROCUDA_EXPECT_NCCL:-unset}}\" >> '{}'\n\
+                     {two_gpu_check}exit 0\n",
+                    log.display(),
+                    env_log.display(),
                 ),
             );
         }
@@ -340,6 +415,22 @@ mod tests {
                 gpus as i64 - 1
             ),
         );
+        // `ldconfig -p`: the loader's cache, with NCCL in it or not.
+        let nccl_line = if nccl == Nccl::InLdconfig {
+            "\tlibnccl.so.2 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libnccl.so.2\n"
+        } else {
+            ""
+        };
+        write_exe(
+            &tools.join("ldconfig"),
+            &format!(
+                "#!/usr/bin/env bash\n\
+                 printf '2 libs found in cache\\n\\tlibm.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libm.so.6\\n{nccl_line}'\n"
+            ),
+        );
+        if nccl == Nccl::OnLibraryPath {
+            std::fs::write(libs.join("libnccl.so.2"), b"").unwrap();
+        }
         // compute-sanitizer --tool T --error-exitcode 86 BINARY ARGS...
         write_exe(
             &tools.join("compute-sanitizer"),
@@ -352,6 +443,11 @@ mod tests {
                 format!("{}:{}", tools.display(), std::env::var("PATH").unwrap()),
             )
             .env("COMPUTE_SANITIZER", tools.join("compute-sanitizer"))
+            .env(
+                "LD_LIBRARY_PATH",
+                format!("/nonexistent:{}", libs.display()),
+            )
+            .env_remove("FERROCUDA_EXPECT_NCCL")
             .env_remove("CUDA_VISIBLE_DEVICES");
         if let Some(v) = visible {
             cmd.env("CUDA_VISIBLE_DEVICES", v);
@@ -361,27 +457,26 @@ mod tests {
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "run failed:\n{text}");
         let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let env = std::fs::read_to_string(&env_log).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&dir);
-        (text, calls)
+        BundleRun {
+            out: text,
+            calls,
+            env,
+        }
     }
 
-    /// Issue 13: on one GPU the two-GPU tests are not run and are counted as skipped (the binary's
-    /// one and its sanitizer pass), also when CUDA_VISIBLE_DEVICES hides GPUs; on two they run.
+    /// On one GPU the two-GPU tests are not run and are counted as skipped (the binary's one and
+    /// its sanitizer pass), also when CUDA_VISIBLE_DEVICES hides GPUs; on two they run.
     #[test]
     fn two_gpu_tests_are_skipped_and_counted_on_one_gpu() {
-        let bins = {
-            let mut n: Vec<&str> = SANITIZE.iter().map(|s| s.1).collect();
-            n.push("gpu_smoke");
-            n.sort_unstable();
-            n.dedup();
-            n.len()
-        };
+        let bins = bundle_binaries().len();
         let two_gpu_sanitizer_passes = SANITIZE
             .iter()
             .filter(|s| s.2.contains("_needs_2_gpus"))
             .count();
         for (gpus, visible) in [(1, None), (2, Some("0")), (2, Some("1"))] {
-            let (out, calls) = run_bundle(gpus, visible);
+            let BundleRun { out, calls, .. } = run_bundle(gpus, visible, Nccl::Absent);
             let passed = bins + SANITIZE.len() - two_gpu_sanitizer_passes;
             let skipped = 1 + two_gpu_sanitizer_passes;
             assert!(
@@ -403,7 +498,7 @@ mod tests {
             }
         }
         for visible in [None, Some("0,1")] {
-            let (out, calls) = run_bundle(2, visible);
+            let BundleRun { out, calls, .. } = run_bundle(2, visible, Nccl::Absent);
             let passed = bins + SANITIZE.len();
             assert!(
                 out.contains(&format!("gpu bundle: {passed} passed, 0 failed, 0 skipped")),
@@ -415,6 +510,31 @@ mod tests {
                     "sanitizer: gpu_multi --test-threads=1 --nocapture --exact dropped_flags"
                 ),
                 "the two-GPU sanitizer pass did not run:\n{calls}"
+            );
+        }
+    }
+
+    /// `run` sets FERROCUDA_EXPECT_NCCL=1 for every test binary where libnccl.so.2 is in the
+    /// loader's cache or on LD_LIBRARY_PATH, and leaves it unset elsewhere.
+    #[test]
+    fn nccl_on_the_library_path_makes_the_nccl_tests_expect_it() {
+        let bins = bundle_binaries().len();
+        for nccl in [Nccl::InLdconfig, Nccl::OnLibraryPath, Nccl::Absent] {
+            let BundleRun { out, env, .. } = run_bundle(2, None, nccl);
+            let expect = if nccl == Nccl::Absent { "unset" } else { "1" };
+            let lines: Vec<&str> = env.lines().collect();
+            // Every binary once, and the sanitizer passes.
+            assert_eq!(lines.len(), bins + SANITIZE.len(), "{nccl:?}:\n{env}");
+            for line in lines {
+                assert!(
+                    line.ends_with(&format!(" FERROCUDA_EXPECT_NCCL={expect}")),
+                    "{nccl:?}: {line}"
+                );
+            }
+            assert_eq!(
+                out.contains("FERROCUDA_EXPECT_NCCL=1"),
+                nccl != Nccl::Absent,
+                "{nccl:?}:\n{out}"
             );
         }
     }

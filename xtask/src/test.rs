@@ -77,12 +77,16 @@ pub fn run() -> Result<(), String> {
             "ferrocuda-demo",
         ]))
     });
-    if codegen::libclang_available() {
-        step("bindings fresh", &mut || codegen::run(true));
-    } else {
-        eprintln!(
-            "\nxtask test: libclang not found, bindings freshness not checked (install libclang-dev)"
-        );
+    match bindings_check(
+        codegen::libclang_available(),
+        is_ci(std::env::var("CI").ok().as_deref()),
+    ) {
+        BindingsCheck::Run => step("bindings fresh", &mut || codegen::run(true)),
+        BindingsCheck::Fail => step("bindings fresh", &mut || Err(NO_LIBCLANG_IN_CI.into())),
+        BindingsCheck::Skip => eprintln!(
+            "\nxtask test: libclang not found, bindings freshness not checked (install libclang-dev; \
+             with CI=true this fails)"
+        ),
     }
 
     step("bench smoke", &mut bench::smoke);
@@ -107,6 +111,37 @@ pub fn run() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} step(s) failed", failed.len()))
+    }
+}
+
+/// What `cargo xtask test` does about the bindings freshness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindingsCheck {
+    /// Regenerate the bindings and compare them with the checked-in file.
+    Run,
+    /// Say that the check did not run, and go on.
+    Skip,
+    /// Fail the step: CI must check the bindings.
+    Fail,
+}
+
+/// Why the step fails in CI without libclang.
+const NO_LIBCLANG_IN_CI: &str = "libclang not found, and CI must check that the checked-in \
+    bindings are fresh: install Debian's libclang-dev (`.ci/run` does) or set LIBCLANG_PATH";
+
+/// Whether the `CI` environment variable says this is a CI run: `true` (what CI services set),
+/// in any case, or `1`.
+fn is_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The bindings check: run where libclang is; without it, fail in CI (a skipped check there
+/// would let stale bindings land) and skip elsewhere.
+fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
+    match (libclang, ci) {
+        (true, _) => BindingsCheck::Run,
+        (false, true) => BindingsCheck::Fail,
+        (false, false) => BindingsCheck::Skip,
     }
 }
 
@@ -148,5 +183,29 @@ fn forget_packaged_crates() {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_fails_the_bindings_check_without_libclang_elsewhere_it_skips() {
+        assert_eq!(bindings_check(true, true), BindingsCheck::Run);
+        assert_eq!(bindings_check(true, false), BindingsCheck::Run);
+        assert_eq!(bindings_check(false, true), BindingsCheck::Fail);
+        assert_eq!(bindings_check(false, false), BindingsCheck::Skip);
+        assert!(NO_LIBCLANG_IN_CI.contains("libclang-dev"));
+    }
+
+    #[test]
+    fn ci_is_recognised_by_ci_true() {
+        assert!(is_ci(Some("true")));
+        assert!(is_ci(Some("TRUE")));
+        assert!(is_ci(Some("1")));
+        assert!(!is_ci(None));
+        assert!(!is_ci(Some("")));
+        assert!(!is_ci(Some("false")));
     }
 }

@@ -64,7 +64,14 @@ impl std::error::Error for LoadError {}
 pub fn driver() -> Result<&'static Driver, LoadError> {
     static DRIVER: OnceLock<Result<Driver, LoadError>> = OnceLock::new();
     DRIVER
-        .get_or_init(|| load(LIBRARY))
+        .get_or_init(|| {
+            // SAFETY: `libcuda.so.1` is the soname of the NVIDIA driver library, the file every
+            // CUDA program loads (the CUDA runtime and `-lcuda` both resolve to it): it exports
+            // the entry points with cuda.h's signatures, and its initialisers are the vendor's,
+            // run by every CUDA program. The dynamic loader's search path chooses the file,
+            // as it does for any program that links libcuda.
+            unsafe { load(LIBRARY) }
+        })
         .as_ref()
         .map_err(Clone::clone)
 }
@@ -77,15 +84,36 @@ pub fn driver() -> Result<&'static Driver, LoadError> {
 /// # Errors
 ///
 /// As [`driver()`].
-pub fn load(library: &str) -> Result<Driver, LoadError> {
-    // SAFETY: opening the library runs its initialisers; libcuda's (and any library a caller
-    // names) are ordinary ELF constructors with no preconditions on our side.
+///
+/// # Safety
+///
+/// Opening a library runs its initialisers (ELF constructors), and every call through the
+/// returned [`Driver`] trusts the library's symbols. The caller guarantees that `library` is a
+/// CUDA driver:
+///
+/// * each exported symbol this crate resolves (`cuInit`, `cuMemAlloc_v2`, ...) has the signature
+///   and behaviour `cuda.h` (CUDA 13.0) declares for it, since it is called through that type
+///   with no further check;
+/// * its initialisers, and those of the libraries it pulls in, are sound to run in this process
+///   at the time of the call.
+///
+/// A library that lacks an entry point is refused with [`LoadError::Symbol`] before any of its
+/// functions is called, but its initialisers have run by then.
+///
+/// Calling `load` without `unsafe` does not compile:
+///
+/// ```compile_fail,E0133
+/// let _ = ferrocuda_sys::load("libcuda.so.1");
+/// ```
+pub unsafe fn load(library: &str) -> Result<Driver, LoadError> {
+    // SAFETY: the caller guarantees that the library's initialisers are sound to run.
     let lib = unsafe { libloading::Library::new(library) }.map_err(|e| LoadError::Library {
         library: library.to_owned(),
         reason: e.to_string(),
     })?;
     // SAFETY: every symbol is resolved by the exact (versioned) name cuda.h declares and is
-    // typed with the signature bindgen generated from that declaration.
+    // typed with the signature bindgen generated from that declaration; the caller guarantees
+    // that the library's symbols of those names have those signatures.
     unsafe { Driver::from_library(lib) }.map_err(|e| {
         let reason = e.to_string();
         LoadError::Symbol {
@@ -143,7 +171,8 @@ mod tests {
 
     #[test]
     fn missing_library_is_an_error_naming_it() {
-        let err = load("libferrocuda-no-such-driver.so.1")
+        // SAFETY: no such file exists, so nothing is opened and no initialiser runs.
+        let err = unsafe { load("libferrocuda-no-such-driver.so.1") }
             .err()
             .expect("must not load");
         match &err {
@@ -158,7 +187,12 @@ mod tests {
     #[test]
     fn library_without_driver_symbols_names_the_first_missing_one() {
         // libm is on every glibc system and has none of the driver's entry points.
-        let err = load("libm.so.6").err().expect("libm is not a CUDA driver");
+        // SAFETY: libm is glibc's maths library, whose initialisers any C program runs; it has
+        // none of the driver's symbols, so `load` fails at the first one and no function is
+        // ever called through a driver type.
+        let err = unsafe { load("libm.so.6") }
+            .err()
+            .expect("libm is not a CUDA driver");
         match &err {
             LoadError::Symbol {
                 library, symbol, ..
@@ -203,7 +237,7 @@ mod tests {
 
     /// Whether `libcuda.so.1` can be opened at all, by a second loader handle.
     fn unsafe_free_probe() -> bool {
-        // SAFETY: as in `load`.
+        // SAFETY: as in `driver`: the NVIDIA driver's own file, or nothing.
         unsafe { libloading::Library::new(LIBRARY) }.is_ok()
     }
 }

@@ -220,8 +220,14 @@ impl TensorMapBuilder {
     }
 
     /// Bytes one box occupies in shared memory (the expected transaction bytes of a TMA load).
+    ///
+    /// Exact for every map that passes [`validate`](Self::validate) (at most 256^5 elements of 8
+    /// bytes). Box sizes that were not validated may not fit in a `u64`: then it saturates at
+    /// `u64::MAX` (never a panic or a wrapped value), a size no shared memory holds.
     pub fn box_bytes(&self) -> u64 {
-        self.box_dims.iter().map(|&b| u64::from(b)).product::<u64>() * self.element.size()
+        self.box_dims.iter().fold(self.element.size(), |bytes, &b| {
+            bytes.saturating_mul(u64::from(b))
+        })
     }
 
     /// Checks every rule of `cuTensorMapEncodeTiled` (see the module docs).
@@ -260,8 +266,11 @@ impl TensorMapBuilder {
                 return Err(Error::GlobalDim { dim, size });
             }
         }
-        // The extent in bytes of everything below dimension `dim`.
-        let mut below = self.dims[0] * self.element.size();
+        // The extent in bytes of everything below dimension `dim`. The checks above bound every
+        // product here, but the arithmetic saturates anyway, so that no order of checks can make
+        // it overflow: a saturated extent refuses the next stride as too small, where a wrapped
+        // one would let overlapping rows pass.
+        let mut below = self.dims[0].saturating_mul(self.element.size());
         for (i, &stride) in self.strides.iter().enumerate() {
             let dim = i + 1;
             if !stride.is_multiple_of(16) {
@@ -284,7 +293,7 @@ impl TensorMapBuilder {
                 return Err(Error::BoxDim { dim, size });
             }
         }
-        let inner = u64::from(self.box_dims[0]) * self.element.size();
+        let inner = u64::from(self.box_dims[0]).saturating_mul(self.element.size());
         if !inner.is_multiple_of(16) {
             return Err(Error::BoxInnerBytes { bytes: inner });
         }
@@ -509,6 +518,147 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Any value, with the edges (0, 1, the limits and just past them, the type's maximum) often.
+    fn any_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            prop::sample::select(vec![
+                0,
+                1,
+                16,
+                (1 << 32) + 1,
+                1 << 40,
+                u64::MAX / 2,
+                u64::MAX
+            ]),
+            0u64..1 << 34,
+        ]
+    }
+
+    fn any_u32() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            any::<u32>(),
+            prop::sample::select(vec![0, 1, 8, 9, 256, 257, u32::MAX]),
+            0u32..512,
+        ]
+    }
+
+    /// Global dimensions: any value, or (more often) a valid one.
+    fn any_dim() -> impl Strategy<Value = u64> {
+        prop_oneof![1 => any_u64(), 3 => 1u64..=4096]
+    }
+
+    /// Strides: any value, or (more often) a multiple of 16 bytes below 2^40.
+    fn any_stride() -> impl Strategy<Value = u64> {
+        prop_oneof![1 => any_u64(), 3 => (1u64..1 << 24).prop_map(|k| k * 16)]
+    }
+
+    /// Box dimensions: any value, or (more often) one in 1..=256.
+    fn any_box_dim() -> impl Strategy<Value = u32> {
+        prop_oneof![1 => any_u32(), 3 => 1u32..=256]
+    }
+
+    /// Element strides: any value, or (more often) one in 1..=8.
+    fn any_element_stride() -> impl Strategy<Value = u32> {
+        prop_oneof![1 => any_u32(), 3 => 1u32..=8]
+    }
+
+    fn any_swizzle() -> impl Strategy<Value = Swizzle> {
+        prop::sample::select(vec![
+            Swizzle::None,
+            Swizzle::B32,
+            Swizzle::B64,
+            Swizzle::B128,
+        ])
+    }
+
+    /// An array for a rank-`rank` map: mostly of length `rank + offset` (so that validation gets
+    /// past the length checks), else of any length 0..=6.
+    fn vec_for<S: Strategy>(
+        values: fn() -> S,
+        rank: usize,
+        offset: isize,
+    ) -> impl Strategy<Value = Vec<S::Value>> {
+        let matched = rank.saturating_add_signed(offset);
+        prop_oneof![
+            9 => prop::collection::vec(values(), matched..=matched),
+            1 => prop::collection::vec(values(), 0..=6),
+        ]
+    }
+
+    /// Builder inputs nobody checked: any rank 0..=6, arrays of that rank's lengths or of any
+    /// length, any values (16-byte aligned addresses and small sizes often, so that every rule
+    /// is reached).
+    fn any_builder() -> impl Strategy<Value = TensorMapBuilder> {
+        prop_oneof![1 => Just(0usize), 8 => 1usize..=5, 1 => Just(6)]
+            .prop_flat_map(|rank| {
+                (
+                    elem(),
+                    prop_oneof![1 => any_u64(), 3 => (0u64..1 << 40).prop_map(|a| a * 16)],
+                    vec_for(any_dim, rank, 0),
+                    vec_for(any_stride, rank, -1),
+                    vec_for(any_box_dim, rank, 0),
+                    prop::option::of(vec_for(any_element_stride, rank, 0)),
+                    any_swizzle(),
+                )
+            })
+            .prop_map(|(e, address, dims, strides, box_dims, es, swizzle)| {
+                let b = TensorMapBuilder::new(e, address)
+                    .dims(&dims)
+                    .strides(&strides)
+                    .box_dims(&box_dims)
+                    .swizzle(swizzle);
+                match es {
+                    Some(es) => b.element_strides(&es),
+                    None => b,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// `box_bytes` and `validate` answer every input without overflowing or panicking, and
+        /// `encode` refuses what `validate` refuses with the same error, before the driver.
+        #[test]
+        fn any_builder_input_is_answered_without_a_panic(map in any_builder()) {
+            // The product of the element size and every box dimension, if it fits in a u64.
+            let exact = map
+                .box_dims
+                .iter()
+                .try_fold(map.element.size(), |acc, &b| acc.checked_mul(u64::from(b)));
+            let capped = if map.box_dims.contains(&0) {
+                0
+            } else {
+                exact.unwrap_or(u64::MAX)
+            };
+            prop_assert_eq!(map.box_bytes(), capped);
+            match map.validate() {
+                Ok(()) => {
+                    // A valid map's box is at most 256^5 elements of at most 8 bytes: exact.
+                    prop_assert!(exact.is_some());
+                    prop_assert!((1..=5).contains(&map.dims.len()));
+                }
+                Err(e) => {
+                    let enc = map.encode().expect_err("an invalid map must not encode");
+                    prop_assert_eq!(enc.to_string(), e.to_string());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn box_bytes_saturates_instead_of_overflowing() {
+        let m = TensorMapBuilder::new(ElementType::F64, 0).box_dims(&[u32::MAX; 5]);
+        assert_eq!(m.box_bytes(), u64::MAX);
+        let m = TensorMapBuilder::new(ElementType::F64, 0).box_dims(&[256; 5]);
+        assert_eq!(m.box_bytes(), 256u64.pow(5) * 8);
+        // A zero anywhere is an empty box, also after the product saturated.
+        let m =
+            TensorMapBuilder::new(ElementType::F32, 0).box_dims(&[u32::MAX, u32::MAX, u32::MAX, 0]);
+        assert_eq!(m.box_bytes(), 0);
     }
 
     #[test]

@@ -7,10 +7,17 @@
 
 use ferrocuda_driver::{CompletionFlag, Device, DeviceBuffer, DeviceStream, WaitCondition};
 use ferrocuda_kernels::{Error, FusedGate, Kernels};
-use ferrocuda_test_support::deadline;
+use ferrocuda_test_support::{deadline, mark, slack};
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
+
+/// The longest a wait for work that is not gated (or whose gate was opened) may take, times
+/// [`slack`].
+fn sync_limit() -> Duration {
+    5 * SEC * slack()
+}
+
 /// A NaN with a payload the kernel never produces.
 const POISON: f32 = f32::from_bits(0x7fc0_dead);
 /// More elements than one wave of 256-thread blocks on every SM covers: the grid-stride loop runs.
@@ -25,10 +32,12 @@ struct Gpu {
 }
 
 fn gpu() -> Gpu {
+    mark("open device 0 and its streams", 0);
     let device = Device::new(0).expect("a CUDA device");
     let stream = device.new_stream().expect("a stream");
     let side = device.new_stream().expect("a second stream");
     // Before any gate exists: module loads wait behind streams that wait on host values.
+    mark("load the kernels", 0);
     let kernels = Kernels::load(&device).expect("the kernels load");
     Gpu {
         device,
@@ -49,21 +58,28 @@ impl Gpu {
 
     /// A destination full of poison (written and finished before any gate is enqueued).
     fn poisoned(&self, n: usize) -> DeviceBuffer<f32> {
+        mark("poison a destination", n as u64);
         let mut buf = self.stream.alloc::<f32>(n).expect("alloc");
         self.stream
             .copy_htod(&vec![POISON; n], &mut buf)
             .expect("poison");
-        self.stream.synchronize().expect("synchronize");
+        self.stream
+            .synchronize_timeout(sync_limit())
+            .expect("the poison is written");
         buf
     }
 
     /// `buf` read on the side stream, so it does not wait for the gated kernel.
     fn peek(&self, buf: &DeviceBuffer<f32>) -> Vec<f32> {
+        // Bounded: the side stream holds no gate, so its earlier work finishes in time, and the
+        // copy below then waits for nothing but itself.
+        mark("peek: wait for the side stream", buf.len() as u64);
+        self.side
+            .synchronize_timeout(sync_limit())
+            .expect("the side stream's earlier work completes");
+        mark("peek: copy to host", buf.len() as u64);
         let mut host = vec![0.0f32; buf.len()];
         self.side.copy_dtoh(buf, &mut host).expect("peek");
-        self.side
-            .synchronize()
-            .expect("synchronize the side stream");
         host
     }
 }
@@ -99,6 +115,7 @@ fn fused_gate_runs_the_kernel_after_and_never_before_the_signal() {
             let flag = CompletionFlag::new(&g.device).unwrap();
             let mut dst = g.poisoned(N);
             let gate = FusedGate::new(&flag, round, cond);
+            mark("launch the gated kernel", round);
             g.kernels
                 .gated_scale_f32(&g.stream, gate, &src_buf, &mut dst, 2.0)
                 .unwrap();
@@ -117,8 +134,9 @@ fn fused_gate_runs_the_kernel_after_and_never_before_the_signal() {
                 "{cond:?}: wrote on a smaller value"
             );
             flag.signal(round);
+            mark("wait for the ack after the signal", round);
             ack.wait(WaitCondition::Equal, round, 2 * SEC).unwrap();
-            g.stream.synchronize().unwrap();
+            g.stream.synchronize_timeout(sync_limit()).unwrap();
             assert_scaled(&src, &g.peek(&dst), 2.0, &format!("{cond:?}"));
         }
     });
@@ -138,17 +156,20 @@ fn ten_thousand_fused_gated_steps() {
         let t = Instant::now();
         for i in 1..=10_000u64 {
             let gate = FusedGate::new(&flag, i, WaitCondition::GreaterOrEqual);
+            mark("launch the gated kernel", i);
             g.kernels
                 .gated_scale_f32(&g.stream, gate, &src_buf, &mut dst, i as f32)
                 .unwrap();
             g.stream.write_host_value(&ack, i).unwrap();
             flag.signal(i);
+            mark("wait for the ack", i);
             assert_eq!(ack.wait(WaitCondition::Equal, i, 2 * SEC).unwrap(), i);
             if i % 1000 == 0 {
                 assert_scaled(&src, &g.peek(&dst), i as f32, &format!("step {i}"));
             }
         }
-        g.stream.synchronize().unwrap();
+        mark("synchronize after the last step", 10_000);
+        g.stream.synchronize_timeout(sync_limit()).unwrap();
         println!("fused gate: 10,000 gated steps in {:?}", t.elapsed());
     });
 }
@@ -164,6 +185,7 @@ fn abort_releases_a_fused_gate_without_its_work() {
             let flag = CompletionFlag::new(&g.device).unwrap();
             let ack = CompletionFlag::new(&g.device).unwrap();
             let mut dst = g.poisoned(N);
+            mark("launch the gated kernel", 5);
             g.kernels
                 .gated_scale_f32(
                     &g.stream,
@@ -177,8 +199,9 @@ fn abort_releases_a_fused_gate_without_its_work() {
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(ack.load(), 0, "{cond:?}: passed before the abort");
             flag.abort();
+            mark("wait for the ack after the abort", 5);
             ack.wait(WaitCondition::Equal, 1, 2 * SEC).unwrap();
-            g.stream.synchronize().unwrap();
+            g.stream.synchronize_timeout(sync_limit()).unwrap();
             assert!(
                 all_poisoned(&g.peek(&dst)),
                 "{cond:?}: an aborted gate ran its work"
@@ -202,6 +225,7 @@ fn expired_fused_gate_skips_its_work_and_is_counted() {
         let t = Instant::now();
         let gate = FusedGate::new(&flag, 1, WaitCondition::GreaterOrEqual)
             .with_time_limit(Duration::from_millis(2), &expired);
+        mark("launch the gate that expires", 1);
         g.kernels
             .gated_scale_f32(&g.stream, gate, &src_buf, &mut dst, 2.0)
             .unwrap();
@@ -215,6 +239,7 @@ fn expired_fused_gate_skips_its_work_and_is_counted() {
 
         let gate = FusedGate::new(&flag, 1, WaitCondition::GreaterOrEqual)
             .with_time_limit(Duration::from_secs(5), &expired);
+        mark("launch the gate signalled in time", 1);
         g.kernels
             .gated_scale_f32(&g.stream, gate, &src_buf, &mut dst, 2.0)
             .unwrap();

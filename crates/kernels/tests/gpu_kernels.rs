@@ -9,12 +9,26 @@
 //! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
 //! than the grid has blocks: the persistent loop). `small_one_block_grids_reuse_every_stage`
 //! caps the grid at one block, so that the sanitizer passes also see every stage reused.
+//!
+//! Every test runs under a deadline, and every wait for the GPU is bounded: a kernel that never
+//! ends (a pipeline barrier nobody arrives at) fails the test at its last mark instead of hanging
+//! the suite.
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
 use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
+use ferrocuda_test_support::{deadline, mark, slack};
 use half::bf16;
 use std::num::NonZeroU32;
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// The longest one wait for enqueued kernels may take (times [`slack`]): the largest matrix here
+/// takes milliseconds.
+fn sync_limit() -> Duration {
+    10 * SEC * slack()
+}
 
 /// SplitMix64: small, seedable, good enough for test data.
 struct Rng(u64);
@@ -123,8 +137,10 @@ struct Gpu {
 }
 
 fn gpu() -> Gpu {
+    mark("open device 0 and a stream", 0);
     let device = Device::new(0).expect("a CUDA device");
     let stream = device.new_stream().expect("a stream");
+    mark("load the kernels", 0);
     let kernels = Kernels::load(&device).expect("the kernels load");
     Gpu {
         _device: device,
@@ -135,16 +151,23 @@ fn gpu() -> Gpu {
 
 impl Gpu {
     fn upload<T: Element>(&self, host: &[T]) -> DeviceBuffer<T> {
+        mark("upload", host.len() as u64);
         let mut buf = self.stream.alloc::<T>(host.len()).expect("alloc");
         self.stream
             .copy_htod(host, &mut buf)
             .expect("copy to device");
         buf
     }
+    /// Waits (bounded) for the work enqueued so far, then copies `buf` to the host: the copy
+    /// waits for nothing but itself.
     fn download<T: TestElement>(&self, buf: &DeviceBuffer<T>) -> Vec<T> {
+        mark("wait for the enqueued kernels", buf.len() as u64);
+        self.stream
+            .synchronize_timeout(sync_limit())
+            .expect("the enqueued kernels complete");
+        mark("download", buf.len() as u64);
         let mut host = vec![T::POISON; buf.len()];
         self.stream.copy_dtoh(buf, &mut host).expect("copy to host");
-        self.stream.synchronize().expect("synchronize");
         host
     }
 }
@@ -169,12 +192,13 @@ fn check_copy<T: TestElement>(
     (rows, cols): (u32, u32),
     max_blocks: Option<NonZeroU32>,
 ) {
-    for p in pipelines(max_blocks) {
+    for (step, p) in pipelines(max_blocks).enumerate() {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let dst_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, false);
         let src = g.upload(&src_h);
         let mut dst = g.upload(&vec![T::POISON; dst_l.span() as usize]);
+        mark("launch copy_2d", step as u64);
         g.kernels
             .copy_2d(&g.stream, p, &src, src_l, &mut dst, dst_l.pitch)
             .expect("copy_2d launches");
@@ -202,12 +226,13 @@ fn check_transpose<T: TestElement>(
     (rows, cols): (u32, u32),
     max_blocks: Option<NonZeroU32>,
 ) {
-    for p in pipelines(max_blocks) {
+    for (step, p) in pipelines(max_blocks).enumerate() {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let dst_l = layout::<T>(cols, rows, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, false);
         let src = g.upload(&src_h);
         let mut dst = g.upload(&vec![T::POISON; dst_l.span() as usize]);
+        mark("launch transpose", step as u64);
         g.kernels
             .transpose(&g.stream, p, &src, src_l, &mut dst, dst_l.pitch)
             .expect("transpose launches");
@@ -236,12 +261,13 @@ fn check_row_sum<T: TestElement>(
     (rows, cols): (u32, u32),
     max_blocks: Option<NonZeroU32>,
 ) {
-    for p in pipelines(max_blocks) {
+    for (step, p) in pipelines(max_blocks).enumerate() {
         let src_l = layout::<T>(rows, cols, (rng.next() % 2) as u32);
         let src_h = source::<T>(rng, src_l, true);
         let src = g.upload(&src_h);
         // Four poisoned slots past the end catch a write beyond the last row.
         let mut dst = g.upload(&vec![f32::POISON; rows as usize + 4]);
+        mark("launch row_sum", step as u64);
         g.kernels
             .row_sum(&g.stream, p, &src, src_l, &mut dst)
             .expect("row_sum launches");
@@ -269,32 +295,38 @@ fn check_row_sum<T: TestElement>(
 
 #[test]
 fn small_copy_2d_matches_the_source_bit_for_bit() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0001);
-    for &shape in SMALL {
-        check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-    }
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0001);
+        for &shape in SMALL {
+            check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        }
+    });
 }
 
 #[test]
 fn small_transpose_matches_the_reference_bit_for_bit() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0002);
-    for &shape in SMALL {
-        check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-    }
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0002);
+        for &shape in SMALL {
+            check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        }
+    });
 }
 
 #[test]
 fn small_row_sum_matches_an_f64_reference() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0003);
-    for &shape in SMALL {
-        check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-    }
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0003);
+        for &shape in SMALL {
+            check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        }
+    });
 }
 
 /// Shapes with several work items, so that a single block reuses every stage across items
@@ -303,105 +335,116 @@ const REUSE: &[(u32, u32)] = &[(129, 257), (200, 70), (33, 1100)];
 
 #[test]
 fn small_one_block_grids_reuse_every_stage() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0006);
-    for &shape in REUSE {
-        check_copy::<f32>(&g, &mut rng, shape, ONE_BLOCK);
-        check_copy::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
-        check_transpose::<f32>(&g, &mut rng, shape, ONE_BLOCK);
-        check_transpose::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
-        check_row_sum::<f32>(&g, &mut rng, shape, ONE_BLOCK);
-        check_row_sum::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
-    }
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0006);
+        for &shape in REUSE {
+            check_copy::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+            check_copy::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
+            check_transpose::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+            check_transpose::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
+            check_row_sum::<f32>(&g, &mut rng, shape, ONE_BLOCK);
+            check_row_sum::<bf16>(&g, &mut rng, shape, ONE_BLOCK);
+        }
+    });
 }
 
 #[test]
 fn medium_shapes_match_the_references() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0005);
-    for &shape in MEDIUM {
-        check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-        check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-        check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
-        check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
-    }
+    deadline(120 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0005);
+        for &shape in MEDIUM {
+            check_copy::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_copy::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+            check_transpose::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_transpose::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+            check_row_sum::<f32>(&g, &mut rng, shape, DEVICE_GRID);
+            check_row_sum::<bf16>(&g, &mut rng, shape, DEVICE_GRID);
+        }
+    });
 }
 
 #[test]
 fn large_matrices_exercise_the_persistent_loop() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0004);
-    check_copy::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
-    check_copy::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
-    check_transpose::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
-    check_transpose::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
-    check_row_sum::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
-    check_row_sum::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+    deadline(120 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0004);
+        check_copy::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+        check_copy::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+        check_transpose::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+        check_transpose::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+        check_row_sum::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
+        check_row_sum::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+    });
 }
 
 #[test]
 fn small_bad_layouts_are_refused_before_launch() {
-    let g = gpu();
-    let src = g.upload(&vec![1.0f32; 100 * 7]);
-    let mut dst = g.upload(&vec![f32::POISON; 100 * 8]);
-    // 7 f32 per row is 28 bytes: rows would not start 16-byte aligned.
-    let unpadded = MatrixLayout {
-        rows: 100,
-        cols: 7,
-        pitch: 7,
-    };
-    for p in pipelines(DEVICE_GRID) {
-        let r = g.kernels.copy_2d(&g.stream, p, &src, unpadded, &mut dst, 8);
-        assert!(matches!(r, Err(Error::Pitch { .. })), "{p:?}: {r:?}");
-    }
-    // A buffer too short for the layout.
-    let l = MatrixLayout::padded::<f32>(100, 8);
-    let mut small = g.upload(&[f32::POISON; 10]);
-    let r = g
-        .kernels
-        .copy_2d(&g.stream, Pipeline::default(), &dst, l, &mut small, 8);
-    assert!(matches!(r, Err(Error::BufferTooSmall { .. })), "{r:?}");
-    // The destination was never written.
-    assert!(
-        g.download(&small)
-            .iter()
-            .all(|x| x.to_bits() == f32::POISON.to_bits())
-    );
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let src = g.upload(&vec![1.0f32; 100 * 7]);
+        let mut dst = g.upload(&vec![f32::POISON; 100 * 8]);
+        // 7 f32 per row is 28 bytes: rows would not start 16-byte aligned.
+        let unpadded = MatrixLayout {
+            rows: 100,
+            cols: 7,
+            pitch: 7,
+        };
+        for p in pipelines(DEVICE_GRID) {
+            let r = g.kernels.copy_2d(&g.stream, p, &src, unpadded, &mut dst, 8);
+            assert!(matches!(r, Err(Error::Pitch { .. })), "{p:?}: {r:?}");
+        }
+        // A buffer too short for the layout.
+        let l = MatrixLayout::padded::<f32>(100, 8);
+        let mut small = g.upload(&[f32::POISON; 10]);
+        let r = g
+            .kernels
+            .copy_2d(&g.stream, Pipeline::default(), &dst, l, &mut small, 8);
+        assert!(matches!(r, Err(Error::BufferTooSmall { .. })), "{r:?}");
+        // The destination was never written.
+        assert!(
+            g.download(&small)
+                .iter()
+                .all(|x| x.to_bits() == f32::POISON.to_bits())
+        );
+    });
 }
 
 #[test]
 fn small_row_sum_needs_exactly_one_value_per_row() {
-    let g = gpu();
-    let mut rng = Rng(0xc0de_0007);
-    let l = layout::<f32>(7, 5, 0);
-    let src_h = source::<f32>(&mut rng, l, true);
-    let src = g.upload(&src_h);
-    let mut short = g.upload(&[f32::POISON; 6]);
-    let r = g
-        .kernels
-        .row_sum(&g.stream, Pipeline::default(), &src, l, &mut short);
-    assert!(
-        matches!(r, Err(Error::BufferTooSmall { needed: 7, .. })),
-        "{r:?}"
-    );
-    // 7 values: not a multiple of 4, and enough.
-    let mut exact = g.upload(&[f32::POISON; 7]);
-    for p in pipelines(DEVICE_GRID) {
-        g.kernels
-            .row_sum(&g.stream, p, &src, l, &mut exact)
-            .expect("row_sum launches into `rows` values");
-        let out = g.download(&exact);
-        for (r, got) in out.iter().enumerate() {
-            let want: f64 = src_h[r * l.pitch as usize..][..5]
-                .iter()
-                .map(|&x| f64::from(x))
-                .sum();
-            assert!(
-                (f64::from(*got) - want).abs() <= 1e-5 * want,
-                "{p:?} row {r}: {got} vs {want}"
-            );
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let mut rng = Rng(0xc0de_0007);
+        let l = layout::<f32>(7, 5, 0);
+        let src_h = source::<f32>(&mut rng, l, true);
+        let src = g.upload(&src_h);
+        let mut short = g.upload(&[f32::POISON; 6]);
+        let r = g
+            .kernels
+            .row_sum(&g.stream, Pipeline::default(), &src, l, &mut short);
+        assert!(
+            matches!(r, Err(Error::BufferTooSmall { needed: 7, .. })),
+            "{r:?}"
+        );
+        // 7 values: not a multiple of 4, and enough.
+        let mut exact = g.upload(&[f32::POISON; 7]);
+        for (step, p) in pipelines(DEVICE_GRID).enumerate() {
+            mark("launch row_sum", step as u64);
+            g.kernels
+                .row_sum(&g.stream, p, &src, l, &mut exact)
+                .expect("row_sum launches into `rows` values");
+            let out = g.download(&exact);
+            for (r, got) in out.iter().enumerate() {
+                let want: f64 = src_h[r * l.pitch as usize..][..5]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .sum();
+                assert!(
+                    (f64::from(*got) - want).abs() <= 1e-5 * want,
+                    "{p:?} row {r}: {got} vs {want}"
+                );
+            }
         }
-    }
+    });
 }

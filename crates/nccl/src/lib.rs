@@ -200,6 +200,19 @@ impl Drop for RawComm {
     }
 }
 
+/// `init_all`'s argument checks, on the devices' ordinals by rank: at least one, none twice.
+fn check_ranks(list: &[c_int]) -> Result<()> {
+    if list.is_empty() {
+        return Err(Error::InvalidArgument("no devices".into()));
+    }
+    if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
+        return Err(Error::InvalidArgument(format!(
+            "a device is listed twice: {list:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// One NCCL communicator per device, created together by one process (`ncclCommInitAll`): rank
 /// `i` is `devices[i]`.
 ///
@@ -218,19 +231,12 @@ impl Communicators {
     ///
     /// # Errors
     ///
-    /// [`Error::Load`] without NCCL; [`Error::InvalidArgument`] for no devices or one listed twice;
-    /// [`Error::Nccl`] if NCCL refuses.
+    /// [`Error::InvalidArgument`] for no devices or one listed twice (checked first, with or
+    /// without NCCL); [`Error::Load`] without NCCL; [`Error::Nccl`] if NCCL refuses.
     pub fn init_all(devices: &[Device]) -> Result<Communicators> {
-        let l = lib()?;
-        if devices.is_empty() {
-            return Err(Error::InvalidArgument("no devices".into()));
-        }
         let list: Vec<c_int> = devices.iter().map(|d| d.ordinal() as c_int).collect();
-        if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
-            return Err(Error::InvalidArgument(format!(
-                "a device is listed twice: {list:?}"
-            )));
-        }
+        check_ranks(&list)?;
+        let l = lib()?;
         let mut raw: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); list.len()];
         let _span = tracing::trace_span!("nccl", call = "ncclCommInitAll").entered();
         // SAFETY: `raw` has room for `list.len()` handles; `list` holds that many ordinals.
@@ -396,27 +402,55 @@ impl std::fmt::Debug for Communicators {
 mod tests {
     use super::*;
 
+    /// The arguments are checked before NCCL is loaded: no devices is the same error with or
+    /// without NCCL on the machine.
     #[test]
-    fn missing_library_or_bad_arguments_are_errors_not_panics() {
-        // Without devices the arguments are refused before any NCCL call that needs a GPU; on a
-        // machine without NCCL the load error comes first. Either way: an error.
-        let e = Communicators::init_all(&[]).unwrap_err();
-        assert!(
-            matches!(e, Error::Load(_) | Error::InvalidArgument(_)),
-            "{e}"
-        );
+    fn init_all_without_devices_is_an_invalid_argument_everywhere() {
+        match Communicators::init_all(&[]) {
+            Err(Error::InvalidArgument(m)) => assert_eq!(m, "no devices"),
+            other => panic!("expected InvalidArgument(\"no devices\"), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_device_listed_twice_is_an_invalid_argument() {
+        for list in [&[0, 0][..], &[0, 1, 0], &[3, 1, 2, 1]] {
+            match check_ranks(list) {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.starts_with("a device is listed twice"), "{m}")
+                }
+                other => panic!("{list:?}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+        assert!(check_ranks(&[0]).is_ok());
+        assert!(check_ranks(&[1, 0, 2]).is_ok());
     }
 
     /// Where NCCL is installed, all eight entry points resolve and the version is NCCL 2's
-    /// (ncclGetVersion needs no GPU); elsewhere the error is `Load`.
+    /// (ncclGetVersion needs no GPU). Elsewhere the error is `Load`, and its message names
+    /// `libnccl.so.2` and says to install NCCL. With `FERROCUDA_EXPECT_NCCL=1` (the GPU bundle's
+    /// `run` sets it where `libnccl.so.2` is on the library path) a missing NCCL fails the test.
     #[test]
     fn nccl_loads_where_installed() {
+        let expected = std::env::var("FERROCUDA_EXPECT_NCCL").as_deref() == Ok("1");
         match version() {
             Ok(v) => {
                 println!("NCCL {v}");
-                assert!((20000..30000).contains(&v), "{v}");
+                assert!(
+                    (20000..30000).contains(&v),
+                    "not an NCCL 2 version code: {v}"
+                );
             }
-            Err(e) => assert!(matches!(e, Error::Load(_)), "{e}"),
+            Err(e) => {
+                assert!(
+                    !expected,
+                    "FERROCUDA_EXPECT_NCCL=1, but NCCL did not load: {e}"
+                );
+                assert!(matches!(e, Error::Load(_)), "{e:?}");
+                let message = e.to_string();
+                assert!(message.contains("libnccl.so.2"), "{message}");
+                assert!(message.contains("install NCCL"), "{message}");
+            }
         }
     }
 
