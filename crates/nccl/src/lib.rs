@@ -236,6 +236,9 @@ impl Communicators {
     pub fn init_all(devices: &[Device]) -> Result<Communicators> {
         let list: Vec<c_int> = devices.iter().map(|d| d.ordinal() as c_int).collect();
         check_ranks(&list)?;
+        // NCCL allocates memory and loads kernels here: refused inside a host function and
+        // behind a stuck module load, like every driver operation.
+        let _op = ferrocuda_driver::guard::enter("Communicators::init_all")?;
         let l = lib()?;
         let mut raw: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); list.len()];
         let _span = tracing::trace_span!("nccl", call = "ncclCommInitAll").entered();
@@ -362,6 +365,7 @@ impl Communicators {
     ///
     /// The first rank's [`Error::Nccl`].
     pub fn check_async_errors(&self) -> Result<()> {
+        let _op = ferrocuda_driver::guard::enter("Communicators::check_async_errors")?;
         let l = lib()?;
         for c in &self.comms {
             let mut async_rc = sys::ncclResult_t::SUCCESS;
