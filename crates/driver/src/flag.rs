@@ -349,7 +349,10 @@ impl FlagInner {
 impl std::fmt::Debug for CompletionFlag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompletionFlag")
-            .field("device_ptr", &format_args!("{:#x}", self.device_ptr()))
+            .field(
+                "device_ptr",
+                &format_args!("{:#x}", self.inner.slot.dev.shown()),
+            )
             .field("value", &self.load())
             .finish()
     }
@@ -625,6 +628,21 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "not an 8-byte aligned, non-null slot")]
+    fn a_null_flag_address_is_refused_before_it_is_used() {
+        // SAFETY: deliberately broken promise: the constructor must catch it.
+        let _ = unsafe { CompletionFlagRef::from_address(0) };
+    }
+
+    #[test]
+    #[should_panic(expected = "not an 8-byte aligned, non-null slot")]
+    fn a_misaligned_flag_address_is_refused() {
+        // SAFETY: as above.
+        let _ = unsafe { CompletionFlagRef::from_address(0x1004) };
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the address getter is what is tested
     fn from_address_round_trips_through_a_local_slot() {
         let slot = AtomicU64::new(0);
         let addr = &slot as *const AtomicU64 as u64;

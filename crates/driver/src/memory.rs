@@ -352,7 +352,27 @@ impl Waitable {
 /// the buffer meanwhile. Dropping it never blocks: the memory is freed by the crate's reclaimer
 /// once the GPU is past every copy.
 ///
-/// `HostBuffer<T>` is `Send` when `T` is, and `Sync` when `T` is.
+/// `HostBuffer<T>` is `Send` when `T` is, and `Sync` when `T` is: a `Pod` type that carries a
+/// `!Send` marker does not cross threads in a host buffer either.
+///
+/// ```compile_fail,E0277
+/// # use ferrocuda_driver::HostBuffer;
+/// #[derive(Clone, Copy)]
+/// #[repr(transparent)]
+/// struct Local(std::marker::PhantomData<std::rc::Rc<()>>);
+/// // SAFETY: a zero-sized marker.
+/// unsafe impl bytemuck::Zeroable for Local {}
+/// // SAFETY: as above.
+/// unsafe impl bytemuck::Pod for Local {}
+/// fn send<T: Send>() {}
+/// send::<HostBuffer<Local>>();
+/// ```
+///
+/// ```
+/// # use ferrocuda_driver::HostBuffer;
+/// fn both<T: Send + Sync>() {}
+/// both::<HostBuffer<f32>>();
+/// ```
 ///
 /// ```no_run
 /// use ferrocuda_driver::{Device, HostBuffer};

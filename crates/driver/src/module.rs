@@ -642,3 +642,35 @@ impl Default for LaunchArgs<'_> {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_threads_per_block_is_an_error_not_a_division_by_zero() {
+        let c = LaunchConfig::for_num_elems(1000, 0);
+        assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))));
+        let c = LaunchConfig::for_num_elems(1000, 256);
+        assert_eq!(c.grid, (4, 1, 1));
+        assert!(c.validate().is_ok());
+        assert_eq!(LaunchConfig::for_num_elems(0, 256).grid, (0, 1, 1));
+    }
+
+    #[test]
+    fn launch_args_keep_values_in_place_and_count_overflow() {
+        let vals: Vec<u64> = (0..MAX_KERNEL_PARAMS as u64 + 1).collect();
+        let mut args = LaunchArgs::new();
+        for v in &vals[..MAX_KERNEL_PARAMS] {
+            args.arg(v);
+        }
+        assert_eq!(args.len(), MAX_KERNEL_PARAMS);
+        let params = args.resolve(|_| unreachable!("no resources")).unwrap();
+        for (i, v) in vals[..MAX_KERNEL_PARAMS].iter().enumerate() {
+            // SAFETY: `params` has MAX_KERNEL_PARAMS entries, each pointing at a `u64` in `vals`.
+            assert_eq!(unsafe { *(*params.add(i)).cast::<u64>() }, *v);
+        }
+        args.arg(&vals[MAX_KERNEL_PARAMS]);
+        assert!(matches!(args.check(), Err(Error::InvalidArgument(_))));
+    }
+}

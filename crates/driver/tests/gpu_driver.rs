@@ -1,6 +1,8 @@
 //! GPU tests of ferrocuda-driver: devices, streams, events, flags, host functions, the trampoline.
 //! Each test has a deadline that fails it instead of hanging.
 #![cfg(feature = "gpu-tests")]
+// These tests pass raw addresses to kernels on purpose (what a user of raw launches does).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

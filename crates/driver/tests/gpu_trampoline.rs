@@ -2,6 +2,8 @@
 //! closure runs once and its own value is signalled, in order or not, panics included, with the
 //! stream gone, and the crate's threads use no CPU when nothing is in flight.
 #![cfg(feature = "gpu-tests")]
+// These tests pass raw addresses to kernels on purpose (what a user of raw launches does).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

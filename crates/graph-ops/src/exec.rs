@@ -16,6 +16,19 @@ use std::sync::Arc;
 /// node update must not run concurrently), so one thread at a time uses it; share it behind a
 /// `Mutex`.
 ///
+/// ```compile_fail,E0277
+/// fn shared<T: Sync>() {}
+/// shared::<ferrocuda_graph::GraphExec>();
+/// ```
+///
+/// ```
+/// fn sent<T: Send>() {}
+/// sent::<ferrocuda_graph::GraphExec>();
+/// sent::<std::sync::Mutex<ferrocuda_graph::GraphExec>>();
+/// fn shared<T: Sync>() {}
+/// shared::<std::sync::Mutex<ferrocuda_graph::GraphExec>>();
+/// ```
+///
 /// Dropping it never blocks: the driver frees an executable that is still running when its
 /// launches complete, and what the graph owns lives until then.
 pub struct GraphExec {

@@ -69,12 +69,12 @@ impl<'a> From<&'a DeviceFlag> for FlagSource<'a> {
 
 impl std::fmt::Debug for FlagSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = self.resource().addr().map_or(0, |a| a.shown());
         match self {
-            FlagSource::Host(h) => write!(f, "FlagSource::Host({:#x})", h.device_ptr()),
+            FlagSource::Host(_) => write!(f, "FlagSource::Host({a:#x})"),
             FlagSource::Device(d) => write!(
                 f,
-                "FlagSource::Device({:#x} on device {})",
-                d.device_ptr(),
+                "FlagSource::Device({a:#x} on device {})",
                 d.device().ordinal()
             ),
         }
@@ -431,5 +431,36 @@ impl DeviceStream {
             }
             GateStrategy::Polling { timeout } => self.poll(flag, value, cond, timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A limit too long for 64 bits of nanoseconds means "wait as long as it takes", never a
+    /// wrapped-around short one; a zero limit is 1 ns (0 would mean no limit).
+    #[test]
+    fn gate_time_limits_saturate() {
+        assert_eq!(timeout_ns(None), 0);
+        assert_eq!(timeout_ns(Some(Duration::ZERO)), 1);
+        assert_eq!(timeout_ns(Some(Duration::from_micros(1500))), 1_500_000);
+        assert_eq!(
+            timeout_ns(Some(Duration::from_secs(18_446_744_074))),
+            u64::MAX
+        );
+        assert_eq!(timeout_ns(Some(Duration::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn wait_conditions_map_to_the_drivers_flags() {
+        assert_eq!(
+            wait_flags(WaitCondition::Equal),
+            CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0
+        );
+        assert_eq!(
+            wait_flags(WaitCondition::GreaterOrEqual),
+            CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0
+        );
     }
 }
