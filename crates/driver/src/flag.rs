@@ -191,6 +191,7 @@ impl CompletionFlag {
     /// [`Error::Unsupported`] if the device cannot map host memory or lacks unified addressing;
     /// [`Error::Driver`] if pinned memory cannot be allocated.
     pub fn new(device: &Device) -> Result<CompletionFlag> {
+        let _op = crate::guard::enter("CompletionFlag::new")?;
         if !device.inner.can_map_host_memory {
             return Err(device.unsupported("mapping pinned host memory (completion flags)"));
         }

@@ -13,7 +13,7 @@
 //!    passes, and the driver holds a lock that other calls (`cuMemHostAlloc` among them, measured on
 //!    an H200) block on. While that is so, [`enter`] refuses with [`Error::DriverHeld`] instead of
 //!    letting the user's thread — possibly the one that would signal the flag — block. Drops that
-//!    would call the driver hand their release to the crate's reclaimer instead ([`must_defer`]).
+//!    would call the driver hand their release to the crate's reclaimer instead (`must_defer`).
 //! 3. **Tracing.** [`enter`] opens a `trace` span named `op` with the operation's name, [`call`] one
 //!    named `cu` with the driver call's name; a failed call is a `debug` event keeping the call,
 //!    its code, name and message ([`DriverError`]).
@@ -73,6 +73,23 @@ pub fn driver_held() -> bool {
     STUCK_LOADS.load(Ordering::Acquire) > 0
 }
 
+/// How long an operation waits for a stuck module load to return before it is refused: a load
+/// returns moments after the awaited value is signalled, so a thread that has just signalled is
+/// not refused, while one that would signal only afterwards gets its error quickly.
+pub const HELD_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits up to [`HELD_GRACE`] for [`driver_held`] to clear; whether it did.
+fn wait_unheld() -> bool {
+    let start = std::time::Instant::now();
+    while driver_held() {
+        if start.elapsed() >= HELD_GRACE {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    true
+}
+
 /// Whether a release that calls the driver must be handed to the crate's reclaimer instead of
 /// running on this thread: inside a host function, or while a stuck module load holds the driver.
 pub(crate) fn must_defer() -> bool {
@@ -117,7 +134,7 @@ pub fn enter(op: &'static str) -> Result<Op> {
         tracing::debug!(op, "operation refused inside a host function");
         return Err(Error::CalledFromHostFunc { op });
     }
-    if driver_held() {
+    if driver_held() && !wait_unheld() {
         tracing::debug!(op, "operation refused behind a stuck module load");
         return Err(Error::DriverHeld { op });
     }

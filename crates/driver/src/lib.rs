@@ -84,15 +84,26 @@
 //!
 //! # Guarantees
 //!
+//! * **Safe code cannot cause undefined behaviour.** Every address a GPU operation uses comes from
+//!   one use path that checks the resource's device ([`Error::DeviceMismatch`]), records the use and
+//!   applies the capture rule; see `docs/safety.md`.
 //! * **Keep-alive.** Whatever an enqueued operation touches — a flag, a buffer, a module, a host
-//!   closure — stays alive until the GPU is past that operation, even if every handle is dropped.
+//!   closure — stays alive until the GPU is past that operation, even if every handle is dropped,
+//!   also when the operation runs on another stream than the buffer's home.
+//! * **Capture.** Whether a stream captures a graph is asked of the driver at every operation (a
+//!   stream that joined a capture through an event counts). Under capture the graph owns what an
+//!   operation touches; one-shot host closures, copies of borrowed host memory and allocations are
+//!   refused ([`Error::NotAllowedUnderCapture`]).
 //! * **No hidden deadlocks.** Dropping anything never blocks, even while a stream waits on a host
 //!   value that has not been signalled: the driver calls that would block (`cuMemFreeHost`,
 //!   `cuModuleUnload`, ...) run on the crate's own thread once the GPU is past the resource, and
-//!   device memory is freed stream-ordered. See [`wait_for_releases`] and `docs/deadlocks.md`.
-//! * **Host functions are contained.** A closure runs exactly once; its panic is caught and
-//!   reported by the next `synchronize`; a CUDA call inside it returns
-//!   [`Error::CalledFromHostFunc`] instead of deadlocking.
+//!   device memory is freed stream-ordered. No lock of the crate is held across a wait for the GPU.
+//!   After a module load gave up behind a wait, operations fail with [`Error::DriverHeld`] instead
+//!   of blocking. See [`wait_for_releases`] and `docs/deadlocks.md`.
+//! * **Host functions are contained.** A closure runs exactly once; its panic (even one whose
+//!   payload panics when dropped) is caught and reported by the next `synchronize`; an operation
+//!   of the crate inside it returns [`Error::CalledFromHostFunc`] naming the operation. Crate
+//!   threads run user code (closures, wakers, dropped values) only under `catch_unwind`.
 //! * **Errors, not panics.** A missing driver, a bad argument or a failed call is an [`Error`]
 //!   that keeps the driver's code, name, message and the call that failed.
 //!

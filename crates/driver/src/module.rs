@@ -35,8 +35,9 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Until such an abandoned load has returned from the driver, the driver holds back other calls
 /// (on an H200, `cuMemHostAlloc` on another thread blocked until the wait passed). So meanwhile
-/// every operation of the crate that would call the driver returns [`Error::DriverHeld`] at once
-/// instead of blocking — the thread that is to signal the awaited value can still signal it
+/// every operation of the crate that would call the driver returns [`Error::DriverHeld`] after at
+/// most [`HELD_GRACE`](crate::guard::HELD_GRACE) (50 ms) instead of blocking — the thread that is
+/// to signal the awaited value can still signal it
 /// ([`CompletionFlag::signal`] makes no driver call) — and drops hand their releases to the
 /// crate's reclaimer. [`driver_held`](crate::driver_held) says when the load has returned.
 ///
