@@ -25,7 +25,9 @@ pub(crate) struct Slot {
     dev: Addr,
 }
 
-// SAFETY: the slot is process-wide pinned memory accessed only atomically.
+// SAFETY: the slot is pinned, portable, mapped host memory, which belongs to the process (never
+// freed while it runs) and is accessed only through `AtomicU64`: moving the pointer between
+// threads moves nothing thread-bound.
 unsafe impl Send for Slot {}
 
 /// Pinned memory for flags is allocated in slabs and never returned to the driver while the
@@ -159,7 +161,8 @@ pub(crate) struct FlagInner {
     device: Device,
 }
 
-// SAFETY: the slot is pinned memory accessed only through atomics; Device is Send + Sync.
+// SAFETY: the slot is process-wide pinned memory accessed only through `AtomicU64` (see `Slot`),
+// so `&FlagInner` shares nothing but an atomic; `Device` is Send + Sync.
 unsafe impl Send for FlagInner {}
 // SAFETY: as above.
 unsafe impl Sync for FlagInner {}

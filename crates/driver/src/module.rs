@@ -80,7 +80,9 @@ pub(crate) struct ModuleInner {
     functions: HashMap<String, CUfunction>,
 }
 
-// SAFETY: module and function handles may be used from any thread; the map is read-only.
+// SAFETY: module and function handles are not bound to a thread: the driver API is thread-safe and
+// a loaded module may be used from any thread of the process (CUDA Driver API, "Thread safety");
+// the handles are never mutated and the name map is read-only after construction.
 unsafe impl Send for ModuleInner {}
 // SAFETY: as above.
 unsafe impl Sync for ModuleInner {}
@@ -347,9 +349,11 @@ pub struct Function {
     pub(crate) raw: CUfunction,
 }
 
-// SAFETY: function handles may be used from any thread.
+// SAFETY: a CUfunction may be launched and its attributes read or set from any thread (the driver
+// API is thread-safe, and a function is not bound to a thread); the handle is never mutated, and
+// the Arc keeps its module loaded.
 unsafe impl Send for Function {}
-// SAFETY: as above; the handle is never mutated.
+// SAFETY: as above.
 unsafe impl Sync for Function {}
 
 impl Function {

@@ -268,8 +268,10 @@ pub(crate) struct Ring {
     awake: AtomicBool,
 }
 
-// SAFETY: the ring's pinned memory is process-wide and accessed only through atomics; the rest
-// are atomics.
+// SAFETY: the ring's memory is pinned, portable, device-mapped host memory: it belongs to the
+// process, not to a thread (CUDA Driver API, `cuMemHostAlloc` with `CU_MEMHOSTALLOC_PORTABLE`),
+// is never freed, and is read by the host only through `AtomicU64`s; every other field is an
+// atomic. So sharing `&Ring` across threads is sharing atomics.
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}

@@ -28,8 +28,9 @@ pub struct Node {
     pub(crate) graph: usize,
 }
 
-// SAFETY: a node handle is an opaque identifier; the graph it belongs to is thread-safe to build
-// through `&mut Graph` only.
+// SAFETY: a `Node` is an identifier, never dereferenced by this crate; every use of it is a call
+// on its graph or executable, which goes through `&mut Graph` or a `GraphExec` (not `Sync`), so
+// sharing the identifier lets no two threads call into one graph at once.
 unsafe impl Send for Node {}
 // SAFETY: as above.
 unsafe impl Sync for Node {}
