@@ -19,8 +19,8 @@
  *   destroyed). cuStreamDestroy returns at once and frees the slot; the thread finishes the
  *   queued work and exits. The NULL, legacy and per-thread default streams are refused
  *   (CUDA_ERROR_NOT_SUPPORTED). A handle used after its destroy is refused
- *   (CUDA_ERROR_INVALID_HANDLE) and counted as a violation; so are destroyed events (handles are
- *   never reused: the fake keeps their few bytes).
+ *   (CUDA_ERROR_INVALID_HANDLE) and counted as a violation; so are destroyed events, graphs,
+ *   executables and user objects (handles are never reused: the fake keeps their few bytes).
  * - Waits and writes of 32 and 64 bits (all four wait conditions, GEQ cyclic as on the GPU) spin
  *   on host memory; kernels are emulated in C by name (FUNCS: raw's bench_kernels.cu, the demo's
  *   `produce` and `produce_gated`, ferrocuda-driver's gate, relay and kick, the driver tests'
@@ -46,15 +46,43 @@
  *   from pinned memory it reads the source when the stream gets there; DtoH into pageable memory
  *   returns once the copy has run, into pinned memory at once. cuPointerGetAttribute answers
  *   CU_POINTER_ATTRIBUTE_MEMORY_TYPE for live allocations.
- * - Graphs: at most 8 nodes (kernels and 64-bit waits, the calls raw_bench makes), replayed in
- *   insertion order (raw_bench adds them in dependency order). cuStreamIsCapturing says NONE.
+ * - Stream capture (any mode; the modes' restrictions on other threads are not emulated): work
+ *   enqueued on a capturing stream becomes a node of the capture's graph instead of running. A
+ *   stream joins the capture when it waits on an event last recorded on a capturing stream. As in
+ *   CUDA, an event record and a wait on an event of the same capture are edges, not nodes (with
+ *   CU_EVENT_RECORD_EXTERNAL / CU_EVENT_WAIT_EXTERNAL they are nodes); an event last recorded in
+ *   a capture makes cuEventQuery/cuEventSynchronize return CUDA_ERROR_CAPTURED_EVENT until it is
+ *   recorded outside a capture. cuStreamEndCapture fails with CUDA_ERROR_STREAM_CAPTURE_UNJOINED
+ *   when a joined stream has work the origin stream did not wait for (vector clocks over the
+ *   records and waits), and every stream leaves the capture. cuStreamSynchronize/cuStreamQuery
+ *   on a capturing stream (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED), a wait on an event recorded
+ *   outside the capture (ISOLATION) or in another capture (MERGE), a copy from or to pageable
+ *   memory (UNSUPPORTED) and cuMemFreeAsync (INVALID_VALUE: the fake has no graph allocations)
+ *   invalidate the capture; work enqueued afterwards fails with
+ *   CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, and so does cuStreamEndCapture, which then destroys
+ *   the graph. cuMemAllocAsync under capture fails with CUDA_ERROR_NOT_SUPPORTED.
+ * - Graphs: nodes of any number, kept in insertion order (nodes are added after their
+ *   dependencies, so that order is a valid one to run them in): kernel, batch mem-op (waits and
+ *   writes), host, memset (1/2/4-byte elements, width x height), 1-D memcpy (host or device on
+ *   either side), empty, event record / event wait, and child graph (what a graph launched on a
+ *   capturing stream becomes: a node with the executable's work; the new graph takes no
+ *   reference on the executable's user objects). cuGraphInstantiateWithFlags deep-copies the
+ *   graph; cuGraphLaunch enqueues its nodes' work on the stream in that order. Node parameters of
+ *   an executable can be updated (kernel, batch mem-op) through node handles, also after the
+ *   graph was destroyed.
+ * - User objects: a graph holds references (cuGraphRetainUserObject, CU_GRAPH_USER_OBJECT_MOVE
+ *   included), an executable gets its own at instantiation, cuGraphDestroy releases the graph's
+ *   and cuGraphExecDestroy the executable's once every launch enqueued so far has completed. At
+ *   zero the destructor runs on a thread of the fake's own, never inside a driver call
+ *   (CU_USER_OBJECT_NO_DESTRUCTOR_SYNC). Releasing more references than held is a violation.
  * - The real driver's cuMemFree, cuMemFreeHost, cuModuleLoad* and cuModuleUnload do not return
  *   while any stream waits on an unsatisfied value (GPU.md); called from the thread that would
  *   signal, that is a deadlock. The fake exits with status 4 instead, so the smoke tests catch it.
  * - FAKE_DROP_ACK=N loses the N-th `ack` kernel's write, to check that raw_bench's deadlines fire.
  *
- * Locks, in the order they nest: g_streams_mu -> a stream's mu; g_allocs_mu is a leaf. A stream
- * thread holds no lock while it runs an operation.
+ * Locks, in the order they nest: g_mu (captures, graphs, executables, user objects, the capture
+ * state of streams and events) -> g_streams_mu -> a stream's mu. g_allocs_mu and g_deleter.mu are
+ * leaves. A stream thread holds no lock while it runs an operation.
  *
  * Build: cc -std=c11 -shared -fPIC -pthread -I<cuda include> fake_cuda.c stubs.c -o libcuda.so.1 */
 #define _GNU_SOURCE
@@ -69,6 +97,7 @@
 #include <time.h>
 
 #define MAX_STREAMS 4096        /* streams not destroyed yet */
+#define MAX_CAPTURE_STREAMS 64  /* streams in one capture */
 #define BIG ((size_t)256 << 20) /* larger allocations get 1 MiB; larger copies/memsets are skipped */
 #define POISON 0xDB             /* the byte freed memory is filled with */
 
@@ -362,17 +391,20 @@ static void run_kernel(int id, const uint64_t *a) {
     }
 }
 
-/* ---- operations: what a stream runs ---- */
+/* ---- operations: what a stream runs, and what a graph node holds ---- */
+struct capture;
 struct CUevent_st {
-    uint64_t recorded;   /* records enqueued */
+    uint64_t recorded;   /* records enqueued outside captures */
     uint64_t completed;  /* the latest record that ran */
     uint64_t t_ns;       /* when it ran */
     int timing;          /* created without CU_EVENT_DISABLE_TIMING */
     int destroyed;
+    struct capture *cap; /* set when its last record was made on a capturing stream (g_mu) */
+    uint64_t *vc;        /* that record's vector clock (MAX_CAPTURE_STREAMS entries) */
 };
 
 enum { OP_EMPTY, OP_WAIT, OP_WRITE, OP_KERNEL, OP_HOSTFN, OP_RECORD, OP_WAIT_EVENT, OP_FREE, OP_MEMSET,
-       OP_COPY };
+       OP_COPY, OP_EXEC_DONE };
 /* a[] by kind: WAIT/WRITE (addr, value, flags, width 4|8); KERNEL (its parameters); RECORD /
  * WAIT_EVENT (record number, set when enqueued); MEMSET (dst, value, element size, width, height,
  * pitch); COPY (dst, src, bytes). */
@@ -385,10 +417,13 @@ typedef struct op {
     void *data;
     struct CUevent_st *ev;        /* RECORD, WAIT_EVENT */
     struct alloc *mem;            /* FREE */
+    struct CUgraphExec_st *exec;  /* EXEC_DONE: a launch of it finished */
     void *staging;                /* COPY from pageable memory: the staged source, freed after */
-    int pageable;                 /* COPY with a pageable host side (DtoH: the caller waits) */
+    int pageable;                 /* COPY with a pageable host side: not allowed under capture */
     struct op *next;
 } op_t;
+
+static void exec_done(struct CUgraphExec_st *e);
 
 static int wait_holds(const op_t *o) {
     int narrow = o->a[3] == 4;
@@ -465,6 +500,7 @@ static void exec_op(op_t *o) {
         memcpy(P(o->a[0]), o->staging ? o->staging : P(o->a[1]), n);
         break;
     }
+    case OP_EXEC_DONE: exec_done(o->exec); break;
     }
 }
 
@@ -475,8 +511,11 @@ struct CUstream_st {
     op_t *head, *tail;    /* the queue; the head stays in it while it runs */
     uint64_t enqueued, done;
     int dead;             /* destroyed: the thread drains the queue and exits */
+    struct capture *cap;  /* the capture it takes part in (g_mu) */
+    size_t member;        /* its index among cap's members */
 };
 
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct CUstream_st **g_streams; /* streams whose thread runs (destroyed ones until drained) */
 static size_t g_nstreams, g_streams_cap;
 static int g_live; /* streams not destroyed */
@@ -591,25 +630,255 @@ static void check_no_pending_wait(const char *call) {
     pthread_mutex_unlock(&g_streams_mu);
 }
 
+/* ---- user objects ---- */
+struct CUuserObject_st {
+    void *ptr;
+    CUhostFn destroy;
+    unsigned long long refs; /* g_mu */
+    int dead;                /* its destructor was scheduled */
+};
+/* The thread that runs destructors, so that none runs inside a driver call. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct CUuserObject_st **q;
+    size_t n, cap;
+    pthread_once_t once;
+} g_deleter = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, PTHREAD_ONCE_INIT};
+
+static void *deleter_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&g_deleter.mu);
+    for (;;) {
+        while (g_deleter.n == 0) pthread_cond_wait(&g_deleter.cv, &g_deleter.mu);
+        struct CUuserObject_st *o = g_deleter.q[0];
+        memmove(&g_deleter.q[0], &g_deleter.q[1], --g_deleter.n * sizeof *g_deleter.q);
+        pthread_mutex_unlock(&g_deleter.mu);
+        o->destroy(o->ptr);
+        pthread_mutex_lock(&g_deleter.mu);
+    }
+    return NULL;
+}
+static void deleter_start(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, deleter_main, NULL) != 0) {
+        fprintf(stderr, "fake_cuda: could not start the user-object thread\n");
+        exit(3);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* Drops `count` references (g_mu held); at zero the destructor is handed to the deleter thread. */
+static CUresult obj_release(struct CUuserObject_st *o, unsigned count, const char *call) {
+    if (o->dead || o->refs < count) {
+        fprintf(stderr, "fake_cuda: %s releases %u references of user object %p, which has %llu\n", call, count,
+                (void *)o, o->dead ? 0ull : o->refs);
+        violation();
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    o->refs -= count;
+    if (o->refs == 0) {
+        o->dead = 1;
+        pthread_once(&g_deleter.once, deleter_start);
+        pthread_mutex_lock(&g_deleter.mu);
+        grow(&g_deleter.q, &g_deleter.cap, g_deleter.n + 1, sizeof *g_deleter.q);
+        g_deleter.q[g_deleter.n++] = o;
+        pthread_cond_signal(&g_deleter.cv);
+        pthread_mutex_unlock(&g_deleter.mu);
+    }
+    return CUDA_SUCCESS;
+}
+
+/* References a graph or an executable holds. */
+struct uref {
+    struct CUuserObject_st *obj;
+    unsigned count;
+};
+static void refs_add(struct uref **refs, size_t *n, size_t *cap, struct CUuserObject_st *o, unsigned count) {
+    for (size_t i = 0; i < *n; i++) {
+        if ((*refs)[i].obj == o) { (*refs)[i].count += count; return; }
+    }
+    grow(refs, cap, *n + 1, sizeof **refs);
+    (*refs)[(*n)++] = (struct uref){o, count};
+}
+static void refs_release_all(struct uref *refs, size_t n, const char *call) {
+    for (size_t i = 0; i < n; i++) obj_release(refs[i].obj, refs[i].count, call);
+    free(refs);
+}
+
+/* ---- graphs ---- */
+struct CUgraphNode_st {
+    uint64_t graph; /* the id of its graph */
+    size_t index;   /* its place in the graph, and in executables of it */
+    CUgraphNodeType type;
+    op_t *ops;      /* what it enqueues when launched (a batch mem-op node: one per operation) */
+    size_t n;
+};
+struct CUgraph_st {
+    uint64_t id;
+    struct CUgraphNode_st **nodes; /* node structs outlive the graph: executables update by handle */
+    size_t n, cap;
+    struct uref *refs;
+    size_t nrefs, refs_cap;
+    struct capture *capture; /* the capture still building it */
+    int destroyed;
+};
+struct xnode {
+    CUgraphNodeType type;
+    op_t *ops;
+    size_t n;
+};
+struct CUgraphExec_st {
+    uint64_t graph;       /* the id of the graph it was instantiated from */
+    struct xnode *nodes;
+    size_t n;
+    struct uref *refs;
+    size_t nrefs;
+    uint64_t launched, completed; /* launches enqueued, and finished (g_mu) */
+    int destroyed;
+};
+static uint64_t g_graph_ids;
+
+static struct CUgraph_st *graph_new(void) {
+    struct CUgraph_st *g = xcalloc(1, sizeof *g);
+    g->id = ++g_graph_ids;
+    return g;
+}
+/* Adds a node (g_mu held): its operations are copied; EXEC_DONE markers are left out. */
+static CUresult graph_add(struct CUgraph_st *g, CUgraphNodeType type, const op_t *ops, size_t n,
+                          const CUgraphNode *deps, size_t ndeps, CUgraphNode *out) {
+    if (ndeps != 0 && deps == NULL) return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < ndeps; i++) {
+        if (deps[i] == NULL || deps[i]->graph != g->id) {
+            fprintf(stderr, "fake_cuda: a dependency is not a node of the graph it is added to\n");
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+    }
+    struct CUgraphNode_st *node = xcalloc(1, sizeof *node);
+    *node = (struct CUgraphNode_st){.graph = g->id, .index = g->n, .type = type};
+    node->ops = xcalloc(n ? n : 1, sizeof *node->ops);
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].kind != OP_EXEC_DONE) node->ops[node->n++] = ops[i];
+    }
+    grow(&g->nodes, &g->cap, g->n + 1, sizeof *g->nodes);
+    g->nodes[g->n++] = node;
+    if (out) *out = node;
+    return CUDA_SUCCESS;
+}
+static void graph_destroy(struct CUgraph_st *g, const char *call) {
+    refs_release_all(g->refs, g->nrefs, call);
+    g->refs = NULL;
+    g->nrefs = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->nodes[i]->ops);
+        g->nodes[i]->ops = NULL;
+        g->nodes[i]->n = 0;
+    }
+    free(g->nodes);
+    g->nodes = NULL;
+    g->n = 0;
+    g->destroyed = 1;
+}
+static CUresult check_graph(CUgraph g, const char *call) {
+    if (g == NULL) return CUDA_ERROR_INVALID_VALUE;
+    if (g->destroyed) return destroyed(call, "graph", g);
+    return CUDA_SUCCESS;
+}
+static CUresult check_exec(CUgraphExec e, const char *call) {
+    if (e == NULL) return CUDA_ERROR_INVALID_VALUE;
+    if (e->destroyed) return destroyed(call, "graph executable", e);
+    return CUDA_SUCCESS;
+}
 static CUresult check_event(CUevent e, const char *call) {
     if (e == NULL) return CUDA_ERROR_INVALID_HANDLE;
     if (__atomic_load_n(&e->destroyed, __ATOMIC_ACQUIRE)) return destroyed(call, "event", e);
     return CUDA_SUCCESS;
 }
 
-/* Appends work to s's queue; `seq` gets the position of the last operation. Event records and
- * waits take their record number now. */
-static CUresult submit(CUstream s, const op_t *ops, size_t n, uint64_t *seq) {
+/* ---- stream capture ---- */
+/* Vector clocks decide whether the origin stream waited for all the work of the streams that
+ * joined: a member's tail counts its nodes; vc[i] is how much of member i's work it has waited for. */
+struct member {
+    struct CUstream_st *s;
+    uint64_t tail;
+    uint64_t vc[MAX_CAPTURE_STREAMS];
+};
+struct capture {
+    uint64_t id;
+    CUstreamCaptureStatus status; /* ACTIVE, INVALIDATED, or NONE once ended */
+    struct CUgraph_st *graph;
+    struct member *m;             /* m[0] is the origin stream */
+    size_t n, cap;
+};
+static uint64_t g_capture_ids;
+
+static void invalidate(struct capture *c, const char *why) {
+    if (c->status == CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+        fprintf(stderr, "fake_cuda: %s invalidated stream capture %llu\n", why, (unsigned long long)c->id);
+        c->status = CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+    }
+}
+
+static CUresult capture_join(struct capture *c, struct CUstream_st *s, const uint64_t *vc) {
+    if (c->n == MAX_CAPTURE_STREAMS) {
+        fprintf(stderr, "fake_cuda: more than %d streams in one capture are not emulated\n", MAX_CAPTURE_STREAMS);
+        invalidate(c, "joining one stream too many");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    grow(&c->m, &c->cap, c->n + 1, sizeof *c->m);
+    struct member *m = &c->m[c->n];
+    memset(m, 0, sizeof *m);
+    m->s = s;
+    if (vc) memcpy(m->vc, vc, sizeof m->vc);
+    m->vc[c->n] = 0;
+    s->cap = c;
+    s->member = c->n++;
+    return CUDA_SUCCESS;
+}
+
+/* Work enqueued on s (g_mu held): a node of its capture, or run by its thread. `seq` gets the
+ * position of the last operation in the queue (0 when captured). */
+static CUresult submit_locked(struct CUstream_st *s, CUgraphNodeType type, const op_t *ops, size_t n, uint64_t *seq) {
+    if (seq) *seq = 0;
+    struct capture *c = s->cap;
+    if (c != NULL) {
+        if (c->status != CU_STREAM_CAPTURE_STATUS_ACTIVE) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+        for (size_t i = 0; i < n; i++) {
+            if (ops[i].pageable) {
+                fprintf(stderr, "fake_cuda: %s with pageable host memory under stream capture\n", ops[i].what);
+                invalidate(c, ops[i].what);
+                return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+            }
+        }
+        CHECK(graph_add(c->graph, type, ops, n, NULL, 0, NULL));
+        struct member *m = &c->m[s->member];
+        m->vc[s->member] = ++m->tail;
+        return CUDA_SUCCESS;
+    }
     op_t *q = xcalloc(n ? n : 1, sizeof *q);
     for (size_t i = 0; i < n; i++) {
         q[i] = ops[i];
-        if (q[i].kind == OP_RECORD) q[i].a[0] = __atomic_add_fetch(&q[i].ev->recorded, 1, __ATOMIC_ACQ_REL);
-        else if (q[i].kind == OP_WAIT_EVENT) q[i].a[0] = ld(&q[i].ev->recorded);
+        /* Event nodes of a graph take their record number when the launch is enqueued. */
+        if (q[i].kind == OP_RECORD) {
+            q[i].ev->cap = NULL;
+            q[i].a[0] = __atomic_add_fetch(&q[i].ev->recorded, 1, __ATOMIC_ACQ_REL);
+        } else if (q[i].kind == OP_WAIT_EVENT) {
+            q[i].a[0] = ld(&q[i].ev->recorded);
+        }
     }
     uint64_t at = push(s, q, n);
     free(q);
     if (seq) *seq = at;
     return CUDA_SUCCESS;
+}
+static CUresult submit(CUstream s, CUgraphNodeType type, const op_t *ops, size_t n, uint64_t *seq) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = submit_locked(s, type, ops, n, seq);
+    pthread_mutex_unlock(&g_mu);
+    return r;
 }
 
 /* ---- entry points (their cuda.h names; the header maps the unversioned ones to _v2) ---- */
@@ -628,6 +897,13 @@ static const struct { CUresult code; const char *name, *text; } ERRORS[] = {
     {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY", "device not ready"},
     {CUDA_ERROR_ILLEGAL_ADDRESS, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"},
     {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "operation not permitted when stream is capturing"},
+    {CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", "operation failed due to a previous error during capture"},
+    {CUDA_ERROR_STREAM_CAPTURE_MERGE, "CUDA_ERROR_STREAM_CAPTURE_MERGE", "operation would result in a merge of separate capture sequences"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNMATCHED, "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED", "capture was not ended in the same stream as it began"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNJOINED, "CUDA_ERROR_STREAM_CAPTURE_UNJOINED", "capturing stream has unjoined work"},
+    {CUDA_ERROR_STREAM_CAPTURE_ISOLATION, "CUDA_ERROR_STREAM_CAPTURE_ISOLATION", "dependency created on uncaptured work in another stream"},
+    {CUDA_ERROR_CAPTURED_EVENT, "CUDA_ERROR_CAPTURED_EVENT", "operation not permitted on an event last recorded in a capturing stream"},
 };
 CUresult cuGetErrorName(CUresult r, const char **s) {
     for (size_t i = 0; i < sizeof ERRORS / sizeof ERRORS[0]; i++) {
@@ -740,6 +1016,9 @@ CUresult cuStreamCreate(CUstream *ps, unsigned flags) {
 /* Returns at once and frees the slot; the stream's thread runs what is queued, then exits. */
 CUresult cuStreamDestroy(CUstream s) {
     CHECK(check_stream(s, "cuStreamDestroy"));
+    pthread_mutex_lock(&g_mu);
+    if (s->cap != NULL) invalidate(s->cap, "cuStreamDestroy of a capturing stream");
+    pthread_mutex_unlock(&g_mu);
     pthread_mutex_lock(&g_streams_mu);
     pthread_mutex_lock(&s->mu);
     if (__atomic_exchange_n(&s->dead, 1, __ATOMIC_ACQ_REL) == 0) g_live--;
@@ -748,13 +1027,27 @@ CUresult cuStreamDestroy(CUstream s) {
     pthread_mutex_unlock(&g_streams_mu);
     return CUDA_SUCCESS;
 }
+/* Synchronising a capturing stream is not allowed, and invalidates its capture. */
+static CUresult refuse_if_capturing(struct CUstream_st *s, const char *call) {
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_mu);
+    if (s->cap != NULL) {
+        fprintf(stderr, "fake_cuda: %s on a capturing stream\n", call);
+        invalidate(s->cap, call);
+        r = CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
 CUresult cuStreamSynchronize(CUstream s) {
     CHECK(check_stream(s, "cuStreamSynchronize"));
+    CHECK(refuse_if_capturing(s, "cuStreamSynchronize"));
     wait_done(s, enqueued(s), 1);
     return sticky();
 }
 CUresult cuStreamQuery(CUstream s) {
     CHECK(check_stream(s, "cuStreamQuery"));
+    CHECK(refuse_if_capturing(s, "cuStreamQuery"));
     CHECK(sticky());
     return ld(&s->done) < enqueued(s) ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
@@ -770,7 +1063,7 @@ static CUresult mem_op_call(CUstream s, const char *call, int write, CUdeviceptr
     CHECK(check_stream(s, call));
     op_t o;
     CHECK(mem_op(&o, call, write, a, v, f, width));
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_BATCH_MEM_OP, &o, 1, NULL);
 }
 CUresult cuStreamWaitValue64(CUstream s, CUdeviceptr a, cuuint64_t v, unsigned f) { return mem_op_call(s, "cuStreamWaitValue64", 0, a, v, f, 8); }
 CUresult cuStreamWriteValue64(CUstream s, CUdeviceptr a, cuuint64_t v, unsigned f) { return mem_op_call(s, "cuStreamWriteValue64", 1, a, v, f, 8); }
@@ -791,13 +1084,13 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     CHECK(check_stream(s, "cuLaunchKernel"));
     op_t o;
     CHECK(kernel_op(&o, f, args, "cuLaunchKernel"));
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_KERNEL, &o, 1, NULL);
 }
 CUresult cuLaunchHostFunc(CUstream s, CUhostFn fn, void *d) {
     CHECK(check_stream(s, "cuLaunchHostFunc"));
     if (fn == NULL) return CUDA_ERROR_INVALID_VALUE;
     op_t o = {.kind = OP_HOSTFN, .what = "cuLaunchHostFunc", .fn = fn, .data = d};
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_HOST, &o, 1, NULL);
 }
 
 /* ---- events ---- */
@@ -812,22 +1105,95 @@ CUresult cuEventDestroy(CUevent e) {
     __atomic_store_n(&e->destroyed, 1, __ATOMIC_RELEASE);
     return CUDA_SUCCESS;
 }
-CUresult cuEventRecord(CUevent e, CUstream s) {
-    CHECK(check_event(e, "cuEventRecord"));
-    CHECK(check_stream(s, "cuEventRecord"));
-    op_t o = {.kind = OP_RECORD, .what = "cuEventRecord", .ev = e};
-    return submit(s, &o, 1, NULL);
+static CUresult event_record(CUevent e, CUstream s, unsigned flags, const char *call) {
+    CHECK(check_event(e, call));
+    CHECK(check_stream(s, call));
+    if ((flags & ~(unsigned)CU_EVENT_RECORD_EXTERNAL) != 0) return CUDA_ERROR_INVALID_VALUE;
+    op_t o = {.kind = OP_RECORD, .what = call, .ev = e};
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_mu);
+    struct capture *c = s->cap;
+    if (flags != 0 && c == NULL) {
+        fprintf(stderr, "fake_cuda: %s: CU_EVENT_RECORD_EXTERNAL outside stream capture\n", call);
+        r = CUDA_ERROR_INVALID_VALUE;
+    } else if (c != NULL && flags == 0) {
+        /* Inside a capture a record is no node: it marks the point other streams may wait for. */
+        if (c->status != CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+            r = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+        } else {
+            if (e->vc == NULL) e->vc = xcalloc(MAX_CAPTURE_STREAMS, sizeof *e->vc);
+            memcpy(e->vc, c->m[s->member].vc, MAX_CAPTURE_STREAMS * sizeof *e->vc);
+            e->cap = c;
+        }
+    } else {
+        r = submit_locked(s, CU_GRAPH_NODE_TYPE_EVENT_RECORD, &o, 1, NULL);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+CUresult cuEventRecord(CUevent e, CUstream s) { return event_record(e, s, 0, "cuEventRecord"); }
+CUresult cuEventRecordWithFlags(CUevent e, CUstream s, unsigned f) { return event_record(e, s, f, "cuEventRecordWithFlags"); }
+
+/* A wait on an event last recorded in a capture: an edge inside that capture; a stream outside
+ * any capture joins it (g_mu held). */
+static CUresult wait_captured_event(struct CUstream_st *s, struct CUevent_st *e) {
+    struct capture *c = e->cap;
+    if (c->status == CU_STREAM_CAPTURE_STATUS_NONE) {
+        fprintf(stderr, "fake_cuda: cuStreamWaitEvent on an event last recorded in a capture that has ended\n");
+        return CUDA_ERROR_CAPTURED_EVENT;
+    }
+    if (s->cap == NULL) {
+        if (c->status != CU_STREAM_CAPTURE_STATUS_ACTIVE) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+        return capture_join(c, s, e->vc);
+    }
+    if (s->cap != c) {
+        fprintf(stderr, "fake_cuda: cuStreamWaitEvent would merge two captures\n");
+        invalidate(s->cap, "cuStreamWaitEvent across captures");
+        invalidate(c, "cuStreamWaitEvent across captures");
+        return CUDA_ERROR_STREAM_CAPTURE_MERGE;
+    }
+    if (c->status != CU_STREAM_CAPTURE_STATUS_ACTIVE) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    struct member *m = &c->m[s->member];
+    for (size_t i = 0; i < c->n; i++) {
+        if (e->vc[i] > m->vc[i]) m->vc[i] = e->vc[i];
+    }
+    return CUDA_SUCCESS;
 }
 CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned flags) {
     CHECK(check_stream(s, "cuStreamWaitEvent"));
     CHECK(check_event(e, "cuStreamWaitEvent"));
-    if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    if ((flags & ~(unsigned)CU_EVENT_WAIT_EXTERNAL) != 0) return CUDA_ERROR_INVALID_VALUE;
     op_t o = {.kind = OP_WAIT_EVENT, .what = "cuStreamWaitEvent", .ev = e};
-    return submit(s, &o, 1, NULL);
+    CUresult r;
+    pthread_mutex_lock(&g_mu);
+    if (flags != 0) {
+        if (s->cap == NULL) fprintf(stderr, "fake_cuda: cuStreamWaitEvent: CU_EVENT_WAIT_EXTERNAL outside stream capture\n");
+        r = s->cap == NULL ? CUDA_ERROR_INVALID_VALUE : submit_locked(s, CU_GRAPH_NODE_TYPE_WAIT_EVENT, &o, 1, NULL);
+    } else if (e->cap != NULL) {
+        r = wait_captured_event(s, e);
+    } else if (s->cap != NULL) {
+        fprintf(stderr, "fake_cuda: cuStreamWaitEvent: a capturing stream waits on an event recorded outside the capture\n");
+        invalidate(s->cap, "cuStreamWaitEvent");
+        r = CUDA_ERROR_STREAM_CAPTURE_ISOLATION;
+    } else {
+        r = submit_locked(s, CU_GRAPH_NODE_TYPE_WAIT_EVENT, &o, 1, NULL);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+static CUresult event_captured(CUevent e, const char *call) {
+    pthread_mutex_lock(&g_mu);
+    int captured = e->cap != NULL;
+    pthread_mutex_unlock(&g_mu);
+    if (!captured) return CUDA_SUCCESS;
+    fprintf(stderr, "fake_cuda: %s on an event last recorded in a capture\n", call);
+    return CUDA_ERROR_CAPTURED_EVENT;
 }
 CUresult cuEventSynchronize(CUevent e) {
     CHECK(check_event(e, "cuEventSynchronize"));
     CHECK(sticky());
+    CHECK(event_captured(e, "cuEventSynchronize"));
     uint64_t target = ld(&e->recorded);
     unsigned spins = 0;
     while (ld(&e->completed) < target && sticky() == CUDA_SUCCESS) relax(&spins);
@@ -836,20 +1202,95 @@ CUresult cuEventSynchronize(CUevent e) {
 CUresult cuEventQuery(CUevent e) {
     CHECK(check_event(e, "cuEventQuery"));
     CHECK(sticky());
+    CHECK(event_captured(e, "cuEventQuery"));
     return ld(&e->completed) < ld(&e->recorded) ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
 CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
     CHECK(check_event(a, "cuEventElapsedTime"));
     CHECK(check_event(b, "cuEventElapsedTime"));
     if (!a->timing || !b->timing) return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(event_captured(a, "cuEventElapsedTime"));
+    CHECK(event_captured(b, "cuEventElapsedTime"));
     if (ld(&a->completed) < ld(&a->recorded) || ld(&b->completed) < ld(&b->recorded)) return CUDA_ERROR_NOT_READY;
     *ms = (float)((double)((int64_t)(b->t_ns - a->t_ns)) / 1e6);
     return CUDA_SUCCESS;
 }
 
+/* ---- stream capture ---- */
+CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode mode) {
+    CHECK(check_stream(s, "cuStreamBeginCapture"));
+    if ((unsigned)mode > CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_mu);
+    if (s->cap != NULL) {
+        fprintf(stderr, "fake_cuda: cuStreamBeginCapture on a stream that is capturing already\n");
+        r = CUDA_ERROR_ILLEGAL_STATE;
+    } else {
+        struct capture *c = xcalloc(1, sizeof *c);
+        c->id = ++g_capture_ids;
+        c->status = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+        c->graph = graph_new();
+        c->graph->capture = c;
+        r = capture_join(c, s, NULL);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+CUresult cuStreamEndCapture(CUstream s, CUgraph *out) {
+    CHECK(check_stream(s, "cuStreamEndCapture"));
+    if (out == NULL) return CUDA_ERROR_INVALID_VALUE;
+    *out = NULL;
+    CUresult r = CUDA_SUCCESS;
+    pthread_mutex_lock(&g_mu);
+    struct capture *c = s->cap;
+    if (c == NULL) {
+        fprintf(stderr, "fake_cuda: cuStreamEndCapture on a stream that is not capturing\n");
+        r = CUDA_ERROR_ILLEGAL_STATE;
+    } else if (s->member != 0) {
+        fprintf(stderr, "fake_cuda: cuStreamEndCapture on a stream that joined the capture, not its origin\n");
+        invalidate(c, "cuStreamEndCapture on another stream than the origin");
+        r = CUDA_ERROR_STREAM_CAPTURE_UNMATCHED;
+    } else {
+        if (c->status != CU_STREAM_CAPTURE_STATUS_ACTIVE) r = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+        for (size_t i = 1; i < c->n && r == CUDA_SUCCESS; i++) {
+            if (c->m[i].tail > c->m[0].vc[i]) {
+                fprintf(stderr, "fake_cuda: cuStreamEndCapture: stream %p joined the capture and has work the "
+                                "origin stream did not wait for\n", (void *)c->m[i].s);
+                r = CUDA_ERROR_STREAM_CAPTURE_UNJOINED;
+            }
+        }
+        for (size_t i = 0; i < c->n; i++) c->m[i].s->cap = NULL;
+        c->status = CU_STREAM_CAPTURE_STATUS_NONE;
+        c->graph->capture = NULL;
+        if (r == CUDA_SUCCESS) *out = c->graph;
+        else graph_destroy(c->graph, "cuStreamEndCapture");
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
 CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *status) {
     CHECK(check_stream(s, "cuStreamIsCapturing"));
-    *status = CU_STREAM_CAPTURE_STATUS_NONE;
+    pthread_mutex_lock(&g_mu);
+    *status = s->cap ? s->cap->status : CU_STREAM_CAPTURE_STATUS_NONE;
+    pthread_mutex_unlock(&g_mu);
+    return CUDA_SUCCESS;
+}
+/* The dependency outputs are always empty: the fake keeps no edges. */
+CUresult cuStreamGetCaptureInfo(CUstream s, CUstreamCaptureStatus *status, cuuint64_t *id, CUgraph *graph,
+                                const CUgraphNode **deps, const CUgraphEdgeData **edges, size_t *ndeps) {
+    CHECK(check_stream(s, "cuStreamGetCaptureInfo"));
+    if (status == NULL) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    struct capture *c = s->cap;
+    *status = c ? c->status : CU_STREAM_CAPTURE_STATUS_NONE;
+    if (c != NULL) {
+        if (id) *id = c->id;
+        if (graph) *graph = c->graph;
+    }
+    pthread_mutex_unlock(&g_mu);
+    if (deps) *deps = NULL;
+    if (edges) *edges = NULL;
+    if (ndeps) *ndeps = 0;
     return CUDA_SUCCESS;
 }
 
@@ -862,6 +1303,13 @@ CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
 }
 CUresult cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) {
     CHECK(check_stream(s, "cuMemAllocAsync"));
+    pthread_mutex_lock(&g_mu);
+    int capturing = s->cap != NULL;
+    pthread_mutex_unlock(&g_mu);
+    if (capturing) {
+        fprintf(stderr, "fake_cuda: cuMemAllocAsync under stream capture (graph allocations) is not emulated\n");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
     return cuMemAlloc(p, n);
 }
 /* Synchronous, as the real one: waits for every stream first. */
@@ -875,9 +1323,20 @@ CUresult cuMemFree(CUdeviceptr p) {
 }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
     CHECK(check_stream(s, "cuMemFreeAsync"));
-    op_t o = {.kind = OP_FREE, .what = "cuMemFreeAsync"};
-    CHECK(claim_free("cuMemFreeAsync", p, 0, &o.mem));
-    return submit(s, &o, 1, NULL);
+    CUresult r;
+    pthread_mutex_lock(&g_mu);
+    if (s->cap != NULL) {
+        fprintf(stderr, "fake_cuda: cuMemFreeAsync(%#llx) under stream capture: not a graph allocation\n",
+                (unsigned long long)p);
+        invalidate(s->cap, "cuMemFreeAsync");
+        r = CUDA_ERROR_INVALID_VALUE;
+    } else {
+        op_t o = {.kind = OP_FREE, .what = "cuMemFreeAsync"};
+        r = claim_free("cuMemFreeAsync", p, 0, &o.mem);
+        if (r == CUDA_SUCCESS) r = submit_locked(s, CU_GRAPH_NODE_TYPE_EMPTY, &o, 1, NULL);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
 }
 CUresult cuMemHostAlloc(void **p, size_t n, unsigned f) {
     if ((f & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)) != 0) {
@@ -926,7 +1385,7 @@ CUresult cuMemcpyHtoDAsync(CUdeviceptr dst, const void *src, size_t n, CUstream 
         memcpy(o.staging, src, n);
         o.pageable = 1;
     }
-    CUresult r = submit(s, &o, 1, NULL);
+    CUresult r = submit(s, CU_GRAPH_NODE_TYPE_MEMCPY, &o, 1, NULL);
     if (r != CUDA_SUCCESS) free(o.staging);
     return r;
 }
@@ -937,7 +1396,7 @@ CUresult cuMemcpyDtoHAsync(void *dst, CUdeviceptr src, size_t n, CUstream s) {
     op_t o = copy_op("cuMemcpyDtoHAsync", U(dst), src, n);
     o.pageable = !pinned(dst);
     uint64_t seq;
-    CHECK(submit(s, &o, 1, &seq));
+    CHECK(submit(s, CU_GRAPH_NODE_TYPE_MEMCPY, &o, 1, &seq));
     if (!o.pageable) return CUDA_SUCCESS;
     wait_done(s, seq, 0);
     return sticky();
@@ -946,7 +1405,7 @@ CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream 
     CHECK(check_stream(s, "cuMemcpyDtoDAsync"));
     if (n == 0 || n > BIG) return CUDA_SUCCESS;
     op_t o = copy_op("cuMemcpyDtoDAsync", dst, src, n);
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_MEMCPY, &o, 1, NULL);
 }
 static op_t memset_op(const char *what, CUdeviceptr dst, unsigned value, unsigned esize, size_t width, size_t height,
                       size_t pitch) {
@@ -956,61 +1415,324 @@ CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s) {
     CHECK(check_stream(s, "cuMemsetD8Async"));
     if (n == 0 || n > BIG) return CUDA_SUCCESS;
     op_t o = memset_op("cuMemsetD8Async", p, v, 1, n, 1, 0);
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_MEMSET, &o, 1, NULL);
 }
 CUresult cuMemsetD32Async(CUdeviceptr p, unsigned v, size_t n, CUstream s) {
     CHECK(check_stream(s, "cuMemsetD32Async"));
     if (p % 4 != 0) return CUDA_ERROR_INVALID_VALUE;
     if (n == 0 || n > BIG / 4) return CUDA_SUCCESS;
     op_t o = memset_op("cuMemsetD32Async", p, v, 4, n, 1, 0);
-    return submit(s, &o, 1, NULL);
+    return submit(s, CU_GRAPH_NODE_TYPE_MEMSET, &o, 1, NULL);
 }
 
-/* ---- graphs: at most 8 nodes, kept in insertion order (raw_bench adds them in dependency order) ---- */
-struct CUgraph_st { op_t nodes[8]; int n; };
-struct CUgraphExec_st { struct CUgraph_st g; };
-struct CUgraphNode_st { int index; };
-static struct CUgraphNode_st NODE_IDS[8] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
-
-static CUresult add_node(CUgraphNode *n, CUgraph g, op_t op) {
-    if (g->n == 8) return CUDA_ERROR_NOT_SUPPORTED;
-    g->nodes[g->n] = op;
-    *n = &NODE_IDS[g->n++];
+/* ---- graphs ---- */
+CUresult cuGraphCreate(CUgraph *g, unsigned f) {
+    if (f != 0) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    *g = graph_new();
+    pthread_mutex_unlock(&g_mu);
     return CUDA_SUCCESS;
 }
-CUresult cuGraphCreate(CUgraph *g, unsigned f) { (void)f; *g = xcalloc(1, sizeof **g); return CUDA_SUCCESS; }
-CUresult cuGraphDestroy(CUgraph g) { free(g); return CUDA_SUCCESS; }
+CUresult cuGraphDestroy(CUgraph g) {
+    CUresult r;
+    pthread_mutex_lock(&g_mu);
+    r = check_graph(g, "cuGraphDestroy");
+    if (r == CUDA_SUCCESS && g->capture != NULL) {
+        fprintf(stderr, "fake_cuda: cuGraphDestroy of a graph a stream capture still builds\n");
+        r = CUDA_ERROR_INVALID_VALUE;
+    }
+    if (r == CUDA_SUCCESS) graph_destroy(g, "cuGraphDestroy");
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+/* Adds a node of n operations to g, under g_mu. */
+static CUresult add_node(CUgraphNode *out, CUgraph g, const CUgraphNode *deps, size_t ndeps, CUgraphNodeType type,
+                         const op_t *ops, size_t n, const char *call) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_graph(g, call);
+    if (r == CUDA_SUCCESS) r = graph_add(g, type, ops, n, deps, ndeps, out);
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
 CUresult cuGraphAddKernelNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, const CUDA_KERNEL_NODE_PARAMS *p) {
-    (void)d; (void)nd;
     op_t o;
     CHECK(kernel_op(&o, p->func, p->kernelParams, "cuGraphAddKernelNode"));
-    return add_node(n, g, o);
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_KERNEL, &o, 1, "cuGraphAddKernelNode");
+}
+/* The operations of a batch mem-op node (waits and writes of 32 or 64 bits; barriers and flushes
+ * are no-ops here, the stream thread being ordered already). */
+static CUresult batch_ops(const CUDA_BATCH_MEM_OP_NODE_PARAMS *p, op_t *ops, const char *what) {
+    if (p->count == 0 || p->paramArray == NULL) return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < p->count; i++) {
+        const CUstreamBatchMemOpParams *q = &p->paramArray[i];
+        switch (q->operation) {
+        case CU_STREAM_MEM_OP_WAIT_VALUE_32: CHECK(mem_op(&ops[i], what, 0, q->waitValue.address, q->waitValue.value, q->waitValue.flags, 4)); break;
+        case CU_STREAM_MEM_OP_WAIT_VALUE_64: CHECK(mem_op(&ops[i], what, 0, q->waitValue.address, q->waitValue.value64, q->waitValue.flags, 8)); break;
+        case CU_STREAM_MEM_OP_WRITE_VALUE_32: CHECK(mem_op(&ops[i], what, 1, q->writeValue.address, q->writeValue.value, q->writeValue.flags, 4)); break;
+        case CU_STREAM_MEM_OP_WRITE_VALUE_64: CHECK(mem_op(&ops[i], what, 1, q->writeValue.address, q->writeValue.value64, q->writeValue.flags, 8)); break;
+        case CU_STREAM_MEM_OP_BARRIER:
+        case CU_STREAM_MEM_OP_FLUSH_REMOTE_WRITES: ops[i] = (op_t){.kind = OP_EMPTY, .what = what}; break;
+        default:
+            fprintf(stderr, "fake_cuda: %s: memory operation %d is not emulated\n", what, (int)q->operation);
+            return CUDA_ERROR_NOT_SUPPORTED;
+        }
+    }
+    return CUDA_SUCCESS;
 }
 CUresult cuGraphAddBatchMemOpNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, const CUDA_BATCH_MEM_OP_NODE_PARAMS *p) {
-    (void)d; (void)nd;
-    if (p->count != 1 || p->paramArray[0].operation != CU_STREAM_MEM_OP_WAIT_VALUE_64) return CUDA_ERROR_NOT_SUPPORTED;
-    const CUstreamBatchMemOpParams *q = &p->paramArray[0];
-    op_t o;
-    CHECK(mem_op(&o, "cuGraphAddBatchMemOpNode", 0, q->waitValue.address, q->waitValue.value64, q->waitValue.flags, 8));
-    return add_node(n, g, o);
+    op_t *ops = xcalloc(p->count ? p->count : 1, sizeof *ops);
+    CUresult r = batch_ops(p, ops, "cuGraphAddBatchMemOpNode");
+    if (r == CUDA_SUCCESS) r = add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_BATCH_MEM_OP, ops, p->count, "cuGraphAddBatchMemOpNode");
+    free(ops);
+    return r;
 }
-CUresult cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigned long long f) {
+CUresult cuGraphAddHostNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, const CUDA_HOST_NODE_PARAMS *p) {
+    if (p->fn == NULL) return CUDA_ERROR_INVALID_VALUE;
+    op_t o = {.kind = OP_HOSTFN, .what = "cuGraphAddHostNode", .fn = p->fn, .data = p->userData};
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_HOST, &o, 1, "cuGraphAddHostNode");
+}
+CUresult cuGraphAddMemsetNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, const CUDA_MEMSET_NODE_PARAMS *p,
+                              CUcontext ctx) {
+    (void)ctx;
+    unsigned e = p->elementSize;
+    if ((e != 1 && e != 2 && e != 4) || p->width == 0 || p->height == 0 || p->dst % e != 0 ||
+        (p->height > 1 && p->pitch < p->width * e)) {
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    op_t o = memset_op("cuGraphAddMemsetNode", p->dst, p->value, e, p->width, p->height, p->pitch);
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_MEMSET, &o, 1, "cuGraphAddMemsetNode");
+}
+/* One side of a 1-D copy: its address, or 0 for what is not emulated (arrays, 2-D/3-D offsets). */
+static uint64_t copy_side(CUmemorytype t, const void *host, CUdeviceptr dev, size_t x, size_t y, size_t z) {
+    if (y != 0 || z != 0) return 0;
+    switch (t) {
+    case CU_MEMORYTYPE_HOST: return host ? U(host) + x : 0;
+    case CU_MEMORYTYPE_DEVICE:
+    case CU_MEMORYTYPE_UNIFIED: return dev ? dev + x : 0;
+    default: return 0;
+    }
+}
+CUresult cuGraphAddMemcpyNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, const CUDA_MEMCPY3D *p, CUcontext ctx) {
+    (void)ctx;
+    uint64_t src = copy_side(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcZ);
+    uint64_t dst = copy_side(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ);
+    if (src == 0 || dst == 0 || p->Height > 1 || p->Depth > 1 || p->WidthInBytes == 0) {
+        fprintf(stderr, "fake_cuda: cuGraphAddMemcpyNode: only 1-D copies between host and device pointers are emulated\n");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    op_t o = copy_op("cuGraphAddMemcpyNode", dst, src, p->WidthInBytes);
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_MEMCPY, &o, 1, "cuGraphAddMemcpyNode");
+}
+CUresult cuGraphAddEmptyNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd) {
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_EMPTY, NULL, 0, "cuGraphAddEmptyNode");
+}
+CUresult cuGraphAddEventRecordNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, CUevent e) {
+    CHECK(check_event(e, "cuGraphAddEventRecordNode"));
+    op_t o = {.kind = OP_RECORD, .what = "cuGraphAddEventRecordNode", .ev = e};
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_EVENT_RECORD, &o, 1, "cuGraphAddEventRecordNode");
+}
+CUresult cuGraphAddEventWaitNode(CUgraphNode *n, CUgraph g, const CUgraphNode *d, size_t nd, CUevent e) {
+    CHECK(check_event(e, "cuGraphAddEventWaitNode"));
+    op_t o = {.kind = OP_WAIT_EVENT, .what = "cuGraphAddEventWaitNode", .ev = e};
+    return add_node(n, g, d, nd, CU_GRAPH_NODE_TYPE_WAIT_EVENT, &o, 1, "cuGraphAddEventWaitNode");
+}
+CUresult cuGraphGetNodes(CUgraph g, CUgraphNode *nodes, size_t *num) {
+    if (num == NULL) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_graph(g, "cuGraphGetNodes");
+    if (r == CUDA_SUCCESS) {
+        if (nodes == NULL) {
+            *num = g->n;
+        } else {
+            size_t k = *num < g->n ? *num : g->n;
+            for (size_t i = 0; i < *num; i++) nodes[i] = i < k ? g->nodes[i] : NULL;
+            *num = k;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+CUresult cuGraphNodeGetType(CUgraphNode n, CUgraphNodeType *t) {
+    if (n == NULL || t == NULL) return CUDA_ERROR_INVALID_VALUE;
+    *t = n->type;
+    return CUDA_SUCCESS;
+}
+
+/* A deep copy; the executable takes its own references to the graph's user objects. */
+CUresult cuGraphInstantiateWithFlags(CUgraphExec *out, CUgraph g, unsigned long long f) {
     (void)f;
-    *e = xcalloc(1, sizeof **e);
-    (*e)->g = *g;
-    return CUDA_SUCCESS;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_graph(g, "cuGraphInstantiateWithFlags");
+    if (r == CUDA_SUCCESS && g->capture != NULL) {
+        fprintf(stderr, "fake_cuda: cuGraphInstantiateWithFlags of a graph a stream capture still builds\n");
+        r = CUDA_ERROR_INVALID_VALUE;
+    }
+    if (r == CUDA_SUCCESS) {
+        struct CUgraphExec_st *e = xcalloc(1, sizeof *e);
+        e->graph = g->id;
+        e->n = g->n;
+        e->nodes = xcalloc(g->n ? g->n : 1, sizeof *e->nodes);
+        for (size_t i = 0; i < g->n; i++) {
+            const struct CUgraphNode_st *src = g->nodes[i];
+            e->nodes[i] = (struct xnode){.type = src->type, .n = src->n, .ops = xcalloc(src->n ? src->n : 1, sizeof(op_t))};
+            memcpy(e->nodes[i].ops, src->ops, src->n * sizeof(op_t));
+        }
+        size_t cap = 0;
+        for (size_t i = 0; i < g->nrefs; i++) {
+            g->refs[i].obj->refs += g->refs[i].count;
+            refs_add(&e->refs, &e->nrefs, &cap, g->refs[i].obj, g->refs[i].count);
+        }
+        *out = e;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
 }
-CUresult cuGraphExecBatchMemOpNodeSetParams(CUgraphExec e, CUgraphNode n, const CUDA_BATCH_MEM_OP_NODE_PARAMS *p) {
-    op_t *o = &e->g.nodes[n->index];
-    if (o->kind != OP_WAIT) return CUDA_ERROR_INVALID_VALUE;
-    o->a[0] = p->paramArray[0].waitValue.address;
-    o->a[1] = p->paramArray[0].waitValue.value64;
-    return CUDA_SUCCESS;
+/* The node of e that `node` (a node of the graph e came from) became, if it has that type. */
+static struct xnode *exec_node(CUgraphExec e, CUgraphNode node, CUgraphNodeType type) {
+    if (node == NULL || node->graph != e->graph || node->index >= e->n || e->nodes[node->index].type != type) return NULL;
+    return &e->nodes[node->index];
 }
-CUresult cuGraphExecDestroy(CUgraphExec e) { free(e); return CUDA_SUCCESS; }
+CUresult cuGraphExecKernelNodeSetParams(CUgraphExec e, CUgraphNode node, const CUDA_KERNEL_NODE_PARAMS *p) {
+    op_t o;
+    CHECK(kernel_op(&o, p->func, p->kernelParams, "cuGraphExecKernelNodeSetParams"));
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_exec(e, "cuGraphExecKernelNodeSetParams");
+    struct xnode *x = r == CUDA_SUCCESS ? exec_node(e, node, CU_GRAPH_NODE_TYPE_KERNEL) : NULL;
+    if (r == CUDA_SUCCESS && x == NULL) r = CUDA_ERROR_INVALID_VALUE;
+    if (x != NULL) x->ops[0] = o;
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+/* Addresses, values and wait conditions may change; the number and kinds of operations may not. */
+CUresult cuGraphExecBatchMemOpNodeSetParams(CUgraphExec e, CUgraphNode node, const CUDA_BATCH_MEM_OP_NODE_PARAMS *p) {
+    op_t *ops = xcalloc(p->count ? p->count : 1, sizeof *ops);
+    CUresult r = batch_ops(p, ops, "cuGraphExecBatchMemOpNodeSetParams");
+    pthread_mutex_lock(&g_mu);
+    if (r == CUDA_SUCCESS) r = check_exec(e, "cuGraphExecBatchMemOpNodeSetParams");
+    struct xnode *x = r == CUDA_SUCCESS ? exec_node(e, node, CU_GRAPH_NODE_TYPE_BATCH_MEM_OP) : NULL;
+    if (r == CUDA_SUCCESS && x == NULL) r = CUDA_ERROR_INVALID_VALUE;
+    if (x != NULL) {
+        int same = x->n == p->count;
+        for (size_t i = 0; same && i < x->n; i++) same = x->ops[i].kind == ops[i].kind && x->ops[i].a[3] == ops[i].a[3];
+        if (same) memcpy(x->ops, ops, x->n * sizeof *ops);
+        else r = CUDA_ERROR_INVALID_VALUE;
+    }
+    pthread_mutex_unlock(&g_mu);
+    free(ops);
+    return r;
+}
+/* Releases what an executable holds once it is destroyed and its launches have finished (g_mu). */
+static void exec_release(struct CUgraphExec_st *e) {
+    refs_release_all(e->refs, e->nrefs, "cuGraphExecDestroy");
+    e->refs = NULL;
+    e->nrefs = 0;
+    for (size_t i = 0; i < e->n; i++) free(e->nodes[i].ops);
+    free(e->nodes);
+    e->nodes = NULL;
+    e->n = 0;
+}
+static void exec_done(struct CUgraphExec_st *e) {
+    pthread_mutex_lock(&g_mu);
+    e->completed++;
+    if (e->destroyed && e->completed == e->launched) exec_release(e);
+    pthread_mutex_unlock(&g_mu);
+}
+/* Enqueues the nodes' work in insertion order, then a marker that counts the launch finished. On a
+ * capturing stream the executable becomes one child-graph node of the capture. */
 CUresult cuGraphLaunch(CUgraphExec e, CUstream s) {
     CHECK(check_stream(s, "cuGraphLaunch"));
-    return submit(s, e->g.nodes, (size_t)e->g.n, NULL);
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_exec(e, "cuGraphLaunch");
+    if (r == CUDA_SUCCESS) {
+        size_t n = 0;
+        for (size_t i = 0; i < e->n; i++) n += e->nodes[i].n;
+        op_t *ops = xcalloc(n + 1, sizeof *ops);
+        size_t k = 0;
+        for (size_t i = 0; i < e->n; i++) {
+            memcpy(&ops[k], e->nodes[i].ops, e->nodes[i].n * sizeof *ops);
+            k += e->nodes[i].n;
+        }
+        ops[n] = (op_t){.kind = OP_EXEC_DONE, .what = "cuGraphLaunch", .exec = e};
+        int queued = s->cap == NULL;
+        if (queued) e->launched++;
+        r = submit_locked(s, CU_GRAPH_NODE_TYPE_GRAPH, ops, n + 1, NULL);
+        if (r != CUDA_SUCCESS && queued) e->launched--;
+        free(ops);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+/* Returns at once; what the executable holds is released when its last launch has finished. */
+CUresult cuGraphExecDestroy(CUgraphExec e) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_exec(e, "cuGraphExecDestroy");
+    if (r == CUDA_SUCCESS) {
+        e->destroyed = 1;
+        if (e->completed == e->launched) exec_release(e);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+
+/* ---- user objects ---- */
+CUresult cuUserObjectCreate(CUuserObject *out, void *ptr, CUhostFn destroy, unsigned initial, unsigned flags) {
+    if (out == NULL || destroy == NULL || initial == 0 || flags != CU_USER_OBJECT_NO_DESTRUCTOR_SYNC) {
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    struct CUuserObject_st *o = xcalloc(1, sizeof *o);
+    *o = (struct CUuserObject_st){.ptr = ptr, .destroy = destroy, .refs = initial};
+    *out = o;
+    return CUDA_SUCCESS;
+}
+static CUresult check_obj(CUuserObject o, unsigned count, const char *call) {
+    if (o == NULL || count == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (o->dead) return destroyed(call, "user object", o);
+    return CUDA_SUCCESS;
+}
+CUresult cuUserObjectRetain(CUuserObject o, unsigned count) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_obj(o, count, "cuUserObjectRetain");
+    if (r == CUDA_SUCCESS) o->refs += count;
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+CUresult cuUserObjectRelease(CUuserObject o, unsigned count) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_obj(o, count, "cuUserObjectRelease");
+    if (r == CUDA_SUCCESS) r = obj_release(o, count, "cuUserObjectRelease");
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+/* With CU_GRAPH_USER_OBJECT_MOVE the caller's references move to the graph; else new ones. */
+CUresult cuGraphRetainUserObject(CUgraph g, CUuserObject o, unsigned count, unsigned flags) {
+    if (flags != 0 && flags != CU_GRAPH_USER_OBJECT_MOVE) return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_graph(g, "cuGraphRetainUserObject");
+    if (r == CUDA_SUCCESS) r = check_obj(o, count, "cuGraphRetainUserObject");
+    if (r == CUDA_SUCCESS) {
+        if (flags == 0) o->refs += count;
+        refs_add(&g->refs, &g->nrefs, &g->refs_cap, o, count);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
+}
+CUresult cuGraphReleaseUserObject(CUgraph g, CUuserObject o, unsigned count) {
+    pthread_mutex_lock(&g_mu);
+    CUresult r = check_graph(g, "cuGraphReleaseUserObject");
+    if (r == CUDA_SUCCESS) r = check_obj(o, count, "cuGraphReleaseUserObject");
+    if (r == CUDA_SUCCESS) {
+        size_t i = 0;
+        while (i < g->nrefs && g->refs[i].obj != o) i++;
+        if (i == g->nrefs || g->refs[i].count < count) {
+            fprintf(stderr, "fake_cuda: cuGraphReleaseUserObject: the graph holds fewer than %u references\n", count);
+            r = CUDA_ERROR_INVALID_VALUE;
+        } else {
+            if ((g->refs[i].count -= count) == 0) g->refs[i] = g->refs[--g->nrefs];
+            r = obj_release(o, count, "cuGraphReleaseUserObject");
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return r;
 }
 
 /* ---- cuGetProcAddress: base name -> the versioned entry point the header maps it to (the one
@@ -1025,14 +1747,19 @@ static const struct { const char *name; void *fn; } TABLE[] = {
     ENTRY(cuStreamCreate), ENTRY(cuStreamDestroy), ENTRY(cuStreamSynchronize), ENTRY(cuStreamQuery),
     ENTRY(cuStreamWaitValue64), ENTRY(cuStreamWriteValue64), ENTRY(cuStreamWaitValue32), ENTRY(cuStreamWriteValue32),
     ENTRY(cuStreamWaitEvent), ENTRY(cuLaunchKernel), ENTRY(cuLaunchHostFunc),
-    ENTRY(cuStreamIsCapturing), ENTRY(cuEventCreate), ENTRY(cuEventDestroy), ENTRY(cuEventRecord),
+    ENTRY(cuStreamBeginCapture), ENTRY(cuStreamEndCapture), ENTRY(cuStreamIsCapturing), ENTRY(cuStreamGetCaptureInfo),
+    ENTRY(cuEventCreate), ENTRY(cuEventDestroy), ENTRY(cuEventRecord), ENTRY(cuEventRecordWithFlags),
     ENTRY(cuEventSynchronize), ENTRY(cuEventQuery), ENTRY(cuEventElapsedTime), ENTRY(cuMemAlloc), ENTRY(cuMemFree),
     ENTRY(cuMemAllocAsync), ENTRY(cuMemFreeAsync), ENTRY(cuMemHostAlloc), ENTRY(cuMemHostGetDevicePointer),
     ENTRY(cuMemFreeHost), ENTRY(cuPointerGetAttribute), ENTRY(cuMemsetD8Async), ENTRY(cuMemsetD32Async),
     ENTRY(cuMemcpyHtoDAsync), ENTRY(cuMemcpyDtoHAsync), ENTRY(cuMemcpyDtoDAsync),
     ENTRY(cuGraphCreate), ENTRY(cuGraphDestroy), ENTRY(cuGraphAddKernelNode), ENTRY(cuGraphAddBatchMemOpNode),
-    ENTRY(cuGraphInstantiateWithFlags), ENTRY(cuGraphExecBatchMemOpNodeSetParams), ENTRY(cuGraphExecDestroy),
-    ENTRY(cuGraphLaunch),
+    ENTRY(cuGraphAddHostNode), ENTRY(cuGraphAddMemsetNode), ENTRY(cuGraphAddMemcpyNode), ENTRY(cuGraphAddEmptyNode),
+    ENTRY(cuGraphAddEventRecordNode), ENTRY(cuGraphAddEventWaitNode), ENTRY(cuGraphGetNodes), ENTRY(cuGraphNodeGetType),
+    ENTRY(cuGraphInstantiateWithFlags), ENTRY(cuGraphExecKernelNodeSetParams),
+    ENTRY(cuGraphExecBatchMemOpNodeSetParams), ENTRY(cuGraphExecDestroy), ENTRY(cuGraphLaunch),
+    ENTRY(cuUserObjectCreate), ENTRY(cuUserObjectRetain), ENTRY(cuUserObjectRelease),
+    ENTRY(cuGraphRetainUserObject), ENTRY(cuGraphReleaseUserObject),
 };
 
 CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
