@@ -1,8 +1,10 @@
 /* A fake libcuda.so.1 that emulates the CUDA driver on host threads, for machines without a GPU.
  * Its users: the C baseline bench/raw (`raw_bench`), the ferrocuda and cudarc benchmark programs
- * (all three in `cargo xtask bench --smoke`) and the gated-pipeline demo (`cargo xtask demo
- * --smoke`). It behaves like the real driver where those programs rely on it, and fails loudly (an
- * error code and a line on stderr) where the real driver would fail; the timings mean nothing.
+ * (all three in `cargo xtask bench --smoke`), the gated-pipeline demo (`cargo xtask demo --smoke`)
+ * and the soundness regression tests of the Rust crates (tests/tests/fake_*.rs, the step
+ * "fake-driver tests" of `cargo xtask test`). It behaves like the real driver where those programs
+ * rely on it, and fails loudly (an error code and a line on stderr) where the real driver would
+ * fail; the timings mean nothing.
  *
  * It serves both ways of finding an entry point: the Rust programs dlsym the versioned names
  * (ferrocuda-sys resolves every name of cuda.h when it opens the driver), raw_bench asks

@@ -4,8 +4,7 @@ use crate::{bench, codegen, sass, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str =
-    "ferrocuda-tests/gpu-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -38,6 +37,10 @@ pub fn run() -> Result<(), String> {
     });
     step("tests", &mut || {
         util::run(util::cargo().args(["test", "--workspace"]))
+    });
+    step("fake-driver tests", &mut || match &toolkit {
+        Some(tk) => fake_driver_tests(tk),
+        None => Err("no CUDA toolkit (the setup step failed): the fake driver needs cuda.h".into()),
     });
     step("doc", &mut || {
         util::run(
@@ -92,7 +95,7 @@ pub fn run() -> Result<(), String> {
     eprintln!();
     for (name, r, secs) in &steps {
         eprintln!(
-            "  {:<16} {:>6.1}s  {}",
+            "  {:<18} {:>6.1}s  {}",
             name,
             secs,
             if r.is_ok() { "ok" } else { "FAILED" }
@@ -108,6 +111,23 @@ pub fn run() -> Result<(), String> {
     } else {
         Err(format!("{} step(s) failed", failed.len()))
     }
+}
+
+/// The soundness regression tests `tests/tests/fake_*.rs` (feature `fake-tests` of
+/// ferrocuda-tests) against the fake driver, `xtask/fake/fake_cuda.c`, built into
+/// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`. The tests check that the driver they
+/// loaded is the fake, so they can neither pass against a GPU nor be skipped without one.
+fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
+    let fake = crate::demo::fake_driver(tk, &util::root().join("target/fake-tests"))?;
+    util::run(util::cargo().env("LD_LIBRARY_PATH", &fake).args([
+        "test",
+        "-p",
+        "ferrocuda-tests",
+        "--features",
+        "fake-tests",
+        "--test",
+        "fake_*",
+    ]))
 }
 
 /// Cargo verifies a workspace package against the other packages' tarballs through its registry
