@@ -78,8 +78,9 @@
  *   zero the destructor runs on a thread of the fake's own, never inside a driver call
  *   (CU_USER_OBJECT_NO_DESTRUCTOR_SYNC). Releasing more references than held is a violation.
  * - The real driver's cuMemFree, cuMemFreeHost, cuModuleLoad* and cuModuleUnload do not return
- *   while any stream waits on an unsatisfied value (GPU.md); called from the thread that would
- *   signal, that is a deadlock. The fake exits with status 4 instead, so the smoke tests catch it.
+ *   while any stream waits on an unsatisfied value (docs/deadlocks.md); called from the thread
+ *   that would signal, that is a deadlock. The fake exits with status 4 instead, so the smoke
+ *   tests catch it.
  * - FAKE_DROP_ACK=N loses the N-th `ack` kernel's write, to check that raw_bench's deadlines fire.
  *
  * Locks, in the order they nest: g_mu (captures, graphs, executables, user objects, the capture
@@ -613,8 +614,8 @@ static void drain_all(int stop_on_error) {
 }
 
 /* The real driver's cuMemFree, cuMemFreeHost, cuModuleLoadData and cuModuleUnload do not return
- * while any stream waits on an unsatisfied value (GPU.md); called from the thread that would
- * signal, that is a deadlock. The fake fails loudly instead, so the smoke tests catch it. */
+ * while any stream waits on an unsatisfied value (docs/deadlocks.md); called from the thread that
+ * would signal, that is a deadlock. The fake fails loudly instead, so the smoke tests catch it. */
 static void check_no_pending_wait(const char *call) {
     pthread_mutex_lock(&g_streams_mu);
     for (size_t i = 0; i < g_nstreams; i++) {
