@@ -72,7 +72,10 @@ fn one_shot_closures_are_refused_on_every_stream_of_a_capture() {
             let fork = DeviceEvent::new(&d, false)?;
             origin.record_event(&fork)?;
             joined.wait_for_event(&fork)?;
-            assert!(joined.is_capturing()?, "the driver says the joined stream captures");
+            assert!(
+                joined.is_capturing()?,
+                "the driver says the joined stream captures"
+            );
             for s in [&origin, &joined] {
                 let t = token.clone();
                 let r = ran.clone();
@@ -113,7 +116,11 @@ fn one_shot_closures_are_refused_on_every_stream_of_a_capture() {
             .unwrap();
             s.synchronize_timeout(10 * SEC * slack()).unwrap();
         }
-        assert_eq!(ran.load(Ordering::SeqCst), 2, "only the two after the capture ran");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            2,
+            "only the two after the capture ran"
+        );
     });
 }
 
@@ -165,12 +172,18 @@ fn captured_copies_and_memsets_own_their_buffers() {
             runner.copy_dtoh(&copy_of_src, &mut host).unwrap();
             assert!(host == data, "replay {replay} copied from freed memory");
             runner.copy_dtoh(&copy_of_filled, &mut host).unwrap();
-            assert!(host.iter().all(|&v| v == 0x5eed_0001), "replay {replay}: memset lost");
+            assert!(
+                host.iter().all(|&v| v == 0x5eed_0001),
+                "replay {replay}: memset lost"
+            );
         }
         for j in &junk {
             let mut host = vec![0u32; n];
             s.copy_dtoh(j, &mut host).unwrap();
-            assert!(host.iter().all(|&v| v == 0xdead_beef), "a replay wrote a junk buffer");
+            assert!(
+                host.iter().all(|&v| v == 0xdead_beef),
+                "a replay wrote a junk buffer"
+            );
         }
     });
 }
@@ -214,15 +227,24 @@ fn borrowed_host_copies_and_allocations_are_refused_under_capture() {
         let g = Graph::capture(&s, |cap| {
             let st = cap.stream();
             let mut v = vec![0u32; 16];
-            assert!(is_refused_under_capture(&st.copy_htod(&v, &mut dev), "DeviceStream::copy_htod"));
-            assert!(is_refused_under_capture(&st.copy_dtoh(&dev, &mut v), "DeviceStream::copy_dtoh"));
+            assert!(is_refused_under_capture(
+                &st.copy_htod(&v, &mut dev),
+                "DeviceStream::copy_htod"
+            ));
+            assert!(is_refused_under_capture(
+                &st.copy_dtoh(&dev, &mut v),
+                "DeviceStream::copy_dtoh"
+            ));
             assert!(is_refused_under_capture(
                 &st.copy_dtoh_async(&dev, &mut host),
                 "DeviceStream::copy_dtoh_async"
             ));
             assert!(matches!(
                 st.alloc::<u32>(4),
-                Err(Error::NotAllowedUnderCapture { op: "DeviceStream::alloc", .. })
+                Err(Error::NotAllowedUnderCapture {
+                    op: "DeviceStream::alloc",
+                    ..
+                })
             ));
             st.write_host_value(&flag, 1)?;
             Ok(())
@@ -242,7 +264,10 @@ fn a_panic_inside_capture_ends_the_capture() {
             let _ = Graph::capture(&s, |_| panic!("inside the capture"));
         }));
         assert!(r.is_err());
-        assert!(!s.is_capturing().unwrap(), "the panic left the stream capturing");
+        assert!(
+            !s.is_capturing().unwrap(),
+            "the panic left the stream capturing"
+        );
         let ran = Arc::new(AtomicBool::new(false));
         let r2 = ran.clone();
         s.enqueue_host_func(move || r2.store(true, Ordering::SeqCst))
@@ -346,7 +371,10 @@ fn host_buffer_waits_for_copies_of_dropped_streams() {
         let mut sorted = ids.clone();
         sorted.dedup();
         assert_eq!(sorted.len(), ids.len(), "stream ids reused: {ids:?}");
-        assert!(host.try_as_slice().unwrap().is_none(), "the first copy is still queued");
+        assert!(
+            host.try_as_slice().unwrap().is_none(),
+            "the first copy is still queued"
+        );
         assert!(!host.is_ready().unwrap());
         assert!(matches!(
             host.synchronize_timeout(Duration::from_millis(100)),
@@ -358,7 +386,10 @@ fn host_buffer_waits_for_copies_of_dropped_streams() {
         for (s, sink) in &sinks {
             let mut back = vec![1u32; n];
             s.copy_dtoh(sink, &mut back).unwrap();
-            assert!(back.iter().all(|&v| v == 0), "a sink saw the queued copy's data");
+            assert!(
+                back.iter().all(|&v| v == 0),
+                "a sink saw the queued copy's data"
+            );
         }
     });
 }
@@ -392,7 +423,10 @@ fn host_buffer_waits_hold_no_lock() {
         let r = host.synchronize_timeout(Duration::from_millis(100));
         let took = t.elapsed();
         assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-        assert!(took < Duration::from_millis(1000) * slack(), "took {took:?}");
+        assert!(
+            took < Duration::from_millis(1000) * slack(),
+            "took {took:?}"
+        );
         // Another stream copies out of the buffer while the reader waits: returns at once.
         let other = d.new_stream().unwrap();
         let mut sink = other.alloc::<u32>(n).unwrap();
@@ -410,7 +444,12 @@ fn host_buffer_waits_hold_no_lock() {
         other.synchronize_timeout(10 * SEC * slack()).unwrap();
         let r = seen.lock().unwrap().take().expect("the host function ran");
         assert!(
-            matches!(r, Err(Error::CalledFromHostFunc { op: "HostBuffer::as_slice" })),
+            matches!(
+                r,
+                Err(Error::CalledFromHostFunc {
+                    op: "HostBuffer::as_slice"
+                })
+            ),
             "{r:?}"
         );
     });
@@ -435,7 +474,8 @@ fn copy_dtoh_timeout_gives_up_and_leaves_the_destination_alone() {
         assert!(t.elapsed() < Duration::from_millis(1000) * slack());
         assert!(dst.iter().all(|&v| v == 7), "written after giving up");
         gate.signal(1);
-        s.copy_dtoh_timeout(&src, &mut dst, 10 * SEC * slack()).unwrap();
+        s.copy_dtoh_timeout(&src, &mut dst, 10 * SEC * slack())
+            .unwrap();
         assert!(dst == data);
         // The abandoned copy's staging memory is released once the GPU is past it.
         ferrocuda_driver::wait_for_releases(10 * SEC * slack()).unwrap();
@@ -454,7 +494,10 @@ fn a_blocking_closure_does_not_hold_back_another_streams_kickoff() {
         let (a, b) = (d.new_stream().unwrap(), d.new_stream().unwrap());
         a.set_kickoff_mode(KickoffMode::GpuWrite);
         b.set_kickoff_mode(KickoffMode::GpuWrite);
-        let (fa, fb) = (CompletionFlag::new(&d).unwrap(), CompletionFlag::new(&d).unwrap());
+        let (fa, fb) = (
+            CompletionFlag::new(&d).unwrap(),
+            CompletionFlag::new(&d).unwrap(),
+        );
         let a_started = Arc::new(AtomicBool::new(false));
         let release_a = Arc::new(AtomicBool::new(false));
         let (st, rel) = (a_started.clone(), release_a.clone());
@@ -468,7 +511,10 @@ fn a_blocking_closure_does_not_hold_back_another_streams_kickoff() {
         .unwrap();
         let t = Instant::now();
         while !a_started.load(Ordering::SeqCst) {
-            assert!(t.elapsed() < 10 * SEC * slack(), "A's closure never started");
+            assert!(
+                t.elapsed() < 10 * SEC * slack(),
+                "A's closure never started"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         // Only now is B's step enqueued: A's closure is running and holds whatever runs it.
@@ -521,6 +567,7 @@ fn panic_payloads_that_panic_on_drop_are_contained() {
             s.set_kickoff_mode(mode);
             v += 1;
             s.enqueue_async_host_func(&flag, v, || {}).unwrap();
+            s.wait_for_host_value_ge(&flag, v).unwrap(); // the steps signal in stream order
         }
         flag.wait(WaitCondition::GreaterOrEqual, v, 10 * SEC * slack())
             .unwrap();
@@ -548,10 +595,17 @@ impl Wake for Unpark {
 fn a_panicking_waker_does_not_stop_other_futures() {
     deadline(30 * SEC, || {
         let d = device();
-        let (bad, good) = (CompletionFlag::new(&d).unwrap(), CompletionFlag::new(&d).unwrap());
+        let (bad, good) = (
+            CompletionFlag::new(&d).unwrap(),
+            CompletionFlag::new(&d).unwrap(),
+        );
         let mut f = bad.wait_async(WaitCondition::GreaterOrEqual, 1);
         let w = Waker::from(Arc::new(PanickingWaker));
-        assert!(std::pin::Pin::new(&mut f).poll(&mut Context::from_waker(&w)).is_pending());
+        assert!(
+            std::pin::Pin::new(&mut f)
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
         bad.signal(1); // the waiter wakes `w`, which panics
         std::thread::sleep(Duration::from_millis(50));
         let mut g = good.wait_async(WaitCondition::GreaterOrEqual, 1);
@@ -640,10 +694,12 @@ fn graph_launch_is_refused_under_capture() {
             assert!(
                 matches!(
                     r,
-                    Err(ferrocuda_graph::Error::Driver(Error::NotAllowedUnderCapture {
-                        op: "GraphExec::launch",
-                        ..
-                    }))
+                    Err(ferrocuda_graph::Error::Driver(
+                        Error::NotAllowedUnderCapture {
+                            op: "GraphExec::launch",
+                            ..
+                        }
+                    ))
                 ),
                 "{r:?}"
             );
@@ -651,7 +707,8 @@ fn graph_launch_is_refused_under_capture() {
         })
         .unwrap();
         exec.launch(&s).unwrap();
-        flag.wait(WaitCondition::Equal, 1, 10 * SEC * slack()).unwrap();
+        flag.wait(WaitCondition::Equal, 1, 10 * SEC * slack())
+            .unwrap();
     });
 }
 
@@ -674,7 +731,14 @@ fn buffers_of_another_device_are_refused() {
         let mut on1 = s1.alloc::<u32>(16).unwrap();
         let mismatch = |r: ferrocuda_driver::Result<()>| {
             assert!(
-                matches!(r, Err(Error::DeviceMismatch { expected: 0, found: 1, .. })),
+                matches!(
+                    r,
+                    Err(Error::DeviceMismatch {
+                        expected: 0,
+                        found: 1,
+                        ..
+                    })
+                ),
                 "{r:?}"
             )
         };

@@ -118,7 +118,8 @@ pub fn smoke() -> Result<(), String> {
 }
 
 /// Builds `xtask/fake/fake_cuda.c`, the fake driver of every smoke test (the demo, raw_bench, the
-/// Rust benchmark programs), into `dir/fake/libcuda.so.1`, with a weak stub for every other entry
+/// Rust benchmark programs) and of the fake-driver tests (`tests/tests/fake_*.rs`), into
+/// `dir/fake/libcuda.so.1`, with a weak stub for every other entry
 /// point of the checked-in bindings (ferrocuda-sys resolves them all when it opens the driver);
 /// returns the folder to put on `LD_LIBRARY_PATH`.
 pub fn fake_driver(tk: &setup::Toolkit, dir: &Path) -> Result<PathBuf, String> {

@@ -4,8 +4,7 @@ use crate::{bench, codegen, sass, setup, util};
 use std::time::Instant;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str =
-    "ferrocuda-tests/gpu-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -38,6 +37,10 @@ pub fn run() -> Result<(), String> {
     });
     step("tests", &mut || {
         util::run(util::cargo().args(["test", "--workspace"]))
+    });
+    step("fake-driver tests", &mut || match &toolkit {
+        Some(tk) => fake_driver_tests(tk),
+        None => Err("no CUDA toolkit (the setup step failed): the fake driver needs cuda.h".into()),
     });
     step("doc", &mut || {
         util::run(
@@ -96,7 +99,7 @@ pub fn run() -> Result<(), String> {
     eprintln!();
     for (name, r, secs) in &steps {
         eprintln!(
-            "  {:<16} {:>6.1}s  {}",
+            "  {:<18} {:>6.1}s  {}",
             name,
             secs,
             if r.is_ok() { "ok" } else { "FAILED" }
@@ -143,6 +146,47 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
         (false, true) => BindingsCheck::Fail,
         (false, false) => BindingsCheck::Skip,
     }
+}
+
+/// The soundness regression tests `tests/tests/fake_*.rs` (feature `fake-tests` of
+/// ferrocuda-tests) against the fake driver, `xtask/fake/fake_cuda.c`, built into
+/// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`. The tests check that the driver they
+/// loaded is the fake, so they can neither pass against a GPU nor be skipped without one.
+///
+/// Then the soundness suite (`tests/tests/soundness.rs`, the same tests the GPU bundle runs) on two
+/// fake devices, one test at a time: its tests check process-wide counters (pending futures,
+/// deferred releases), and the fake fails loudly when one test frees memory while another's stream
+/// waits (the real driver would block there).
+fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
+    let fake = crate::demo::fake_driver(tk, &util::root().join("target/fake-tests"))?;
+    util::run(util::cargo().env("LD_LIBRARY_PATH", &fake).args([
+        "test",
+        "-p",
+        "ferrocuda-tests",
+        "--features",
+        "fake-tests",
+        "--test",
+        "fake_*",
+    ]))?;
+    util::run(
+        util::cargo()
+            .env("LD_LIBRARY_PATH", &fake)
+            .env("FAKE_CUDA_DEVICES", "2")
+            // The crate's reclaimer frees pinned memory while streams wait: it blocks there,
+            // as on a real GPU, instead of the fake's default loud exit.
+            .env("FAKE_BLOCK_BEHIND_WAITS", "1")
+            .args([
+                "test",
+                "-p",
+                "ferrocuda-tests",
+                "--features",
+                "fake-tests",
+                "--test",
+                "soundness",
+                "--",
+                "--test-threads=1",
+            ]),
+    )
 }
 
 /// Cargo verifies a workspace package against the other packages' tarballs through its registry

@@ -143,7 +143,10 @@ fn abandoned_wait_lets_the_process_exit() {
         let limit = SEC * slack();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                println!("child exited with {status} {:?} after dropping", t.elapsed());
+                println!(
+                    "child exited with {status} {:?} after dropping",
+                    t.elapsed()
+                );
                 assert!(status.success());
                 break;
             }
@@ -173,27 +176,53 @@ fn operations_after_a_stuck_module_load_fail_fast_instead_of_blocking() {
         s.wait_for_host_value_ge(&gate, 1).unwrap();
         k.launch_ack(&s, ack.as_ref(), 1);
         let load = Module::from_ptx_timeout(&d, TEST_PTX, Duration::from_millis(200));
-        assert!(matches!(load, Err(Error::Timeout { .. })), "{:?}", load.map(drop));
-        assert!(ferrocuda_driver::driver_held(), "the loader is still inside the driver");
+        assert!(
+            matches!(load, Err(Error::Timeout { .. })),
+            "{:?}",
+            load.map(drop)
+        );
+        assert!(
+            ferrocuda_driver::driver_held(),
+            "the loader is still inside the driver"
+        );
         let t = Instant::now();
         let r = HostBuffer::<u8>::new(&d, 4096);
         let took = t.elapsed();
         assert!(
-            matches!(r, Err(Error::DriverHeld { op: "HostBuffer::new" })),
+            matches!(
+                r,
+                Err(Error::DriverHeld {
+                    op: "HostBuffer::new"
+                })
+            ),
             "{:?}",
             r.map(drop)
         );
-        assert!(took < Duration::from_millis(500) * slack(), "refused after {took:?}");
+        assert!(
+            took < Duration::from_millis(500) * slack(),
+            "refused after {took:?}"
+        );
         let r = d.new_stream();
-        assert!(matches!(r, Err(Error::DriverHeld { .. })), "{:?}", r.map(drop));
+        assert!(
+            matches!(r, Err(Error::DriverHeld { .. })),
+            "{:?}",
+            r.map(drop)
+        );
         // Drops during the hold hand their releases over instead of calling the driver.
         let t = Instant::now();
         drop(buf);
         drop(event);
-        assert!(t.elapsed() < Duration::from_millis(100) * slack(), "a drop blocked");
+        assert!(
+            t.elapsed() < Duration::from_millis(100) * slack(),
+            "a drop blocked"
+        );
         gate.signal(1);
-        ack.wait(ferrocuda_driver::WaitCondition::Equal, 1, 10 * SEC * slack())
-            .unwrap();
+        ack.wait(
+            ferrocuda_driver::WaitCondition::Equal,
+            1,
+            10 * SEC * slack(),
+        )
+        .unwrap();
         let t = Instant::now();
         while ferrocuda_driver::driver_held() {
             assert!(t.elapsed() < 10 * SEC * slack(), "the load never returned");
