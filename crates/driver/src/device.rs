@@ -111,16 +111,27 @@ impl Device {
                 inner: inner.clone(),
             });
         }
-        let opened = Arc::new(DeviceInner::open(ordinal)?);
-        // Two threads may race to open: the loser's retain is harmless (the primary context is
-        // reference-counted and kept for the process anyway).
+        // One opening at a time, and no handle is handed out before the crate's kernels were
+        // loaded: otherwise a second thread could get the device, enqueue a wait, and leave the
+        // first thread's load behind it. The lock is held across that load (on the crate's loader
+        // thread, bounded by its time limit), which no wait of this device's crate streams can
+        // hold up: none exists before the first handle.
+        static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _opening = OPENING.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inner) = slot.get() {
+            return Ok(Device {
+                inner: inner.clone(),
+            });
+        }
         let device = Device {
-            inner: slot.get_or_init(|| opened).clone(),
+            inner: Arc::new(DeviceInner::open(ordinal)?),
         };
-        // A load that times out here (behind a stream that waits on a host value) is tried again
-        // on the first use of the kernels; the device opens either way.
+        // A load that times out here (behind a wait of raw driver work) is tried again on the
+        // first use of the kernels; the device opens either way.
         let _ = device.inner.gate_kernels(&device);
-        Ok(device)
+        Ok(Device {
+            inner: slot.get_or_init(|| device.inner).clone(),
+        })
     }
 
     /// How many CUDA devices this machine has.
