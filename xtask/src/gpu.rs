@@ -52,6 +52,9 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_multi",
         "--exact dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_needs_2_gpus",
     ),
+    // The soundness suite's capture tests: graphs that own the buffers their captured copies and
+    // memsets touch, frees kept out of graphs, refusals (no test there waits on later work).
+    ("memcheck", "soundness", "captur"),
     // Expiry counters: the GPU's add to mapped host memory must be one memcheck accepts (a
     // system-scope atomic there is invalid on PCIe hosts: docs/gates.md).
     (
