@@ -30,12 +30,10 @@ fn buffer_dropped_while_a_dtod_copy_on_another_stream_waits_stays_alive() {
     });
 }
 
-/// The keep-alive hole: `copy_htod` on a stream other than the buffer's home does not record the
-/// use, so the drop frees the buffer in the home stream's order, before the copy has run.
-/// Run it alone: `... --test fake_keep_alive -- --ignored` (its use after free leaves the context
-/// with a sticky error that fails any test running beside it).
+/// `copy_htod` on a stream other than the buffer's home records the use (through the use path),
+/// so the drop does not free the buffer in the home stream's order before the copy has run. (On
+/// code without that, the copy wrote freed memory and the fake reported a use after free.)
 #[test]
-#[ignore = "fails until copies on a non-home stream are recorded as uses"]
 fn buffer_dropped_while_an_htod_copy_on_another_stream_waits_stays_alive() {
     deadline(30 * SEC, || {
         let d = fake::device();

@@ -145,7 +145,7 @@ pub use event::DeviceEvent;
 pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
 pub use future::{EventWait, FlagWait, StreamSync};
 pub use guard::{driver_held, in_host_function};
-pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes};
+pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes, pinned_cached_bytes};
 pub use module::{
     DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
     Module, ResourceParam,

@@ -1,6 +1,6 @@
 //! [`DeviceBuffer`] (device memory, stream-ordered) and [`HostBuffer`] (pinned host memory).
 
-use crate::device::{Device, DeviceInner};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::event::RawEvent;
 use crate::guard;
@@ -15,11 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Bytes of pinned host memory the crate holds (buffers and flag slabs), for leak checks.
+/// Bytes of pinned host memory in use (buffers and staging not yet released, flag slabs, the
+/// kickoff ring), for leak checks.
 pub(crate) static PINNED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of pinned host memory this crate currently holds (host buffers not yet released, and
-/// the completion-flag pool's slabs).
+/// Bytes of pinned host memory this crate has in use: host buffers and staged copies not yet
+/// released (in blocks of a power of two bytes), the completion-flag pool's slabs and the kickoff
+/// ring. Released blocks move to the cache ([`pinned_cached_bytes`]).
 pub fn pinned_bytes() -> usize {
     PINNED_BYTES.load(Ordering::Acquire)
 }
@@ -216,43 +218,96 @@ impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
 // ---------------------------------------------------------------------------------------------
 // Pinned host memory
 
-/// One pinned, portable, device-mapped host allocation. Shared by its buffer and by graphs and
-/// copies that use it; released (always by the reclaimer, after a fence: `cuMemFreeHost` blocks
-/// behind a waiting stream) when the last owner drops.
+/// Pinned memory is allocated in blocks of a power of two bytes (at least a page) and cached: a
+/// released block goes back to the cache, after a fence, for the next `HostBuffer` or staging
+/// copy, and is never returned to the driver while the process runs. The reason is
+/// `cuMemFreeHost`: it waits until the GPU has finished the work queued so far — a kernel or a wait
+/// on a host value included, on any stream — and holds back other threads' driver calls while it
+/// waits (seen on an H200: a fused gate kernel waiting for the host kept the crate's reclaimer
+/// inside `cuMemFreeHost`, and the thread that was to signal then blocked in `cuEventCreate`). A
+/// cache that never frees has no such call to make. PyTorch's pinned-memory allocator caches for
+/// the same reason.
+struct PinnedCache {
+    /// Free blocks by size (a power of two).
+    free: Mutex<std::collections::HashMap<usize, Vec<HostPtr>>>,
+}
+
+fn pinned_cache() -> &'static PinnedCache {
+    static C: std::sync::OnceLock<PinnedCache> = std::sync::OnceLock::new();
+    C.get_or_init(|| PinnedCache {
+        free: Mutex::new(std::collections::HashMap::new()),
+    })
+}
+
+/// Bytes of pinned memory held in the cache, free for reuse.
+static PINNED_CACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of pinned memory the crate holds in its cache, free for reuse by the next
+/// [`HostBuffer`] or staged copy (never returned to the driver while the process runs: see
+/// `docs/deadlocks.md`).
+pub fn pinned_cached_bytes() -> usize {
+    PINNED_CACHED.load(Ordering::Acquire)
+}
+
+/// The block size that serves `bytes`.
+fn block_size(bytes: usize) -> usize {
+    bytes.max(4096).next_power_of_two()
+}
+
+/// One pinned, portable, device-mapped host allocation (a block of the cache). Shared by its
+/// buffer and by graphs and copies that use it; back to the cache, after a fence, when the last
+/// owner drops.
 pub(crate) struct HostAlloc {
     /// The address copies and kernels use (host and device addresses agree: unified addressing).
     addr: Addr,
     /// The same memory, for host access.
     host: NonNull<u8>,
+    /// The block's size.
     bytes: usize,
-    device: Arc<DeviceInner>,
 }
 
 // SAFETY: pinned host memory belongs to the process, not to a thread; the driver lets any thread
-// copy from or to it and free it. `HostAlloc` itself only frees it (once, in `Drop`); host access
-// goes through the owning `HostBuffer`, whose `T` decides whether that may cross threads.
+// copy from or to it (CUDA Driver API, `cuMemHostAlloc` with `CU_MEMHOSTALLOC_PORTABLE`).
+// `HostAlloc` itself only hands it back to the cache (once, in `Drop`); host access goes through
+// the owning `HostBuffer`, whose `T` decides whether that may cross threads.
 unsafe impl Send for HostAlloc {}
 // SAFETY: as above; `&HostAlloc` gives nothing but the addresses.
 unsafe impl Sync for HostAlloc {}
 
 impl HostAlloc {
-    /// `bytes` zeroed bytes (at least one) of pinned memory, under `device`'s context.
-    pub(crate) fn new(device: &Device, bytes: usize) -> Result<Arc<HostAlloc>> {
-        device.inner.bind_checked()?;
-        let flags =
-            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
-        let bytes = bytes.max(1);
-        // SAFETY: the device's context is current.
-        let p = unsafe { raw::mem_host_alloc(bytes, flags) }?;
-        PINNED_BYTES.fetch_add(bytes, Ordering::AcqRel);
-        // SAFETY: the allocation holds `bytes` writable bytes.
-        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+    /// At least `bytes` bytes of pinned memory (a cached block, or a new one allocated under
+    /// `device`'s context), zeroed if `zeroed`.
+    pub(crate) fn new(device: &Device, bytes: usize, zeroed: bool) -> Result<Arc<HostAlloc>> {
+        let size = block_size(bytes);
+        let cached = pinned_cache()
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&size)
+            .and_then(Vec::pop);
+        let p = match cached {
+            Some(p) => {
+                PINNED_CACHED.fetch_sub(size, Ordering::AcqRel);
+                p.0
+            }
+            None => {
+                device.inner.bind_checked()?;
+                let flags = ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE
+                    | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
+                // SAFETY: the device's context is current.
+                unsafe { raw::mem_host_alloc(size, flags) }?
+            }
+        };
+        PINNED_BYTES.fetch_add(size, Ordering::AcqRel);
+        if zeroed {
+            // SAFETY: the block holds `size >= bytes` writable bytes, and no one else uses it.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
+        }
         Ok(Arc::new(HostAlloc {
             addr: Addr::new(p as u64),
-            // SAFETY: the driver returned a non-null pointer on success.
+            // SAFETY: the driver returned a non-null pointer on success; cached blocks came from it.
             host: unsafe { NonNull::new_unchecked(p.cast()) },
-            bytes,
-            device: device.inner.clone(),
+            bytes: size,
         }))
     }
 
@@ -264,13 +319,19 @@ impl HostAlloc {
 
 impl Drop for HostAlloc {
     fn drop(&mut self) {
-        // cuMemFreeHost blocks while any stream waits on a host value: always deferred, and
-        // fenced, so no copy still queued can touch freed memory.
-        reclaim::defer(Garbage::HostAlloc {
-            device: self.device.clone(),
-            ptr: HostPtr(self.host.as_ptr().cast()),
-            bytes: self.bytes,
-        });
+        // Back to the cache once no copy still queued can touch it (a fence), never to the driver.
+        let (ptr, size) = (HostPtr(self.host.as_ptr().cast()), self.bytes);
+        reclaim::defer(Garbage::Callback(Box::new(move || {
+            PINNED_BYTES.fetch_sub(size, Ordering::AcqRel);
+            PINNED_CACHED.fetch_add(size, Ordering::AcqRel);
+            pinned_cache()
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(size)
+                .or_default()
+                .push(ptr);
+        })));
     }
 }
 
@@ -405,7 +466,7 @@ impl<T: Pod> HostBuffer<T> {
     /// [`Error::Driver`] if pinned memory cannot be allocated.
     pub fn new(device: &Device, len: usize) -> Result<Self> {
         let _op = guard::enter("HostBuffer::new")?;
-        let mem = HostAlloc::new(device, byte_len::<T>(len)?)?;
+        let mem = HostAlloc::new(device, byte_len::<T>(len)?, true)?;
         Ok(HostBuffer {
             mem,
             len,

@@ -440,14 +440,6 @@ pub(crate) unsafe fn mem_host_alloc(bytes: usize, flags: u32) -> Result<*mut c_v
     Ok(p)
 }
 
-/// May block while any stream of the context waits on a host value (docs/deadlocks.md).
-///
-/// # Safety
-/// `p` came from `mem_host_alloc`, is freed once, and nothing (host or GPU) uses it afterwards.
-pub(crate) unsafe fn mem_free_host(p: *mut c_void) -> Result<()> {
-    cu!(cuMemFreeHost(p))
-}
-
 /// # Safety
 /// `p` is mapped pinned memory; a context is current.
 pub(crate) unsafe fn mem_host_get_device_pointer(p: *mut c_void) -> Result<CUdeviceptr> {

@@ -29,12 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Something to release once the GPU is past every use of it.
 pub(crate) enum Garbage {
-    /// Pinned host memory from `cuMemHostAlloc` (allocated under `device`'s context).
-    HostAlloc {
-        device: Arc<DeviceInner>,
-        ptr: HostPtr,
-        bytes: usize,
-    },
     /// Device memory from `cuMemAllocAsync`.
     DevicePtr {
         device: Arc<DeviceInner>,
@@ -56,10 +50,10 @@ pub(crate) enum Garbage {
     Callback(Box<dyn FnOnce() + Send>),
 }
 
-/// A raw pointer to pinned memory, movable to the reclaimer thread.
+/// A raw pointer to pinned memory, movable between threads (the cache's blocks).
 pub(crate) struct HostPtr(pub(crate) *mut c_void);
-// SAFETY: pinned host memory belongs to the process; after the handoff only the reclaimer touches
-// the pointer (to free it once).
+// SAFETY: pinned host memory belongs to the process, not to a thread; a `HostPtr` is owned by
+// one holder at a time (the cache or one allocation), which alone uses it.
 unsafe impl Send for HostPtr {}
 
 /// A module handle, movable to the reclaimer thread.
@@ -125,6 +119,28 @@ pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
     let mut r = lock(registry());
     r.tails.retain(|t| !query_done(t));
     r.tails.is_empty() && r.live.len() == 1 && Arc::ptr_eq(&r.live[0], home)
+}
+
+/// Whether every stream the crate knows is idle right now (no work queued, none capturing) and
+/// every retired stream's tail has passed. `cuModuleUnload`, like `cuMemFreeHost`, waits for the
+/// GPU's queued work and holds back other threads' driver calls meanwhile: the reclaimer unloads
+/// only at such a moment, so that it cannot stall a thread that is about to signal a flag.
+fn streams_idle() -> bool {
+    let (streams, tails) = {
+        let r = lock(registry());
+        (r.live.clone(), r.tails.clone())
+    };
+    tails.iter().all(|t| query_done(t))
+        && streams.iter().all(|s| {
+            // SAFETY: the stream is live (held by the Arc). The capture state is asked first:
+            // querying a capturing stream would invalidate its capture.
+            matches!(
+                unsafe { raw::stream_capture_state(s.raw) },
+                Ok(crate::raw::CaptureState::None)
+            )
+                // SAFETY: as above.
+                && matches!(unsafe { raw::stream_query(s.raw) }, Ok(true))
+        })
 }
 
 fn query_done(e: &RawEvent) -> bool {
@@ -312,11 +328,13 @@ fn run(r: &'static Reclaimer) {
     let mut pending: Batches<Fence, Garbage> = Batches::new();
     // Retired streams that were capturing: retried until the capture ends.
     let mut retiring: Vec<Arc<StreamInner>> = Vec::new();
+    // Modules past their fence, unloaded once every stream is idle (see `streams_idle`).
+    let mut unloads: Vec<Garbage> = Vec::new();
     let mut pause = Duration::from_micros(20);
     loop {
         let new: Vec<Garbage> = {
             let mut q = lock(&r.incoming);
-            if q.is_empty() && pending.is_empty() && retiring.is_empty() {
+            if q.is_empty() && pending.is_empty() && retiring.is_empty() && unloads.is_empty() {
                 q = r
                     .wake
                     .wait_while(q, |q| q.is_empty())
@@ -352,11 +370,23 @@ fn run(r: &'static Reclaimer) {
             pending.push(fence(), fenced);
             pause = Duration::from_micros(20);
         }
-        let released = pending.poll(Fence::passed, release);
+        let mut waiting = 0;
+        let mut released = pending.poll(Fence::passed, |g| match g {
+            g @ Garbage::Module { .. } => {
+                unloads.push(g);
+                waiting += 1;
+            }
+            g => release(g),
+        });
+        released -= waiting;
+        if !unloads.is_empty() && streams_idle() {
+            released += unloads.len();
+            unloads.drain(..).for_each(release);
+        }
         if released > 0 {
             r.done(released);
         }
-        if !pending.is_empty() || !retiring.is_empty() {
+        if !pending.is_empty() || !retiring.is_empty() || !unloads.is_empty() {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
         }
@@ -383,12 +413,6 @@ fn release(g: Garbage) {
 
 fn release_now(g: Garbage) -> Result<()> {
     match g {
-        Garbage::HostAlloc { device, ptr, bytes } => device.bind_checked().and_then(|()| {
-            // SAFETY: the fence passed, so no GPU work uses the memory, and no host handle remains.
-            unsafe { raw::mem_free_host(ptr.0) }?;
-            crate::memory::PINNED_BYTES.fetch_sub(bytes, Ordering::AcqRel);
-            Ok(())
-        }),
         Garbage::DevicePtr { device, ptr } => device.reclaim_stream().and_then(|s| {
             // SAFETY: the fence passed, so no work uses `ptr`; it came from cuMemAllocAsync.
             unsafe { raw::mem_free_async(ptr, s) }

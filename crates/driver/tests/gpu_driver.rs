@@ -293,6 +293,9 @@ fn dropped_flag_stays_alive_until_wait_passes() {
         let k = kernels(&d);
         let (waiter, producer) = (d.new_stream().unwrap(), d.new_stream().unwrap());
         let ack = CompletionFlag::new(&d).unwrap();
+        // Earlier tests' releases (their streams' flags among them) settle first: the count below
+        // is process-wide.
+        ferrocuda_driver::wait_for_releases(5 * SEC * common::slack()).unwrap();
         let live_before = CompletionFlag::live_count();
         let flag = CompletionFlag::new(&d).unwrap();
         // The producer is enqueued first, so that no tool that serialises streams in submission

@@ -162,17 +162,15 @@ fn stream_dropped_with_kickoffs_pending() {
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(ran.load(Ordering::Acquire), 0, "ran before the gate opened");
             gate.signal(1);
-            flag.wait(
-                ferrocuda_driver::WaitCondition::GreaterOrEqual,
-                100,
-                10 * SEC,
-            )
-            .unwrap();
+            // The steps are not separated by waits, so their closures run concurrently on the
+            // workers and may signal in any order: count the closures, not the flag's last value.
             let t = Instant::now();
-            while ran.load(Ordering::Acquire) < 100 && t.elapsed() < 5 * SEC {
+            while ran.load(Ordering::Acquire) < 100 && t.elapsed() < 10 * SEC {
                 std::thread::sleep(Duration::from_millis(1));
             }
             assert_eq!(ran.load(Ordering::Acquire), 100, "{mode:?}");
+            let v = flag.load();
+            assert!((1..=100).contains(&v), "{mode:?}: the flag holds {v}");
         }
     });
 }

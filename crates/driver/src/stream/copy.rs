@@ -71,30 +71,27 @@ impl DeviceStream {
     /// [`Error::LengthMismatch`], [`Error::DeviceMismatch`], [`Error::NotAllowedUnderCapture`],
     /// [`Error::Driver`].
     pub fn copy_htod<T: Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
-        const OP: &str = "DeviceStream::copy_htod";
-        let _op = crate::guard::enter(OP)?;
+        let mut op = self.inner.begin(
+            "DeviceStream::copy_htod",
+            UnderCapture::Refuse(BORROWED_HOST),
+        )?;
         check_len("copy_htod", dst.len(), src.len())?;
-        let bytes = size_of_val(src);
-        let staging = if bytes == 0 {
-            None
-        } else {
-            let s = Staging(HostAlloc::new(self.device(), bytes)?);
-            // SAFETY: the staging allocation holds `bytes` bytes, `src` as many; they are distinct.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), s.0.host_ptr(), bytes)
-            };
-            Some(s)
-        };
-        let mut op = self.inner.begin(OP, UnderCapture::Refuse(BORROWED_HOST))?;
         let d = op.address(dst, Access::Write)?;
-        let Some(staging) = &staging else {
+        let bytes = size_of_val(src);
+        if bytes == 0 {
             return Ok(());
+        }
+        // After the capture check: allocating pinned memory is not allowed on a capturing thread.
+        let staging = Staging(HostAlloc::new(self.device(), bytes, false)?);
+        // SAFETY: the staging block holds at least `bytes` bytes, `src` as many; they are distinct.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), staging.0.host_ptr(), bytes)
         };
-        let s = op.address(staging, Access::Read)? as *const std::ffi::c_void;
+        let s = op.address(&staging, Access::Read)? as *const std::ffi::c_void;
         self.inner.bind()?;
         // SAFETY: `dst` holds `bytes` bytes and stays allocated until the GPU is past the copy;
-        // the staging memory is pinned (the call returns at once) and freed only after a fence
-        // past this copy (its release is always deferred and fenced).
+        // the staging memory is pinned (the call returns at once) and goes back to the crate's
+        // cache only after a fence past this copy.
         op.enqueue(|stream| unsafe { raw::memcpy_htod_async(d, s, bytes, stream) })
     }
 
@@ -136,14 +133,14 @@ impl DeviceStream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let _op = crate::guard::enter(name)?;
-        check_len(name, src.len(), dst.len())?;
-        let bytes = size_of_val(dst);
-        let staging = Staging(HostAlloc::new(self.device(), bytes)?);
-        let done = crate::event::RawEvent::new_untimed(self.device())?;
         let mut op = self
             .inner
             .begin(name, UnderCapture::Refuse(BORROWED_HOST))?;
+        check_len(name, src.len(), dst.len())?;
+        let bytes = size_of_val(dst);
+        // After the capture check: allocating pinned memory is not allowed on a capturing thread.
+        let staging = Staging(HostAlloc::new(self.device(), bytes, false)?);
+        let done = crate::event::RawEvent::new_untimed(self.device())?;
         let s = op.address(src, Access::Read)?;
         let d = op.address(&staging, Access::Write)? as *mut std::ffi::c_void;
         self.inner.bind()?;

@@ -141,16 +141,9 @@ impl<'a> GateArgs<'a> {
 }
 
 impl DeviceStream {
-    /// The counter the polling gates of this stream bump on expiry, created on first use.
+    /// The counter the polling gates of this stream bump on expiry (`None` without a limit).
     fn expiry_counter(&self, timeout_ns: u64) -> Result<Option<&CompletionFlag>> {
-        if timeout_ns == 0 {
-            return Ok(None);
-        }
-        if let Some(f) = self.inner.expired.get() {
-            return Ok(Some(f));
-        }
-        let f = CompletionFlag::new(&self.inner.device)?;
-        Ok(Some(self.inner.expired.get_or_init(|| f)))
+        Ok((timeout_ns != 0).then_some(&self.inner.expired))
     }
 
     /// Makes later work wait until `flag` satisfies `cond` for `value`, by `strategy`.

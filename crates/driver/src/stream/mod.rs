@@ -24,8 +24,8 @@ use crate::reclaim;
 use crate::resource::UnderCapture;
 use crate::trampoline::KickoffMode;
 use crate::waiter::Cond;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// An ordered queue of GPU work on one device. Cheap to clone (clones are the same stream).
@@ -91,7 +91,7 @@ pub(crate) struct StreamInner {
     kickoff: AtomicU8,
     /// Counter the polling gates of this stream bump when their time limit expires. Only the GPU
     /// writes it (a device-scope atomic add: see `check_panics`).
-    expired: OnceLock<CompletionFlag>,
+    pub(crate) expired: CompletionFlag,
     /// How many of `expired`'s expiries were reported already.
     expired_seen: AtomicU64,
     /// Makes an operation's capture check and its enqueue atomic with respect to the capture
@@ -191,13 +191,23 @@ impl DeviceStream {
         // SAFETY: the device's context is current.
         let raw =
             unsafe { raw::stream_create(ferrocuda_sys::CUstream_flags::CU_STREAM_NON_BLOCKING.0) }?;
+        // The expiry counter of the polling gates is made now, not at the first timed gate: that
+        // may be under capture, where allocating pinned memory is not allowed.
+        let expired = match CompletionFlag::new(device) {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: the stream was just created and nothing else has it.
+                let _ = unsafe { raw::stream_destroy(raw) };
+                return Err(e);
+            }
+        };
         let inner = Arc::new(StreamInner {
             raw,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             device: device.clone(),
             panics: Arc::default(),
             kickoff: AtomicU8::new(KickoffMode::process_default().to_u8()),
-            expired: OnceLock::new(),
+            expired,
             expired_seen: AtomicU64::new(0),
             capture: std::sync::RwLock::new(()),
         });
@@ -230,7 +240,8 @@ impl DeviceStream {
         if let Some((count, first)) = self.inner.panics.take() {
             return Err(Error::HostFuncPanicked { count, first });
         }
-        if let Some(f) = self.inner.expired.get() {
+        {
+            let f = &self.inner.expired;
             // The host never writes the counter: the gates add to it with a device-scope atomic,
             // which is atomic only among the GPU's own threads (CUDA does not make a GPU's atomic
             // on mapped host memory atomic with the host's unless the device reports
