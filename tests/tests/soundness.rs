@@ -804,3 +804,43 @@ fn fences_see_streams_that_are_being_dropped() {
         assert_eq!(used.load(Ordering::Relaxed), 2 * rounds);
     });
 }
+
+/// The same hole, aimed at: one round at a time with the reclaimer idle when the source drops (so
+/// its fence follows the drop after one wake-up), and the stream's last handle dropped after a
+/// delay swept over 0–50 µs, so that in some round the stream's drop lands on that fence. A fence
+/// that missed the stream frees the source before the queued copy ran (the fake driver reports
+/// it; on code whose fences held streams weakly this failed most runs within 50 rounds).
+#[test]
+fn fences_see_streams_dropped_at_any_moment() {
+    deadline(120 * SEC, || {
+        let d = device();
+        let home = d.new_stream().unwrap();
+        let n = 1 << 12;
+        let gate = CompletionFlag::new(&d).unwrap();
+        let rounds = if slack() > 1 { 20 } else { 400u64 };
+        for i in 0..rounds {
+            mark("drop a stream with queued work", i);
+            let src = home.clone_htod(&vec![i as u32; n]).unwrap();
+            home.synchronize_timeout(10 * SEC * slack()).unwrap();
+            let s: DeviceStream = d.new_stream().unwrap();
+            let mut dst = s.alloc::<u32>(n).unwrap();
+            s.wait_for_host_value_ge(&gate, i + 1).unwrap();
+            s.copy_dtod(&src, &mut dst).unwrap();
+            drop(s); // `dst` still holds the stream
+            drop(src); // deferred: wakes the reclaimer, which fences
+            let delay = Duration::from_nanos((i % 100) * 500);
+            let t = Instant::now();
+            while t.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            drop(dst); // the stream's last handle
+            // Time for a fence that missed the stream to pass and free the source.
+            std::thread::sleep(Duration::from_millis(1));
+            gate.signal(i + 1);
+            ferrocuda_driver::wait_for_releases(10 * SEC * slack())
+                .unwrap_or_else(|e| panic!("round {i} (delay {delay:?}): {e}"));
+            home.synchronize_timeout(10 * SEC * slack())
+                .unwrap_or_else(|e| panic!("round {i} (delay {delay:?}): {e}"));
+        }
+    });
+}
