@@ -102,6 +102,7 @@ impl Device {
     pub fn new(ordinal: usize) -> Result<Device> {
         let _op = crate::guard::enter("Device::new")?;
         raw::init()?;
+        crate::reclaim::register_exit_handler();
         let count = Self::count()?;
         let slot = table()
             .get(ordinal)

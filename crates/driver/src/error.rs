@@ -151,6 +151,10 @@ pub enum Error {
         /// The public operation that was refused.
         op: &'static str,
     },
+    /// The process is exiting: the CUDA driver is being torn down, and the crate makes no more
+    /// driver calls.
+    #[error("the process is exiting: no more CUDA driver calls are made")]
+    Shutdown,
     /// Two objects of different devices were combined.
     #[error("{what} belongs to device {found}, but the stream is on device {expected}")]
     DeviceMismatch {

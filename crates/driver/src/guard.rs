@@ -24,7 +24,7 @@
 use crate::error::{DriverError, Error, Result};
 use ferrocuda_sys::{CUresult, Driver};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 thread_local! {
     /// Set while a host function (a driver callback) runs user code on this thread.
@@ -33,11 +33,38 @@ thread_local! {
     static CURRENT_OP: Cell<Option<&'static str>> = const { Cell::new(None) };
     /// Set on the crate's reclaimer thread, which is where deferred releases run (and may block).
     static RECLAIMER: Cell<bool> = const { Cell::new(false) };
+    /// Set on the crate's own threads (reclaimer, waiter, loader, notifier, workers), whose driver
+    /// calls the exit handler waits for.
+    static CRATE_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Marks the current thread as the crate's reclaimer.
+/// Set once the process is exiting (see [`quiesce`]): driver calls fail from then on.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Driver calls in progress on the crate's own threads.
+static IN_DRIVER: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks the current thread as one of the crate's own.
+pub(crate) fn mark_crate_thread() {
+    CRATE_THREAD.with(|c| c.set(true));
+}
+
+/// At process exit: stops the crate's threads from calling the driver while the process tears it
+/// down. Waits (bounded) for their driver calls in progress, then makes every later call fail
+/// with [`Error::Shutdown`]. Without this, a crate thread still releasing something (a retired
+/// stream, a fence query) could call into the driver during its teardown; under
+/// compute-sanitizer that ended test processes with a segmentation fault after every test passed.
+pub(crate) fn quiesce() {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    while IN_DRIVER.load(Ordering::SeqCst) > 0 && start.elapsed() < HELD_GRACE * 4 {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+/// Marks the current thread as the crate's reclaimer (one of the crate's threads).
 pub(crate) fn mark_reclaimer_thread() {
     RECLAIMER.with(|c| c.set(true));
+    mark_crate_thread();
 }
 
 /// Module loads whose caller gave up while the loader thread was still inside the driver.
@@ -162,7 +189,27 @@ pub(crate) fn current_op() -> Option<&'static str> {
 pub fn call(call: &'static str, f: impl FnOnce(&'static Driver) -> CUresult) -> Result<()> {
     let d = prologue(call)?;
     let _span = tracing::trace_span!("cu", call).entered();
-    check(call, f(d))
+    let rc = in_driver(|| f(d))?;
+    check(call, rc)
+}
+
+/// Runs one driver call, counted on the crate's own threads and refused once the process exits.
+#[inline]
+fn in_driver(f: impl FnOnce() -> CUresult) -> Result<CUresult> {
+    if !CRATE_THREAD.with(Cell::get) {
+        if SHUTDOWN.load(Ordering::Relaxed) {
+            return Err(Error::Shutdown);
+        }
+        return Ok(f());
+    }
+    IN_DRIVER.fetch_add(1, Ordering::SeqCst);
+    let rc = if SHUTDOWN.load(Ordering::SeqCst) {
+        Err(Error::Shutdown)
+    } else {
+        Ok(f())
+    };
+    IN_DRIVER.fetch_sub(1, Ordering::SeqCst);
+    rc
 }
 
 /// Like [`call`], but `CUDA_ERROR_NOT_READY` is `Ok(false)` and success `Ok(true)` (queries).
@@ -174,7 +221,7 @@ pub fn call(call: &'static str, f: impl FnOnce(&'static Driver) -> CUresult) -> 
 pub fn query(call: &'static str, f: impl FnOnce(&'static Driver) -> CUresult) -> Result<bool> {
     let d = prologue(call)?;
     let _span = tracing::trace_span!("cu", call).entered();
-    match f(d) {
+    match in_driver(|| f(d))? {
         CUresult::CUDA_ERROR_NOT_READY => Ok(false),
         rc => check(call, rc).map(|()| true),
     }

@@ -131,6 +131,7 @@ fn loader() -> &'static mpsc::Sender<LoadJob> {
         let spawned = std::thread::Builder::new()
             .name("ferrocuda-loader".into())
             .spawn(move || {
+                guard::mark_crate_thread();
                 for job in rx {
                     if job
                         .state

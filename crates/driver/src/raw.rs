@@ -208,6 +208,11 @@ pub(crate) enum CaptureState {
 /// `s` is live.
 pub(crate) unsafe fn stream_capture_state(s: CUstream) -> Result<CaptureState> {
     let mut st = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // The status alone first (the common answer, "none"); the graph only when there is one.
+    cu!(cuStreamIsCapturing(s, &mut st))?;
+    if st == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+        return Ok(CaptureState::None);
+    }
     let mut id: sys::cuuint64_t = 0;
     let mut graph: sys::CUgraph = std::ptr::null_mut();
     cu!(cuStreamGetCaptureInfo_v3(

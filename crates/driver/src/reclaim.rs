@@ -261,12 +261,39 @@ fn reclaimer() -> &'static Reclaimer {
             idle_lock: Mutex::new(()),
         }));
         let spawned = std::thread::Builder::new().name("ferrocuda-reclaimer".into()).spawn(move || run(r));
+        register_exit_handler();
         if let Err(e) = spawned {
             // Without the thread nothing deferred is released: memory is kept, never freed early.
             tracing::warn!(%e, "could not start the ferrocuda reclaimer thread; deferred releases are kept");
         }
         r
     })
+}
+
+unsafe extern "C" {
+    /// C's `atexit` (the process's exit handlers, run by `exit` in reverse order of registration).
+    fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// Registers [`at_exit`] once (when the first device opens, or the reclaimer starts).
+pub(crate) fn register_exit_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `at_exit` is a plain `extern "C" fn()` that never unwinds (it contains panics);
+        // registering it has no other precondition.
+        if unsafe { atexit(at_exit) } != 0 {
+            tracing::warn!("could not register the ferrocuda exit handler");
+        }
+    });
+}
+
+/// The crate's exit handler: lets releases in progress finish (briefly), then stops the crate's
+/// threads from calling the driver during its teardown ([`guard::quiesce`]).
+extern "C" fn at_exit() {
+    let _ = guard::contain(|| {
+        let _ = wait_for_releases(Duration::from_millis(200));
+        guard::quiesce();
+    });
 }
 
 /// Hands `g` to the reclaimer: it is released once the GPU is past every use enqueued so far.

@@ -175,7 +175,10 @@ fn pool() -> &'static Pool {
         for i in 0..worker_count() {
             let spawned = std::thread::Builder::new()
                 .name(format!("ferrocuda-worker-{i}"))
-                .spawn(|| worker(&P));
+                .spawn(|| {
+                    crate::guard::mark_crate_thread();
+                    worker(&P)
+                });
             if let Err(e) = spawned {
                 tracing::warn!(%e, "could not start a ferrocuda worker thread");
             }
@@ -327,7 +330,10 @@ fn ring(device: &DeviceInner) -> Result<&'static Ring> {
         }));
         let spawned = std::thread::Builder::new()
             .name("ferrocuda-notifier".into())
-            .spawn(move || notifier(r));
+            .spawn(move || {
+                crate::guard::mark_crate_thread();
+                notifier(r)
+            });
         if let Err(e) = spawned {
             tracing::warn!(%e, "could not start the ferrocuda notifier thread");
         }

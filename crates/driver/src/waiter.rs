@@ -236,7 +236,10 @@ fn thread() -> Option<&'static Thread> {
     T.get_or_init(|| {
         match std::thread::Builder::new()
             .name("ferrocuda-waiter".into())
-            .spawn(run)
+            .spawn(|| {
+                crate::guard::mark_crate_thread();
+                run()
+            })
         {
             Ok(h) => Some(h.thread().clone()),
             Err(e) => {
