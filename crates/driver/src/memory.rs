@@ -51,16 +51,19 @@ impl Drop for DevAlloc {
         }
         if !guard::must_defer()
             && (!self.foreign.load(Ordering::Acquire) || reclaim::only_live_stream_is(&self.home))
-            // SAFETY: the home stream is live (held by `home`).
-            && matches!(unsafe { raw::stream_capture_state(self.home.raw) }, Ok(CaptureState::None))
         {
-            // Every use was enqueued on the home stream, so a free ordered after it is safe. Had a
-            // capture begun on the home stream since the check above, the driver would refuse to
-            // record this free (it is not a graph allocation) and it is deferred below.
-            // SAFETY: `ptr` came from cuMemAllocAsync and is freed once.
-            match unsafe { raw::mem_free_async(ptr, self.home.raw) } {
-                Ok(()) => return,
-                Err(err) => tracing::debug!(%err, "stream-ordered free failed; deferring"),
+            // The home stream's capture lock (shared, never waited for: a drop does not block)
+            // keeps a capture from beginning between the check and the free.
+            if let Ok(_shared) = self.home.capture.try_read()
+                // SAFETY: the home stream is live (held by `home`).
+                && matches!(unsafe { raw::stream_capture_state(self.home.raw) }, Ok(CaptureState::None))
+            {
+                // Every use was enqueued on the home stream, so a free ordered after it is safe.
+                // SAFETY: `ptr` came from cuMemAllocAsync and is freed once.
+                match unsafe { raw::mem_free_async(ptr, self.home.raw) } {
+                    Ok(()) => return,
+                    Err(err) => tracing::debug!(%err, "stream-ordered free failed; deferring"),
+                }
             }
         }
         reclaim::defer(Garbage::DevicePtr {
