@@ -13,7 +13,7 @@
 //!    passes, and the driver holds a lock that other calls (`cuMemHostAlloc` among them, measured on
 //!    an H200) block on. While that is so, [`enter`] refuses with [`Error::DriverHeld`] instead of
 //!    letting the user's thread — possibly the one that would signal the flag — block. Drops that
-//!    would call the driver hand their release to the crate's reclaimer instead ([`must_defer`]).
+//!    would call the driver hand their release to the crate's reclaimer instead (`must_defer`).
 //! 3. **Tracing.** [`enter`] opens a `trace` span named `op` with the operation's name, [`call`] one
 //!    named `cu` with the driver call's name; a failed call is a `debug` event keeping the call,
 //!    its code, name and message ([`DriverError`]).
