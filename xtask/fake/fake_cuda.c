@@ -12,7 +12,7 @@
  *
  * Everything runs on host threads: each stream is a thread running its queue in order; waits spin
  * on host memory (GEQ); the kernels are emulated in C by name (raw's of bench/raw/bench_kernels.cu,
- * the demo's `produce` and `produce_gated`, ferrocuda-driver's polling gate and relay, the driver
+ * the demo's `produce` and `produce_gated`, ferrocuda-driver's polling gate, relay and kick, the driver
  * tests' `add_u32`); events complete in stream order and keep the host time; graphs replay their
  * nodes in insertion order; device memory is host memory, except that allocations above BIG get
  * 1 MiB and memsets and copies above BIG are skipped (raw's 1 GiB copy buffers). The timings mean
@@ -45,7 +45,7 @@ static void *P(uint64_t v) { return (void *)(uintptr_t)v; }
 
 /* ---- kernels, by name ---- */
 enum { K_EMPTY, K_ACK, K_ACK_INC, K_SPIN, K_POLL, K_FUSED, K_POLL_EPOCH, K_FUSED_EPOCH,
-       K_PRODUCE, K_PRODUCE_GATED, K_ADD_U32, K_GATE, K_FUSED_ACK, K_RELAY, K_N };
+       K_PRODUCE, K_PRODUCE_GATED, K_ADD_U32, K_GATE, K_FUSED_ACK, K_RELAY, K_KICK, K_N };
 /* args: one character per parameter, its size in bytes. The first eight are bench_kernels.cu's;
  * `ack` and `spin_ns` have the same parameters in the driver tests' test_kernels.cu. */
 struct CUfunc_st {
@@ -66,6 +66,7 @@ static struct CUfunc_st FUNCS[K_N] = {
     {"ferrocuda_gate_poll", "88488"},       /* (const u64* flag, u64 value, u32 cond, timeout_ns, u64* expired) */
     {"ferrocuda_fused_gate_ack", "888888"}, /* (flag, target, u64* slot, value, timeout_ns, expired) */
     {"ferrocuda_gate_relay", "8848888"},    /* the gate's five, then (u64* target, u64 target_value) */
+    {"ferrocuda_kick", "88"},               /* (u64* counter, u64* slot): ack_inc's body */
 };
 
 static long g_drop_ack;
@@ -127,7 +128,8 @@ static void run_kernel(int id, const uint64_t *a) {
         if (g_drop_ack != 0 && --g_drop_ack == 0) break;
         st(P(a[0]), a[1]);
         break;
-    case K_ACK_INC: {
+    case K_ACK_INC:
+    case K_KICK: {
         uint64_t v = ld(P(a[0])) + 1;
         st(P(a[0]), v);
         st(P(a[1]), v);
@@ -379,6 +381,19 @@ CUresult cuStreamQuery(CUstream s) {
     return ld(&s->done) < target ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
 CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *c) { (void)s; *c = CU_STREAM_CAPTURE_STATUS_NONE; return CUDA_SUCCESS; }
+/* No stream ever captures here: every operation's capture check sees NONE. */
+CUresult cuStreamGetCaptureInfo(CUstream s, CUstreamCaptureStatus *status, cuuint64_t *id, CUgraph *graph,
+                                const CUgraphNode **deps, const CUgraphEdgeData **edges, size_t *ndeps) {
+    (void)s;
+    if (status == NULL) return CUDA_ERROR_INVALID_VALUE;
+    *status = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (id) *id = 0;
+    if (graph) *graph = NULL;
+    if (deps) *deps = NULL;
+    if (edges) *edges = NULL;
+    if (ndeps) *ndeps = 0;
+    return CUDA_SUCCESS;
+}
 CUresult cuStreamWaitValue64(CUstream s, CUdeviceptr a, cuuint64_t v, unsigned f) {
     if ((f & 3u) != CU_STREAM_WAIT_VALUE_GEQ) { fprintf(stderr, "fake_cuda: only GEQ waits are emulated\n"); return CUDA_ERROR_NOT_SUPPORTED; }
     push(s, (op_t){.kind = OP_WAIT, .a = {a, v}});
