@@ -353,8 +353,9 @@ pub(crate) fn reserve(r: &'static Ring, job: Box<Job>) -> std::result::Result<Ti
     let mut t = r.next.load(Ordering::SeqCst);
     loop {
         // `low` lags behind, so this is conservative: a slot is never reused while its last
-        // ticket may still be pending.
-        if t - r.low.load(Ordering::Acquire) >= RING_SLOTS as u64 {
+        // ticket may still be pending. `t` may be stale and below `low` (others took and finished
+        // tickets since it was read): then the exchange below fails and `t` is read again.
+        if t.saturating_sub(r.low.load(Ordering::Acquire)) >= RING_SLOTS as u64 {
             return Err(job);
         }
         match r
