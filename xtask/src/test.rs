@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// How many loom models ferrocuda-driver has (tests named `loom_*` under `--cfg loom`): the loom
 /// step fails when fewer ran, so a filter or a cfg that selects none cannot pass unnoticed.
-const LOOM_MODELS: usize = 1;
+const LOOM_MODELS: usize = 2;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
 pub const LINT_FEATURES: &str =
@@ -121,14 +121,16 @@ pub fn run() -> Result<(), String> {
 }
 
 /// Runs ferrocuda-driver's loom models: its lib tests named `loom`, built with `--cfg loom` (which
-/// swaps the modelled state's std types for loom's) in release mode, in `target/loom` so that the
-/// normal target is not rebuilt. Fails if a model fails or if fewer than [`LOOM_MODELS`] ran.
+/// swaps the modelled state's std types for loom's) in release mode with overflow checks (an
+/// arithmetic slip in a protocol fails its model), in `target/loom` so that the normal target is
+/// not rebuilt. Fails if a model fails or if fewer than [`LOOM_MODELS`] ran.
 fn loom_models() -> Result<(), String> {
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
     rustflags.push_str(" --cfg loom");
     let mut cmd = util::cargo();
     cmd.env("RUSTFLAGS", rustflags.trim())
         .env("CARGO_TARGET_DIR", util::root().join("target/loom"))
+        .env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true")
         .args([
             "test",
             "-p",
@@ -138,7 +140,10 @@ fn loom_models() -> Result<(), String> {
             "loom",
         ])
         .stderr(Stdio::inherit());
-    eprintln!("$ RUSTFLAGS='--cfg loom' {}", util::show(&cmd));
+    eprintln!(
+        "$ RUSTFLAGS='--cfg loom' CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true {}",
+        util::show(&cmd)
+    );
     let out = cmd
         .output()
         .map_err(|e| format!("could not start `{}`: {e}", util::show(&cmd)))?;

@@ -2,7 +2,8 @@
 //! crate's tests are built with `--cfg loom` (`cargo xtask test` does, in a target directory of
 //! its own), std's otherwise, so that the normal build is plain std.
 //!
-//! Only the state a model drives goes through here (the waiter's registry and its counters);
+//! Only the state a model drives goes through here (the waiter's registry and its counters, the
+//! kickoff ring);
 //! the threads, their parking and everything else use std directly.
 
 #[cfg(all(test, loom))]
@@ -13,9 +14,9 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 /// Atomics, as in `std::sync::atomic`.
 pub(crate) mod atomic {
     #[cfg(all(test, loom))]
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
     #[cfg(not(all(test, loom)))]
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 }
 
 /// `std::collections::HashMap`; under loom with a fixed hasher, because loom replays every
