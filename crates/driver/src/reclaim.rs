@@ -14,6 +14,11 @@
 //!
 //! The reclaimer polls its pending fences with `cuEventQuery` (which never blocks), sleeps with a
 //! growing back-off while anything is pending, and parks when nothing is.
+//!
+//! The loop is generic over what it releases ([`Backend`]: how an item is released, what a fence
+//! is, when it passed), so that the handoff ([`Reclaimer`]: `defer`, the reclaimer's turns,
+//! [`wait_for_releases`]'s wait) and the batches behind fences are model-checked with loom
+//! (`reclaim/loom_model.rs`) without a GPU; [`Driver`] is the crate's backend.
 
 use crate::device::DeviceInner;
 use crate::error::{Error, Result};
@@ -21,10 +26,11 @@ use crate::event::RawEvent;
 use crate::guard;
 use crate::raw::{self, CUdeviceptr, CUmodule};
 use crate::stream::{RawStream, StreamInner};
+use crate::sync;
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Something to release once the GPU is past every use of it.
@@ -225,25 +231,87 @@ impl Fence {
 // ---------------------------------------------------------------------------------------------
 // The reclaimer thread
 
-struct Reclaimer {
-    incoming: Mutex<VecDeque<Garbage>>,
-    wake: Condvar,
-    /// Garbage handed over and not yet released.
-    outstanding: AtomicUsize,
-    idle: Condvar,
-    idle_lock: Mutex<()>,
+/// The handoff between the threads that drop and the reclaimer: what was handed over, and how
+/// much of it is not yet released.
+pub(crate) struct Reclaimer<G> {
+    incoming: sync::Mutex<VecDeque<G>>,
+    wake: sync::Condvar,
+    /// Items handed over and not yet released.
+    outstanding: sync::atomic::AtomicUsize,
+    idle: sync::Condvar,
+    idle_lock: sync::Mutex<()>,
 }
 
-fn reclaimer() -> &'static Reclaimer {
-    static R: OnceLock<&'static Reclaimer> = OnceLock::new();
+fn lock_sync<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
+    // As `lock`: each critical section is a push, a drain or nothing at all.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<G> Reclaimer<G> {
+    pub(crate) fn new() -> Self {
+        Reclaimer {
+            incoming: sync::Mutex::new(VecDeque::new()),
+            wake: sync::Condvar::new(),
+            outstanding: sync::atomic::AtomicUsize::new(0),
+            idle: sync::Condvar::new(),
+            idle_lock: sync::Mutex::new(()),
+        }
+    }
+
+    /// Hands `g` over (counted as outstanding until released) and wakes the reclaimer.
+    pub(crate) fn defer(&self, g: G) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        lock_sync(&self.incoming).push_back(g);
+        self.wake.notify_one();
+    }
+
+    /// What was handed over since the last call; with `wait`, first waits until there is some.
+    fn take(&self, wait: bool) -> Vec<G> {
+        let mut q = lock_sync(&self.incoming);
+        while wait && q.is_empty() {
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.drain(..).collect()
+    }
+
+    /// `n` items were released.
+    fn done(&self, n: usize) {
+        self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        let _g = lock_sync(&self.idle_lock);
+        self.idle.notify_all();
+    }
+
+    /// Items handed over and not yet released.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Waits until every item handed over so far is released, or `timeout` passes.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock_sync(&self.idle_lock);
+        while self.outstanding() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: "deferred releases",
+                    timeout,
+                });
+            }
+            g = self
+                .idle
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(5)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+}
+
+fn reclaimer() -> &'static Reclaimer<Garbage> {
+    static R: OnceLock<&'static Reclaimer<Garbage>> = OnceLock::new();
     R.get_or_init(|| {
-        let r: &'static Reclaimer = Box::leak(Box::new(Reclaimer {
-            incoming: Mutex::new(VecDeque::new()),
-            wake: Condvar::new(),
-            outstanding: AtomicUsize::new(0),
-            idle: Condvar::new(),
-            idle_lock: Mutex::new(()),
-        }));
+        let r: &'static Reclaimer<Garbage> = Box::leak(Box::new(Reclaimer::new()));
         let spawned = std::thread::Builder::new().name("ferrocuda-reclaimer".into()).spawn(move || run(r));
         if let Err(e) = spawned {
             // Without the thread nothing deferred is released: memory is kept, never freed early.
@@ -256,10 +324,7 @@ fn reclaimer() -> &'static Reclaimer {
 /// Hands `g` to the reclaimer: it is released once the GPU is past every use enqueued so far.
 /// Never blocks and makes no driver call, so it is safe anywhere, host functions included.
 pub(crate) fn defer(g: Garbage) {
-    let r = reclaimer();
-    r.outstanding.fetch_add(1, Ordering::AcqRel);
-    lock(&r.incoming).push_back(g);
-    r.wake.notify_one();
+    reclaimer().defer(g);
 }
 
 /// Garbage waiting in batches, each behind one fence: the keep-alive bookkeeping, generic over the
@@ -305,69 +370,153 @@ impl<F, G> Batches<F, G> {
     }
 }
 
-fn run(r: &'static Reclaimer) {
-    guard::mark_reclaimer_thread();
-    // Garbage waits in batches behind one shared fence: one event per stream per batch, however
-    // many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
-    let mut pending: Batches<Fence, Garbage> = Batches::new();
-    // Retired streams that were capturing: retried until the capture ends.
-    let mut retiring: Vec<Arc<StreamInner>> = Vec::new();
-    let mut pause = Duration::from_micros(20);
-    loop {
-        let new: Vec<Garbage> = {
-            let mut q = lock(&r.incoming);
-            if q.is_empty() && pending.is_empty() && retiring.is_empty() {
-                q = r
-                    .wake
-                    .wait_while(q, |q| q.is_empty())
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            q.drain(..).collect()
-        };
+/// How the reclaimer releases an item.
+pub(crate) enum Sort<G, S> {
+    /// At once (the driver itself waits for the item's work).
+    Now(G),
+    /// Once a fence recorded after the drop has passed.
+    Fenced(G),
+    /// A stream to retire from the fences' registry, retried until it can be.
+    Retire(S),
+}
+
+/// The driver-facing half of the reclaimer's loop.
+pub(crate) trait Backend {
+    /// What is handed over.
+    type Item;
+    /// A point past every use enqueued so far.
+    type Fence;
+    /// A stream whose retirement is pending.
+    type Retiring;
+    /// How `g` is released.
+    fn sort(&self, g: Self::Item) -> Sort<Self::Item, Self::Retiring>;
+    /// Releases `g`.
+    fn release(&self, g: Self::Item);
+    /// Retires `s` if it can now.
+    fn retire(&self, s: Self::Retiring) -> std::result::Result<(), Self::Retiring>;
+    /// Records a fence now.
+    fn fence(&self) -> Self::Fence;
+    /// Whether the GPU is past `f`.
+    fn passed(&self, f: &mut Self::Fence) -> bool;
+}
+
+/// What one turn of the reclaimer did.
+pub(crate) struct Turn {
+    /// Something was released at once, retired, or put behind a new fence.
+    pub(crate) progress: bool,
+    /// Batches or retirements are still pending: the reclaimer pauses, then turns again.
+    pub(crate) waiting: bool,
+}
+
+/// The reclaimer's state between turns.
+pub(crate) struct Sweeper<B: Backend> {
+    backend: B,
+    /// Garbage waits in batches behind one shared fence: one event per stream per batch, however
+    /// many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
+    pending: Batches<B::Fence, B::Item>,
+    /// Retired streams that were capturing: retried until the capture ends.
+    retiring: Vec<B::Retiring>,
+}
+
+impl<B: Backend> Sweeper<B> {
+    pub(crate) fn new(backend: B) -> Self {
+        Sweeper {
+            backend,
+            pending: Batches::new(),
+            retiring: Vec::new(),
+        }
+    }
+
+    /// One turn: takes what was handed over (waiting for it when nothing else is pending),
+    /// releases what needs no fence, retries retirements, puts the rest behind one fence recorded
+    /// now (after the drops: later is only more conservative), and releases every batch whose
+    /// fence passed.
+    pub(crate) fn turn(&mut self, r: &Reclaimer<B::Item>) -> Turn {
+        let new = r.take(self.pending.is_empty() && self.retiring.is_empty());
+        let b = &self.backend;
         let mut fenced = Vec::new();
         let mut now = 0;
         for g in new {
-            match g {
-                Garbage::Retire(s) => retiring.push(s),
-                // Events and stream handles are released by the driver once their work is done.
-                g @ (Garbage::Event(_) | Garbage::Stream(_)) => {
-                    release(g);
+            match b.sort(g) {
+                Sort::Retire(s) => self.retiring.push(s),
+                Sort::Now(g) => {
+                    b.release(g);
                     now += 1;
                 }
-                g => fenced.push(g),
+                Sort::Fenced(g) => fenced.push(g),
             }
         }
-        let before = retiring.len();
-        retiring = retiring
+        let before = self.retiring.len();
+        self.retiring = std::mem::take(&mut self.retiring)
             .into_iter()
-            .filter_map(|s| try_retire(s).err())
+            .filter_map(|s| b.retire(s).err())
             .collect();
-        now += before - retiring.len();
+        now += before - self.retiring.len();
         if now > 0 {
             r.done(now);
-            pause = Duration::from_micros(20);
         }
+        let progress = now > 0 || !fenced.is_empty();
         if !fenced.is_empty() {
-            // The fence is recorded here, after the drops: later is only more conservative.
-            pending.push(fence(), fenced);
-            pause = Duration::from_micros(20);
+            self.pending.push(b.fence(), fenced);
         }
-        let released = pending.poll(Fence::passed, release);
+        let released = self.pending.poll(|f| b.passed(f), |g| b.release(g));
         if released > 0 {
             r.done(released);
         }
-        if !pending.is_empty() || !retiring.is_empty() {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
+        Turn {
+            progress,
+            waiting: !self.pending.is_empty() || !self.retiring.is_empty(),
         }
     }
 }
 
-impl Reclaimer {
-    fn done(&self, n: usize) {
-        self.outstanding.fetch_sub(n, Ordering::AcqRel);
-        let _g = lock(&self.idle_lock);
-        self.idle.notify_all();
+/// The crate's backend: driver releases behind fences of events.
+pub(crate) struct Driver;
+
+impl Backend for Driver {
+    type Item = Garbage;
+    type Fence = Fence;
+    type Retiring = Arc<StreamInner>;
+
+    fn sort(&self, g: Garbage) -> Sort<Garbage, Arc<StreamInner>> {
+        match g {
+            Garbage::Retire(s) => Sort::Retire(s),
+            // Events and stream handles are released by the driver once their work is done.
+            g @ (Garbage::Event(_) | Garbage::Stream(_)) => Sort::Now(g),
+            g => Sort::Fenced(g),
+        }
+    }
+
+    fn release(&self, g: Garbage) {
+        release(g);
+    }
+
+    fn retire(&self, s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
+        try_retire(s)
+    }
+
+    fn fence(&self) -> Fence {
+        fence()
+    }
+
+    fn passed(&self, f: &mut Fence) -> bool {
+        f.passed()
+    }
+}
+
+fn run(r: &'static Reclaimer<Garbage>) {
+    guard::mark_reclaimer_thread();
+    let mut sweeper = Sweeper::new(Driver);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let turn = sweeper.turn(r);
+        if turn.progress {
+            pause = Duration::from_micros(20);
+        }
+        if turn.waiting {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
     }
 }
 
@@ -429,24 +578,7 @@ fn release_now(g: Garbage) -> Result<()> {
 ///
 /// [`Error::Timeout`] if something is still pending after `timeout`.
 pub fn wait_for_releases(timeout: Duration) -> Result<()> {
-    let r = reclaimer();
-    let deadline = Instant::now() + timeout;
-    let mut g = lock(&r.idle_lock);
-    while r.outstanding.load(Ordering::Acquire) > 0 {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Error::Timeout {
-                what: "deferred releases",
-                timeout,
-            });
-        }
-        g = r
-            .idle
-            .wait_timeout(g, (deadline - now).min(Duration::from_millis(5)))
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    Ok(())
+    reclaimer().wait_idle(timeout)
 }
 
 /// Drops `value` on the crate's reclaimer thread once the GPU is past all work enqueued so far on
@@ -459,8 +591,11 @@ pub fn defer_drop<T: Send + 'static>(value: T) {
 
 /// How many deferred releases are still pending.
 pub fn pending_releases() -> usize {
-    reclaimer().outstanding.load(Ordering::Acquire)
+    reclaimer().outstanding()
 }
+
+#[cfg(all(test, loom))]
+mod loom_model;
 
 #[cfg(test)]
 mod tests {

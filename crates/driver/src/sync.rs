@@ -3,13 +3,13 @@
 //! its own), std's otherwise, so that the normal build is plain std.
 //!
 //! Only the state a model drives goes through here (the waiter's registry and its counters, the
-//! kickoff ring);
-//! the threads, their parking and everything else use std directly.
+//! kickoff ring, the reclaimer's handoff); the threads, their parking and everything else use
+//! std directly.
 
 #[cfg(all(test, loom))]
-pub(crate) use loom::sync::{Mutex, MutexGuard};
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(all(test, loom)))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Atomics, as in `std::sync::atomic`.
 pub(crate) mod atomic {
