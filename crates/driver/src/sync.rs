@@ -3,8 +3,8 @@
 //! its own), std's otherwise, so that the normal build is plain std.
 //!
 //! Only the state a model drives goes through here (the waiter's registry and its counters, the
-//! kickoff ring, the reclaimer's handoff); the threads, their parking and everything else use
-//! std directly.
+//! kickoff ring, the reclaimer's handoff, a host buffer's pending copies); the threads, their
+//! parking and everything else use std directly.
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
