@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// How many loom models ferrocuda-driver has (tests named `loom_*` under `--cfg loom`): the loom
 /// step fails when fewer ran, so a filter or a cfg that selects none cannot pass unnoticed.
-const LOOM_MODELS: usize = 3;
+const LOOM_MODELS: usize = 5;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
 pub const LINT_FEATURES: &str =
@@ -121,9 +121,9 @@ pub fn run() -> Result<(), String> {
 }
 
 /// Runs ferrocuda-driver's loom models: its lib tests named `loom`, built with `--cfg loom` (which
-/// swaps the modelled state's std types for loom's) in release mode with overflow checks (an
-/// arithmetic slip in a protocol fails its model), in `target/loom` so that the normal target is
-/// not rebuilt. Fails if a model fails or if fewer than [`LOOM_MODELS`] ran.
+/// swaps the modelled state's std types for loom's) in release mode with overflow checks and
+/// debug assertions (an arithmetic slip or a broken `debug_assert!` invariant of a protocol fails
+/// its model), in `target/loom` so that the normal target is not rebuilt. Fails if a model fails or if fewer than [`LOOM_MODELS`] ran.
 fn loom_models() -> Result<(), String> {
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
     rustflags.push_str(" --cfg loom");
@@ -131,6 +131,7 @@ fn loom_models() -> Result<(), String> {
     cmd.env("RUSTFLAGS", rustflags.trim())
         .env("CARGO_TARGET_DIR", util::root().join("target/loom"))
         .env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true")
+        .env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "true")
         .args([
             "test",
             "-p",
@@ -141,7 +142,8 @@ fn loom_models() -> Result<(), String> {
         ])
         .stderr(Stdio::inherit());
     eprintln!(
-        "$ RUSTFLAGS='--cfg loom' CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true {}",
+        "$ RUSTFLAGS='--cfg loom' CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+         CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true {}",
         util::show(&cmd)
     );
     let out = cmd

@@ -4,10 +4,13 @@
 //! waiter sees it; after the enqueue ([`Pending::enqueued`]) the entry's event is recorded on the
 //! stream, behind the copy. A waiter takes a [`snapshot`](Pending::snapshot) of what to wait on
 //! (the entry's event once every noted copy has its record, else the whole stream), waits without
-//! holding the lock, and then [`clear`](Pending::clear)s what it waited for: an entry noted again
-//! since its snapshot (its generation moved) stays.
+//! holding the lock, and then [`clear`](Pending::clear)s what it waited for. An entry stays if a
+//! copy was noted on it since the snapshot (its generation moved), or if at the snapshot a noted
+//! copy was not yet enqueued: the stream wait did not cover that copy, and only the record after
+//! it will.
 //!
-//! The set is generic over the stream and event handles, so that it runs without a GPU.
+//! The set is generic over the stream and event handles so that the loom model in
+//! `memory/pending/loom_model.rs` runs it against copies and waiters without a GPU.
 
 use crate::error::Result;
 use crate::sync;
@@ -34,6 +37,9 @@ struct Entry<S, E> {
 pub(crate) struct WaitFor<S, E> {
     id: u64,
     generation: u64,
+    /// Every copy noted had been enqueued and recorded (or its record had failed): the wait
+    /// covers them all, so the entry may be cleared after it.
+    settled: bool,
     pub(crate) on: Waitable<S, E>,
 }
 
@@ -111,6 +117,8 @@ impl<S: Clone, E: Clone> Pending<S, E> {
         let recorded = event.map(|e| record(&e));
         let mut p = self.lock();
         if let Some(e) = p.iter_mut().find(|e| e.id == id) {
+            // Every enqueue follows a note on the same entry, which stays until this runs.
+            debug_assert!(e.unrecorded > 0, "a copy was enqueued without a note");
             e.unrecorded = e.unrecorded.saturating_sub(1);
             if recorded != Some(true) {
                 e.failed = true;
@@ -127,6 +135,7 @@ impl<S: Clone, E: Clone> Pending<S, E> {
             .map(|p| WaitFor {
                 id: p.id,
                 generation: p.generation,
+                settled: p.unrecorded == 0,
                 on: if p.unrecorded == 0 && !p.failed {
                     Waitable::Event(p.event.clone())
                 } else {
@@ -136,12 +145,16 @@ impl<S: Clone, E: Clone> Pending<S, E> {
             .collect()
     }
 
-    /// Forgets the entries a waiter saw complete, unless a copy was noted on them since.
+    /// Forgets the entries a waiter saw complete: those that were settled at its snapshot and
+    /// had no copy noted since.
     pub(crate) fn clear(&self, done: &[WaitFor<S, E>]) {
         self.lock().retain(|p| {
             !done
                 .iter()
-                .any(|w| w.id == p.id && w.generation == p.generation)
+                .any(|w| w.settled && w.id == p.id && w.generation == p.generation)
         });
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_model;
