@@ -18,7 +18,9 @@
 //! The loop is generic over what it releases ([`Backend`]: how an item is released, what a fence
 //! is, when it passed), so that the handoff ([`Reclaimer`]: `defer`, the reclaimer's turns,
 //! [`wait_for_releases`]'s wait) and the batches behind fences are model-checked with loom
-//! (`reclaim/loom_model.rs`) without a GPU; [`Driver`] is the crate's backend.
+//! (`reclaim/loom_model.rs`) without a GPU; [`Driver`] is the crate's backend. The fences and the
+//! registry of streams they cover live in `reclaim/fence.rs`, generic over the driver too and
+//! property-tested there against several streams that the GPU advances independently.
 
 use crate::device::DeviceInner;
 use crate::error::{Error, Result};
@@ -27,11 +29,14 @@ use crate::guard;
 use crate::raw::{self, CUdeviceptr, CUmodule};
 use crate::stream::{RawStream, StreamInner};
 use crate::sync;
+use fence::{Cuda, Fence};
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+mod fence;
 
 /// Something to release once the GPU is past every use of it.
 pub(crate) enum Garbage {
@@ -75,30 +80,11 @@ pub(crate) struct ModulePtr(pub(crate) CUmodule);
 unsafe impl Send for ModulePtr {}
 
 // ---------------------------------------------------------------------------------------------
-// The registry of streams that fences cover
+// The streams that fences cover
 
-#[derive(Default)]
-struct Registry {
-    /// Every stream that may have work queued: live ones, and retired ones until their tail is
-    /// recorded. Strong references: a stream being dropped stays visible here.
-    live: Vec<Arc<StreamInner>>,
-    /// Last events of retired streams whose work may not have finished.
-    tails: Vec<Arc<RawEvent>>,
-}
-
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(Default::default)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data inconsistent (each critical section
-    // is a push, a retain or a swap), so a poisoned lock is used as is.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
+/// Registers a new stream with the fences.
 pub(crate) fn register_stream(s: &Arc<StreamInner>) {
-    lock(registry()).live.push(s.clone());
+    fence::registry().register(s);
 }
 
 /// The last user handle of `s` dropped: hand it to the reclaimer (no driver call here).
@@ -106,126 +92,10 @@ pub(crate) fn retire_stream(s: Arc<StreamInner>) {
     defer(Garbage::Retire(s));
 }
 
-/// On the reclaimer: retires `s` if it can (its tail recorded, or it is idle), leaving the
-/// registry in one step, so that every fence sees either the stream or its tail. `Err(s)` while
-/// the stream captures (a record would land in the graph): retried later.
-fn try_retire(s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
-    let tail = match s.record_now() {
-        Ok(Some(e)) => Some(e),
-        Ok(None) => return Err(s),
-        Err(err) => {
-            // The stream cannot take an event (its context faulted): its work will never run.
-            tracing::warn!(%err, "could not record a retired stream's last event");
-            None
-        }
-    };
-    let mut r = lock(registry());
-    r.live.retain(|l| !Arc::ptr_eq(l, &s));
-    r.tails.extend(tail.map(Arc::new));
-    Ok(())
-}
-
 /// Whether `home` is the only stream that can have pending work (so a stream-ordered release on
 /// `home` is already fenced against every use).
 pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
-    let mut r = lock(registry());
-    r.tails.retain(|t| !query_done(t));
-    r.tails.is_empty() && r.live.len() == 1 && Arc::ptr_eq(&r.live[0], home)
-}
-
-fn query_done(e: &RawEvent) -> bool {
-    // SAFETY: the event is live (owned by `e`).
-    match unsafe { raw::event_query(e.0) } {
-        Ok(done) => done,
-        // Recorded into a capture (a race with a capture that began after our check): not a point
-        // of the stream's work; the fence records it again.
-        Err(Error::Driver(d)) if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT => {
-            false
-        }
-        // A failed query counts as done: an event whose stream faulted will never complete, and
-        // the context is then unusable anyway.
-        Err(_) => true,
-    }
-}
-
-/// One stream's part of a fence: the event recorded on it, or none yet (it was capturing).
-struct FencePoint {
-    stream: Option<Arc<StreamInner>>,
-    event: Option<Arc<RawEvent>>,
-}
-
-/// A point past every use enqueued so far: one event per stream that may have work queued.
-pub(crate) struct Fence(Vec<FencePoint>);
-
-/// Records a fence: an event on every stream of the registry (a capturing one gets its event
-/// once the capture ends: later is only more conservative), plus the tails of retired streams.
-pub(crate) fn fence() -> Fence {
-    let (streams, tails): (Vec<Arc<StreamInner>>, Vec<Arc<RawEvent>>) = {
-        let mut r = lock(registry());
-        r.tails.retain(|t| !query_done(t));
-        (r.live.clone(), r.tails.clone())
-    };
-    let mut points: Vec<FencePoint> = tails
-        .into_iter()
-        .map(|t| FencePoint {
-            stream: None,
-            event: Some(t),
-        })
-        .collect();
-    for s in streams {
-        let mut p = FencePoint {
-            stream: Some(s),
-            event: None,
-        };
-        p.record();
-        points.push(p);
-    }
-    Fence(points)
-}
-
-impl FencePoint {
-    fn record(&mut self) {
-        let Some(s) = &self.stream else { return };
-        match s.record_now() {
-            Ok(e) => self.event = e.map(Arc::new),
-            Err(err) => {
-                tracing::warn!(%err, "could not record a release fence on a stream");
-                // A stream that cannot take an event has faulted: nothing more runs on it.
-                self.stream = None;
-            }
-        }
-    }
-
-    fn passed(&mut self) -> bool {
-        if self.event.is_none() {
-            self.record();
-            if self.stream.is_none() {
-                return true;
-            }
-        }
-        match &self.event {
-            None => false,
-            Some(e) => {
-                // SAFETY: the event is live (owned by the Arc).
-                match unsafe { raw::event_query(e.0) } {
-                    Ok(done) => done,
-                    Err(Error::Driver(d))
-                        if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT =>
-                    {
-                        self.event = None;
-                        false
-                    }
-                    Err(_) => true,
-                }
-            }
-        }
-    }
-}
-
-impl Fence {
-    fn passed(&mut self) -> bool {
-        self.0.iter_mut().all(FencePoint::passed)
-    }
+    fence::registry().only_live_stream_is(home)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -243,7 +113,8 @@ pub(crate) struct Reclaimer<G> {
 }
 
 fn lock_sync<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
-    // As `lock`: each critical section is a push, a drain or nothing at all.
+    // A panic while holding these locks cannot leave the queue inconsistent (each critical
+    // section is a push, a drain or nothing at all), so a poisoned lock is used as is.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -475,7 +346,7 @@ pub(crate) struct Driver;
 
 impl Backend for Driver {
     type Item = Garbage;
-    type Fence = Fence;
+    type Fence = Fence<Cuda>;
     type Retiring = Arc<StreamInner>;
 
     fn sort(&self, g: Garbage) -> Sort<Garbage, Arc<StreamInner>> {
@@ -492,15 +363,15 @@ impl Backend for Driver {
     }
 
     fn retire(&self, s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
-        try_retire(s)
+        fence::registry().try_retire(s)
     }
 
-    fn fence(&self) -> Fence {
-        fence()
+    fn fence(&self) -> Fence<Cuda> {
+        fence::registry().fence()
     }
 
-    fn passed(&self, f: &mut Fence) -> bool {
-        f.passed()
+    fn passed(&self, f: &mut Fence<Cuda>) -> bool {
+        fence::registry().passed(f)
     }
 }
 
@@ -596,58 +467,3 @@ pub fn pending_releases() -> usize {
 
 #[cfg(all(test, loom))]
 mod loom_model;
-
-#[cfg(test)]
-mod tests {
-    use super::Batches;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        /// Drop `n` resources; the GPU has enqueued work up to the current point.
-        Drop(usize),
-        /// The GPU advances past `k` more enqueued points.
-        Advance(u32),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (1usize..5).prop_map(Op::Drop),
-            (0u32..4).prop_map(Op::Advance)
-        ]
-    }
-
-    proptest! {
-        /// Model of the keep-alive rule: a resource dropped when the GPU had `e` points enqueued is
-        /// released only once the GPU passed point `e` (its fence), and exactly once; at the end,
-        /// with the GPU past everything, nothing is left.
-        #[test]
-        fn batches_release_each_item_once_and_never_before_its_fence(ops in proptest::collection::vec(op(), 1..80)) {
-            let mut b: Batches<u32, (usize, u32)> = Batches::new();
-            let (mut enqueued, mut gpu_at, mut next_id) = (0u32, 0u32, 0usize);
-            let mut released = vec![false; 400];
-            for o in ops {
-                match o {
-                    Op::Drop(n) => {
-                        enqueued += 1; // the drop happens after work was enqueued
-                        let batch: Vec<_> = (0..n).map(|_| { next_id += 1; (next_id - 1, enqueued) }).collect();
-                        b.push(enqueued, batch);
-                    }
-                    Op::Advance(k) => gpu_at = (gpu_at + k).min(enqueued),
-                }
-                b.poll(|&mut fence| gpu_at >= fence, |(id, fence)| {
-                    assert!(gpu_at >= fence, "released before its fence");
-                    assert!(!released[id], "released twice");
-                    released[id] = true;
-                });
-            }
-            gpu_at = enqueued;
-            b.poll(|&mut fence| gpu_at >= fence, |(id, _)| {
-                assert!(!released[id]);
-                released[id] = true;
-            });
-            prop_assert!(b.is_empty());
-            prop_assert!(released[..next_id].iter().all(|&r| r));
-        }
-    }
-}

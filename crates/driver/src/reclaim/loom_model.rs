@@ -6,10 +6,10 @@
 //! outstanding count and the idle wait with its condvar) and [`Sweeper::turn`] (sorting, releasing
 //! at once, batching behind one fence recorded after the drops, polling the batches). The fence
 //! here is one counter of enqueued work and the GPU one counter of finished work (that a fence
-//! covers every stream is the fence's own property, tested apart). Not covered: the driver calls
-//! behind the [`Driver`](super::Driver) backend,
-//! stream retirement (no item retires a stream here), the pause between turns, and the
-//! deadline of the idle wait (loom's timed wait never times out).
+//! covers every stream is `fence::tests::fences_cover_every_stream_that_may_have_work`). Not
+//! covered: the driver calls behind the [`Driver`](super::Driver) backend, stream retirement (no
+//! item retires a stream here), the pause between turns, and the deadline of the idle wait
+//! (loom's timed wait never times out).
 
 use super::{Backend, Reclaimer, Sort, Sweeper};
 use loom::sync::Arc;
