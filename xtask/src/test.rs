@@ -1,7 +1,12 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
 use crate::{bench, codegen, sass, setup, util};
+use std::process::Stdio;
 use std::time::Instant;
+
+/// How many loom models ferrocuda-driver has (tests named `loom_*` under `--cfg loom`): the loom
+/// step fails when fewer ran, so a filter or a cfg that selects none cannot pass unnoticed.
+const LOOM_MODELS: usize = 5;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
 pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
@@ -42,6 +47,7 @@ pub fn run() -> Result<(), String> {
         Some(tk) => fake_driver_tests(tk),
         None => Err("no CUDA toolkit (the setup step failed): the fake driver needs cuda.h".into()),
     });
+    step("loom models", &mut loom_models);
     step("doc", &mut || {
         util::run(
             util::cargo()
@@ -115,6 +121,63 @@ pub fn run() -> Result<(), String> {
     } else {
         Err(format!("{} step(s) failed", failed.len()))
     }
+}
+
+/// Runs ferrocuda-driver's loom models: its lib tests named `loom`, built with `--cfg loom` (which
+/// swaps the modelled state's std types for loom's) in release mode with overflow checks and
+/// debug assertions (an arithmetic slip or a broken `debug_assert!` invariant of a protocol fails
+/// its model), in `target/loom` so that the normal target is not rebuilt. Fails if a model fails or if fewer than [`LOOM_MODELS`] ran.
+fn loom_models() -> Result<(), String> {
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    rustflags.push_str(" --cfg loom");
+    let mut cmd = util::cargo();
+    cmd.env("RUSTFLAGS", rustflags.trim())
+        .env("CARGO_TARGET_DIR", util::root().join("target/loom"))
+        .env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true")
+        .env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "true")
+        .args([
+            "test",
+            "-p",
+            "ferrocuda-driver",
+            "--lib",
+            "--release",
+            "loom",
+            // One model at a time: loom maps and unmaps thread stacks for every execution, and two
+            // models at once contend in the kernel (on 2 cores: 43 s one at a time, 55 s two).
+            "--",
+            "--test-threads=1",
+        ])
+        .stderr(Stdio::inherit());
+    eprintln!(
+        "$ RUSTFLAGS='--cfg loom' CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+         CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true {}",
+        util::show(&cmd)
+    );
+    let out = cmd
+        .output()
+        .map_err(|e| format!("could not start `{}`: {e}", util::show(&cmd)))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}");
+    if !out.status.success() {
+        return Err(format!("a loom model failed ({})", out.status));
+    }
+    let ran = tests_passed(&stdout)
+        .ok_or("no `test result: ok. N passed` line in the loom run's output")?;
+    if ran < LOOM_MODELS {
+        return Err(format!(
+            "{ran} loom models ran, expected at least {LOOM_MODELS}"
+        ));
+    }
+    Ok(())
+}
+
+/// The `N` of libtest's `test result: ok. N passed; ...` line.
+fn tests_passed(stdout: &str) -> Option<usize> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|rest| rest.split_once(" passed"))
+        .and_then(|(n, _)| n.parse().ok())
 }
 
 /// What `cargo xtask test` does about the bindings freshness check.
@@ -241,6 +304,21 @@ mod tests {
         assert_eq!(bindings_check(false, true), BindingsCheck::Fail);
         assert_eq!(bindings_check(false, false), BindingsCheck::Skip);
         assert!(NO_LIBCLANG_IN_CI.contains("libclang-dev"));
+    }
+
+    #[test]
+    fn loom_step_reads_the_passed_count_of_a_successful_run_only() {
+        let ok = "running 3 tests\ntest a ... ok\n\ntest result: ok. 3 passed; 0 failed; 0 ignored; \
+                  0 measured; 24 filtered out; finished in 1.0s\n";
+        assert_eq!(tests_passed(ok), Some(3));
+        let none = "running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; \
+                    25 filtered out; finished in 0.0s\n";
+        assert_eq!(tests_passed(none), Some(0));
+        assert_eq!(
+            tests_passed("test result: FAILED. 2 passed; 1 failed;"),
+            None
+        );
+        assert_eq!(tests_passed(""), None);
     }
 
     #[test]

@@ -134,6 +134,7 @@ mod raw;
 mod reclaim;
 mod resource;
 mod stream;
+mod sync;
 mod trampoline;
 mod waiter;
 

@@ -1,5 +1,7 @@
 //! [`DeviceBuffer`] (device memory, stream-ordered) and [`HostBuffer`] (pinned host memory).
 
+mod pending;
+
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::event::RawEvent;
@@ -9,10 +11,11 @@ use crate::reclaim::{self, Garbage, HostPtr};
 use crate::resource::{Access, Addr, Keep, Placement, Resource, UnderCapture};
 use crate::stream::{DeviceStream, StreamHandle, StreamInner};
 use bytemuck::Pod;
+use pending::{Pending, Waitable};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Bytes of pinned host memory in use (buffers and staging not yet released, flag slabs, the
@@ -232,13 +235,13 @@ impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
 /// the same reason.
 struct PinnedCache {
     /// Free blocks by size (a power of two).
-    free: Mutex<std::collections::HashMap<usize, Vec<HostPtr>>>,
+    free: std::sync::Mutex<std::collections::HashMap<usize, Vec<HostPtr>>>,
 }
 
 fn pinned_cache() -> &'static PinnedCache {
     static C: std::sync::OnceLock<PinnedCache> = std::sync::OnceLock::new();
     C.get_or_init(|| PinnedCache {
-        free: Mutex::new(std::collections::HashMap::new()),
+        free: std::sync::Mutex::new(std::collections::HashMap::new()),
     })
 }
 
@@ -356,35 +359,10 @@ impl Resource for Staging {
     }
 }
 
-/// Copies enqueued on one stream that involve a host buffer.
-struct PendingCopy {
-    /// The stream's identity (never reused) and the stream (kept for the fallback wait).
-    stream: Arc<StreamInner>,
-    /// Recorded after the stream's latest copy of the buffer.
-    event: Arc<RawEvent>,
-    /// Whether any of those copies writes the host memory (device to host).
-    writes: bool,
-    /// Copies noted whose event record has not happened yet.
-    unrecorded: u32,
-    /// An event record failed after a copy was enqueued: waits fall back to the whole stream.
-    failed: bool,
-    /// Bumped by every note, so a waiter clears only what it waited for.
-    generation: u64,
-}
+/// A host buffer's pending copies, on the crate's streams and events.
+type PendingCopies = Pending<Arc<StreamInner>, Arc<RawEvent>>;
 
-/// What a waiter waits on for one entry, and the entry's generation at the time.
-struct WaitFor {
-    id: u64,
-    generation: u64,
-    on: Waitable,
-}
-
-enum Waitable {
-    Event(Arc<RawEvent>),
-    Stream(Arc<StreamInner>),
-}
-
-impl Waitable {
+impl Waitable<Arc<StreamInner>, Arc<RawEvent>> {
     fn is_done(&self) -> Result<bool> {
         match self {
             // SAFETY: the event is live (owned by the Arc).
@@ -455,9 +433,8 @@ pub struct HostBuffer<T: Pod> {
     mem: Arc<HostAlloc>,
     len: usize,
     device: Device,
-    /// One entry per stream that has copies involving this buffer, keyed by the stream's id.
-    /// Locked only for bookkeeping, never across a wait.
-    pending: Mutex<Vec<PendingCopy>>,
+    /// The copies involving this buffer that host access waits for, by stream.
+    pending: PendingCopies,
     _t: PhantomData<T>,
 }
 
@@ -474,7 +451,7 @@ impl<T: Pod> HostBuffer<T> {
             mem,
             len,
             device: device.clone(),
-            pending: Mutex::new(Vec::new()),
+            pending: Pending::new(),
             _t: PhantomData,
         })
     }
@@ -511,43 +488,10 @@ impl<T: Pod> HostBuffer<T> {
         self.mem.addr.shown()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<PendingCopy>> {
-        // Each critical section is a push, a field update or a retain: a panic inside cannot
-        // leave the list inconsistent, so a poisoned lock is used as is.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// What to wait on (copies that write the host memory only, or all), without holding the lock
-    /// afterwards.
-    fn snapshot(&self, writes_only: bool) -> Vec<WaitFor> {
-        self.lock()
-            .iter()
-            .filter(|p| p.writes || !writes_only)
-            .map(|p| WaitFor {
-                id: p.stream.id,
-                generation: p.generation,
-                on: if p.unrecorded == 0 && !p.failed {
-                    Waitable::Event(p.event.clone())
-                } else {
-                    Waitable::Stream(p.stream.clone())
-                },
-            })
-            .collect()
-    }
-
-    /// Forgets the entries a waiter saw complete, unless a copy was noted on them since.
-    fn clear(&self, done: &[WaitFor]) {
-        self.lock().retain(|p| {
-            !done
-                .iter()
-                .any(|w| w.id == p.stream.id && w.generation == p.generation)
-        });
-    }
-
     /// Waits for the copies `writes_only` selects, up to `limit`.
     fn wait(&self, op: &'static str, writes_only: bool, limit: Option<Duration>) -> Result<()> {
         let _op = guard::enter(op)?;
-        let waits = self.snapshot(writes_only);
+        let waits = self.pending.snapshot(writes_only);
         if waits.is_empty() {
             return Ok(());
         }
@@ -571,19 +515,19 @@ impl<T: Pod> HostBuffer<T> {
                 }
             }
         }
-        self.clear(&waits);
+        self.pending.clear(&waits);
         Ok(())
     }
 
     fn ready(&self, op: &'static str, writes_only: bool) -> Result<bool> {
         let _op = guard::enter(op)?;
-        let waits = self.snapshot(writes_only);
+        let waits = self.pending.snapshot(writes_only);
         for w in &waits {
             if !w.on.is_done()? {
                 return Ok(false);
             }
         }
-        self.clear(&waits);
+        self.pending.clear(&waits);
         Ok(true)
     }
 
@@ -687,26 +631,12 @@ impl<T: Pod> Resource for HostBuffer<T> {
     /// Notes the copy before it is enqueued: whatever happens next, host access waits for it
     /// (on the event recorded after it, or on the whole stream if that record fails).
     fn record_use(&self, stream: &Arc<StreamInner>, access: Access) -> Result<()> {
-        let mut p = self.lock();
-        let i = match p.iter().position(|e| e.stream.id == stream.id) {
-            Some(i) => i,
-            None => {
-                p.push(PendingCopy {
-                    stream: stream.clone(),
-                    event: Arc::new(RawEvent::new_untimed(&stream.device)?),
-                    writes: false,
-                    unrecorded: 0,
-                    failed: false,
-                    generation: 0,
-                });
-                p.len() - 1
-            }
-        };
-        let e = &mut p[i];
-        e.writes |= access == Access::Write;
-        e.unrecorded += 1;
-        e.generation += 1;
-        Ok(())
+        self.pending.note(stream.id, access == Access::Write, || {
+            Ok((
+                stream.clone(),
+                Arc::new(RawEvent::new_untimed(&stream.device)?),
+            ))
+        })
     }
 
     fn needs_enqueued(&self) -> bool {
@@ -714,20 +644,10 @@ impl<T: Pod> Resource for HostBuffer<T> {
     }
 
     fn enqueued(&self, stream: &Arc<StreamInner>) {
-        let event = self
-            .lock()
-            .iter()
-            .find(|e| e.stream.id == stream.id)
-            .map(|e| e.event.clone());
-        // SAFETY: event and stream are live and of one context.
-        let recorded = event.map(|e| unsafe { raw::event_record(e.0, stream.raw) });
-        let mut p = self.lock();
-        if let Some(e) = p.iter_mut().find(|e| e.stream.id == stream.id) {
-            e.unrecorded = e.unrecorded.saturating_sub(1);
-            if !matches!(recorded, Some(Ok(()))) {
-                e.failed = true;
-            }
-        }
+        self.pending.enqueued(stream.id, |e| {
+            // SAFETY: event and stream are live and of one context.
+            unsafe { raw::event_record(e.0, stream.raw) }.is_ok()
+        });
     }
 
     fn keep(&self) -> Option<Keep> {

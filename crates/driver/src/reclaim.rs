@@ -14,6 +14,13 @@
 //!
 //! The reclaimer polls its pending fences with `cuEventQuery` (which never blocks), sleeps with a
 //! growing back-off while anything is pending, and parks when nothing is.
+//!
+//! The loop is generic over what it releases ([`Backend`]: how an item is released, what a fence
+//! is, when it passed), so that the handoff ([`Reclaimer`]: `defer`, the reclaimer's turns,
+//! [`wait_for_releases`]'s wait) and the batches behind fences are model-checked with loom
+//! (`reclaim/loom_model.rs`) without a GPU; [`Driver`] is the crate's backend. The fences and the
+//! registry of streams they cover live in `reclaim/fence.rs`, generic over the driver too and
+//! property-tested there against several streams that the GPU advances independently.
 
 use crate::device::DeviceInner;
 use crate::error::{Error, Result};
@@ -21,11 +28,15 @@ use crate::event::RawEvent;
 use crate::guard;
 use crate::raw::{self, CUdeviceptr, CUmodule};
 use crate::stream::{RawStream, StreamInner};
+use crate::sync;
+use fence::{Cuda, Fence};
 use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+mod fence;
 
 /// Something to release once the GPU is past every use of it.
 pub(crate) enum Garbage {
@@ -63,30 +74,11 @@ pub(crate) struct ModulePtr(pub(crate) CUmodule);
 unsafe impl Send for ModulePtr {}
 
 // ---------------------------------------------------------------------------------------------
-// The registry of streams that fences cover
+// The streams that fences cover
 
-#[derive(Default)]
-struct Registry {
-    /// Every stream that may have work queued: live ones, and retired ones until their tail is
-    /// recorded. Strong references: a stream being dropped stays visible here.
-    live: Vec<Arc<StreamInner>>,
-    /// Last events of retired streams whose work may not have finished.
-    tails: Vec<Arc<RawEvent>>,
-}
-
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(Default::default)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data inconsistent (each critical section
-    // is a push, a retain or a swap), so a poisoned lock is used as is.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
+/// Registers a new stream with the fences.
 pub(crate) fn register_stream(s: &Arc<StreamInner>) {
-    lock(registry()).live.push(s.clone());
+    fence::registry().register(s);
 }
 
 /// The last user handle of `s` dropped: hand it to the reclaimer (no driver call here).
@@ -94,172 +86,97 @@ pub(crate) fn retire_stream(s: Arc<StreamInner>) {
     defer(Garbage::Retire(s));
 }
 
-/// On the reclaimer: retires `s` if it can (its tail recorded, or it is idle), leaving the
-/// registry in one step, so that every fence sees either the stream or its tail. `Err(s)` while
-/// the stream captures (a record would land in the graph): retried later.
-fn try_retire(s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
-    let tail = match s.record_now() {
-        Ok(Some(e)) => Some(e),
-        Ok(None) => return Err(s),
-        Err(err) => {
-            // The stream cannot take an event (its context faulted): its work will never run.
-            tracing::warn!(%err, "could not record a retired stream's last event");
-            None
-        }
-    };
-    let mut r = lock(registry());
-    r.live.retain(|l| !Arc::ptr_eq(l, &s));
-    r.tails.extend(tail.map(Arc::new));
-    Ok(())
-}
-
 /// Whether `home` is the only stream that can have pending work (so a stream-ordered release on
 /// `home` is already fenced against every use).
 pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
-    let mut r = lock(registry());
-    r.tails.retain(|t| !query_done(t));
-    r.tails.is_empty() && r.live.len() == 1 && Arc::ptr_eq(&r.live[0], home)
-}
-
-/// Whether every stream the crate knows is idle right now (no work queued, none capturing) and
-/// every retired stream's tail has passed. `cuModuleUnload`, like `cuMemFreeHost`, waits for the
-/// GPU's queued work and holds back other threads' driver calls meanwhile: the reclaimer unloads
-/// only at such a moment, so that it cannot stall a thread that is about to signal a flag.
-fn streams_idle() -> bool {
-    let (streams, tails) = {
-        let r = lock(registry());
-        (r.live.clone(), r.tails.clone())
-    };
-    tails.iter().all(|t| query_done(t))
-        && streams.iter().all(|s| {
-            // SAFETY: the stream is live (held by the Arc). The capture state is asked first:
-            // querying a capturing stream would invalidate its capture.
-            matches!(
-                unsafe { raw::stream_capture_state(s.raw) },
-                Ok(crate::raw::CaptureState::None)
-            )
-                // SAFETY: as above.
-                && matches!(unsafe { raw::stream_query(s.raw) }, Ok(true))
-        })
-}
-
-fn query_done(e: &RawEvent) -> bool {
-    // SAFETY: the event is live (owned by `e`).
-    match unsafe { raw::event_query(e.0) } {
-        Ok(done) => done,
-        // Recorded into a capture (a race with a capture that began after our check): not a point
-        // of the stream's work; the fence records it again.
-        Err(Error::Driver(d)) if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT => {
-            false
-        }
-        // A failed query counts as done: an event whose stream faulted will never complete, and
-        // the context is then unusable anyway.
-        Err(_) => true,
-    }
-}
-
-/// One stream's part of a fence: the event recorded on it, or none yet (it was capturing).
-struct FencePoint {
-    stream: Option<Arc<StreamInner>>,
-    event: Option<Arc<RawEvent>>,
-}
-
-/// A point past every use enqueued so far: one event per stream that may have work queued.
-pub(crate) struct Fence(Vec<FencePoint>);
-
-/// Records a fence: an event on every stream of the registry (a capturing one gets its event
-/// once the capture ends: later is only more conservative), plus the tails of retired streams.
-pub(crate) fn fence() -> Fence {
-    let (streams, tails): (Vec<Arc<StreamInner>>, Vec<Arc<RawEvent>>) = {
-        let mut r = lock(registry());
-        r.tails.retain(|t| !query_done(t));
-        (r.live.clone(), r.tails.clone())
-    };
-    let mut points: Vec<FencePoint> = tails
-        .into_iter()
-        .map(|t| FencePoint {
-            stream: None,
-            event: Some(t),
-        })
-        .collect();
-    for s in streams {
-        let mut p = FencePoint {
-            stream: Some(s),
-            event: None,
-        };
-        p.record();
-        points.push(p);
-    }
-    Fence(points)
-}
-
-impl FencePoint {
-    fn record(&mut self) {
-        let Some(s) = &self.stream else { return };
-        match s.record_now() {
-            Ok(e) => self.event = e.map(Arc::new),
-            Err(err) => {
-                tracing::warn!(%err, "could not record a release fence on a stream");
-                // A stream that cannot take an event has faulted: nothing more runs on it.
-                self.stream = None;
-            }
-        }
-    }
-
-    fn passed(&mut self) -> bool {
-        if self.event.is_none() {
-            self.record();
-            if self.stream.is_none() {
-                return true;
-            }
-        }
-        match &self.event {
-            None => false,
-            Some(e) => {
-                // SAFETY: the event is live (owned by the Arc).
-                match unsafe { raw::event_query(e.0) } {
-                    Ok(done) => done,
-                    Err(Error::Driver(d))
-                        if d.code == ferrocuda_sys::CUresult::CUDA_ERROR_CAPTURED_EVENT =>
-                    {
-                        self.event = None;
-                        false
-                    }
-                    Err(_) => true,
-                }
-            }
-        }
-    }
-}
-
-impl Fence {
-    fn passed(&mut self) -> bool {
-        self.0.iter_mut().all(FencePoint::passed)
-    }
+    fence::registry().only_live_stream_is(home)
 }
 
 // ---------------------------------------------------------------------------------------------
 // The reclaimer thread
 
-struct Reclaimer {
-    incoming: Mutex<VecDeque<Garbage>>,
-    wake: Condvar,
-    /// Garbage handed over and not yet released.
-    outstanding: AtomicUsize,
-    idle: Condvar,
-    idle_lock: Mutex<()>,
+/// The handoff between the threads that drop and the reclaimer: what was handed over, and how
+/// much of it is not yet released.
+pub(crate) struct Reclaimer<G> {
+    incoming: sync::Mutex<VecDeque<G>>,
+    wake: sync::Condvar,
+    /// Items handed over and not yet released.
+    outstanding: sync::atomic::AtomicUsize,
+    idle: sync::Condvar,
+    idle_lock: sync::Mutex<()>,
 }
 
-fn reclaimer() -> &'static Reclaimer {
-    static R: OnceLock<&'static Reclaimer> = OnceLock::new();
+fn lock_sync<T>(m: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the queue inconsistent (each critical
+    // section is a push, a drain or nothing at all), so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<G> Reclaimer<G> {
+    pub(crate) fn new() -> Self {
+        Reclaimer {
+            incoming: sync::Mutex::new(VecDeque::new()),
+            wake: sync::Condvar::new(),
+            outstanding: sync::atomic::AtomicUsize::new(0),
+            idle: sync::Condvar::new(),
+            idle_lock: sync::Mutex::new(()),
+        }
+    }
+
+    /// Hands `g` over (counted as outstanding until released) and wakes the reclaimer.
+    pub(crate) fn defer(&self, g: G) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        lock_sync(&self.incoming).push_back(g);
+        self.wake.notify_one();
+    }
+
+    /// What was handed over since the last call; with `wait`, first waits until there is some.
+    fn take(&self, wait: bool) -> Vec<G> {
+        let mut q = lock_sync(&self.incoming);
+        while wait && q.is_empty() {
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.drain(..).collect()
+    }
+
+    /// `n` items were released.
+    fn done(&self, n: usize) {
+        self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        let _g = lock_sync(&self.idle_lock);
+        self.idle.notify_all();
+    }
+
+    /// Items handed over and not yet released.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Waits until every item handed over so far is released, or `timeout` passes.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut g = lock_sync(&self.idle_lock);
+        while self.outstanding() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: "deferred releases",
+                    timeout,
+                });
+            }
+            g = self
+                .idle
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(5)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+}
+
+fn reclaimer() -> &'static Reclaimer<Garbage> {
+    static R: OnceLock<&'static Reclaimer<Garbage>> = OnceLock::new();
     R.get_or_init(|| {
-        let r: &'static Reclaimer = Box::leak(Box::new(Reclaimer {
-            incoming: Mutex::new(VecDeque::new()),
-            wake: Condvar::new(),
-            outstanding: AtomicUsize::new(0),
-            idle: Condvar::new(),
-            idle_lock: Mutex::new(()),
-        }));
+        let r: &'static Reclaimer<Garbage> = Box::leak(Box::new(Reclaimer::new()));
         let spawned = std::thread::Builder::new().name("ferrocuda-reclaimer".into()).spawn(move || run(r));
         register_exit_handler();
         if let Err(e) = spawned {
@@ -299,10 +216,7 @@ extern "C" fn at_exit() {
 /// Hands `g` to the reclaimer: it is released once the GPU is past every use enqueued so far.
 /// Never blocks and makes no driver call, so it is safe anywhere, host functions included.
 pub(crate) fn defer(g: Garbage) {
-    let r = reclaimer();
-    r.outstanding.fetch_add(1, Ordering::AcqRel);
-    lock(&r.incoming).push_back(g);
-    r.wake.notify_one();
+    reclaimer().defer(g);
 }
 
 /// Garbage waiting in batches, each behind one fence: the keep-alive bookkeeping, generic over the
@@ -348,83 +262,181 @@ impl<F, G> Batches<F, G> {
     }
 }
 
-fn run(r: &'static Reclaimer) {
-    guard::mark_reclaimer_thread();
-    // Garbage waits in batches behind one shared fence: one event per stream per batch, however
-    // many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
-    let mut pending: Batches<Fence, Garbage> = Batches::new();
-    // Retired streams that were capturing: retried until the capture ends.
-    let mut retiring: Vec<Arc<StreamInner>> = Vec::new();
-    // Modules past their fence, unloaded once every stream is idle (see `streams_idle`).
-    let mut unloads: Vec<Garbage> = Vec::new();
-    let mut pause = Duration::from_micros(20);
-    loop {
-        let new: Vec<Garbage> = {
-            let mut q = lock(&r.incoming);
-            if q.is_empty() && pending.is_empty() && retiring.is_empty() && unloads.is_empty() {
-                q = r
-                    .wake
-                    .wait_while(q, |q| q.is_empty())
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            q.drain(..).collect()
-        };
+/// How the reclaimer releases an item.
+pub(crate) enum Sort<G, S> {
+    /// At once (the driver itself waits for the item's work).
+    Now(G),
+    /// Once a fence recorded after the drop has passed.
+    Fenced(G),
+    /// A stream to retire from the fences' registry, retried until it can be.
+    Retire(S),
+}
+
+/// The driver-facing half of the reclaimer's loop.
+pub(crate) trait Backend {
+    /// What is handed over.
+    type Item;
+    /// A point past every use enqueued so far.
+    type Fence;
+    /// A stream whose retirement is pending.
+    type Retiring;
+    /// How `g` is released.
+    fn sort(&self, g: Self::Item) -> Sort<Self::Item, Self::Retiring>;
+    /// Releases `g`.
+    fn release(&self, g: Self::Item);
+    /// Retires `s` if it can now.
+    fn retire(&self, s: Self::Retiring) -> std::result::Result<(), Self::Retiring>;
+    /// Records a fence now.
+    fn fence(&self) -> Self::Fence;
+    /// Whether the GPU is past `f`.
+    fn passed(&self, f: &mut Self::Fence) -> bool;
+    /// Whether `g`, past its fence, may be released now (else it is held and asked again).
+    fn ready(&self, _g: &Self::Item) -> bool {
+        true
+    }
+}
+
+/// What one turn of the reclaimer did.
+pub(crate) struct Turn {
+    /// Something was released at once, retired, or put behind a new fence.
+    pub(crate) progress: bool,
+    /// Batches or retirements are still pending: the reclaimer pauses, then turns again.
+    pub(crate) waiting: bool,
+}
+
+/// The reclaimer's state between turns.
+pub(crate) struct Sweeper<B: Backend> {
+    backend: B,
+    /// Garbage waits in batches behind one shared fence: one event per stream per batch, however
+    /// many resources were dropped meanwhile, so the reclaimer keeps up with drop-heavy loops.
+    pending: Batches<B::Fence, B::Item>,
+    /// Retired streams that were capturing: retried until the capture ends.
+    retiring: Vec<B::Retiring>,
+    /// Items past their fence that are not [`ready`](Backend::ready) yet.
+    held: Vec<B::Item>,
+}
+
+impl<B: Backend> Sweeper<B> {
+    pub(crate) fn new(backend: B) -> Self {
+        Sweeper {
+            backend,
+            pending: Batches::new(),
+            retiring: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// One turn: takes what was handed over (waiting for it when nothing else is pending),
+    /// releases what needs no fence, retries retirements, puts the rest behind one fence recorded
+    /// now (after the drops: later is only more conservative), and releases every batch whose
+    /// fence passed.
+    pub(crate) fn turn(&mut self, r: &Reclaimer<B::Item>) -> Turn {
+        let new =
+            r.take(self.pending.is_empty() && self.retiring.is_empty() && self.held.is_empty());
+        let b = &self.backend;
         let mut fenced = Vec::new();
         let mut now = 0;
         for g in new {
-            match g {
-                Garbage::Retire(s) => retiring.push(s),
-                // Events and stream handles are released by the driver once their work is done.
-                g @ (Garbage::Event(_) | Garbage::Stream(_)) => {
-                    release(g);
+            match b.sort(g) {
+                Sort::Retire(s) => self.retiring.push(s),
+                Sort::Now(g) => {
+                    b.release(g);
                     now += 1;
                 }
-                g => fenced.push(g),
+                Sort::Fenced(g) => fenced.push(g),
             }
         }
-        let before = retiring.len();
-        retiring = retiring
+        let before = self.retiring.len();
+        self.retiring = std::mem::take(&mut self.retiring)
             .into_iter()
-            .filter_map(|s| try_retire(s).err())
+            .filter_map(|s| b.retire(s).err())
             .collect();
-        now += before - retiring.len();
+        now += before - self.retiring.len();
         if now > 0 {
             r.done(now);
-            pause = Duration::from_micros(20);
         }
+        let progress = now > 0 || !fenced.is_empty();
         if !fenced.is_empty() {
-            // The fence is recorded here, after the drops: later is only more conservative.
-            pending.push(fence(), fenced);
-            pause = Duration::from_micros(20);
+            self.pending.push(b.fence(), fenced);
         }
-        let mut waiting = 0;
-        let mut released = pending.poll(Fence::passed, |g| match g {
-            g @ Garbage::Module { .. } => {
-                unloads.push(g);
-                waiting += 1;
+        let held = &mut self.held;
+        self.pending.poll(|f| b.passed(f), |g| held.push(g));
+        let before = self.held.len();
+        let mut released = 0;
+        for g in std::mem::take(&mut self.held) {
+            if b.ready(&g) {
+                b.release(g);
+                released += 1;
+            } else {
+                self.held.push(g);
             }
-            g => release(g),
-        });
-        released -= waiting;
-        if !unloads.is_empty() && streams_idle() {
-            released += unloads.len();
-            unloads.drain(..).for_each(release);
         }
+        debug_assert!(released <= before);
         if released > 0 {
             r.done(released);
         }
-        if !pending.is_empty() || !retiring.is_empty() || !unloads.is_empty() {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
+        Turn {
+            progress,
+            waiting: !self.pending.is_empty() || !self.retiring.is_empty() || !self.held.is_empty(),
         }
     }
 }
 
-impl Reclaimer {
-    fn done(&self, n: usize) {
-        self.outstanding.fetch_sub(n, Ordering::AcqRel);
-        let _g = lock(&self.idle_lock);
-        self.idle.notify_all();
+/// The crate's backend: driver releases behind fences of events.
+pub(crate) struct Driver;
+
+impl Backend for Driver {
+    type Item = Garbage;
+    type Fence = Fence<Cuda>;
+    type Retiring = Arc<StreamInner>;
+
+    fn sort(&self, g: Garbage) -> Sort<Garbage, Arc<StreamInner>> {
+        match g {
+            Garbage::Retire(s) => Sort::Retire(s),
+            // Events and stream handles are released by the driver once their work is done.
+            g @ (Garbage::Event(_) | Garbage::Stream(_)) => Sort::Now(g),
+            g => Sort::Fenced(g),
+        }
+    }
+
+    fn release(&self, g: Garbage) {
+        release(g);
+    }
+
+    fn retire(&self, s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
+        fence::registry().try_retire(s)
+    }
+
+    fn fence(&self) -> Fence<Cuda> {
+        fence::registry().fence()
+    }
+
+    fn passed(&self, f: &mut Fence<Cuda>) -> bool {
+        fence::registry().passed(f)
+    }
+
+    /// `cuModuleUnload`, like `cuMemFreeHost`, waits for the GPU's queued work and holds back
+    /// other threads' driver calls meanwhile: a module is unloaded only at a moment when every
+    /// stream of the crate is idle, so that the unload cannot stall a thread that is about to
+    /// signal a flag.
+    fn ready(&self, g: &Garbage) -> bool {
+        !matches!(g, Garbage::Module { .. }) || fence::registry().all_idle()
+    }
+}
+
+fn run(r: &'static Reclaimer<Garbage>) {
+    guard::mark_reclaimer_thread();
+    let mut sweeper = Sweeper::new(Driver);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        let turn = sweeper.turn(r);
+        if turn.progress {
+            pause = Duration::from_micros(20);
+        }
+        if turn.waiting {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
     }
 }
 
@@ -480,24 +492,7 @@ fn release_now(g: Garbage) -> Result<()> {
 ///
 /// [`Error::Timeout`] if something is still pending after `timeout`.
 pub fn wait_for_releases(timeout: Duration) -> Result<()> {
-    let r = reclaimer();
-    let deadline = Instant::now() + timeout;
-    let mut g = lock(&r.idle_lock);
-    while r.outstanding.load(Ordering::Acquire) > 0 {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Error::Timeout {
-                what: "deferred releases",
-                timeout,
-            });
-        }
-        g = r
-            .idle
-            .wait_timeout(g, (deadline - now).min(Duration::from_millis(5)))
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    Ok(())
+    reclaimer().wait_idle(timeout)
 }
 
 /// Drops `value` on the crate's reclaimer thread once the GPU is past all work enqueued so far on
@@ -510,60 +505,8 @@ pub fn defer_drop<T: Send + 'static>(value: T) {
 
 /// How many deferred releases are still pending.
 pub fn pending_releases() -> usize {
-    reclaimer().outstanding.load(Ordering::Acquire)
+    reclaimer().outstanding()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Batches;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        /// Drop `n` resources; the GPU has enqueued work up to the current point.
-        Drop(usize),
-        /// The GPU advances past `k` more enqueued points.
-        Advance(u32),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (1usize..5).prop_map(Op::Drop),
-            (0u32..4).prop_map(Op::Advance)
-        ]
-    }
-
-    proptest! {
-        /// Model of the keep-alive rule: a resource dropped when the GPU had `e` points enqueued is
-        /// released only once the GPU passed point `e` (its fence), and exactly once; at the end,
-        /// with the GPU past everything, nothing is left.
-        #[test]
-        fn batches_release_each_item_once_and_never_before_its_fence(ops in proptest::collection::vec(op(), 1..80)) {
-            let mut b: Batches<u32, (usize, u32)> = Batches::new();
-            let (mut enqueued, mut gpu_at, mut next_id) = (0u32, 0u32, 0usize);
-            let mut released = vec![false; 400];
-            for o in ops {
-                match o {
-                    Op::Drop(n) => {
-                        enqueued += 1; // the drop happens after work was enqueued
-                        let batch: Vec<_> = (0..n).map(|_| { next_id += 1; (next_id - 1, enqueued) }).collect();
-                        b.push(enqueued, batch);
-                    }
-                    Op::Advance(k) => gpu_at = (gpu_at + k).min(enqueued),
-                }
-                b.poll(|&mut fence| gpu_at >= fence, |(id, fence)| {
-                    assert!(gpu_at >= fence, "released before its fence");
-                    assert!(!released[id], "released twice");
-                    released[id] = true;
-                });
-            }
-            gpu_at = enqueued;
-            b.poll(|&mut fence| gpu_at >= fence, |(id, _)| {
-                assert!(!released[id]);
-                released[id] = true;
-            });
-            prop_assert!(b.is_empty());
-            prop_assert!(released[..next_id].iter().all(|&r| r));
-        }
-    }
-}
+#[cfg(all(test, loom))]
+mod loom_model;

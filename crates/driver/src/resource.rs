@@ -89,7 +89,8 @@ pub(crate) trait Resource {
     fn record_use(&self, _stream: &Arc<StreamInner>, _access: Access) -> Result<()> {
         Ok(())
     }
-    /// Called after the enqueue of work that recorded a use (whether it succeeded or not).
+    /// Called once for every use recorded on a stream: after the enqueue of the work (whether it
+    /// succeeded or not), or when the operation is given up before it.
     fn enqueued(&self, _stream: &Arc<StreamInner>) {}
     /// Whether [`enqueued`](Self::enqueued) must be called after the enqueue.
     fn needs_enqueued(&self) -> bool {
@@ -284,10 +285,21 @@ impl<'r> StreamOp<'_, 'r> {
             hand_to_graph(g, std::mem::take(&mut self.keep))?;
         }
         let r = f(self.stream.raw);
-        for h in self.after.iter().flatten() {
+        for h in std::mem::take(&mut self.after).iter().flatten() {
             h.enqueued(self.stream);
         }
         r
+    }
+}
+
+impl Drop for StreamOp<'_, '_> {
+    /// An operation given up after a resource recorded its use (a later resource refused, the
+    /// context could not be bound) still runs the hooks: a host buffer's note is always followed
+    /// by its record, so that its waits can settle.
+    fn drop(&mut self) {
+        for h in self.after.iter().flatten() {
+            h.enqueued(self.stream);
+        }
     }
 }
 

@@ -16,13 +16,19 @@
 //! queue; [`GRACE`] after the last step they park and use no CPU. The crate knows when work is in
 //! flight because it enqueued it. Waking a parked thread is a futex call made on the enqueuing
 //! thread only when the thread is parked (the first step after an idle period).
+//!
+//! The ring's protocol ([`Ring`]: [`reserve`], [`Ticket::cancel`] and the notifier's
+//! [`Ring::scan`]) is generic over the job and the slot count, so that the loom model in
+//! `trampoline/loom_model.rs` runs it on a ring of two slots: every job is dispatched exactly once
+//! or handed back, and a slot is reused only once its last ticket is done.
 
 use crate::device::DeviceInner;
 use crate::error::Result;
 use crate::host_func::Job;
 use crate::raw::{self, CUdeviceptr};
+use crate::sync;
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -253,52 +259,151 @@ pub(crate) fn dispatch(job: Box<Job>) {
 pub const RING_SLOTS: usize = 4096;
 const SLOT_STRIDE: usize = 64;
 
-pub(crate) struct Ring {
-    /// Mapped pinned memory: the GPU writes ticket t into slot t % RING_SLOTS.
-    host: *const AtomicU64,
-    dev: CUdeviceptr,
-    /// The job waiting for slot i's ticket, and that ticket.
-    jobs: Box<[AtomicPtr<Job>]>,
-    tickets: Box<[AtomicU64]>,
-    /// The last ticket of slot i that was dispatched.
-    done: Box<[AtomicU64]>,
-    /// Next ticket to hand out (tickets start at 1; 0 is what fresh slots hold).
-    next: AtomicU64,
-    /// Every ticket below this was dispatched (the notifier advances it).
-    low: AtomicU64,
-    sleepers: Sleepers,
-    /// Whether the notifier is spinning (not parked).
-    awake: AtomicBool,
+/// One slot of the ring's mapped memory: the last ticket the GPU wrote there, alone on its cache
+/// line.
+#[repr(C)]
+pub(crate) struct Slot {
+    ticket: sync::atomic::AtomicU64,
+    _line: [u8; SLOT_STRIDE - size_of::<u64>()],
 }
 
-// SAFETY: the ring's memory is pinned, portable, device-mapped host memory: it belongs to the
-// process, not to a thread (CUDA Driver API, `cuMemHostAlloc` with `CU_MEMHOSTALLOC_PORTABLE`),
-// is never freed, and is read by the host only through `AtomicU64`s; every other field is an
-// atomic. So sharing `&Ring` across threads is sharing atomics.
-unsafe impl Send for Ring {}
-// SAFETY: as above.
-unsafe impl Sync for Ring {}
+// The GPU writes ticket t at byte (t % RING_SLOTS) * SLOT_STRIDE of the mapping, which needs no
+// more alignment than a u64.
+#[cfg(not(all(test, loom)))]
+const _: () = assert!(size_of::<Slot>() == SLOT_STRIDE && align_of::<Slot>() == align_of::<u64>());
 
-impl Ring {
-    fn slot(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: `i < RING_SLOTS` and the allocation holds RING_SLOTS slots of SLOT_STRIDE bytes,
-        // kept for the life of the process.
-        unsafe {
-            &*self
-                .host
-                .cast::<u8>()
-                .add(i * SLOT_STRIDE)
-                .cast::<AtomicU64>()
+impl Slot {
+    /// A slot holding no ticket yet.
+    #[cfg(all(test, loom))]
+    fn new() -> Slot {
+        Slot {
+            ticket: sync::atomic::AtomicU64::new(0),
+            _line: [0; SLOT_STRIDE - size_of::<u64>()],
         }
     }
 }
 
-static RING: OnceLock<Result<&'static Ring>> = OnceLock::new();
+/// The kickoff ring: `N` slots, each with the job waiting for its ticket.
+///
+/// A step reserves ticket t (tickets count up from 1) and slot t % N, publishes its job there,
+/// and enqueues the GPU's write of t into the slot. The notifier dispatches the job once it sees
+/// t in the slot, and advances `low` past every ticket that is done (dispatched, or cancelled
+/// because its write was never enqueued). A slot is reused only when its previous ticket is below
+/// `low`, so a pending ticket's job is never overwritten.
+pub(crate) struct Ring<J, const N: usize> {
+    /// Mapped pinned memory: the GPU writes ticket t into slot t % N.
+    host: &'static [Slot],
+    dev: CUdeviceptr,
+    /// The job waiting for slot i's ticket, and that ticket.
+    jobs: Box<[sync::atomic::AtomicPtr<J>]>,
+    tickets: Box<[sync::atomic::AtomicU64]>,
+    /// The last ticket of slot i that was dispatched.
+    done: Box<[sync::atomic::AtomicU64]>,
+    /// Next ticket to hand out (tickets start at 1; 0 is what fresh slots hold).
+    next: sync::atomic::AtomicU64,
+    /// Every ticket below this was dispatched (the notifier advances it).
+    low: sync::atomic::AtomicU64,
+    sleepers: Sleepers,
+    /// Whether the notifier is spinning (not parked).
+    awake: sync::atomic::AtomicBool,
+}
+
+/// The process's ring.
+pub(crate) type KickRing = Ring<Job, RING_SLOTS>;
+
+impl<J: Send, const N: usize> Ring<J, N> {
+    /// A ring over `host` (N slots, zero: no ticket yet) that the GPU reaches at `dev`.
+    fn new(host: &'static [Slot], dev: CUdeviceptr) -> Self {
+        let atomics = |v: u64| {
+            (0..N)
+                .map(|_| sync::atomic::AtomicU64::new(v))
+                .collect::<Box<[_]>>()
+        };
+        Ring {
+            host,
+            dev,
+            jobs: (0..N)
+                .map(|_| sync::atomic::AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            tickets: atomics(0),
+            done: atomics(0),
+            next: sync::atomic::AtomicU64::new(1),
+            low: sync::atomic::AtomicU64::new(1),
+            sleepers: Sleepers::new(),
+            awake: sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    fn index(t: u64) -> usize {
+        (t % N as u64) as usize
+    }
+
+    fn slot(&self, i: usize) -> &sync::atomic::AtomicU64 {
+        &self.host[i].ticket
+    }
+
+    /// The notifier's pass over the tickets handed out and not yet known to be done: hands the
+    /// job of every ticket the GPU wrote to `dispatch` (exactly once: the swap makes the caller
+    /// its only owner), then advances `low` past the done prefix. Returns whether it dispatched.
+    pub(crate) fn scan(&self, mut dispatch: impl FnMut(Box<J>)) -> bool {
+        let hi = self.next.load(Ordering::Acquire);
+        let start = self.low.load(Ordering::Relaxed);
+        let mut low = start;
+        let mut prefix = true;
+        let mut dispatched = false;
+        for t in start..hi {
+            let i = Self::index(t);
+            if self.done[i].load(Ordering::Acquire) != t
+                && self.tickets[i].load(Ordering::Acquire) == t
+                && self.slot(i).load(Ordering::Acquire) == t
+            {
+                let p = self.jobs[i].swap(std::ptr::null_mut(), Ordering::AcqRel);
+                self.done[i].store(t, Ordering::Release);
+                if !p.is_null() {
+                    // SAFETY: the pointer is the Box `reserve` published for ticket t; the swap
+                    // made this the only owner.
+                    dispatch(unsafe { Box::from_raw(p) });
+                    dispatched = true;
+                }
+            }
+            if prefix && self.done[i].load(Ordering::Acquire) == t {
+                low = t + 1;
+            } else {
+                prefix = false;
+            }
+        }
+        self.low.store(low, Ordering::Release);
+        dispatched
+    }
+
+    /// Whether a ticket was handed out that is not known to be done.
+    fn pending(&self) -> bool {
+        self.low.load(Ordering::Acquire) < self.next.load(Ordering::SeqCst)
+    }
+
+    /// Whether the GPU wrote a ticket whose job is not dispatched yet.
+    fn ready(&self) -> bool {
+        let (lo, hi) = (
+            self.low.load(Ordering::Acquire),
+            self.next.load(Ordering::Acquire),
+        );
+        (lo..hi).any(|t| {
+            let i = Self::index(t);
+            self.slot(i).load(Ordering::Acquire) == t && self.done[i].load(Ordering::Acquire) != t
+        })
+    }
+}
+
+static RING: OnceLock<Result<&'static KickRing>> = OnceLock::new();
 
 /// The ring, allocated on first use under `device`'s context (`cuMemHostAlloc` returns at once
 /// even while streams wait; it is never freed).
-fn ring(device: &DeviceInner) -> Result<&'static Ring> {
+fn ring(device: &DeviceInner) -> Result<&'static KickRing> {
     RING.get_or_init(|| {
+        if cfg!(all(test, loom)) {
+            // A slot holds loom's atomic then: only the models' own rings may exist.
+            panic!("no mapped kickoff ring under loom");
+        }
         device.bind_checked()?;
         let flags =
             ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
@@ -310,24 +415,13 @@ fn ring(device: &DeviceInner) -> Result<&'static Ring> {
         // SAFETY: `host` is mapped pinned memory of the current context.
         let dev = unsafe { raw::mem_host_get_device_pointer(host) }?;
         crate::memory::PINNED_BYTES.fetch_add(bytes, Ordering::AcqRel);
-        let atomics = |v: u64| {
-            (0..RING_SLOTS)
-                .map(|_| AtomicU64::new(v))
-                .collect::<Box<[_]>>()
-        };
-        let r: &'static Ring = Box::leak(Box::new(Ring {
-            host: host.cast_const().cast(),
-            dev,
-            jobs: (0..RING_SLOTS)
-                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-                .collect(),
-            tickets: atomics(0),
-            done: atomics(0),
-            next: AtomicU64::new(1),
-            low: AtomicU64::new(1),
-            sleepers: Sleepers::new(),
-            awake: AtomicBool::new(true),
-        }));
+        // SAFETY: the allocation holds RING_SLOTS slots of SLOT_STRIDE bytes (a `Slot` is one
+        // atomic u64 padded to exactly that), aligned at least for a u64 (the driver's pinned
+        // allocations are page-aligned), zeroed (a valid `Slot`), and kept for the life of the
+        // process; it is accessed only through the atomics.
+        let slots: &'static [Slot] =
+            unsafe { std::slice::from_raw_parts(host.cast_const().cast::<Slot>(), RING_SLOTS) };
+        let r: &'static KickRing = Box::leak(Box::new(Ring::new(slots, dev)));
         let spawned = std::thread::Builder::new()
             .name("ferrocuda-notifier".into())
             .spawn(move || {
@@ -343,26 +437,30 @@ fn ring(device: &DeviceInner) -> Result<&'static Ring> {
 }
 
 /// A GPU-write kickoff prepared for a step: enqueue `cuStreamWriteValue64(addr, ticket)`.
-pub(crate) struct Ticket {
+pub(crate) struct Ticket<J: 'static, const N: usize> {
     pub(crate) addr: CUdeviceptr,
     pub(crate) ticket: u64,
     slot: usize,
-    ring: &'static Ring,
+    ring: &'static Ring<J, N>,
 }
 
 /// The kickoff ring (allocated on first use).
-pub(crate) fn ring_for(device: &DeviceInner) -> Result<&'static Ring> {
+pub(crate) fn ring_for(device: &DeviceInner) -> Result<&'static KickRing> {
     ring(device)
 }
 
 /// Reserves a ring slot for `job` and publishes it to the notifier; `Err(job)` when the ring is
 /// full (the caller falls back to a host-function kickoff).
-pub(crate) fn reserve(r: &'static Ring, job: Box<Job>) -> std::result::Result<Ticket, Box<Job>> {
+pub(crate) fn reserve<J: Send, const N: usize>(
+    r: &'static Ring<J, N>,
+    job: Box<J>,
+) -> std::result::Result<Ticket<J, N>, Box<J>> {
     let mut t = r.next.load(Ordering::SeqCst);
     loop {
         // `low` lags behind, so this is conservative: a slot is never reused while its last
-        // ticket may still be pending.
-        if t - r.low.load(Ordering::Acquire) >= RING_SLOTS as u64 {
+        // ticket may still be pending. `t` may be stale and below `low` (others took and finished
+        // tickets since it was read): then the exchange below fails and `t` is read again.
+        if t.saturating_sub(r.low.load(Ordering::Acquire)) >= N as u64 {
             return Err(job);
         }
         match r
@@ -373,7 +471,7 @@ pub(crate) fn reserve(r: &'static Ring, job: Box<Job>) -> std::result::Result<Ti
             Err(cur) => t = cur,
         }
     }
-    let slot = (t % RING_SLOTS as u64) as usize;
+    let slot = Ring::<J, N>::index(t);
     r.tickets[slot].store(t, Ordering::Relaxed);
     r.jobs[slot].store(Box::into_raw(job), Ordering::Release);
     if !r.awake.load(Ordering::SeqCst) {
@@ -387,9 +485,9 @@ pub(crate) fn reserve(r: &'static Ring, job: Box<Job>) -> std::result::Result<Ti
     })
 }
 
-impl Ticket {
+impl<J, const N: usize> Ticket<J, N> {
     /// The enqueue of the GPU write failed: take the job back (nothing will write the ticket).
-    pub(crate) fn cancel(self) -> Option<Box<Job>> {
+    pub(crate) fn cancel(self) -> Option<Box<J>> {
         let p = self.ring.jobs[self.slot].swap(std::ptr::null_mut(), Ordering::AcqRel);
         self.ring.done[self.slot].store(self.ticket, Ordering::Release);
         // SAFETY: a non-null pointer here is the Box this ticket published and nobody took.
@@ -541,7 +639,7 @@ impl GpuKickoff {
     }
 }
 
-fn notifier(r: &'static Ring) {
+fn notifier(r: &'static KickRing) {
     let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
     let mut version = usize::MAX;
     loop {
@@ -562,54 +660,21 @@ fn notifier(r: &'static Ring) {
         for k in &kicks {
             dispatched |= k.poll();
         }
-        let hi = r.next.load(Ordering::Acquire);
-        let start = r.low.load(Ordering::Relaxed);
-        let mut low = start;
-        let mut prefix = true;
-        for t in start..hi {
-            let i = (t % RING_SLOTS as u64) as usize;
-            if r.done[i].load(Ordering::Acquire) != t
-                && r.tickets[i].load(Ordering::Acquire) == t
-                && r.slot(i).load(Ordering::Acquire) == t
-            {
-                let p = r.jobs[i].swap(std::ptr::null_mut(), Ordering::AcqRel);
-                r.done[i].store(t, Ordering::Release);
-                if !p.is_null() {
-                    // SAFETY: the pointer is the Box `reserve` published for ticket t; the swap
-                    // made this the only owner.
-                    let job = unsafe { Box::from_raw(p) };
-                    // Always to a worker: the notifier never runs user code, so a closure that
-                    // blocks cannot hold back another stream's kickoff (see the module docs).
-                    dispatch(job);
-                    dispatched = true;
-                }
-            }
-            if prefix && r.done[i].load(Ordering::Acquire) == t {
-                low = t + 1;
-            } else {
-                prefix = false;
-            }
-        }
-        r.low.store(low, Ordering::Release);
+        // Always to a worker: the notifier never runs user code, so a closure that blocks cannot
+        // hold back another stream's kickoff (see the module docs).
+        dispatched |= r.scan(dispatch);
         if dispatched {
             continue;
         }
         let pending = || {
-            r.low.load(Ordering::Acquire) < r.next.load(Ordering::SeqCst)
+            r.pending()
                 || kicks.iter().any(|k| k.pending())
                 || KICKS.version.load(Ordering::Acquire) != version
         };
         if spin(pending, || {
-            let (lo, hi) = (
-                r.low.load(Ordering::Acquire),
-                r.next.load(Ordering::Acquire),
-            );
             kicks.iter().any(|k| k.ready())
                 || KICKS.version.load(Ordering::Acquire) != version
-                || (lo..hi).any(|t| {
-                    let i = (t % RING_SLOTS as u64) as usize;
-                    r.slot(i).load(Ordering::Acquire) == t && r.done[i].load(Ordering::Acquire) != t
-                })
+                || r.ready()
         }) {
             continue;
         }
@@ -618,6 +683,9 @@ fn notifier(r: &'static Ring) {
         r.awake.store(true, Ordering::SeqCst);
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_model;
 
 #[cfg(test)]
 mod tests {

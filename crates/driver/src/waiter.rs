@@ -19,15 +19,19 @@
 //! that it is tested without a GPU: an entry is pending (holding the waker of its latest poll) or
 //! done (holding the result for the future's next poll); the future removes it when it takes the
 //! result or when it is dropped. Every waker is woken at most once; wakers are woken outside the
-//! lock.
+//! lock. [`Shared`] is the protocol around it, also generic: the registry behind its lock, the
+//! counters mirrored from it for lock-free reads, the futures' side (`register`, `poll`,
+//! `cancel`) and the thread's ([`Shared::sweep`]: copy what is pending, check it outside the lock,
+//! fire what was reached, wake outside the lock). The loom model in `waiter/loom_model.rs` runs
+//! those against each other.
 
 use crate::error::{Error, Result};
 use crate::event::RawEvent;
 use crate::flag::{FlagInner, WaitCondition, flag_outcome};
 use crate::raw;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use crate::sync;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -93,7 +97,7 @@ struct Entry<C> {
 
 /// Registered futures by id.
 pub(crate) struct Registry<C> {
-    entries: HashMap<u64, Entry<C>>,
+    entries: sync::HashMap<u64, Entry<C>>,
     next: u64,
     /// Entries still pending (what the thread has to watch).
     pending: usize,
@@ -102,7 +106,7 @@ pub(crate) struct Registry<C> {
 impl<C: Clone> Registry<C> {
     pub(crate) fn new() -> Self {
         Registry {
-            entries: HashMap::new(),
+            entries: sync::HashMap::default(),
             next: 0,
             pending: 0,
         }
@@ -200,20 +204,163 @@ impl<C: Clone> Registry<C> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The protocol around it
+
+/// The registry behind its lock, with the counters mirrored from it that the thread and
+/// [`kick`] read without the lock. Every change of the registry is published (the mirrors
+/// stored, the generation bumped) before the lock is released.
+pub(crate) struct Shared<C> {
+    registry: sync::Mutex<Registry<C>>,
+    /// Registered entries (mirrors `Registry::len`).
+    count: sync::atomic::AtomicUsize,
+    /// Pending entries (mirrors `Registry::pending`): the thread parks when there are none, even
+    /// if done entries wait for their futures' next poll.
+    pending: sync::atomic::AtomicUsize,
+    /// Bumped by every change of the registry (under its lock): the thread re-reads its snapshot
+    /// of pending conditions only when this moved, so its checks take no lock while nothing
+    /// changes.
+    generation: sync::atomic::AtomicU64,
+}
+
+/// The thread's copy of the pending conditions, checked without the lock.
+pub(crate) struct Watch<C> {
+    conds: Vec<(u64, C)>,
+    /// The registry generation `conds` was copied at (`u64::MAX`: not copied yet).
+    generation: u64,
+    fired: Vec<(u64, Result<u64>)>,
+}
+
+impl<C> Watch<C> {
+    pub(crate) fn new() -> Self {
+        Watch {
+            conds: Vec::new(),
+            generation: u64::MAX,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Forgets the copy (no handle is held while the thread is parked).
+    pub(crate) fn clear(&mut self) {
+        self.conds.clear();
+        self.generation = u64::MAX;
+    }
+}
+
+impl<C: Clone> Shared<C> {
+    pub(crate) fn new() -> Self {
+        Shared {
+            registry: sync::Mutex::new(Registry::new()),
+            count: sync::atomic::AtomicUsize::new(0),
+            pending: sync::atomic::AtomicUsize::new(0),
+            generation: sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> sync::MutexGuard<'_, Registry<C>> {
+        // A panic while holding the lock cannot leave the map inconsistent (each critical section
+        // is one insert, remove or replace), so a poisoned lock is used as is.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, r: &Registry<C>) {
+        self.count.store(r.len(), Ordering::SeqCst);
+        self.pending.store(r.pending(), Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Registers a pending wait; returns its id.
+    pub(crate) fn register(&self, cond: C, waker: Waker) -> u64 {
+        let mut r = self.lock();
+        let id = r.register(cond, waker);
+        self.publish(&r);
+        id
+    }
+
+    /// Polls the entry of a registered future (a replaced waker is dropped outside the lock).
+    pub(crate) fn poll(&self, id: u64, waker: &Waker) -> Poll<Result<u64>> {
+        let (p, old) = {
+            let mut r = self.lock();
+            let p = r.poll(id, waker);
+            self.publish(&r);
+            p
+        };
+        drop(old);
+        p
+    }
+
+    /// Deregisters a dropped future.
+    pub(crate) fn cancel(&self, id: u64) {
+        let removed = {
+            let mut r = self.lock();
+            let e = r.cancel(id);
+            self.publish(&r);
+            e
+        };
+        // The condition (maybe the last handle of an event) and the waker drop outside the lock.
+        drop(removed);
+    }
+
+    /// The thread's look at what is pending: copies the pending conditions into `w` if the
+    /// registry changed since the last copy, checks each with `check` outside the lock, fires the
+    /// reached ones and wakes their wakers outside the lock. Returns whether any was reached.
+    pub(crate) fn sweep(
+        &self,
+        w: &mut Watch<C>,
+        check: impl Fn(&C) -> Option<Result<u64>>,
+    ) -> bool {
+        if self.generation.load(Ordering::SeqCst) != w.generation {
+            w.conds.clear();
+            let r = self.lock();
+            r.snapshot(&mut w.conds);
+            // Read under the lock: the snapshot is of exactly this generation.
+            w.generation = self.generation.load(Ordering::SeqCst);
+        }
+        for (id, cond) in &w.conds {
+            if let Some(r) = check(cond) {
+                w.fired.push((*id, r));
+            }
+        }
+        if w.fired.is_empty() {
+            return false;
+        }
+        let wakers: Vec<Waker> = {
+            let mut r = self.lock();
+            let wakers = w
+                .fired
+                .drain(..)
+                .filter_map(|(id, res)| r.fire(id, res))
+                .collect();
+            self.publish(&r);
+            wakers
+        };
+        // A waker is user code: one that panics (or whose panic payload panics when dropped)
+        // must not take this thread, and every future of the process, with it.
+        for w in wakers {
+            if let Err(msg) = crate::guard::contain(|| w.wake()) {
+                tracing::debug!(%msg, "a future's waker panicked");
+            }
+        }
+        true
+    }
+
+    /// Entries registered (pending, or done and not yet taken), read without the lock.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Entries pending, read without the lock.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The thread
 
 const SPINNING: u8 = 0;
 const SLEEPING: u8 = 1;
 const PARKED: u8 = 2;
 
-/// Registered entries (mirrors `registry().len()`, readable without the lock).
-static COUNT: AtomicUsize = AtomicUsize::new(0);
-/// Pending entries (mirrors `registry().pending()`): the thread parks when there are none, even if
-/// done entries wait for their futures' next poll.
-static PENDING: AtomicUsize = AtomicUsize::new(0);
-/// Bumped by every change of the registry (under its lock): the thread re-reads its snapshot of
-/// pending conditions only when this moved, so its checks take no lock while nothing changes.
-static GEN: AtomicU64 = AtomicU64::new(0);
 /// What the thread is doing.
 static STATE: AtomicU8 = AtomicU8::new(PARKED);
 /// Bumped by every registration and kick: the thread restarts its spin when it changes.
@@ -221,13 +368,10 @@ static ACTIVITY: AtomicU64 = AtomicU64::new(0);
 /// The spin window in nanoseconds.
 static SPIN_NS: AtomicU64 = AtomicU64::new(100_000);
 
-fn registry() -> MutexGuard<'static, Registry<Cond>> {
-    static R: OnceLock<Mutex<Registry<Cond>>> = OnceLock::new();
-    // A panic while holding the lock cannot leave the map inconsistent (each critical section is
-    // one insert, remove or replace), so a poisoned lock is used as is.
-    R.get_or_init(|| Mutex::new(Registry::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+/// The process's registry and its counters.
+fn shared() -> &'static Shared<Cond> {
+    static S: OnceLock<Shared<Cond>> = OnceLock::new();
+    S.get_or_init(Shared::new)
 }
 
 /// The waiter thread, started on first use.
@@ -254,49 +398,24 @@ fn thread() -> Option<&'static Thread> {
 /// (pending entries, thread state) for tests.
 #[cfg(test)]
 pub(crate) fn debug_state() -> (usize, u8) {
-    (PENDING.load(Ordering::SeqCst), STATE.load(Ordering::SeqCst))
-}
-
-fn publish(r: &Registry<Cond>) {
-    COUNT.store(r.len(), Ordering::SeqCst);
-    PENDING.store(r.pending(), Ordering::SeqCst);
-    GEN.fetch_add(1, Ordering::SeqCst);
+    (shared().pending(), STATE.load(Ordering::SeqCst))
 }
 
 /// Registers a pending wait and makes sure the thread watches it.
 pub(crate) fn register(cond: Cond, waker: Waker) -> u64 {
-    let id = {
-        let mut r = registry();
-        let id = r.register(cond, waker);
-        publish(&r);
-        id
-    };
+    let id = shared().register(cond, waker);
     wake_thread();
     id
 }
 
 /// Polls the entry of a registered future.
 pub(crate) fn poll(id: u64, waker: &Waker) -> Poll<Result<u64>> {
-    let (p, old) = {
-        let mut r = registry();
-        let p = r.poll(id, waker);
-        publish(&r);
-        p
-    };
-    drop(old);
-    p
+    shared().poll(id, waker)
 }
 
 /// Deregisters a dropped future.
 pub(crate) fn cancel(id: u64) {
-    let removed = {
-        let mut r = registry();
-        let e = r.cancel(id);
-        publish(&r);
-        e
-    };
-    // The condition (maybe the last handle of an event) and the waker drop outside the lock.
-    drop(removed);
+    shared().cancel(id);
 }
 
 /// A host-side signal that a future may be waiting for (a flag stored by the host, an abort, a
@@ -304,7 +423,7 @@ pub(crate) fn cancel(id: u64) {
 /// future is registered.
 #[inline]
 pub(crate) fn kick() {
-    if PENDING.load(Ordering::SeqCst) > 0 && STATE.load(Ordering::SeqCst) != SPINNING {
+    if shared().pending() > 0 && STATE.load(Ordering::SeqCst) != SPINNING {
         wake_thread();
     }
 }
@@ -322,7 +441,7 @@ fn wake_thread() {
 /// ones, and done ones whose result was not yet taken by a poll. 0 once every future was awaited or
 /// dropped (a leak check for tests).
 pub fn pending_futures() -> usize {
-    COUNT.load(Ordering::SeqCst)
+    shared().count()
 }
 
 /// How long the waiter thread keeps spinning after anything happened (a future registered or woken,
@@ -344,14 +463,13 @@ pub fn set_waiter_spin(window: Duration) {
 }
 
 fn run() {
-    let mut snap: Vec<(u64, Cond)> = Vec::new();
-    let mut fired: Vec<(u64, Result<u64>)> = Vec::new();
+    let shared = shared();
+    let mut watch = Watch::new();
     let mut seen = ACTIVITY.load(Ordering::SeqCst);
     let mut last = Instant::now();
     let mut pause = PAUSE_MIN;
-    let mut snap_gen = u64::MAX;
     loop {
-        if PENDING.load(Ordering::SeqCst) == 0 {
+        if shared.pending() == 0 {
             // Linger a little first: a service that awaits back to back registers its next
             // future within microseconds, and a parked thread takes tens of µs to wake.
             if last.elapsed() < waiter_spin().min(IDLE_GRACE_MAX) {
@@ -359,11 +477,10 @@ fn run() {
                 continue;
             }
             // Hold no handle while parked.
-            snap.clear();
-            snap_gen = u64::MAX;
+            watch.clear();
             STATE.store(PARKED, Ordering::SeqCst);
             // A registration after this check unparks (its token survives until `park`).
-            if PENDING.load(Ordering::SeqCst) == 0 {
+            if shared.pending() == 0 {
                 std::thread::park();
             }
             STATE.store(SPINNING, Ordering::SeqCst);
@@ -372,35 +489,7 @@ fn run() {
             pause = PAUSE_MIN;
             continue;
         }
-        if GEN.load(Ordering::SeqCst) != snap_gen {
-            snap.clear();
-            let r = registry();
-            r.snapshot(&mut snap);
-            // Read under the lock: the snapshot is of exactly this generation.
-            snap_gen = GEN.load(Ordering::SeqCst);
-        }
-        for (id, cond) in &snap {
-            if let Some(r) = cond.check() {
-                fired.push((*id, r));
-            }
-        }
-        if !fired.is_empty() {
-            let wakers: Vec<Waker> = {
-                let mut r = registry();
-                let w = fired
-                    .drain(..)
-                    .filter_map(|(id, res)| r.fire(id, res))
-                    .collect();
-                publish(&r);
-                w
-            };
-            // A waker is user code: one that panics (or whose panic payload panics when
-            // dropped) must not take this thread, and every future of the process, with it.
-            for w in wakers {
-                if let Err(msg) = crate::guard::contain(|| w.wake()) {
-                    tracing::debug!(%msg, "a future's waker panicked");
-                }
-            }
+        if shared.sweep(&mut watch, Cond::check) {
             last = Instant::now();
             pause = PAUSE_MIN;
             continue;
@@ -424,10 +513,14 @@ fn run() {
     }
 }
 
+#[cfg(all(test, loom))]
+mod loom_model;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
 
     /// A waker that counts its wakes; its `Arc` count tells whether it was dropped.

@@ -71,6 +71,8 @@ impl DeviceStream {
     /// [`Error::LengthMismatch`], [`Error::DeviceMismatch`], [`Error::NotAllowedUnderCapture`],
     /// [`Error::Driver`].
     pub fn copy_htod<T: Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
+        // Declared before the operation, which borrows it until it ends.
+        let staging_slot: Option<Staging>;
         let mut op = self.inner.begin(
             "DeviceStream::copy_htod",
             UnderCapture::Refuse(BORROWED_HOST),
@@ -82,12 +84,15 @@ impl DeviceStream {
             return Ok(());
         }
         // After the capture check: allocating pinned memory is not allowed on a capturing thread.
-        let staging = Staging(HostAlloc::new(self.device(), bytes, false)?);
+        staging_slot = Some(Staging(HostAlloc::new(self.device(), bytes, false)?));
+        let Some(staging) = &staging_slot else {
+            unreachable!("just set")
+        };
         // SAFETY: the staging block holds at least `bytes` bytes, `src` as many; they are distinct.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), staging.0.host_ptr(), bytes)
         };
-        let s = op.address(&staging, Access::Read)? as *const std::ffi::c_void;
+        let s = op.address(staging, Access::Read)? as *const std::ffi::c_void;
         self.inner.bind()?;
         // SAFETY: `dst` holds `bytes` bytes and stays allocated until the GPU is past the copy;
         // the staging memory is pinned (the call returns at once) and goes back to the crate's
@@ -133,16 +138,21 @@ impl DeviceStream {
         dst: &mut [T],
         timeout: Option<Duration>,
     ) -> Result<()> {
+        // Declared before the operation, which borrows it until it ends.
+        let staging_slot: Option<Staging>;
         let mut op = self
             .inner
             .begin(name, UnderCapture::Refuse(BORROWED_HOST))?;
         check_len(name, src.len(), dst.len())?;
         let bytes = size_of_val(dst);
         // After the capture check: allocating pinned memory is not allowed on a capturing thread.
-        let staging = Staging(HostAlloc::new(self.device(), bytes, false)?);
+        staging_slot = Some(Staging(HostAlloc::new(self.device(), bytes, false)?));
+        let Some(staging) = &staging_slot else {
+            unreachable!("just set")
+        };
         let done = crate::event::RawEvent::new_untimed(self.device())?;
         let s = op.address(src, Access::Read)?;
-        let d = op.address(&staging, Access::Write)? as *mut std::ffi::c_void;
+        let d = op.address(staging, Access::Write)? as *mut std::ffi::c_void;
         self.inner.bind()?;
         op.enqueue(|stream| {
             if bytes > 0 {
