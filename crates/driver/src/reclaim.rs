@@ -290,9 +290,11 @@ pub(crate) trait Backend {
     fn fence(&self) -> Self::Fence;
     /// Whether the GPU is past `f`.
     fn passed(&self, f: &mut Self::Fence) -> bool;
-    /// Whether `g`, past its fence, may be released now (else it is held and asked again).
-    fn ready(&self, _g: &Self::Item) -> bool {
-        true
+    /// Releases `g`, past its fence, if it can be released now; else hands it back, to be tried
+    /// again at the next turn.
+    fn try_release(&self, g: Self::Item) -> Option<Self::Item> {
+        self.release(g);
+        None
     }
 }
 
@@ -312,7 +314,7 @@ pub(crate) struct Sweeper<B: Backend> {
     pending: Batches<B::Fence, B::Item>,
     /// Retired streams that were capturing: retried until the capture ends.
     retiring: Vec<B::Retiring>,
-    /// Items past their fence that are not [`ready`](Backend::ready) yet.
+    /// Items past their fence that could not be released yet ([`Backend::try_release`]).
     held: Vec<B::Item>,
 }
 
@@ -364,11 +366,9 @@ impl<B: Backend> Sweeper<B> {
         let before = self.held.len();
         let mut released = 0;
         for g in std::mem::take(&mut self.held) {
-            if b.ready(&g) {
-                b.release(g);
-                released += 1;
-            } else {
-                self.held.push(g);
+            match b.try_release(g) {
+                None => released += 1,
+                Some(g) => self.held.push(g),
             }
         }
         debug_assert!(released <= before);
@@ -415,12 +415,18 @@ impl Backend for Driver {
         fence::registry().passed(f)
     }
 
-    /// `cuModuleUnload`, like `cuMemFreeHost`, waits for the GPU's queued work and holds back
-    /// other threads' driver calls meanwhile: a module is unloaded only at a moment when every
-    /// stream of the crate is idle, so that the unload cannot stall a thread that is about to
-    /// signal a flag.
-    fn ready(&self, g: &Garbage) -> bool {
-        !matches!(g, Garbage::Module { .. }) || fence::registry().all_idle()
+    /// `cuModuleUnload`, like `cuMemFreeHost`, waits for the GPU's queued work — a wait on a host
+    /// value included — and holds back other threads' driver calls meanwhile (seen on an H200: an
+    /// unload behind a freshly enqueued wait blocked the thread that was to signal, in a kernel
+    /// launch). So a module is unloaded only while every stream of the crate is idle *and* no
+    /// operation can enqueue on any of them: the unload holds every stream's capture lock
+    /// exclusively (taken without waiting; if one is busy, the unload waits for the next turn).
+    fn try_release(&self, g: Garbage) -> Option<Garbage> {
+        if !matches!(g, Garbage::Module { .. }) {
+            release(g);
+            return None;
+        }
+        fence::registry().while_quiet(g, release)
     }
 }
 

@@ -122,15 +122,10 @@ impl<G: Gpu> Registry<G> {
         r.tails.is_empty() && r.live.len() == 1 && G::same(&r.live[0], home)
     }
 
-    /// Whether every registered stream is idle and every tail passed (see `reclaim::Driver`'s
-    /// `ready`: module unloads wait for such a moment).
-    pub(crate) fn all_idle(&self) -> bool {
-        let (streams, tails) = {
-            let r = self.lock();
-            (r.live.clone(), r.tails.clone())
-        };
-        tails.iter().all(|t| self.gpu.reached(t) == Reached::Yes)
-            && streams.iter().all(|s| self.gpu.idle(s))
+    /// The registered streams and the tails not yet passed (a snapshot).
+    fn snapshot(&self) -> (Vec<G::Stream>, Vec<G::Event>) {
+        let r = self.lock();
+        (r.live.clone(), r.tails.clone())
     }
 
     /// Records a fence: an event on every registered stream, plus the tails not yet passed.
@@ -239,6 +234,35 @@ impl Gpu for Cuda {
         )
             // SAFETY: as above.
             && matches!(unsafe { raw::stream_query(s.raw) }, Ok(true))
+    }
+}
+
+impl Registry<Cuda> {
+    /// Runs `f` at a quiet moment: every registered stream's capture lock held exclusively (so no
+    /// operation of the crate can enqueue meanwhile), every stream idle and every tail passed.
+    /// The locks are taken without waiting: if one is busy, or some work is still queued,
+    /// `value` is handed back (`Some(value)`) for a later try.
+    pub(crate) fn while_quiet<T>(&self, value: T, f: impl FnOnce(T)) -> Option<T> {
+        let (mut streams, tails) = self.snapshot();
+        if !tails.iter().all(|t| self.gpu.reached(t) == Reached::Yes) {
+            return Some(value);
+        }
+        // One order for every caller: no two reclaimer turns run at once anyway, and operations
+        // hold one stream's lock at a time, shared.
+        streams.sort_by_key(|s| s.id);
+        let mut held = Vec::with_capacity(streams.len());
+        for s in &streams {
+            match s.capture.try_write() {
+                Ok(g) => held.push(g),
+                Err(_) => return Some(value),
+            }
+        }
+        if !streams.iter().all(|s| self.gpu.idle(s)) {
+            return Some(value);
+        }
+        f(value);
+        drop(held);
+        None
     }
 }
 
