@@ -95,9 +95,9 @@
 //!   operation touches; one-shot host closures, copies of borrowed host memory and allocations are
 //!   refused ([`Error::NotAllowedUnderCapture`]).
 //! * **No hidden deadlocks.** Dropping anything never blocks, even while a stream waits on a host
-//!   value that has not been signalled: the driver calls that would block (`cuMemFreeHost`,
-//!   `cuModuleUnload`, ...) run on the crate's own thread once the GPU is past the resource, and
-//!   device memory is freed stream-ordered. No lock of the crate is held across a wait for the GPU.
+//!   value that has not been signalled: pinned memory goes back to a cache of the crate's instead
+//!   of `cuMemFreeHost`, modules are unloaded by the crate's own thread at a moment when no stream
+//!   has work, and device memory is freed stream-ordered. No lock of the crate is held across a wait for the GPU.
 //!   After a module load gave up behind a wait, operations fail with [`Error::DriverHeld`] instead
 //!   of blocking. See [`wait_for_releases`] and `docs/deadlocks.md`.
 //! * **Host functions are contained.** A closure runs exactly once; its panic (even one whose

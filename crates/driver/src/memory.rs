@@ -391,7 +391,7 @@ impl Waitable<Arc<StreamInner>, Arc<RawEvent>> {
 /// memory a DMA engine is writing; [`is_ready`](Self::is_ready) and
 /// [`try_as_slice`](Self::try_as_slice) never block, [`synchronize_timeout`](Self::synchronize_timeout)
 /// bounds the wait. No lock is held while waiting, so other threads keep enqueueing copies from
-/// the buffer meanwhile. Dropping it never blocks: the memory is freed by the crate's reclaimer
+/// the buffer meanwhile. Dropping it never blocks: the memory goes back to the crate's pinned cache
 /// once the GPU is past every copy.
 ///
 /// `HostBuffer<T>` is `Send` when `T` is, and `Sync` when `T` is: a `Pod` type that carries a

@@ -42,7 +42,9 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// crate's reclaimer. [`driver_held`](crate::driver_held) says when the load has returned.
 ///
 /// Dropping a module never blocks: it is unloaded by the crate's reclaimer once no launch of its
-/// functions is pending and no [`Function`] of it remains.
+/// functions is pending and no [`Function`] of it remains, at a moment when every stream of the
+/// crate is idle (`cuModuleUnload` waits for queued work and holds back other threads' driver
+/// calls meanwhile).
 ///
 /// ```no_run
 /// use ferrocuda_driver::{Device, LaunchArgs, LaunchConfig, Module};

@@ -8,9 +8,12 @@
 //!    still queued). The GPU is past every use of the resource once every fence event has completed,
 //!    because every use was enqueued before the drop.
 //! 2. *No hidden deadlocks.* `cuMemFreeHost`, `cuModuleUnload` (and `cuMemFree`) do not return
-//!    while any stream of the context waits on an unsatisfied host value. So they run on the
-//!    crate's **reclaimer** thread, never on the dropping thread, which may be the one that is
-//!    about to signal. Device memory is freed stream-ordered (`cuMemFreeAsync`), which returns at once.
+//!    while the context has queued work that waits (a wait on a host value, a kernel polling a
+//!    flag), and hold back other threads' driver calls meanwhile. So pinned memory is never freed
+//!    while the process runs (it returns to a cache, see `memory.rs`), modules are unloaded on the
+//!    crate's **reclaimer** thread at a moment when every stream is idle and locked against new
+//!    work, and device memory is freed stream-ordered (`cuMemFreeAsync`), which returns at once.
+//!    Nothing here runs on the dropping thread, which may be the one that is about to signal.
 //!
 //! The reclaimer polls its pending fences with `cuEventQuery` (which never blocks), sleeps with a
 //! growing back-off while anything is pending, and parks when nothing is.
