@@ -153,7 +153,7 @@ pub use module::{
 };
 pub use reclaim::{defer_drop, pending_releases, wait_for_releases};
 #[doc(hidden)]
-pub use resource::NodeUses;
+pub use resource::{NodeUses, hand_to_graph};
 pub use stream::{DeviceStream, FlagSource, GateStrategy};
 pub use trampoline::{
     GRACE as TRAMPOLINE_GRACE, GpuKickoff, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,

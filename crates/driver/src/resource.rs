@@ -282,7 +282,9 @@ impl<'r> StreamOp<'_, 'r> {
         if let Some(g) = self.graph
             && !self.keep.is_empty()
         {
-            hand_to_graph(g, std::mem::take(&mut self.keep))?;
+            // SAFETY: `g` is the graph the driver says the stream captures into, live until the
+            // capture ends, which needs the stream's capture lock this operation holds.
+            unsafe { hand_to_graph(g, std::mem::take(&mut self.keep)) }?;
         }
         let r = f(self.stream.raw);
         for h in std::mem::take(&mut self.after).iter().flatten() {
@@ -304,12 +306,18 @@ impl Drop for StreamOp<'_, '_> {
 }
 
 /// Moves `keep` into graph `g` as one user object, released through the reclaimer once the graph
-/// and its executables are gone and their launches have finished.
+/// and its executables are gone and their launches have finished. Also how ferrocuda-graph makes
+/// a graph own what its nodes use (not part of the supported API).
 ///
 /// # Errors
 ///
 /// [`Error::Driver`] if the driver refuses; the values are released (fenced) then.
-pub(crate) fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Result<()> {
+///
+/// # Safety
+///
+/// `g` is a live graph (being built or captured).
+#[doc(hidden)]
+pub unsafe fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Result<()> {
     let data = Box::into_raw(Box::new(keep));
     // SAFETY: `release_keep` reclaims `data` exactly once, makes no CUDA call (it hands the values
     // to the reclaimer), and may run on any thread.

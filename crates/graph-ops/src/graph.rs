@@ -12,7 +12,6 @@ use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
 use std::any::Any;
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -161,15 +160,6 @@ impl Drop for Graph {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// # Safety
-/// `p` is a `Box<Arc<Owned>>` leaked by `Graph::from_raw`; called once by the driver.
-unsafe extern "C" fn release_owned(p: *mut c_void) {
-    // SAFETY: per the contract.
-    let owned = unsafe { Box::from_raw(p.cast::<Arc<Owned>>()) };
-    // Runs on a driver thread where no CUDA call is allowed: hand it to the reclaimer.
-    ferrocuda_driver::defer_drop(owned);
-}
-
 fn lock(o: &Owned) -> std::sync::MutexGuard<'_, Vec<Box<dyn Any + Send>>> {
     o.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -187,24 +177,13 @@ impl Graph {
 
     fn from_raw(device: &Device, g: CUgraph) -> Result<Graph> {
         let owned: Arc<Owned> = Arc::default();
-        let keep = Box::into_raw(Box::new(owned.clone()));
-        // SAFETY: `release_owned` reclaims `keep` once, after the last launch, and makes no CUDA
-        // call.
-        let o = match unsafe { raw::user_object_create(keep.cast(), release_owned) } {
-            Ok(o) => o,
-            Err(e) => {
-                // SAFETY: no user object took `keep`.
-                drop(unsafe { Box::from_raw(keep) });
-                ferrocuda_driver::defer_drop(RawGraph(g));
-                return Err(e);
-            }
-        };
-        // SAFETY: `g` is live and we own `o`'s reference.
-        if let Err(e) = unsafe { raw::graph_retain_user_object_move(g, o) } {
-            // SAFETY: the graph did not take it; releasing runs `release_owned` once.
-            let _ = unsafe { raw::user_object_release(o) };
+        // The graph owns `owned` through a user object: released (after a fence) once the graph
+        // and every executable of it are gone and their launches have finished.
+        // SAFETY: `g` is live (just created or captured).
+        if let Err(e) = unsafe { ferrocuda_driver::hand_to_graph(g, vec![Box::new(owned.clone())]) }
+        {
             ferrocuda_driver::defer_drop(RawGraph(g));
-            return Err(e);
+            return Err(e.into());
         }
         Ok(Graph {
             raw: g,

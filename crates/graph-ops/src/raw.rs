@@ -3,7 +3,6 @@
 use crate::error::Result;
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphExec, CUgraphNode, CUstream};
-use std::ffi::c_void;
 
 /// Calls one graph entry point through the driver crate's guard (refusal inside a host function
 /// naming the public operation, trace span, error mapping): the only way this crate reaches the
@@ -178,46 +177,4 @@ pub(crate) unsafe fn exec_set_kernel(
     p: &sys::CUDA_KERNEL_NODE_PARAMS,
 ) -> Result<()> {
     cu!(cuGraphExecKernelNodeSetParams_v2(e, n, p))
-}
-
-/// A user object owning `ptr` with one reference (the caller's): `destroy(ptr)` runs once, on a
-/// driver thread, when the last reference is released.
-///
-/// # Safety
-/// `destroy(ptr)` is sound to call once, on any thread, at any later time, and makes no CUDA call.
-pub(crate) unsafe fn user_object_create(
-    ptr: *mut c_void,
-    destroy: unsafe extern "C" fn(*mut c_void),
-) -> Result<sys::CUuserObject> {
-    let mut o = std::ptr::null_mut();
-    cu!(cuUserObjectCreate(
-        &mut o,
-        ptr,
-        Some(destroy),
-        1,
-        sys::CUuserObject_flags::CU_USER_OBJECT_NO_DESTRUCTOR_SYNC.0
-    ))?;
-    Ok(o)
-}
-
-/// Moves the caller's reference of `o` into `g` (held by the graph and every executable of it
-/// until they are gone and their launches have finished).
-///
-/// # Safety
-/// `g` and `o` are live; the caller owns one reference of `o`, given up on success.
-pub(crate) unsafe fn graph_retain_user_object_move(g: CUgraph, o: sys::CUuserObject) -> Result<()> {
-    cu!(cuGraphRetainUserObject(
-        g,
-        o,
-        1,
-        sys::CUuserObjectRetain_flags::CU_GRAPH_USER_OBJECT_MOVE.0
-    ))
-}
-
-/// Releases the caller's reference of `o` (its destructor runs if it was the last).
-///
-/// # Safety
-/// The caller owns that reference.
-pub(crate) unsafe fn user_object_release(o: sys::CUuserObject) -> Result<()> {
-    cu!(cuUserObjectRelease(o, 1))
 }
