@@ -616,43 +616,21 @@ static void drain_all(int stop_on_error) {
 /* The real driver's cuMemFree, cuMemFreeHost, cuModuleLoadData and cuModuleUnload do not return
  * while any stream waits on an unsatisfied value (docs/deadlocks.md); called from the thread that
  * would signal, that is a deadlock. The fake fails loudly instead, so the smoke tests catch it. */
-/* FAKE_BLOCK_BEHIND_WAITS=1 makes these calls block until no stream waits, as the real driver
- * does (a thread of the crate's own may legitimately make them: the reclaimer frees pinned memory
- * there, and only that thread waits); without it they fail loudly, so that a smoke run catches a
- * program that makes them on the thread that would signal. */
-static int pending_wait_exists(void) {
-    int found = 0;
+static void check_no_pending_wait(const char *call) {
     pthread_mutex_lock(&g_streams_mu);
-    for (size_t i = 0; i < g_nstreams && !found; i++) {
+    for (size_t i = 0; i < g_nstreams; i++) {
         struct CUstream_st *s = g_streams[i];
         pthread_mutex_lock(&s->mu);
         for (op_t *o = s->head; o != NULL; o = o->next) {
             if (o->kind == OP_WAIT && !wait_holds(o)) {
-                found = 1;
-                break;
+                fprintf(stderr, "fake_cuda: %s while a stream waits for a value: the real driver "
+                                "would block here until the wait passes\n", call);
+                exit(4);
             }
         }
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_unlock(&g_streams_mu);
-    return found;
-}
-
-static void check_no_pending_wait(const char *call) {
-    static int block = -1;
-    if (block < 0) {
-        const char *e = getenv("FAKE_BLOCK_BEHIND_WAITS");
-        block = e != NULL && strcmp(e, "1") == 0;
-    }
-    while (pending_wait_exists()) {
-        if (!block) {
-            fprintf(stderr, "fake_cuda: %s while a stream waits for a value: the real driver "
-                            "would block here until the wait passes\n", call);
-            exit(4);
-        }
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-    }
 }
 
 /* ---- user objects ---- */

@@ -211,45 +211,28 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
     }
 }
 
-/// The soundness regression tests `tests/tests/fake_*.rs` (feature `fake-tests` of
-/// ferrocuda-tests) against the fake driver, `xtask/fake/fake_cuda.c`, built into
-/// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`. The tests check that the driver they
-/// loaded is the fake, so they can neither pass against a GPU nor be skipped without one.
-///
-/// Then the soundness suite (`tests/tests/soundness.rs`, the same tests the GPU bundle runs) on two
-/// fake devices, one test at a time: its tests check process-wide counters (pending futures,
-/// deferred releases), and the fake fails loudly when one test frees memory while another's stream
-/// waits (the real driver would block there).
+/// The soundness regression tests against the fake driver, `xtask/fake/fake_cuda.c`, built into
+/// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`: `tests/tests/fake_*.rs` (feature
+/// `fake-tests` of ferrocuda-tests), then the soundness suite (`tests/tests/soundness.rs`, the
+/// same tests the GPU bundle runs) on two fake devices, one test at a time (its tests check
+/// process-wide counters: pending futures, deferred releases). The tests check that the driver
+/// they loaded is the fake, so they can neither pass against a GPU nor be skipped without one; and
+/// the fake exits with status 4 if any thread, the crate's own included, frees memory or loads or
+/// unloads a module while a stream waits on a value (the real driver blocks there).
 fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
     let fake = crate::demo::fake_driver(tk, &util::root().join("target/fake-tests"))?;
-    util::run(util::cargo().env("LD_LIBRARY_PATH", &fake).args([
-        "test",
-        "-p",
-        "ferrocuda-tests",
-        "--features",
-        "fake-tests",
-        "--test",
-        "fake_*",
-    ]))?;
-    util::run(
-        util::cargo()
-            .env("LD_LIBRARY_PATH", &fake)
-            .env("FAKE_CUDA_DEVICES", "2")
-            // The crate's reclaimer frees pinned memory while streams wait: it blocks there,
-            // as on a real GPU, instead of the fake's default loud exit.
-            .env("FAKE_BLOCK_BEHIND_WAITS", "1")
-            .args([
-                "test",
-                "-p",
-                "ferrocuda-tests",
-                "--features",
-                "fake-tests",
-                "--test",
-                "soundness",
-                "--",
-                "--test-threads=1",
-            ]),
-    )
+    let fake_tests = |test: &str, devices: &str, harness: &[&str]| {
+        util::run(
+            util::cargo()
+                .env("LD_LIBRARY_PATH", &fake)
+                .env("FAKE_CUDA_DEVICES", devices)
+                .args(["test", "-p", "ferrocuda-tests", "--features", "fake-tests"])
+                .args(["--test", test, "--"])
+                .args(harness),
+        )
+    };
+    fake_tests("fake_*", "1", &[])?;
+    fake_tests("soundness", "2", &["--test-threads=1"])
 }
 
 /// Cargo verifies a workspace package against the other packages' tarballs through its registry

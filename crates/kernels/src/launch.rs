@@ -324,7 +324,14 @@ impl Kernels {
         let shared = id.dynamic_shared_bytes()?;
         // The addresses come from the driver crate's use path: it checks the buffers' device
         // against the stream's and records their use on it (the tensor map holds `src`'s).
-        let (src_addr, dst_addr) = (src.record_use(stream)?, dst.record_use(stream)?);
+        // One operation for both (one capture question); it ends before the launch, which is an
+        // operation of its own.
+        let (src_addr, dst_addr) = {
+            let mut op = stream.external_op("Kernels::launch", None)?;
+            let addrs = (op.buffer(src)?, op.buffer(dst)?);
+            op.finish()?;
+            addrs
+        };
         let map = match pipeline.transfer {
             Transfer::Tma => {
                 let (box_rows, box_cols) = op.tile_elements(T::DTYPE);
