@@ -12,8 +12,8 @@ pub const SOURCES: &[(&str, &str)] = &[
         "crates/driver/tests/kernels/test_kernels.ptx",
     ),
     (
-        "crates/driver/src/kernels/gate.cu",
-        "crates/driver/src/kernels/gate.ptx",
+        "crates/driver/src/runtime/gates/gate.cu",
+        "crates/driver/src/runtime/gates/gate.ptx",
     ),
     (
         "demo/kernels/gated_pipeline.cu",

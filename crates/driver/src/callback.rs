@@ -7,19 +7,24 @@
 //! The async form is the trampoline as a graph node: each run hands the closure to a crate worker
 //! and returns at once; the worker runs it and then signals the flag.
 
-use crate::flag::{CompletionFlag, FlagInner};
-use crate::guard::{self, HostFuncScope};
-use crate::host_func::{Job, PanicSink, SmallFn};
+use crate::device::Device;
+use crate::error::Result;
+use crate::flag::CompletionFlag;
+use crate::memory::DeviceBuffer;
+use crate::module::Function;
+use crate::runtime::gates::HostWord;
+use crate::runtime::guard::HostFuncScope;
+use crate::runtime::trampoline::job::{Body, Job, PanicSink, SmallFn, call};
+use crate::runtime::trampoline::{self, GraphKick};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
-
-pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
+use std::time::Duration;
 
 struct State {
     body: Arc<Body>,
     panics: Arc<PanicSink>,
     /// For the async form: the flag and the value to signal after each run.
-    signal: Option<(Arc<FlagInner>, u64)>,
+    signal: Option<(Arc<dyn HostWord>, u64)>,
 }
 
 /// A reusable host function for CUDA graph host nodes (or raw `cuLaunchHostFunc`).
@@ -49,7 +54,7 @@ impl HostCallback {
     /// returns at once; the worker calls `f`, then stores `value` in `flag` (release), also if `f`
     /// panicked. Runs of one callback never overlap (they share `f`).
     pub fn new_async(flag: &CompletionFlag, value: u64, f: impl FnMut() + Send + 'static) -> Self {
-        crate::trampoline::start_workers();
+        trampoline::start_workers();
         HostCallback {
             state: Arc::new(State {
                 body: Arc::new(Mutex::new(Box::new(f))),
@@ -84,17 +89,6 @@ impl std::fmt::Debug for HostCallback {
     }
 }
 
-pub(crate) fn call(body: &Body, panics: &PanicSink) {
-    let r = guard::contain(|| {
-        // A panic inside poisons the mutex; the next run still calls the closure.
-        let mut f = body.lock().unwrap_or_else(|p| p.into_inner());
-        f()
-    });
-    if let Err(msg) = r {
-        panics.report(msg);
-    }
-}
-
 /// # Safety
 /// `data` is `Arc::as_ptr` of a live `State` (the owner keeps it alive while the driver may call).
 unsafe extern "C" fn sync_entry(data: *mut c_void) {
@@ -121,6 +115,79 @@ unsafe extern "C" fn async_entry(data: *mut c_void) {
         Some(flag.clone()),
         *value,
     );
-    crate::trampoline::step_enqueued();
-    crate::trampoline::dispatch(job);
+    trampoline::step_enqueued();
+    trampoline::dispatch(job);
+}
+
+/// The trampoline's GPU-write kickoff as a CUDA graph kernel node (used by ferrocuda-graph).
+///
+/// Add a kernel node running [`kernel`](Self::kernel) with its two arguments; call
+/// [`launched`](Self::launched) once per launch of a graph containing the node. Each run of the
+/// node publishes a new count to a mapped slot; the crate's notifier thread sees it, a worker runs
+/// the closure and then stores `value` in the flag. No host function runs, so event calls keep
+/// their fresh-process cost, and the node costs one tiny kernel.
+#[derive(Clone)]
+pub struct GpuKickoff {
+    kick: Arc<GraphKick>,
+    kernel: Function,
+    counter: Arc<DeviceBuffer<u64>>,
+    slot: CompletionFlag,
+}
+
+impl GpuKickoff {
+    /// A kickoff for `f`, signalling `value` on `flag` after each run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`](crate::Error::Unsupported) without the kickoff kernel;
+    /// [`Error::Driver`](crate::Error::Driver) if its counter or slot cannot be allocated.
+    pub fn new(
+        device: &Device,
+        flag: &CompletionFlag,
+        value: u64,
+        f: impl FnMut() + Send + 'static,
+    ) -> Result<Self> {
+        let kernel = device.inner.gate_kernels(device)?.kick.clone();
+        trampoline::start_workers();
+        trampoline::start_notifier(&device.inner.rt)?;
+        let s = device.new_stream()?;
+        let counter = s.alloc_zeroed::<u64>(1)?;
+        s.synchronize_timeout(Duration::from_secs(10))?;
+        let slot = CompletionFlag::new(device)?;
+        let kick = GraphKick::register(
+            slot.inner().clone(),
+            flag.inner().clone(),
+            value,
+            Box::new(f),
+        );
+        Ok(GpuKickoff {
+            kick,
+            kernel,
+            counter: Arc::new(counter),
+            slot,
+        })
+    }
+
+    /// The kernel (`ferrocuda_kick(u64* counter, u64* slot)`, one thread) and its two arguments,
+    /// to pass as resources (`LaunchArgs::arg`) so that the use path resolves and keeps them.
+    pub fn kernel(&self) -> (Function, &DeviceBuffer<u64>, &CompletionFlag) {
+        (self.kernel.clone(), &self.counter, &self.slot)
+    }
+
+    /// Records one more launch of a graph containing the node (so the crate's threads spin until
+    /// its run is seen). Call it just before the launch; [`cancel_launch`](Self::cancel_launch)
+    /// if the launch failed.
+    pub fn launched(&self) {
+        self.kick.launched();
+    }
+
+    /// Undoes [`launched`](Self::launched) after a failed launch.
+    pub fn cancel_launch(&self) {
+        self.kick.cancel_launch();
+    }
+
+    /// Panics of the closure since the last call: (count, first message).
+    pub fn take_panics(&self) -> Option<(usize, String)> {
+        self.kick.take_panics()
+    }
 }

@@ -1,9 +1,10 @@
 //! [`Device`]: an accelerator and its primary context.
 
 use crate::error::{Error, Result};
-use crate::raw::{self, CUcontext, CUdevice, CUdevice_attribute, CUstream};
+use crate::runtime::context::Context;
+use crate::runtime::gates::{self, GateKernel};
+use crate::runtime::raw::{self, CUdevice_attribute};
 use crate::stream::DeviceStream;
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,9 +36,8 @@ pub struct Device {
 }
 
 pub(crate) struct DeviceInner {
-    pub(crate) ordinal: usize,
-    pub(crate) cu: CUdevice,
-    pub(crate) ctx: CUcontext,
+    /// The retained primary context (the runtime side's view of the device).
+    pub(crate) rt: Arc<Context>,
     name: String,
     compute_capability: (u32, u32),
     total_memory: usize,
@@ -46,8 +46,6 @@ pub(crate) struct DeviceInner {
     /// Bit `p` set: peer access from this device to device `p` is enabled (ordinals below 64).
     peers: AtomicU64,
     default_stream: OnceLock<DeviceStream>,
-    /// A stream of the crate's own on which fenced device frees are ordered.
-    reclaim_stream: OnceLock<Result<CUstream>>,
     /// The crate's own kernels (polling gate, relay, GPU-write kickoff), loaded when the device
     /// is opened: before any wait can exist, since loading code blocks behind a waiting stream
     /// (docs/deadlocks.md). Set once they loaded, or once the driver refused them for good; a load
@@ -55,7 +53,7 @@ pub(crate) struct DeviceInner {
     gates: OnceLock<std::result::Result<GateKernels, String>>,
 }
 
-/// The crate's own kernels of one device (crates/driver/src/kernels/gate.cu).
+/// The crate's gate kernels ([`GateKernel`]), loaded on one device.
 pub(crate) struct GateKernels {
     /// `ferrocuda_gate_poll`: the polling gate.
     pub(crate) poll: crate::module::Function,
@@ -65,16 +63,11 @@ pub(crate) struct GateKernels {
     pub(crate) relay: crate::module::Function,
 }
 
-// SAFETY: a CUcontext handle may be used from any thread: the driver API is thread-safe, and a
-// primary context can be current on several threads at once (CUDA Driver API, "Primary Context
-// Management"); a CUdevice is a plain ordinal. Every other field is plain data or Sync.
-unsafe impl Send for DeviceInner {}
-// SAFETY: as above; no field is mutated through a shared reference except atomics and OnceLocks.
-unsafe impl Sync for DeviceInner {}
-
-thread_local! {
-    /// The context this crate last made current on this thread.
-    static CURRENT: Cell<CUcontext> = const { Cell::new(std::ptr::null_mut()) };
+impl std::ops::Deref for DeviceInner {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.rt
+    }
 }
 
 fn table() -> &'static [OnceLock<Arc<DeviceInner>>] {
@@ -85,13 +78,6 @@ fn table() -> &'static [OnceLock<Arc<DeviceInner>>] {
     })
 }
 
-/// Tells the crate that code outside it (the CUDA runtime, NCCL, raw driver calls) may have
-/// changed this thread's current context: the next call that needs a context asks the driver
-/// instead of trusting the crate's record. Call it after such code, on the same thread.
-pub fn forget_current_context() {
-    CURRENT.with(|c| c.set(std::ptr::null_mut()));
-}
-
 impl Device {
     /// Opens device `ordinal` (0-based) and retains its primary context.
     ///
@@ -100,9 +86,9 @@ impl Device {
     /// [`Error::Load`] without an NVIDIA driver, [`Error::NoSuchDevice`] for an ordinal out of
     /// range, [`Error::Driver`] if the driver refuses.
     pub fn new(ordinal: usize) -> Result<Device> {
-        let _op = crate::guard::enter("Device::new")?;
+        let _op = crate::runtime::guard::enter("Device::new")?;
         raw::init()?;
-        crate::reclaim::register_exit_handler();
+        crate::runtime::reclaim::register_exit_handler();
         let count = Self::count()?;
         let slot = table()
             .get(ordinal)
@@ -141,7 +127,7 @@ impl Device {
     ///
     /// [`Error::Load`] without an NVIDIA driver.
     pub fn count() -> Result<usize> {
-        let _op = crate::guard::enter("Device::count")?;
+        let _op = crate::runtime::guard::enter("Device::count")?;
         raw::init()?;
         raw::device_count()
     }
@@ -152,7 +138,7 @@ impl Device {
     ///
     /// [`Error::Load`] without an NVIDIA driver.
     pub fn driver_version() -> Result<i32> {
-        let _op = crate::guard::enter("Device::driver_version")?;
+        let _op = crate::runtime::guard::enter("Device::driver_version")?;
         raw::init()?;
         raw::driver_version()
     }
@@ -190,7 +176,7 @@ impl Device {
     ///
     /// [`Error::Driver`] for an attribute the driver does not know.
     pub fn attribute(&self, attr: CUdevice_attribute) -> Result<i32> {
-        let _op = crate::guard::enter("Device::attribute")?;
+        let _op = crate::runtime::guard::enter("Device::attribute")?;
         raw::device_attribute(self.inner.cu, attr)
     }
 
@@ -200,7 +186,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn memory_info(&self) -> Result<(usize, usize)> {
-        let _op = crate::guard::enter("Device::memory_info")?;
+        let _op = crate::runtime::guard::enter("Device::memory_info")?;
         self.inner.bind_checked()?;
         // SAFETY: the device's context is current on this thread.
         unsafe { raw::mem_get_info() }
@@ -236,7 +222,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses the query.
     pub fn can_access_peer(&self, peer: &Device) -> Result<bool> {
-        let _op = crate::guard::enter("Device::can_access_peer")?;
+        let _op = crate::runtime::guard::enter("Device::can_access_peer")?;
         raw::device_can_access_peer(self.inner.cu, peer.inner.cu)
     }
 
@@ -246,7 +232,7 @@ impl Device {
     ///
     /// [`Error::Unsupported`] when the hardware cannot, [`Error::Driver`] otherwise.
     pub fn enable_peer_access(&self, peer: &Device) -> Result<()> {
-        let _op = crate::guard::enter("Device::enable_peer_access")?;
+        let _op = crate::runtime::guard::enter("Device::enable_peer_access")?;
         if !self.can_access_peer(peer)? {
             return Err(self.unsupported("peer access to the other device"));
         }
@@ -286,7 +272,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn trim_memory_pool(&self, keep: usize) -> Result<()> {
-        let _op = crate::guard::enter("Device::trim_memory_pool")?;
+        let _op = crate::runtime::guard::enter("Device::trim_memory_pool")?;
         self.inner.bind_checked()?;
         raw::mem_pool_trim_default(self.inner.cu, keep)
     }
@@ -316,7 +302,7 @@ impl Device {
     ///
     /// [`Error::Driver`] if the driver refuses.
     pub fn make_current(&self) -> Result<()> {
-        let _op = crate::guard::enter("Device::make_current")?;
+        let _op = crate::runtime::guard::enter("Device::make_current")?;
         self.inner.bind_checked()
     }
 
@@ -353,13 +339,11 @@ impl fmt::Debug for Device {
 
 impl DeviceInner {
     fn open(ordinal: usize) -> Result<DeviceInner> {
-        let cu = raw::device_get(ordinal as i32)?;
+        let rt = Arc::new(Context::retain(ordinal)?);
+        let cu = rt.cu;
         let attr = |a| raw::device_attribute(cu, a);
-        let ctx = raw::primary_ctx_retain(cu)?;
         Ok(DeviceInner {
-            ordinal,
-            cu,
-            ctx,
+            rt,
             name: raw::device_name(cu)?,
             compute_capability: (
                 attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? as u32,
@@ -372,7 +356,6 @@ impl DeviceInner {
                 != 0,
             peers: AtomicU64::new(0),
             default_stream: OnceLock::new(),
-            reclaim_stream: OnceLock::new(),
             gates: OnceLock::new(),
         })
     }
@@ -389,14 +372,13 @@ impl DeviceInner {
                 .as_ref()
                 .map_err(|_| device.unsupported("the crate's gate kernels (they failed to load)"));
         }
-        let loaded =
-            crate::module::Module::from_ptx(device, crate::stream::GATE_PTX).and_then(|m| {
-                Ok(GateKernels {
-                    poll: m.function("ferrocuda_gate_poll")?,
-                    kick: m.function("ferrocuda_kick")?,
-                    relay: m.function("ferrocuda_gate_relay")?,
-                })
-            });
+        let loaded = crate::module::Module::from_ptx(device, gates::GATE_PTX).and_then(|m| {
+            Ok(GateKernels {
+                poll: m.function(GateKernel::Poll.name())?,
+                kick: m.function(GateKernel::Kick.name())?,
+                relay: m.function(GateKernel::Relay.name())?,
+            })
+        });
         let g = match loaded {
             Ok(k) => self.gates.get_or_init(|| Ok(k)),
             // Transient: the driver was busy behind a waiting stream. Not recorded.
@@ -414,40 +396,5 @@ impl DeviceInner {
         };
         g.as_ref()
             .map_err(|_| device.unsupported("the crate's gate kernels (they failed to load)"))
-    }
-
-    /// Makes this device's context current on this thread, trusting the crate's own record of
-    /// what it made current last (no driver call when it already is). For calls whose handles
-    /// already name their context (launches).
-    #[inline]
-    pub(crate) fn bind(&self) -> Result<()> {
-        if CURRENT.with(Cell::get) == self.ctx {
-            return Ok(());
-        }
-        self.bind_checked()
-    }
-
-    /// Makes this device's context current, asking the driver what is current now (so raw driver
-    /// calls of the user that changed it are noticed). For calls that act on "the current context".
-    pub(crate) fn bind_checked(&self) -> Result<()> {
-        if raw::ctx_get_current()? != self.ctx {
-            // SAFETY: the primary context is retained for the life of the process.
-            unsafe { raw::ctx_set_current(self.ctx)? };
-        }
-        CURRENT.with(|c| c.set(self.ctx));
-        Ok(())
-    }
-
-    /// The crate's internal stream for stream-ordered frees.
-    pub(crate) fn reclaim_stream(&self) -> Result<CUstream> {
-        self.reclaim_stream
-            .get_or_init(|| {
-                self.bind_checked()?;
-                // SAFETY: the context is current.
-                unsafe {
-                    raw::stream_create(ferrocuda_sys::CUstream_flags::CU_STREAM_NON_BLOCKING.0)
-                }
-            })
-            .clone()
     }
 }

@@ -3,10 +3,10 @@
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::guard;
-use crate::raw::{self, CUdeviceptr};
-use crate::reclaim::{self, Garbage};
 use crate::resource::{Addr, Keep, Placement, Resource};
+use crate::runtime::guard;
+use crate::runtime::raw::{self, CUdeviceptr};
+use crate::runtime::reclaim::{self, Garbage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

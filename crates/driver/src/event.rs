@@ -3,71 +3,23 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::future::EventWait;
-use crate::raw::{self, CUevent};
-use crate::reclaim;
-use crate::waiter::Cond;
+use crate::runtime::handles::RawEvent;
+use crate::runtime::park;
+use crate::runtime::raw::{self, CUevent};
+
+use crate::runtime::waiter::Cond;
 use ferrocuda_sys::CUevent_flags;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// An owned `CUevent`; destroyed on drop (the driver defers the release past pending records, so
-/// this never blocks).
-pub(crate) struct RawEvent(pub(crate) CUevent);
-
-// SAFETY: CUevent handles may be recorded, queried, waited on and destroyed from any thread: the
-// driver API is thread-safe and an event is not bound to a thread (CUDA Driver API, "Thread
-// safety"). The handle itself is never mutated.
-unsafe impl Send for RawEvent {}
-// SAFETY: as above: every use through `&RawEvent` is a driver call on an immutable handle.
-unsafe impl Sync for RawEvent {}
-
-impl RawEvent {
-    /// An event without timing (the cheap kind), on `device`'s context.
-    pub(crate) fn new_untimed(device: &Device) -> Result<RawEvent> {
-        device.inner.bind_checked()?;
-        // SAFETY: the device's context is current.
-        unsafe { raw::event_create(CUevent_flags::CU_EVENT_DISABLE_TIMING.0) }.map(RawEvent)
-    }
-}
-
-impl Drop for RawEvent {
-    fn drop(&mut self) {
-        let e = self.0;
-        if crate::guard::must_defer() {
-            reclaim::defer(reclaim::Garbage::Event(RawEvent(e)));
-            return;
-        }
-        // SAFETY: the handle is live and this is its only owner.
-        if let Err(err) = unsafe { raw::event_destroy(e) } {
-            tracing::warn!(%err, "cuEventDestroy failed");
-        }
-    }
-}
-
-/// Polls `done` with growing pauses until it is true or `timeout` passes.
+/// Polls `done` until it is true or `timeout` passes, following the crate's one waiting policy.
 pub(crate) fn poll_until(
     what: &'static str,
     timeout: Duration,
     mut done: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(1);
-    loop {
-        if done()? {
-            return Ok(());
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(Error::Timeout { what, timeout });
-        }
-        if elapsed < Duration::from_micros(50) {
-            std::hint::spin_loop();
-        } else {
-            std::thread::sleep(pause.min(timeout - elapsed));
-            pause = (pause * 2).min(Duration::from_millis(1));
-        }
-    }
+    park::wait_until(what, timeout, || Ok(done()?.then_some(())))
 }
 
 /// A marker in a stream's work that the host can query, wait for, and time.
@@ -121,7 +73,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if the driver cannot create one.
     pub fn new(device: &Device, enable_timing: bool) -> Result<DeviceEvent> {
-        let _op = crate::guard::enter("DeviceEvent::new")?;
+        let _op = crate::runtime::guard::enter("DeviceEvent::new")?;
         device.inner.bind_checked()?;
         let flags = if enable_timing {
             CUevent_flags::CU_EVENT_DEFAULT
@@ -155,7 +107,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if the query failed (for example an earlier kernel faulted).
     pub fn is_ready(&self) -> Result<bool> {
-        let _op = crate::guard::enter("DeviceEvent::is_ready")?;
+        let _op = crate::runtime::guard::enter("DeviceEvent::is_ready")?;
         // SAFETY: the event is live.
         unsafe { raw::event_query(self.raw.0) }
     }
@@ -199,7 +151,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Driver`] if any of that work failed.
     pub fn synchronize(&self) -> Result<()> {
-        let _op = crate::guard::enter("DeviceEvent::synchronize")?;
+        let _op = crate::runtime::guard::enter("DeviceEvent::synchronize")?;
         // SAFETY: the event is live.
         unsafe { raw::event_synchronize(self.raw.0) }
     }
@@ -210,7 +162,7 @@ impl DeviceEvent {
     ///
     /// [`Error::Timeout`] when the event is not complete in time.
     pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
-        let _op = crate::guard::enter("DeviceEvent::synchronize_timeout")?;
+        let _op = crate::runtime::guard::enter("DeviceEvent::synchronize_timeout")?;
         poll_until("DeviceEvent::synchronize_timeout", timeout, || {
             // SAFETY: the event is live.
             unsafe { raw::event_query(self.raw.0) }
@@ -225,7 +177,7 @@ impl DeviceEvent {
     /// [`Error::EventNotRecorded`] if either was never recorded, [`Error::NotReady`] if `end` has
     /// not completed yet (synchronize it first).
     pub fn elapsed_time(&self, end: &DeviceEvent) -> Result<f32> {
-        let _op = crate::guard::enter("DeviceEvent::elapsed_time")?;
+        let _op = crate::runtime::guard::enter("DeviceEvent::elapsed_time")?;
         for (which, e) in [("start", self), ("end", end)] {
             if !e.timing {
                 return Err(Error::TimingDisabled { which });

@@ -3,14 +3,16 @@
 
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::raw;
-use crate::reclaim;
 use crate::resource::{Addr, Keep, Placement, Resource};
+use crate::runtime::gates::{HostWord, WaitCondition, flag_outcome};
+use crate::runtime::park;
+use crate::runtime::pinned;
+use crate::runtime::reclaim;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes between two flags: one cache line each, so that a GPU polling one flag and a host
 /// writing its neighbour do not share a line.
@@ -54,13 +56,9 @@ impl Pool {
         if let Some(s) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(s);
         }
-        device.bind_checked()?;
-        let flags =
-            ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
-        // SAFETY: the device's context is current.
-        let host = unsafe { raw::mem_host_alloc(SLAB_BYTES, flags) }?;
+        let host = pinned::alloc_mapped(&device.rt, SLAB_BYTES)?;
         // SAFETY: `host` is mapped pinned memory just allocated under the current context.
-        let dev = unsafe { raw::mem_host_get_device_pointer(host) }?;
+        let dev = unsafe { pinned::device_address(host) }?;
         if dev != host as u64 {
             // Without unified addressing the device address differs per device; a portable flag
             // could not have one `device_ptr` for all of them. Keep the slab (freeing could block).
@@ -70,7 +68,6 @@ impl Pool {
                 what: "unified addressing (host and device addresses of mapped memory differ)",
             });
         }
-        crate::memory::PINNED_BYTES.fetch_add(SLAB_BYTES, Ordering::AcqRel);
         self.slabs.fetch_add(1, Ordering::Relaxed);
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         for i in (1..SLAB_BYTES / SLOT_STRIDE).rev() {
@@ -90,29 +87,6 @@ impl Pool {
 
     fn give_back(&self, s: Slot) {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-    }
-}
-
-/// How the stream compares a flag with the awaited value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum WaitCondition {
-    /// The flag equals the value (MAX's `wait_for_host_value`).
-    Equal = 0,
-    /// The flag has reached the value, compared as the driver's `CU_STREAM_WAIT_VALUE_GEQ` does:
-    /// cyclically, `(flag - value) as i64 >= 0`. The one to use with monotonically increasing
-    /// epochs (below 2^63), since a late waiter or a replay can never miss a signal.
-    GreaterOrEqual = 1,
-}
-
-impl WaitCondition {
-    /// Whether `current` satisfies the condition for `value`.
-    pub fn holds(self, current: u64, value: u64) -> bool {
-        match self {
-            WaitCondition::Equal => current == value,
-            // The driver's GEQ is a cyclic comparison that ignores wrap-around.
-            WaitCondition::GreaterOrEqual => current.wrapping_sub(value) as i64 >= 0,
-        }
     }
 }
 
@@ -185,7 +159,7 @@ impl CompletionFlag {
     /// It is `i64::MAX`, not `u64::MAX`: the driver's greater-or-equal wait compares cyclically,
     /// `(flag - value) as i64 >= 0`, so `i64::MAX` passes for every epoch `value < 2^63` while
     /// `u64::MAX` would pass for none.
-    pub const ABORTED: u64 = i64::MAX as u64;
+    pub const ABORTED: u64 = crate::runtime::gates::ABORTED;
 
     /// Allocates a flag, initialised to 0, visible to every device of the process.
     ///
@@ -194,7 +168,7 @@ impl CompletionFlag {
     /// [`Error::Unsupported`] if the device cannot map host memory or lacks unified addressing;
     /// [`Error::Driver`] if pinned memory cannot be allocated.
     pub fn new(device: &Device) -> Result<CompletionFlag> {
-        let _op = crate::guard::enter("CompletionFlag::new")?;
+        let _op = crate::runtime::guard::enter("CompletionFlag::new")?;
         if !device.inner.can_map_host_memory {
             return Err(device.unsupported("mapping pinned host memory (completion flags)"));
         }
@@ -247,7 +221,7 @@ impl CompletionFlag {
         self.as_ref().signal(value);
         // A future of this process may wait for it: restart the waiter's spin if it sleeps (one
         // atomic load when no future is pending).
-        crate::waiter::kick();
+        crate::runtime::waiter::kick();
     }
 
     /// Clears the flag to 0 with a relaxed store. Safe before any consumer has observed the address.
@@ -312,7 +286,7 @@ impl CompletionFlag {
     /// seen, or [`Error::Aborted`] once the flag holds [`ABORTED`](Self::ABORTED) (unless that is
     /// the awaited value) — [`abort`](Self::abort) releases every such future. See docs/async.md.
     pub fn wait_async(&self, cond: WaitCondition, value: u64) -> crate::FlagWait {
-        crate::FlagWait::new(crate::waiter::Cond::Flag {
+        crate::FlagWait::new(crate::runtime::waiter::Cond::Flag {
             flag: self.inner.clone(),
             cond,
             value,
@@ -334,17 +308,14 @@ impl CompletionFlag {
     }
 }
 
-impl FlagInner {
-    /// Release store of `value` (the trampoline's signal); a future waiting for it is woken
-    /// without waiting for the waiter's next check.
-    pub(crate) fn signal(&self, value: u64) {
+impl HostWord for FlagInner {
+    fn signal(&self, value: u64) {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);
-        crate::waiter::kick();
+        crate::runtime::waiter::kick();
     }
 
-    /// Acquire load of the current value.
-    pub(crate) fn load(&self) -> u64 {
+    fn load(&self) -> u64 {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.load(Ordering::Acquire)
     }
@@ -497,51 +468,17 @@ impl Resource for CompletionFlag {
     }
 }
 
-/// The outcome of a wait for `value` once the flag holds `seen`: `None` while not reached. The
-/// abort value is checked first: it satisfies every greater-or-equal wait (that is how it releases
-/// the GPU's), yet a host waiter must learn that the producer gave up, unless `value` is the abort
-/// value itself.
-pub(crate) fn flag_outcome(seen: u64, cond: WaitCondition, value: u64) -> Option<Result<u64>> {
-    if seen == CompletionFlag::ABORTED && value != CompletionFlag::ABORTED {
-        Some(Err(Error::Aborted))
-    } else if cond.holds(seen, value) {
-        Some(Ok(seen))
-    } else {
-        None
-    }
-}
-
-/// The host-side wait loop, over any `load` (so it can be tested without a GPU).
+/// The host-side wait, over any `load` (so it can be tested without a GPU), following the
+/// crate's one waiting policy (`runtime/park.rs`).
 pub(crate) fn wait_host(
     load: impl Fn() -> u64,
     cond: WaitCondition,
     value: u64,
     timeout: Duration,
 ) -> Result<u64> {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(5);
-    let mut spins = 0u32;
-    loop {
-        if let Some(r) = flag_outcome(load(), cond, value) {
-            return r;
-        }
-        spins += 1;
-        if !spins.is_multiple_of(64) {
-            std::hint::spin_loop();
-            continue;
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(Error::Timeout {
-                what: "CompletionFlag::wait",
-                timeout,
-            });
-        }
-        if elapsed > Duration::from_micros(100) {
-            std::thread::sleep(pause.min(timeout - elapsed));
-            pause = (pause * 2).min(Duration::from_micros(500));
-        }
-    }
+    park::wait_until("CompletionFlag::wait", timeout, || {
+        flag_outcome(load(), cond, value).transpose()
+    })
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! ([`pending_futures`](crate::pending_futures) counts what is registered).
 
 use crate::error::{Error, Result};
+use crate::runtime::waiter::{self, Cond};
 use crate::stream::DeviceStream;
-use crate::waiter::{self, Cond};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -178,7 +178,7 @@ mod tests {
     //! The real waiter thread, on host cells (no GPU): futures resolve after, never before, their
     //! condition; dropping leaks nothing; the thread parks when idle.
     use super::*;
-    use crate::waiter::pending_futures;
+    use crate::runtime::waiter::pending_futures;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::task::{Wake, Waker};
@@ -302,7 +302,7 @@ mod tests {
             c1 - c0 <= 1,
             "the waiter used {} ticks with nothing to watch ({:?})",
             c1 - c0,
-            crate::waiter::debug_state()
+            crate::runtime::waiter::debug_state()
         );
         assert!(matches!(Pin::new(&mut f).poll(&mut cx), Poll::Ready(Ok(1))));
         assert_eq!(pending_futures(), 0);

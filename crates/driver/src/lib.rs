@@ -118,6 +118,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The api side: what users see. It uses the runtime side, never the other way round.
 mod callback;
 mod device;
 mod device_flag;
@@ -125,40 +126,46 @@ mod error;
 mod event;
 mod flag;
 mod future;
-#[doc(hidden)]
-pub mod guard;
-mod host_func;
 mod memory;
 mod module;
-mod raw;
-mod reclaim;
 mod resource;
 mod stream;
-mod sync;
-mod trampoline;
-mod waiter;
 
+// The runtime side: raw calls and their guard, reclaim, waiter, trampoline, gates, parking.
+mod runtime;
+
+/// The gates' one argument layout and mem-op builders (sibling crates only).
+#[doc(hidden)]
+pub use runtime::gates;
+/// The call guard every driver call of the ferrocuda crates goes through (sibling crates only).
+#[doc(hidden)]
+pub use runtime::guard;
+
+pub use callback::GpuKickoff;
 pub use callback::HostCallback;
-pub use device::{Device, forget_current_context};
+pub use device::Device;
 pub use device_flag::DeviceFlag;
 pub use error::{DriverError, Error, Result};
 pub use event::DeviceEvent;
-pub use flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
+pub use flag::{CompletionFlag, CompletionFlagRef};
 pub use future::{EventWait, FlagWait, StreamSync};
-pub use guard::{driver_held, in_host_function};
-pub use memory::{DeviceBuffer, HostBuffer, pinned_bytes, pinned_cached_bytes};
+pub use memory::{DeviceBuffer, HostBuffer};
 pub use module::{
     DEFAULT_LOAD_TIMEOUT, Function, KernelParam, LaunchArgs, LaunchConfig, MAX_KERNEL_PARAMS,
     Module, ResourceParam,
 };
-pub use reclaim::{defer_drop, pending_releases, wait_for_releases};
 #[doc(hidden)]
 pub use resource::{NodeUses, hand_to_graph};
-pub use stream::{DeviceStream, FlagSource, GateStrategy};
-pub use trampoline::{
-    GRACE as TRAMPOLINE_GRACE, GpuKickoff, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,
+pub use runtime::context::forget_current_context;
+pub use runtime::gates::WaitCondition;
+pub use runtime::guard::{driver_held, in_host_function};
+pub use runtime::pinned::{pinned_bytes, pinned_cached_bytes};
+pub use runtime::reclaim::{defer_drop, pending_releases, wait_for_releases};
+pub use runtime::trampoline::{
+    GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,
 };
-pub use waiter::{pending_futures, set_waiter_spin, waiter_spin};
+pub use runtime::waiter::{pending_futures, set_waiter_spin, waiter_spin};
+pub use stream::{DeviceStream, FlagSource, GateStrategy};
 
 /// The raw driver API (`ferrocuda-sys`), for calls this crate does not wrap.
 pub use ferrocuda_sys as sys;

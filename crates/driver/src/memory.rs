@@ -4,30 +4,20 @@ mod pending;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::event::RawEvent;
-use crate::guard;
-use crate::raw::{self, CUdeviceptr, CaptureState};
-use crate::reclaim::{self, Garbage, HostPtr};
 use crate::resource::{Access, Addr, Keep, Placement, Resource, UnderCapture};
+use crate::runtime::guard;
+use crate::runtime::handles::RawEvent;
+use crate::runtime::pinned::{self, HostPtr};
+use crate::runtime::raw::{self, CUdeviceptr, CaptureState};
+use crate::runtime::reclaim::{self, FencedStream, Garbage};
 use crate::stream::{DeviceStream, StreamHandle, StreamInner};
 use bytemuck::Pod;
 use pending::{Pending, Waitable};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Bytes of pinned host memory in use (buffers and staging not yet released, flag slabs, the
-/// kickoff ring), for leak checks.
-pub(crate) static PINNED_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes of pinned host memory this crate has in use: host buffers and staged copies not yet
-/// released (in blocks of a power of two bytes), the completion-flag pool's slabs and the kickoff
-/// ring. Released blocks move to the cache ([`pinned_cached_bytes`]).
-pub fn pinned_bytes() -> usize {
-    PINNED_BYTES.load(Ordering::Acquire)
-}
 
 fn byte_len<T>(len: usize) -> Result<usize> {
     len.checked_mul(size_of::<T>())
@@ -53,7 +43,8 @@ impl Drop for DevAlloc {
             return;
         }
         if !guard::must_defer()
-            && (!self.foreign.load(Ordering::Acquire) || reclaim::only_live_stream_is(&self.home))
+            && (!self.foreign.load(Ordering::Acquire)
+                || reclaim::only_live_stream_is(&(self.home.0.clone() as Arc<dyn FencedStream>)))
         {
             // The home stream's capture lock (shared, never waited for: a drop does not block)
             // keeps a capture from beginning between the check and the free.
@@ -70,7 +61,7 @@ impl Drop for DevAlloc {
             }
         }
         reclaim::defer(Garbage::DevicePtr {
-            device: self.home.device.inner.clone(),
+            ctx: self.home.device.inner.rt.clone(),
             ptr,
         });
     }
@@ -224,42 +215,6 @@ impl<T: Pod> std::fmt::Debug for DeviceBuffer<T> {
 // ---------------------------------------------------------------------------------------------
 // Pinned host memory
 
-/// Pinned memory is allocated in blocks of a power of two bytes (at least a page) and cached: a
-/// released block goes back to the cache, after a fence, for the next `HostBuffer` or staging
-/// copy, and is never returned to the driver while the process runs. The reason is
-/// `cuMemFreeHost`: it waits until the GPU has finished the work queued so far — a kernel or a wait
-/// on a host value included, on any stream — and holds back other threads' driver calls while it
-/// waits (seen on an H200: a fused gate kernel waiting for the host kept the crate's reclaimer
-/// inside `cuMemFreeHost`, and the thread that was to signal then blocked in `cuEventCreate`). A
-/// cache that never frees has no such call to make. PyTorch's pinned-memory allocator caches for
-/// the same reason.
-struct PinnedCache {
-    /// Free blocks by size (a power of two).
-    free: std::sync::Mutex<std::collections::HashMap<usize, Vec<HostPtr>>>,
-}
-
-fn pinned_cache() -> &'static PinnedCache {
-    static C: std::sync::OnceLock<PinnedCache> = std::sync::OnceLock::new();
-    C.get_or_init(|| PinnedCache {
-        free: std::sync::Mutex::new(std::collections::HashMap::new()),
-    })
-}
-
-/// Bytes of pinned memory held in the cache, free for reuse.
-static PINNED_CACHED: AtomicUsize = AtomicUsize::new(0);
-
-/// Bytes of pinned memory the crate holds in its cache, free for reuse by the next
-/// [`HostBuffer`] or staged copy (never returned to the driver while the process runs: see
-/// `docs/deadlocks.md`).
-pub fn pinned_cached_bytes() -> usize {
-    PINNED_CACHED.load(Ordering::Acquire)
-}
-
-/// The block size that serves `bytes`.
-fn block_size(bytes: usize) -> usize {
-    bytes.max(4096).next_power_of_two()
-}
-
 /// One pinned, portable, device-mapped host allocation (a block of the cache). Shared by its
 /// buffer and by graphs and copies that use it; back to the cache, after a fence, when the last
 /// owner drops.
@@ -284,27 +239,7 @@ impl HostAlloc {
     /// At least `bytes` bytes of pinned memory (a cached block, or a new one allocated under
     /// `device`'s context), zeroed if `zeroed`.
     pub(crate) fn new(device: &Device, bytes: usize, zeroed: bool) -> Result<Arc<HostAlloc>> {
-        let size = block_size(bytes);
-        let cached = pinned_cache()
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&size)
-            .and_then(Vec::pop);
-        let p = match cached {
-            Some(p) => {
-                PINNED_CACHED.fetch_sub(size, Ordering::AcqRel);
-                p.0
-            }
-            None => {
-                device.inner.bind_checked()?;
-                let flags = ferrocuda_sys::CU_MEMHOSTALLOC_PORTABLE
-                    | ferrocuda_sys::CU_MEMHOSTALLOC_DEVICEMAP;
-                // SAFETY: the device's context is current.
-                unsafe { raw::mem_host_alloc(size, flags) }?
-            }
-        };
-        PINNED_BYTES.fetch_add(size, Ordering::AcqRel);
+        let (p, size) = pinned::take_block(&device.inner, bytes)?;
         if zeroed {
             // SAFETY: the block holds `size >= bytes` writable bytes, and no one else uses it.
             unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, bytes) };
@@ -328,15 +263,7 @@ impl Drop for HostAlloc {
         // Back to the cache once no copy still queued can touch it (a fence), never to the driver.
         let (ptr, size) = (HostPtr(self.host.as_ptr().cast()), self.bytes);
         reclaim::defer(Garbage::Callback(Box::new(move || {
-            PINNED_BYTES.fetch_sub(size, Ordering::AcqRel);
-            PINNED_CACHED.fetch_add(size, Ordering::AcqRel);
-            pinned_cache()
-                .free
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(size)
-                .or_default()
-                .push(ptr);
+            pinned::give_back_block(ptr, size);
         })));
     }
 }
@@ -634,7 +561,7 @@ impl<T: Pod> Resource for HostBuffer<T> {
         self.pending.note(stream.id, access == Access::Write, || {
             Ok((
                 stream.clone(),
-                Arc::new(RawEvent::new_untimed(&stream.device)?),
+                Arc::new(RawEvent::new_untimed(&stream.device.inner)?),
             ))
         })
     }

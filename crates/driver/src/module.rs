@@ -4,11 +4,12 @@ use crate::device::{Device, DeviceInner};
 use crate::device_flag::DeviceFlag;
 use crate::error::{Error, Result};
 use crate::flag::{CompletionFlag, CompletionFlagRef};
-use crate::guard;
 use crate::memory::DeviceBuffer;
-use crate::raw::{self, CUfunction, CUmodule};
-use crate::reclaim::{self, Garbage, ModulePtr};
 use crate::resource::{Addr, Keep, Placement, Resource};
+use crate::runtime::gates::GateParamSink;
+use crate::runtime::guard;
+use crate::runtime::raw::{self, CUfunction, CUmodule};
+use crate::runtime::reclaim::{self, Garbage, ModulePtr};
 use bytemuck::Pod;
 use ferrocuda_sys::CUfunction_attribute;
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Until such an abandoned load has returned from the driver, the driver holds back other calls
 /// (on an H200, `cuMemHostAlloc` on another thread blocked until the wait passed). So meanwhile
 /// every operation of the crate that would call the driver returns [`Error::DriverHeld`] after at
-/// most [`HELD_GRACE`](crate::guard::HELD_GRACE) (50 ms) instead of blocking — the thread that is
+/// most [`HELD_GRACE`](crate::runtime::guard::HELD_GRACE) (50 ms) instead of blocking — the thread that is
 /// to signal the awaited value can still signal it
 /// ([`CompletionFlag::signal`] makes no driver call) — and drops hand their releases to the
 /// crate's reclaimer. [`driver_held`](crate::driver_held) says when the load has returned.
@@ -93,7 +94,7 @@ impl Drop for ModuleInner {
     fn drop(&mut self) {
         // cuModuleUnload blocks while any stream waits on a host value: always deferred.
         reclaim::defer(Garbage::Module {
-            device: self.device.inner.clone(),
+            ctx: self.device.inner.rt.clone(),
             module: ModulePtr(self.raw),
         });
     }
@@ -149,7 +150,7 @@ fn loader() -> &'static mpsc::Sender<LoadJob> {
                     if let Err(mpsc::SendError(Ok(late))) = job.reply.send(result) {
                         // The caller timed out and left: unload what nobody will use.
                         reclaim::defer(Garbage::Module {
-                            device: job.device,
+                            ctx: job.device.rt.clone(),
                             module: late.raw,
                         });
                     }
@@ -598,17 +599,6 @@ impl<'a> LaunchArgs<'a> {
         self
     }
 
-    /// Appends a resource of the crate's as a parameter (its address, from the use path).
-    pub(crate) fn arg_resource(&mut self, r: &'a dyn Resource) -> &mut Self {
-        if self.len == MAX_KERNEL_PARAMS {
-            self.overflow = true;
-        } else {
-            self.resources[self.len] = Some(r);
-            self.len += 1;
-        }
-        self
-    }
-
     /// Resolves every resource parameter with `take` (the use path) and returns the parameter
     /// array the driver takes (`void**`), valid while `self` is borrowed.
     pub(crate) fn resolve(
@@ -642,6 +632,19 @@ impl<'a> LaunchArgs<'a> {
             )));
         }
         Ok(())
+    }
+}
+
+/// The gate kernels' parameters go into a launch like any others: flags as resources.
+impl<'a> GateParamSink<'a, dyn KernelParam + 'a> for LaunchArgs<'a> {
+    fn flag(&mut self, flag: &'a (dyn KernelParam + 'a)) {
+        self.arg(flag);
+    }
+    fn u64(&mut self, value: &'a u64) {
+        self.arg(value);
+    }
+    fn u32(&mut self, value: &'a u32) {
+        self.arg(value);
     }
 }
 

@@ -25,8 +25,8 @@
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::guard;
-use crate::raw::{self, CUstream, CaptureState};
+use crate::runtime::guard;
+use crate::runtime::raw::{self, CUstream, CaptureState};
 use crate::stream::StreamInner;
 use std::any::Any;
 use std::ffi::c_void;
@@ -325,7 +325,7 @@ pub unsafe fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Resul
         Ok(o) => o,
         Err(e) => {
             // SAFETY: no user object took `data`: this is its only owner.
-            crate::reclaim::defer_drop(unsafe { Box::from_raw(data) });
+            crate::runtime::reclaim::defer_drop(unsafe { Box::from_raw(data) });
             return Err(e);
         }
     };
@@ -346,7 +346,7 @@ pub unsafe fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Resul
 unsafe extern "C" fn release_keep(p: *mut c_void) {
     // SAFETY: per the contract.
     let keep = unsafe { Box::from_raw(p.cast::<Vec<Keep>>()) };
-    crate::reclaim::defer_drop(keep);
+    crate::runtime::reclaim::defer_drop(keep);
 }
 
 // ---------------------------------------------------------------------------------------------

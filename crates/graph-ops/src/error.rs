@@ -37,6 +37,19 @@ pub enum Error {
         /// What and why.
         what: &'static str,
     },
+    /// An argument the graph cannot use; the message says which and why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Two lengths that must agree do not (e.g. the buffers of a copy node).
+    #[error("{what}: length {actual} does not match {expected}")]
+    LengthMismatch {
+        /// The operation.
+        what: &'static str,
+        /// The length needed.
+        expected: usize,
+        /// The length passed.
+        actual: usize,
+    },
     /// Host functions of this executable panicked since the last report (the replays went on).
     #[error("{count} host function(s) of the graph panicked; first: {first}")]
     HostFuncPanicked {

@@ -1,8 +1,10 @@
 //! [`GraphExec`]: an instantiated graph, launched many times.
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Node, Owned, PollNode, WaitNode, wait_op};
+use crate::graph::{Graph, Node, Owned, PollNode, WaitNode};
 use crate::raw;
+use ferrocuda_driver::KernelParam;
+use ferrocuda_driver::gates::{GateArgs, wait_op};
 use ferrocuda_driver::{Device, DeviceStream, HostCallback, NodeUses};
 use ferrocuda_sys as sys;
 use ferrocuda_sys::CUgraphExec;
@@ -155,13 +157,9 @@ impl GraphExec {
     }
 
     fn set_poll_value(&self, node: Node, p: &PollNode, value: u64) -> Result<()> {
-        let (c, timeout, expired) = (p.cond as u32, 0u64, 0u64);
+        let gate_args = GateArgs::<dyn KernelParam>::new(&p.flag, value, p.cond, None, None);
         let mut args = ferrocuda_driver::LaunchArgs::new();
-        args.arg(&p.flag)
-            .arg(&value)
-            .arg(&c)
-            .arg(&timeout)
-            .arg(&expired);
+        gate_args.push(&mut args);
         // The graph already owns the flag and the gate: these uses are checks only.
         let mut uses = NodeUses::new(&self.device);
         let func = uses.function(&p.gate)?;

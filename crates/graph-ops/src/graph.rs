@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use crate::exec::GraphExec;
 use crate::raw;
 use bytemuck::Pod;
+use ferrocuda_driver::KernelParam;
+use ferrocuda_driver::gates::{GateArgs, wait_op, write_op};
 use ferrocuda_driver::{
     CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, GpuKickoff, HostCallback,
     KickoffMode, LaunchArgs, LaunchConfig, NodeUses, WaitCondition,
@@ -360,16 +362,12 @@ impl Graph {
         deps: &[Node],
     ) -> Result<Node> {
         let gate = self.device.polling_gate_function()?;
-        let (c, timeout, expired) = (cond as u32, 0u64, 0u64);
+        let gate_args = GateArgs::<dyn KernelParam>::new(flag, value, cond, None, None);
         let mut args = LaunchArgs::new();
-        args.arg(flag)
-            .arg(&value)
-            .arg(&c)
-            .arg(&timeout)
-            .arg(&expired);
-        // SAFETY: the arguments match `ferrocuda_gate_poll(const u64*, u64, u32, u64, u64*)`;
-        // with a zero timeout the null `expired` pointer is never written; the flag is passed as
-        // a resource, which the graph keeps.
+        gate_args.push(&mut args);
+        // SAFETY: `GateArgs` lays out `ferrocuda_gate_poll`'s parameters; without a time limit
+        // the null `expired` pointer is never written; the flag is passed as a resource, which
+        // the graph keeps.
         let n = unsafe { self.kernel_raw(&gate, LaunchConfig::single_thread(), &mut args, deps) }?;
         self.polls.insert(
             n.raw as usize,
@@ -495,8 +493,8 @@ impl Graph {
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] with `DeviceMismatch` for a function or buffer of another device, or the
-    /// driver's error.
+    /// [`Error::Unsupported`] for a cluster launch; [`Error::Driver`] with `DeviceMismatch` for a
+    /// function or buffer of another device, or the driver's error.
     pub unsafe fn kernel(
         &mut self,
         f: &Function,
@@ -519,9 +517,9 @@ impl Graph {
     ) -> Result<Node> {
         let deps = self.deps(deps)?;
         if config.cluster.is_some() {
-            return Err(Error::Driver(ferrocuda_driver::Error::InvalidArgument(
-                "cluster launches are not supported in graph kernel nodes yet".into(),
-            )));
+            return Err(Error::Unsupported {
+                what: "cluster launches in graph kernel nodes",
+            });
         }
         let mut uses = NodeUses::new(&self.device);
         let func = uses.function(f)?;
@@ -553,8 +551,8 @@ impl Graph {
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] with `InvalidArgument` unless `T` is 4 bytes wide, `DeviceMismatch` for a
-    /// buffer of another device; as the others.
+    /// [`Error::InvalidArgument`] unless `T` is 4 bytes wide; [`Error::Driver`] with
+    /// `DeviceMismatch` for a buffer of another device; as the others.
     pub fn memset_u32<T: Pod>(
         &mut self,
         buf: &DeviceBuffer<T>,
@@ -562,8 +560,9 @@ impl Graph {
         deps: &[Node],
     ) -> Result<Node> {
         if size_of::<T>() != 4 {
-            return Err(Error::Driver(ferrocuda_driver::Error::InvalidArgument(
-                "memset_u32 needs 4-byte elements".into(),
+            return Err(Error::InvalidArgument(format!(
+                "memset_u32 needs 4-byte elements, not {}-byte ones",
+                size_of::<T>()
             )));
         }
         let deps = self.deps(deps)?;
@@ -587,8 +586,8 @@ impl Graph {
     ///
     /// # Errors
     ///
-    /// [`Error::Driver`] with `LengthMismatch` if the lengths differ, `DeviceMismatch` for a
-    /// buffer of another device; as the others.
+    /// [`Error::LengthMismatch`] if the lengths differ; [`Error::Driver`] with `DeviceMismatch`
+    /// for a buffer of another device; as the others.
     pub fn copy_dtod<T: Pod>(
         &mut self,
         src: &DeviceBuffer<T>,
@@ -596,11 +595,11 @@ impl Graph {
         deps: &[Node],
     ) -> Result<Node> {
         if src.len() != dst.len() {
-            return Err(Error::Driver(ferrocuda_driver::Error::LengthMismatch {
+            return Err(Error::LengthMismatch {
                 what: "copy_dtod",
                 expected: dst.len(),
                 actual: src.len(),
-            }));
+            });
         }
         let deps = self.deps(deps)?;
         let mut uses = NodeUses::new(&self.device);
@@ -652,31 +651,6 @@ impl Graph {
     pub fn as_raw(&self) -> CUgraph {
         self.raw
     }
-}
-
-pub(crate) fn wait_op(
-    address: u64,
-    value: u64,
-    cond: WaitCondition,
-) -> sys::CUstreamBatchMemOpParams {
-    let mut op = sys::CUstreamBatchMemOpParams::default();
-    op.waitValue.operation = sys::CUstreamBatchMemOpType::CU_STREAM_MEM_OP_WAIT_VALUE_64;
-    op.waitValue.address = address;
-    op.waitValue.__bindgen_anon_1.value64 = value;
-    op.waitValue.flags = match cond {
-        WaitCondition::Equal => sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0,
-        WaitCondition::GreaterOrEqual => sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0,
-    };
-    op
-}
-
-fn write_op(address: u64, value: u64) -> sys::CUstreamBatchMemOpParams {
-    let mut op = sys::CUstreamBatchMemOpParams::default();
-    op.writeValue.operation = sys::CUstreamBatchMemOpType::CU_STREAM_MEM_OP_WRITE_VALUE_64;
-    op.writeValue.address = address;
-    op.writeValue.__bindgen_anon_1.value64 = value;
-    op.writeValue.flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0;
-    op
 }
 
 /// The stream being captured by [`Graph::capture`], with flag operations that the graph will own.

@@ -13,7 +13,7 @@
 //! `memory/pending/loom_model.rs` runs it against copies and waiters without a GPU.
 
 use crate::error::Result;
-use crate::sync;
+use crate::runtime::sync;
 
 /// Copies enqueued on one stream that involve the buffer.
 struct Entry<S, E> {

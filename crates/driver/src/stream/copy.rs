@@ -3,8 +3,8 @@
 use super::DeviceStream;
 use crate::error::{Error, Result};
 use crate::memory::{DeviceBuffer, HostAlloc, HostBuffer, Staging};
-use crate::raw;
 use crate::resource::{Access, UnderCapture};
+use crate::runtime::raw;
 use bytemuck::Pod;
 use std::time::Duration;
 
@@ -150,7 +150,7 @@ impl DeviceStream {
         let Some(staging) = &staging_slot else {
             unreachable!("just set")
         };
-        let done = crate::event::RawEvent::new_untimed(self.device())?;
+        let done = crate::runtime::handles::RawEvent::new_untimed(&self.device().inner)?;
         let s = op.address(src, Access::Read)?;
         let d = op.address(staging, Access::Write)? as *mut std::ffi::c_void;
         self.inner.bind()?;

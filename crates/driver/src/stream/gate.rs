@@ -4,11 +4,11 @@
 use super::DeviceStream;
 use crate::device_flag::DeviceFlag;
 use crate::error::Result;
-use crate::flag::{CompletionFlag, CompletionFlagRef, WaitCondition};
-use crate::module::{LaunchArgs, LaunchConfig};
-use crate::raw;
+use crate::flag::{CompletionFlag, CompletionFlagRef};
+use crate::module::{KernelParam, LaunchArgs, LaunchConfig};
 use crate::resource::{Access, Resource, UnderCapture};
-use ferrocuda_sys::{CUstreamWaitValue_flags, CUstreamWriteValue_flags};
+use crate::runtime::gates::{GateArgs, WaitCondition, wait_flags, write_flags};
+use crate::runtime::raw;
 use std::time::Duration;
 
 /// How a stream waits for a flag.
@@ -40,8 +40,16 @@ pub enum FlagSource<'a> {
     Device(&'a DeviceFlag),
 }
 
-impl FlagSource<'_> {
+impl<'a> FlagSource<'a> {
     fn resource(&self) -> &dyn Resource {
+        match self {
+            FlagSource::Host(f) => f,
+            FlagSource::Device(f) => *f,
+        }
+    }
+
+    /// The flag as a kernel parameter (its address, through the use path at launch).
+    fn param(&self) -> &dyn KernelParam {
         match self {
             FlagSource::Host(f) => f,
             FlagSource::Device(f) => *f,
@@ -81,69 +89,10 @@ impl std::fmt::Debug for FlagSource<'_> {
     }
 }
 
-/// The driver's wait flags for a condition.
-pub(crate) fn wait_flags(cond: WaitCondition) -> u32 {
-    match cond {
-        WaitCondition::Equal => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0,
-        WaitCondition::GreaterOrEqual => CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0,
-    }
-}
-
-/// A time limit in the gate kernels' unit: nanoseconds, 0 for none, saturating (a limit too long
-/// for 64 bits of nanoseconds is "as long as it takes", never a short one), at least 1 ns.
-pub(crate) fn timeout_ns(timeout: Option<Duration>) -> u64 {
-    timeout.map_or(0, |t| {
-        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
-    })
-}
-
-/// The five leading parameters of the gate kernels (`ferrocuda_gate_poll`,
-/// `ferrocuda_gate_relay`): `(const u64* flag, u64 value, u32 cond, u64 timeout_ns,
-/// u64* expired)`; `expired` is written only when `timeout_ns != 0`.
-pub(crate) struct GateArgs<'a> {
-    flag: &'a dyn Resource,
-    value: u64,
-    cond: u32,
-    timeout_ns: u64,
-    expired: Option<&'a CompletionFlag>,
-    null: u64,
-}
-
-impl<'a> GateArgs<'a> {
-    pub(crate) fn new(
-        flag: &'a dyn Resource,
-        value: u64,
-        cond: WaitCondition,
-        timeout_ns: u64,
-        expired: Option<&'a CompletionFlag>,
-    ) -> Self {
-        GateArgs {
-            flag,
-            value,
-            cond: cond as u32,
-            timeout_ns,
-            expired: expired.filter(|_| timeout_ns != 0),
-            null: 0,
-        }
-    }
-
-    /// Appends the five parameters, in the kernels' order.
-    pub(crate) fn push(&'a self, args: &mut LaunchArgs<'a>) {
-        args.arg_resource(self.flag)
-            .arg(&self.value)
-            .arg(&self.cond)
-            .arg(&self.timeout_ns);
-        match self.expired {
-            Some(c) => args.arg(c),
-            None => args.arg(&self.null),
-        };
-    }
-}
-
 impl DeviceStream {
-    /// The counter the polling gates of this stream bump on expiry (`None` without a limit).
-    fn expiry_counter(&self, timeout_ns: u64) -> Result<Option<&CompletionFlag>> {
-        Ok((timeout_ns != 0).then_some(&self.inner.expired))
+    /// The counter the polling gates of this stream bump when their time limit expires.
+    fn expiry_counter(&self) -> &dyn KernelParam {
+        &self.inner.expired
     }
 
     /// Makes later work wait until `flag` satisfies `cond` for `value`, by `strategy`.
@@ -180,24 +129,23 @@ impl DeviceStream {
         cond: WaitCondition,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.poll(&flag, value, cond, timeout)
+        self.poll(FlagSource::Host(flag), value, cond, timeout)
     }
 
     fn poll(
         &self,
-        flag: &dyn Resource,
+        flag: FlagSource<'_>,
         value: u64,
         cond: WaitCondition,
         timeout: Option<Duration>,
     ) -> Result<()> {
         let gate = self.inner.device.inner.gate_kernels(&self.inner.device)?;
-        let timeout_ns = timeout_ns(timeout);
         let gate_args = GateArgs::new(
-            flag,
+            flag.param(),
             value,
             cond,
-            timeout_ns,
-            self.expiry_counter(timeout_ns)?,
+            timeout,
+            Some(self.expiry_counter()),
         );
         let mut args = LaunchArgs::new();
         gate_args.push(&mut args);
@@ -269,13 +217,12 @@ impl DeviceStream {
             .inner
             .gate_kernels(&self.inner.device)?
             .relay;
-        let timeout_ns = timeout_ns(timeout);
         let gate_args = GateArgs::new(
-            from.resource(),
+            from.param(),
             value,
             cond,
-            timeout_ns,
-            self.expiry_counter(timeout_ns)?,
+            timeout,
+            Some(self.expiry_counter()),
         );
         let mut args = LaunchArgs::new();
         gate_args.push(&mut args);
@@ -363,14 +310,7 @@ impl DeviceStream {
         let a = op.address(flag, Access::Write)?;
         // SAFETY: as in `driver_wait`. The default flags put a system-wide memory fence before
         // the write, so whoever sees the value sees the work before it.
-        op.enqueue(|s| unsafe {
-            raw::stream_write_value64(
-                s,
-                a,
-                value,
-                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
-            )
-        })
+        op.enqueue(|s| unsafe { raw::stream_write_value64(s, a, value, write_flags()) })
     }
 
     /// When the stream reaches this point, the GPU writes `value` to `flag` (GPU → host; preceded
@@ -422,38 +362,7 @@ impl DeviceStream {
             GateStrategy::DriverWait => {
                 self.driver_wait("DeviceStream::wait_value_on", flag, value, cond)
             }
-            GateStrategy::Polling { timeout } => self.poll(flag, value, cond, timeout),
+            GateStrategy::Polling { timeout } => self.poll(flag.into(), value, cond, timeout),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A limit too long for 64 bits of nanoseconds means "wait as long as it takes", never a
-    /// wrapped-around short one; a zero limit is 1 ns (0 would mean no limit).
-    #[test]
-    fn gate_time_limits_saturate() {
-        assert_eq!(timeout_ns(None), 0);
-        assert_eq!(timeout_ns(Some(Duration::ZERO)), 1);
-        assert_eq!(timeout_ns(Some(Duration::from_micros(1500))), 1_500_000);
-        assert_eq!(
-            timeout_ns(Some(Duration::from_secs(18_446_744_074))),
-            u64::MAX
-        );
-        assert_eq!(timeout_ns(Some(Duration::MAX)), u64::MAX);
-    }
-
-    #[test]
-    fn wait_conditions_map_to_the_drivers_flags() {
-        assert_eq!(
-            wait_flags(WaitCondition::Equal),
-            CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_EQ.0
-        );
-        assert_eq!(
-            wait_flags(WaitCondition::GreaterOrEqual),
-            CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ.0
-        );
     }
 }

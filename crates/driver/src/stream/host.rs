@@ -4,11 +4,11 @@
 use super::DeviceStream;
 use crate::error::Result;
 use crate::flag::CompletionFlag;
-use crate::host_func::{self, Job, SmallFn};
-use crate::raw;
 use crate::resource::{StreamOp, UnderCapture};
-use crate::trampoline::{self, KickoffMode};
-use ferrocuda_sys::CUstreamWriteValue_flags;
+use crate::runtime::gates::write_flags;
+use crate::runtime::raw;
+use crate::runtime::trampoline::job::{Job, SmallFn};
+use crate::runtime::trampoline::{self, Enqueue, Kickoff};
 
 /// Why one-shot host closures are refused under capture.
 const ONE_SHOT: &str = "a one-shot closure would run again at every replay of the graph, after it \
@@ -40,14 +40,14 @@ impl DeviceStream {
             UnderCapture::Refuse(ONE_SHOT),
         )?;
         let job = Job::new(SmallFn::new(f), self.inner.panics.clone(), None, 0);
-        launch_job(op, job, host_func::host_func_entry)
+        enqueue_step(op, job, Kickoff::Blocking)
     }
 
     /// The async trampoline: when the stream reaches this point, `f` is handed to a worker thread
     /// of the crate and the stream moves on at once; the worker runs `f` and then signals `value`
     /// on `flag` with release ordering. The hand-off is a GPU write that the crate's notifier
-    /// thread watches ([`KickoffMode::GpuWrite`], the default) or a tiny host function
-    /// ([`KickoffMode::HostFunc`], MAX's way); see [`set_kickoff_mode`](Self::set_kickoff_mode).
+    /// thread watches ([`KickoffMode::GpuWrite`](crate::KickoffMode::GpuWrite), the default) or a tiny host function
+    /// ([`KickoffMode::HostFunc`](crate::KickoffMode::HostFunc), MAX's way); see [`set_kickoff_mode`](Self::set_kickoff_mode).
     /// Gate downstream GPU work with
     /// [`wait_for_host_value_ge`](Self::wait_for_host_value_ge)`(&flag, value)`.
     ///
@@ -86,68 +86,31 @@ impl DeviceStream {
             "DeviceStream::enqueue_async_host_func",
             UnderCapture::Refuse(ONE_SHOT),
         )?;
-        trampoline::start_workers();
         let job = Job::new(
             SmallFn::new(f),
             self.inner.panics.clone(),
             Some(flag.inner().clone()),
             value,
         );
-        trampoline::step_enqueued();
-        if self.kickoff_mode() == KickoffMode::HostFunc {
-            return launch_job(op, job, host_func::kickoff_entry);
-        }
-        let ring = match trampoline::ring_for(&self.inner.device.inner) {
-            Ok(r) => r,
-            Err(e) => {
-                job.disarm_and_recycle();
-                return Err(e);
-            }
-        };
-        let ticket = match trampoline::reserve(ring, job) {
-            Ok(t) => t,
-            // More than RING_SLOTS steps in flight: this one is kicked off by a host function.
-            Err(job) => return launch_job(op, job, host_func::kickoff_entry),
-        };
-        // The ring is the crate's own mapped memory, kept for the process: no resource to record.
-        let (addr, value) = (ticket.addr, ticket.ticket);
-        // SAFETY: the stream is live; the ring slot is mapped pinned memory kept for the process.
-        // The default flags put a system-wide memory fence before the write, so the closure sees
-        // everything the stream did before this point.
-        let w = op.enqueue(|s| unsafe {
-            raw::stream_write_value64(
-                s,
-                addr,
-                value,
-                CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT.0,
-            )
-        });
-        if let Err(e) = w {
-            if let Some(job) = ticket.cancel() {
-                job.disarm_and_recycle();
-            }
-            return Err(e);
-        }
-        Ok(())
+        let ctx = &self.inner.device.inner.rt;
+        enqueue_step(op, job, Kickoff::Async(self.kickoff_mode(), ctx))
     }
 }
 
-/// Enqueues `job` as a host function calling `entry`, as part of `op`.
-fn launch_job(
-    op: StreamOp<'_, '_>,
-    job: Box<Job>,
-    entry: unsafe extern "C" fn(*mut std::ffi::c_void),
-) -> Result<()> {
-    let data = Box::into_raw(job);
-    // SAFETY: the stream is live; `entry` reclaims `data` exactly once when the driver runs it.
-    // The operation refused capture, so the host function runs once (it is not recorded into a
-    // graph that could replay it).
-    match op.enqueue(|s| unsafe { raw::launch_host_func(s, entry, data.cast()) }) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // SAFETY: the driver did not take `data`; reclaim it here (dropping the closure).
-            unsafe { Box::from_raw(data) }.disarm_and_recycle();
-            Err(e)
-        }
-    }
+/// Enqueues a trampoline step as part of `op`, by the kickoff the trampoline chose.
+fn enqueue_step(op: StreamOp<'_, '_>, job: Box<Job>, how: Kickoff<'_>) -> Result<()> {
+    trampoline::enqueue(job, how, |kick| match kick {
+        Enqueue::HostFunc(entry, data) => op.enqueue(|s| {
+            // SAFETY: the stream is live; `entry` reclaims `data` exactly once when the driver
+            // runs it. The operation refused capture, so the host function runs once (it is not
+            // recorded into a graph that could replay it).
+            unsafe { raw::launch_host_func(s, entry, data) }
+        }),
+        Enqueue::WriteValue(addr, ticket) => op.enqueue(|s| {
+            // SAFETY: the stream is live; the ring slot is the crate's mapped pinned memory, kept
+            // for the process (no resource to record). The default flags put a system-wide memory
+            // fence before the write, so the closure sees everything the stream did before this.
+            unsafe { raw::stream_write_value64(s, addr, ticket, write_flags()) }
+        }),
+    })
 }

@@ -3,8 +3,8 @@
 use super::DeviceStream;
 use crate::error::Result;
 use crate::module::{Function, LaunchArgs, LaunchConfig};
-use crate::raw;
 use crate::resource::{Access, UnderCapture};
+use crate::runtime::raw;
 
 impl DeviceStream {
     /// Launches `f` with `config` and `args`.

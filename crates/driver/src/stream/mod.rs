@@ -14,16 +14,17 @@ pub use gate::{FlagSource, GateStrategy};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::event::{DeviceEvent, RawEvent};
+use crate::event::DeviceEvent;
 use crate::flag::CompletionFlag;
 use crate::future::StreamSync;
-use crate::guard;
-use crate::host_func::PanicSink;
-use crate::raw::{self, CUstream, CaptureState};
-use crate::reclaim;
 use crate::resource::UnderCapture;
-use crate::trampoline::KickoffMode;
-use crate::waiter::Cond;
+use crate::runtime::guard;
+use crate::runtime::handles::{RawEvent, RawStream};
+use crate::runtime::raw::{self, CUstream, CaptureState};
+use crate::runtime::reclaim;
+use crate::runtime::trampoline::KickoffMode;
+use crate::runtime::trampoline::job::PanicSink;
+use crate::runtime::waiter::Cond;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,7 +65,7 @@ pub struct DeviceStream {
 /// The user-facing owner of a stream: when the last one drops (every [`DeviceStream`] clone and
 /// every buffer allocated on it), the stream is retired by the reclaimer, which keeps it visible
 /// to fences until its queued work is covered by a tail event.
-pub(crate) struct StreamHandle(Arc<StreamInner>);
+pub(crate) struct StreamHandle(pub(crate) Arc<StreamInner>);
 
 impl std::ops::Deref for StreamHandle {
     type Target = Arc<StreamInner>;
@@ -110,31 +111,6 @@ unsafe impl Send for StreamInner {}
 // an atomic.
 unsafe impl Sync for StreamInner {}
 
-/// A stream handle moved to the reclaimer to be destroyed.
-pub(crate) struct RawStream(pub(crate) CUstream);
-// SAFETY: see `StreamInner`: stream handles may be destroyed from any thread.
-unsafe impl Send for RawStream {}
-
-impl Drop for RawStream {
-    fn drop(&mut self) {
-        if guard::must_defer() {
-            reclaim::defer(reclaim::Garbage::Stream(RawStream(std::mem::replace(
-                &mut self.0,
-                std::ptr::null_mut(),
-            ))));
-            return;
-        }
-        if self.0.is_null() {
-            return;
-        }
-        // SAFETY: the handle is live and this is its last owner. cuStreamDestroy returns at once;
-        // the driver finishes the work still queued.
-        if let Err(err) = unsafe { raw::stream_destroy(self.0) } {
-            tracing::warn!(%err, "cuStreamDestroy failed");
-        }
-    }
-}
-
 impl Drop for StreamInner {
     fn drop(&mut self) {
         // The last owner is the reclaimer or a host buffer's record of a copy, after the stream was
@@ -145,26 +121,22 @@ impl Drop for StreamInner {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The crate's own kernels (crates/driver/src/kernels/gate.cu), compiled by `cargo xtask ptx`.
-pub(crate) const GATE_PTX: &str = include_str!("../kernels/gate.ptx");
+impl crate::runtime::reclaim::FencedStream for StreamInner {
+    fn raw(&self) -> CUstream {
+        self.raw
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn context(&self) -> &crate::runtime::context::Context {
+        &self.device.inner.rt
+    }
+    fn capture_lock(&self) -> &std::sync::RwLock<()> {
+        &self.capture
+    }
+}
 
 impl StreamInner {
-    /// An event recorded now on this stream (for fences), or `None` while the stream captures (a
-    /// record would land in the graph; the caller records later).
-    pub(crate) fn record_now(&self) -> Result<Option<RawEvent>> {
-        if !matches!(
-            // SAFETY: the stream is live.
-            unsafe { raw::stream_capture_state(self.raw) }?,
-            CaptureState::None
-        ) {
-            return Ok(None);
-        }
-        let e = RawEvent::new_untimed(&self.device)?;
-        // SAFETY: event and stream are live and of one context.
-        unsafe { raw::event_record(e.0, self.raw) }?;
-        Ok(Some(e))
-    }
-
     /// Excludes every operation between its capture check and its enqueue (see `capture`).
     pub(crate) fn capture_transition(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         // The lock guards no data: a poisoned lock is as good as a clean one.
@@ -211,7 +183,7 @@ impl DeviceStream {
             expired_seen: AtomicU64::new(0),
             capture: std::sync::RwLock::new(()),
         });
-        reclaim::register_stream(&inner);
+        reclaim::register_stream(inner.clone());
         Ok(DeviceStream {
             inner: Arc::new(StreamHandle(inner)),
         })
@@ -284,7 +256,7 @@ impl DeviceStream {
     /// [`Error::Timeout`] if the work has not completed in time; otherwise as `synchronize`.
     pub fn synchronize_timeout(&self, timeout: Duration) -> Result<()> {
         let _op = guard::enter("DeviceStream::synchronize_timeout")?;
-        let e = RawEvent::new_untimed(&self.inner.device)?;
+        let e = RawEvent::new_untimed(&self.inner.device.inner)?;
         // SAFETY: event and stream are live and of one context.
         unsafe { raw::event_record(e.0, self.inner.raw) }?;
         crate::event::poll_until("DeviceStream::synchronize_timeout", timeout, || {
@@ -322,7 +294,7 @@ impl DeviceStream {
                 ),
             )
             .and_then(|op| {
-                let e = RawEvent::new_untimed(&self.inner.device)?;
+                let e = RawEvent::new_untimed(&self.inner.device.inner)?;
                 op.enqueue(|s| {
                     // SAFETY: event and stream are live and of one context.
                     unsafe { raw::event_record(e.0, s) }

@@ -25,16 +25,16 @@
 //! registry of streams they cover live in `reclaim/fence.rs`, generic over the driver too and
 //! property-tested there against several streams that the GPU advances independently.
 
-use crate::device::DeviceInner;
+use super::context::Context;
+use super::guard;
+use super::handles::{RawEvent, RawStream};
+use super::park::{self, Backoff};
+use super::raw::{self, CUdeviceptr, CUmodule};
+use super::sync;
 use crate::error::{Error, Result};
-use crate::event::RawEvent;
-use crate::guard;
-use crate::raw::{self, CUdeviceptr, CUmodule};
-use crate::stream::{RawStream, StreamInner};
-use crate::sync;
+pub(crate) use fence::FencedStream;
 use fence::{Cuda, Fence};
 use std::collections::VecDeque;
-use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -44,13 +44,10 @@ mod fence;
 /// Something to release once the GPU is past every use of it.
 pub(crate) enum Garbage {
     /// Device memory from `cuMemAllocAsync`.
-    DevicePtr {
-        device: Arc<DeviceInner>,
-        ptr: CUdeviceptr,
-    },
+    DevicePtr { ctx: Arc<Context>, ptr: CUdeviceptr },
     /// A module.
     Module {
-        device: Arc<DeviceInner>,
+        ctx: Arc<Context>,
         module: ModulePtr,
     },
     /// An event whose owner dropped it where no driver call may be made.
@@ -59,16 +56,10 @@ pub(crate) enum Garbage {
     Stream(RawStream),
     /// A stream whose last user handle dropped: it leaves the fences' registry once its queued
     /// work is covered by a tail event (no fence can miss it meanwhile).
-    Retire(Arc<StreamInner>),
+    Retire(Arc<dyn FencedStream>),
     /// Anything else: run once the fence has passed (no driver call may block in it).
     Callback(Box<dyn FnOnce() + Send>),
 }
-
-/// A raw pointer to pinned memory, movable between threads (the cache's blocks).
-pub(crate) struct HostPtr(pub(crate) *mut c_void);
-// SAFETY: pinned host memory belongs to the process, not to a thread; a `HostPtr` is owned by
-// one holder at a time (the cache or one allocation), which alone uses it.
-unsafe impl Send for HostPtr {}
 
 /// A module handle, movable to the reclaimer thread.
 pub(crate) struct ModulePtr(pub(crate) CUmodule);
@@ -80,18 +71,18 @@ unsafe impl Send for ModulePtr {}
 // The streams that fences cover
 
 /// Registers a new stream with the fences.
-pub(crate) fn register_stream(s: &Arc<StreamInner>) {
-    fence::registry().register(s);
+pub(crate) fn register_stream(s: Arc<dyn FencedStream>) {
+    fence::registry().register(&s);
 }
 
 /// The last user handle of `s` dropped: hand it to the reclaimer (no driver call here).
-pub(crate) fn retire_stream(s: Arc<StreamInner>) {
+pub(crate) fn retire_stream(s: Arc<dyn FencedStream>) {
     defer(Garbage::Retire(s));
 }
 
 /// Whether `home` is the only stream that can have pending work (so a stream-ordered release on
 /// `home` is already fenced against every use).
-pub(crate) fn only_live_stream_is(home: &Arc<StreamInner>) -> bool {
+pub(crate) fn only_live_stream_is(home: &Arc<dyn FencedStream>) -> bool {
     fence::registry().only_live_stream_is(home)
 }
 
@@ -391,9 +382,9 @@ pub(crate) struct Driver;
 impl Backend for Driver {
     type Item = Garbage;
     type Fence = Fence<Cuda>;
-    type Retiring = Arc<StreamInner>;
+    type Retiring = Arc<dyn FencedStream>;
 
-    fn sort(&self, g: Garbage) -> Sort<Garbage, Arc<StreamInner>> {
+    fn sort(&self, g: Garbage) -> Sort<Garbage, Arc<dyn FencedStream>> {
         match g {
             Garbage::Retire(s) => Sort::Retire(s),
             // Events and stream handles are released by the driver once their work is done.
@@ -406,7 +397,7 @@ impl Backend for Driver {
         release(g);
     }
 
-    fn retire(&self, s: Arc<StreamInner>) -> std::result::Result<(), Arc<StreamInner>> {
+    fn retire(&self, s: Arc<dyn FencedStream>) -> std::result::Result<(), Arc<dyn FencedStream>> {
         fence::registry().try_retire(s)
     }
 
@@ -436,15 +427,14 @@ impl Backend for Driver {
 fn run(r: &'static Reclaimer<Garbage>) {
     guard::mark_reclaimer_thread();
     let mut sweeper = Sweeper::new(Driver);
-    let mut pause = Duration::from_micros(20);
+    let mut backoff = Backoff::new(park::RECLAIMER);
     loop {
         let turn = sweeper.turn(r);
         if turn.progress {
-            pause = Duration::from_micros(20);
+            backoff.progress();
         }
         if turn.waiting {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
+            backoff.idle(None);
         }
     }
 }
@@ -461,11 +451,11 @@ fn release(g: Garbage) {
 
 fn release_now(g: Garbage) -> Result<()> {
     match g {
-        Garbage::DevicePtr { device, ptr } => device.reclaim_stream().and_then(|s| {
+        Garbage::DevicePtr { ctx, ptr } => ctx.reclaim_stream().and_then(|s| {
             // SAFETY: the fence passed, so no work uses `ptr`; it came from cuMemAllocAsync.
             unsafe { raw::mem_free_async(ptr, s) }
         }),
-        Garbage::Module { device, module } => device.bind_checked().and_then(|()| {
+        Garbage::Module { ctx, module } => ctx.bind_checked().and_then(|()| {
             // SAFETY: the fence passed, so no launch of the module's functions is pending, and no
             // `Function` handle remains (each holds the module).
             unsafe { raw::module_unload(module.0) }

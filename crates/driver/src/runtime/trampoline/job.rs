@@ -11,8 +11,8 @@
 //! sees (see `trampoline.rs`); a worker runs the closure and then signals the flag (release) — also
 //! when the closure panicked, so the waiters it owes are never stranded.
 
-use crate::flag::FlagInner;
-use crate::guard::{self, HostFuncScope};
+use crate::runtime::gates::HostWord;
+use crate::runtime::guard::{self, HostFuncScope};
 use crossbeam_queue::ArrayQueue;
 use std::ffi::c_void;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -118,7 +118,7 @@ pub(crate) struct Job {
     f: Option<SmallFn>,
     sink: Option<Arc<PanicSink>>,
     /// For the trampoline: the flag to signal after `f`, and the value.
-    flag: Option<Arc<FlagInner>>,
+    flag: Option<Arc<dyn HostWord>>,
     value: u64,
 }
 
@@ -132,7 +132,7 @@ impl Job {
     pub(crate) fn new(
         f: SmallFn,
         sink: Arc<PanicSink>,
-        flag: Option<Arc<FlagInner>>,
+        flag: Option<Arc<dyn HostWord>>,
         value: u64,
     ) -> Box<Job> {
         match job_pool().pop() {
@@ -164,7 +164,7 @@ impl Job {
         // The flag is signalled whether or not the closure panicked: the waiters it owes must go on.
         if let Some(flag) = &self.flag {
             flag.signal(self.value);
-            crate::trampoline::step_done();
+            crate::runtime::trampoline::step_done();
         }
     }
 
@@ -173,7 +173,7 @@ impl Job {
     pub(crate) fn disarm_and_recycle(mut self: Box<Self>) {
         self.f = None;
         if self.flag.take().is_some() {
-            crate::trampoline::step_done();
+            crate::runtime::trampoline::step_done();
         }
         self.recycle();
     }
@@ -220,7 +220,22 @@ pub(crate) unsafe extern "C" fn host_func_entry(data: *mut c_void) {
 pub(crate) unsafe extern "C" fn kickoff_entry(data: *mut c_void) {
     // SAFETY: per the contract, this reclaims the box exactly once.
     let job = unsafe { Box::from_raw(data.cast::<Job>()) };
-    crate::trampoline::dispatch(job);
+    crate::runtime::trampoline::dispatch(job);
+}
+
+/// A closure that runs many times (a graph host node's), behind a lock: a `FnMut` may be called
+/// from several replays at once.
+pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
+
+pub(crate) fn call(body: &Body, panics: &PanicSink) {
+    let r = guard::contain(|| {
+        // A panic inside poisons the mutex; the next run still calls the closure.
+        let mut f = body.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    });
+    if let Err(msg) = r {
+        panics.report(msg);
+    }
 }
 
 #[cfg(test)]
@@ -314,7 +329,7 @@ mod tests {
         let s = seen.clone();
         let job = Job::new(
             SmallFn::new(move || {
-                *s.lock().unwrap() = Some(crate::raw::device_count());
+                *s.lock().unwrap() = Some(crate::runtime::raw::device_count());
             }),
             sink,
             None,
@@ -334,7 +349,7 @@ mod tests {
         );
         // Outside the host function the same call is not refused for that reason.
         assert!(!matches!(
-            crate::raw::device_count(),
+            crate::runtime::raw::device_count(),
             Err(crate::Error::CalledFromHostFunc { .. })
         ));
     }

@@ -26,29 +26,26 @@
 //! those against each other.
 
 use crate::error::{Error, Result};
-use crate::event::RawEvent;
-use crate::flag::{FlagInner, WaitCondition, flag_outcome};
-use crate::raw;
-use crate::sync;
+use crate::runtime::gates::{HostWord, WaitCondition, flag_outcome};
+use crate::runtime::handles::RawEvent;
+use crate::runtime::park::{self, Backoff};
+use crate::runtime::raw;
+use crate::runtime::sync;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The first pause of the sleeping phase.
-const PAUSE_MIN: Duration = Duration::from_micros(20);
 /// The longest the thread spins with nothing pending before it parks (at most the spin window).
 const IDLE_GRACE_MAX: Duration = Duration::from_micros(200);
-/// The longest pause while futures are pending (bounds the wake latency of a long wait).
-const PAUSE_MAX: Duration = Duration::from_micros(200);
 
 /// What a registered future waits for.
 #[derive(Clone)]
 pub(crate) enum Cond {
     /// A flag reaching a value (the `Arc` keeps the slot allocated while the future lives).
     Flag {
-        flag: Arc<FlagInner>,
+        flag: Arc<dyn HostWord>,
         cond: WaitCondition,
         value: u64,
     },
@@ -336,7 +333,7 @@ impl<C: Clone> Shared<C> {
         // A waker is user code: one that panics (or whose panic payload panics when dropped)
         // must not take this thread, and every future of the process, with it.
         for w in wakers {
-            if let Err(msg) = crate::guard::contain(|| w.wake()) {
+            if let Err(msg) = crate::runtime::guard::contain(|| w.wake()) {
                 tracing::debug!(%msg, "a future's waker panicked");
             }
         }
@@ -381,7 +378,7 @@ fn thread() -> Option<&'static Thread> {
         match std::thread::Builder::new()
             .name("ferrocuda-waiter".into())
             .spawn(|| {
-                crate::guard::mark_crate_thread();
+                crate::runtime::guard::mark_crate_thread();
                 run()
             })
         {
@@ -466,13 +463,13 @@ fn run() {
     let shared = shared();
     let mut watch = Watch::new();
     let mut seen = ACTIVITY.load(Ordering::SeqCst);
-    let mut last = Instant::now();
-    let mut pause = PAUSE_MIN;
+    let mut backoff = Backoff::new(park::WAITER);
     loop {
         if shared.pending() == 0 {
             // Linger a little first: a service that awaits back to back registers its next
             // future within microseconds, and a parked thread takes tens of µs to wake.
-            if last.elapsed() < waiter_spin().min(IDLE_GRACE_MAX) {
+            backoff.set_spin(waiter_spin().min(IDLE_GRACE_MAX));
+            if backoff.spinning() {
                 std::hint::spin_loop();
                 continue;
             }
@@ -485,31 +482,29 @@ fn run() {
             }
             STATE.store(SPINNING, Ordering::SeqCst);
             seen = ACTIVITY.load(Ordering::SeqCst);
-            last = Instant::now();
-            pause = PAUSE_MIN;
+            backoff.progress();
             continue;
         }
+        backoff.set_spin(waiter_spin());
         if shared.sweep(&mut watch, Cond::check) {
-            last = Instant::now();
-            pause = PAUSE_MIN;
+            backoff.progress();
             continue;
         }
         let now = ACTIVITY.load(Ordering::SeqCst);
         if now != seen {
             seen = now;
-            last = Instant::now();
-            pause = PAUSE_MIN;
+            backoff.progress();
         }
-        if last.elapsed() < waiter_spin() {
+        if backoff.spinning() {
             std::hint::spin_loop();
             continue;
         }
         STATE.store(SLEEPING, Ordering::SeqCst);
+        let pause = backoff.next_pause();
         if ACTIVITY.load(Ordering::SeqCst) == seen {
             std::thread::park_timeout(pause);
         }
         STATE.store(SPINNING, Ordering::SeqCst);
-        pause = (pause * 2).min(PAUSE_MAX);
     }
 }
 

@@ -13,10 +13,38 @@
 //! several streams; [`Cuda`] is the crate's.
 
 use crate::error::{Error, Result};
-use crate::event::RawEvent;
-use crate::raw;
-use crate::stream::StreamInner;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use crate::runtime::context::Context;
+use crate::runtime::handles::RawEvent;
+use crate::runtime::raw::{self, CUstream, CaptureState};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+
+/// What fences need of a stream (the api side's stream implements it): its handle, its identity,
+/// its context and the lock that orders capture transitions against operations.
+pub(crate) trait FencedStream: Send + Sync {
+    /// The live stream handle.
+    fn raw(&self) -> CUstream;
+    /// A process-unique identity, never reused (the order in which capture locks are taken).
+    fn id(&self) -> u64;
+    /// The stream's context.
+    fn context(&self) -> &Context;
+    /// Held shared by an operation from its capture check to its enqueue, exclusively by a
+    /// capture transition; a module unload holds every stream's exclusively.
+    fn capture_lock(&self) -> &RwLock<()>;
+
+    /// An event recorded now on this stream, or `None` while the stream captures (a record would
+    /// land in the graph; the caller records later).
+    fn record_now(&self) -> Result<Option<RawEvent>> {
+        // SAFETY: the stream is live (the implementor owns the handle).
+        let state = unsafe { raw::stream_capture_state(self.raw()) }?;
+        if !matches!(state, CaptureState::None) {
+            return Ok(None);
+        }
+        let e = RawEvent::new_untimed(self.context())?;
+        // SAFETY: event and stream are live and of one context.
+        unsafe { raw::event_record(e.0, self.raw()) }?;
+        Ok(Some(e))
+    }
+}
 
 /// Whether the GPU is past an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,10 +226,10 @@ impl<G: Gpu> FencePoint<G> {
 pub(crate) struct Cuda;
 
 impl Gpu for Cuda {
-    type Stream = Arc<StreamInner>;
+    type Stream = Arc<dyn FencedStream>;
     type Event = Arc<RawEvent>;
 
-    fn record(&self, s: &Arc<StreamInner>) -> Result<Option<Arc<RawEvent>>> {
+    fn record(&self, s: &Arc<dyn FencedStream>) -> Result<Option<Arc<RawEvent>>> {
         s.record_now().map(|e| e.map(Arc::new))
     }
 
@@ -221,19 +249,19 @@ impl Gpu for Cuda {
         }
     }
 
-    fn same(a: &Arc<StreamInner>, b: &Arc<StreamInner>) -> bool {
+    fn same(a: &Arc<dyn FencedStream>, b: &Arc<dyn FencedStream>) -> bool {
         Arc::ptr_eq(a, b)
     }
 
-    fn idle(&self, s: &Arc<StreamInner>) -> bool {
+    fn idle(&self, s: &Arc<dyn FencedStream>) -> bool {
         // SAFETY: the stream is live (held by the Arc). The capture state is asked first:
         // querying a capturing stream would invalidate its capture.
         matches!(
-            unsafe { raw::stream_capture_state(s.raw) },
-            Ok(crate::raw::CaptureState::None)
+            unsafe { raw::stream_capture_state(s.raw()) },
+            Ok(CaptureState::None)
         )
             // SAFETY: as above.
-            && matches!(unsafe { raw::stream_query(s.raw) }, Ok(true))
+            && matches!(unsafe { raw::stream_query(s.raw()) }, Ok(true))
     }
 }
 
@@ -249,10 +277,10 @@ impl Registry<Cuda> {
         }
         // One order for every caller: no two reclaimer turns run at once anyway, and operations
         // hold one stream's lock at a time, shared.
-        streams.sort_by_key(|s| s.id);
+        streams.sort_by_key(|s| s.id());
         let mut held = Vec::with_capacity(streams.len());
         for s in &streams {
-            match s.capture.try_write() {
+            match s.capture_lock().try_write() {
                 Ok(g) => held.push(g),
                 Err(_) => return Some(value),
             }
@@ -277,7 +305,7 @@ mod tests {
     //! The fences and the reclaimer's loop against a model of several streams.
     use super::{Fence, Gpu, Reached, Registry};
     use crate::error::Result;
-    use crate::reclaim::{Backend, Reclaimer, Sort, Sweeper};
+    use crate::runtime::reclaim::{Backend, Reclaimer, Sort, Sweeper};
     use proptest::prelude::*;
     use std::cell::RefCell;
 

@@ -11,11 +11,11 @@ use ferrocuda_sys as sys;
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
 
-/// Calls one driver entry point through the guard ([`crate::guard::call`]): refusal inside a host
+/// Calls one driver entry point through the guard ([`crate::runtime::guard::call`]): refusal inside a host
 /// function, span, call, check.
 macro_rules! cu {
     ($f:ident($($a:expr),* $(,)?)) => {
-        crate::guard::call(stringify!($f), |d| {
+        crate::runtime::guard::call(stringify!($f), |d| {
             // SAFETY: the enclosing `unsafe fn`'s caller guarantees the handles and pointers
             // passed here are valid for this call, as its `# Safety` section states.
             unsafe { d.$f($($a),*) }
@@ -26,7 +26,7 @@ macro_rules! cu {
 /// Like `cu!` but `CUDA_ERROR_NOT_READY` is `Ok(false)` and success `Ok(true)`.
 macro_rules! cu_query {
     ($f:ident($($a:expr),* $(,)?)) => {
-        crate::guard::query(stringify!($f), |d| {
+        crate::runtime::guard::query(stringify!($f), |d| {
             // SAFETY: as in `cu!`.
             unsafe { d.$f($($a),*) }
         })

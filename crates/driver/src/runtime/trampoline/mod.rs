@@ -1,0 +1,436 @@
+//! The async trampoline, in one place: how a step is kicked off, and the threads that run it.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `job.rs` | [`Job`] (a closure stored inline, its panic sink, the flag it signals), the host-function entry points, a graph host node's [`Body`] |
+//! | `mod.rs` | [`KickoffMode`], the worker pool ([`dispatch`]), the notifier thread |
+//! | `ring.rs` | the GPU-write kickoff's ring of mapped slots ([`reserve`], [`Ticket`]) |
+//! | `kick.rs` | graph kernel nodes that kick off by GPU write ([`GraphKick`]) |
+//!
+//! The api side enters through one door per user: [`enqueue`] for a stream step (`DeviceStream`
+//! calls it with the kickoff the stream chose), [`GraphKick`] for a graph node kicked off by GPU
+//! write, and [`Job`] through a host node's entry for one kicked off by a host function.
+//!
+//! A trampoline step ([`DeviceStream::enqueue_async_host_func`](crate::DeviceStream::enqueue_async_host_func))
+//! is kicked off in one of two ways ([`KickoffMode`]):
+//!
+//! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
+//!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
+//!   job to a worker. The notifier never runs a user closure itself: a closure that blocks would
+//!   stall every other stream's kickoff behind it. No host function is involved, so the process keeps its fast event calls
+//!   (GPU.md: once a host function ran between kernels, every event record/synchronize/query costs
+//!   about 1.1 µs more for the rest of the process).
+//! * **`HostFunc`** (MAX's way): `cuLaunchHostFunc` of a tiny callback that hands the job to a worker.
+//!
+//! Both thread kinds spend CPU only while work is in flight: while a step is enqueued and not yet
+//! done, the notifier spins on the ring (with `spin_loop` hints) and one worker spins on the job
+//! queue; [`GRACE`] after the last step they park and use no CPU. The crate knows when work is in
+//! flight because it enqueued it. Waking a parked thread is a futex call made on the enqueuing
+//! thread only when the thread is parked (the first step after an idle period).
+//!
+//! The ring's protocol ([`Ring`]: [`reserve`], [`Ticket::cancel`] and the notifier's
+//! [`Ring::scan`]) is generic over the job and the slot count, so that the loom model in
+//! `trampoline/loom_model.rs` runs it on a ring of two slots: every job is dispatched exactly once
+//! or handed back, and a slot is reused only once its last ticket is done.
+
+use super::context::Context;
+use super::park::{self, Sleepers, spin_while};
+use super::raw::CUdeviceptr;
+use crate::error::Result;
+use crossbeam_queue::SegQueue;
+use kick::KICKS;
+use std::ffi::c_void;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub(crate) mod job;
+mod kick;
+mod ring;
+
+pub(crate) use job::Job;
+pub(crate) use kick::GraphKick;
+pub use ring::RING_SLOTS;
+use ring::{KickRing, reserve};
+#[cfg(all(test, loom))]
+use ring::{Ring, Slot, Ticket};
+
+/// How an async host-function step is kicked off when its stream reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KickoffMode {
+    /// The stream writes a ticket to mapped memory that a crate thread watches: ≈ 4× faster than
+    /// `HostFunc` on an H100, keeps event calls fast, and costs one spinning core (the notifier)
+    /// while steps are in flight.
+    #[default]
+    GpuWrite,
+    /// `cuLaunchHostFunc` of a callback that hands the step to a worker (MAX's trampoline): no
+    /// notifier thread, but the driver's host-function latency (tens of µs, long tails) and slower
+    /// event calls for the rest of the process.
+    HostFunc,
+}
+
+impl KickoffMode {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            KickoffMode::GpuWrite => 0,
+            KickoffMode::HostFunc => 1,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        if v == 1 {
+            KickoffMode::HostFunc
+        } else {
+            KickoffMode::GpuWrite
+        }
+    }
+
+    /// The process default: `FERROCUDA_KICKOFF=hostfunc` selects `HostFunc`, anything else `GpuWrite`.
+    pub fn process_default() -> KickoffMode {
+        static D: OnceLock<KickoffMode> = OnceLock::new();
+        *D.get_or_init(|| match std::env::var("FERROCUDA_KICKOFF").as_deref() {
+            Ok("hostfunc" | "host_func" | "HostFunc") => KickoffMode::HostFunc,
+            _ => KickoffMode::GpuWrite,
+        })
+    }
+}
+
+/// How long the notifier and a worker keep spinning after the last step before they park.
+pub const GRACE: Duration = park::TRAMPOLINE.spin;
+
+/// Trampoline steps enqueued and not yet done (closure run, flag signalled).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// A step was enqueued: the crate's threads should be awake.
+pub(crate) fn step_enqueued() {
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    pool().wake_spinner();
+}
+
+/// A step finished (or its enqueue failed).
+pub(crate) fn step_done() {
+    IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Steps in flight right now.
+pub(crate) fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+struct Pool {
+    queue: SegQueue<Box<Job>>,
+    sleepers: Sleepers,
+    /// One worker at a time spins for jobs; the others park.
+    spinner: AtomicBool,
+    started: OnceLock<()>,
+}
+
+fn pool() -> &'static Pool {
+    static P: Pool = Pool {
+        queue: SegQueue::new(),
+        sleepers: Sleepers::new(),
+        spinner: AtomicBool::new(false),
+        started: OnceLock::new(),
+    };
+    P.started.get_or_init(|| {
+        for i in 0..worker_count() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferrocuda-worker-{i}"))
+                .spawn(|| {
+                    crate::runtime::guard::mark_crate_thread();
+                    worker(&P)
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(%e, "could not start a ferrocuda worker thread");
+            }
+        }
+    });
+    &P
+}
+
+/// Number of trampoline workers: closures run concurrently up to this many
+/// (`FERROCUDA_WORKERS` overrides; default 2 to 4 by available cores).
+fn worker_count() -> usize {
+    std::env::var("FERROCUDA_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
+}
+
+impl Pool {
+    fn wake_spinner(&self) {
+        if !self.spinner.load(Ordering::SeqCst) {
+            self.sleepers.wake_one();
+        }
+    }
+}
+
+fn worker(p: &'static Pool) {
+    loop {
+        if let Some(job) = p.queue.pop() {
+            job.run_and_recycle();
+            continue;
+        }
+        if p.spinner
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let got = spin_while(park::TRAMPOLINE, || in_flight() > 0, || !p.queue.is_empty());
+            p.spinner.store(false, Ordering::SeqCst);
+            if got {
+                // Another worker takes over spinning while this one runs the job.
+                if in_flight() > 1 {
+                    p.sleepers.wake_one();
+                }
+                continue;
+            }
+        }
+        p.sleepers.park_unless(|| {
+            !p.queue.is_empty() || (in_flight() > 0 && !p.spinner.load(Ordering::SeqCst))
+        });
+    }
+}
+
+/// Starts the worker pool now, so that the first kickoff does not pay for thread creation.
+pub(crate) fn start_workers() {
+    let _ = pool();
+}
+
+/// Gives `job` to a worker. Never blocks; makes no driver call.
+pub(crate) fn dispatch(job: Box<Job>) {
+    let p = pool();
+    p.queue.push(job);
+    if !p.spinner.load(Ordering::SeqCst) {
+        p.sleepers.wake_one();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notifier
+
+/// What the api side enqueues on the stream to kick a step off.
+pub(crate) enum Enqueue {
+    /// `cuLaunchHostFunc(entry, data)`; `entry` reclaims `data` when the driver runs it.
+    HostFunc(unsafe extern "C" fn(*mut c_void), *mut c_void),
+    /// `cuStreamWriteValue64(address, value)` with the default (fencing) flags: a ticket into
+    /// the kickoff ring.
+    WriteValue(CUdeviceptr, u64),
+}
+
+/// How a stream step runs.
+pub(crate) enum Kickoff<'c> {
+    /// On the driver's callback thread, holding the stream (`cuLaunchHostFunc`).
+    Blocking,
+    /// On a worker, the stream moving on at once, kicked off as `mode` says; `ctx` is the
+    /// stream's (the ring is allocated under it on first use).
+    Async(KickoffMode, &'c Context),
+}
+
+/// The trampoline's one entry point for a stream step: `enqueue` puts `job`'s kickoff on the
+/// stream (as part of the api side's stream operation); if it fails, the job is dropped unrun and
+/// its flag is not signalled.
+pub(crate) fn enqueue(
+    job: Box<Job>,
+    how: Kickoff<'_>,
+    enqueue: impl FnOnce(Enqueue) -> Result<()>,
+) -> Result<()> {
+    let (mode, ctx) = match how {
+        Kickoff::Blocking => return host_func(job, job::host_func_entry, enqueue),
+        Kickoff::Async(mode, ctx) => (mode, ctx),
+    };
+    start_workers();
+    step_enqueued();
+    if mode == KickoffMode::HostFunc {
+        return host_func(job, job::kickoff_entry, enqueue);
+    }
+    let ring = match ring::ring(ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            job.disarm_and_recycle();
+            return Err(e);
+        }
+    };
+    let ticket = match reserve(ring, job) {
+        Ok(t) => t,
+        // More than RING_SLOTS steps in flight: this one is kicked off by a host function.
+        Err(job) => return host_func(job, job::kickoff_entry, enqueue),
+    };
+    if let Err(e) = enqueue(Enqueue::WriteValue(ticket.addr, ticket.ticket)) {
+        if let Some(job) = ticket.cancel() {
+            job.disarm_and_recycle();
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Enqueues `job` as a host function calling `entry`.
+fn host_func(
+    job: Box<Job>,
+    entry: unsafe extern "C" fn(*mut c_void),
+    enqueue: impl FnOnce(Enqueue) -> Result<()>,
+) -> Result<()> {
+    let data = Box::into_raw(job);
+    match enqueue(Enqueue::HostFunc(entry, data.cast())) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // SAFETY: the driver did not take `data`; reclaim it here (dropping the closure).
+            unsafe { Box::from_raw(data) }.disarm_and_recycle();
+            Err(e)
+        }
+    }
+}
+
+/// Starts the notifier (allocating the kickoff ring under `ctx`) if it is not running yet.
+pub(crate) fn start_notifier(ctx: &Context) -> Result<()> {
+    ring::ring(ctx).map(|_| ())
+}
+
+/// Unparks the notifier if it parked (work it must watch was enqueued).
+fn wake_notifier() {
+    if let Some(Ok(r)) = ring::RING.get()
+        && !r.awake.load(Ordering::SeqCst)
+    {
+        r.sleepers.wake_one();
+    }
+}
+
+fn notifier(r: &'static KickRing) {
+    let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
+    let mut version = usize::MAX;
+    loop {
+        let v = KICKS.version.load(Ordering::Acquire);
+        if v != version {
+            version = v;
+            kicks = KICKS
+                .list
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
+        }
+        kicks.retain(|k| std::sync::Arc::strong_count(k) > 1 || k.pending());
+        // Every kick is polled (no short-circuit): each may have runs to dispatch.
+        let mut dispatched = false;
+        for k in &kicks {
+            dispatched |= k.poll();
+        }
+        // Always to a worker: the notifier never runs user code, so a closure that blocks cannot
+        // hold back another stream's kickoff (see the module docs).
+        dispatched |= r.scan(dispatch);
+        if dispatched {
+            continue;
+        }
+        let pending = || {
+            r.pending()
+                || kicks.iter().any(|k| k.pending())
+                || KICKS.version.load(Ordering::Acquire) != version
+        };
+        if spin_while(park::TRAMPOLINE, pending, || {
+            kicks.iter().any(|k| k.ready())
+                || KICKS.version.load(Ordering::Acquire) != version
+                || r.ready()
+        }) {
+            continue;
+        }
+        r.awake.store(false, Ordering::SeqCst);
+        r.sleepers.park_unless(pending);
+        r.awake.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model;
+
+#[cfg(test)]
+mod tests {
+    use super::job::{PanicSink, SmallFn};
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    fn worker_cpu_ticks() -> u64 {
+        let mut ticks = 0;
+        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if comm.starts_with("ferrocuda-worke") {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let f: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                ticks += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+            }
+        }
+        ticks
+    }
+
+    /// Jobs dispatched from several threads each run exactly once on the pool; once nothing is in
+    /// flight the workers park and use no CPU.
+    #[test]
+    fn pool_runs_every_job_once_then_parks() {
+        let sink = Arc::new(PanicSink::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    for _ in 0..500 {
+                        let r = runs.clone();
+                        dispatch(Job::new(
+                            SmallFn::new(move || {
+                                r.fetch_add(1, Ordering::SeqCst);
+                            }),
+                            sink.clone(),
+                            None,
+                            0,
+                        ));
+                    }
+                });
+            }
+        });
+        let t = Instant::now();
+        while runs.load(Ordering::SeqCst) < 2000 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2000);
+        std::thread::sleep(GRACE * 5 + Duration::from_millis(20));
+        let c0 = worker_cpu_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        let c1 = worker_cpu_ticks();
+        assert!(
+            c1 - c0 <= 1,
+            "idle workers used {} ticks of CPU in 500 ms",
+            c1 - c0
+        );
+        // Still alive after parking: one more job runs.
+        let r = runs.clone();
+        dispatch(Job::new(
+            SmallFn::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+            sink,
+            None,
+            0,
+        ));
+        let t = Instant::now();
+        while runs.load(Ordering::SeqCst) < 2001 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2001);
+    }
+
+    #[test]
+    fn kickoff_mode_round_trips() {
+        for m in [KickoffMode::GpuWrite, KickoffMode::HostFunc] {
+            assert_eq!(KickoffMode::from_u8(m.to_u8()), m);
+        }
+        assert_eq!(KickoffMode::default(), KickoffMode::GpuWrite);
+    }
+}
