@@ -101,7 +101,8 @@ impl HostWork {
 
 /// `1 - busy / total`: the share of the GPU's time line, from the first kernel's start to the
 /// last kernel's end, in which no kernel of the pipeline ran. `busy_ms` is the sum of the kernels'
-/// own durations. Clamped to `[0, 1]` (event timestamps have ~0.5 µs resolution).
+/// own durations. Clamped to `[0, 1]` (CUDA documents event timestamps as having a resolution of
+/// around half a microsecond).
 pub fn idle_fraction(busy_ms: f64, total_ms: f64) -> f64 {
     if total_ms <= 0.0 {
         return 0.0;

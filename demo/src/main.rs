@@ -23,13 +23,15 @@
 //! * `flag+fused` (with `--gate fused`): as `flag`, but step `s + D` waits for the flag inside its
 //!   own kernel (`produce_gated`, which calls `ferrocuda::wait_flag` of
 //!   `crates/kernels/cuda/include/ferrocuda/gate.cuh`): no driver wait in the stream, and the
-//!   kernel starts its work ≈ 2 µs after the signal instead of ≈ 9 µs (docs/gates.md). The GPU idle
-//!   column then counts the wait as busy (it is inside the kernel, between its timing events).
+//!   kernel starts its work sooner after the signal than behind a driver wait (docs/gates.md;
+//!   measured figures in docs/hardware-facts.md). The GPU idle column then counts the wait as
+//!   busy (it is inside the kernel, between its timing events).
 //! * `gpuwrite`: as `flag`, but with no host function in the stream at all: after step `s`'s
 //!   kernel the stream writes `s` to a `ready` flag (`write_host_value`), and `D` host threads of
 //!   the demo, each owning the steps of one residue mod `D`, spin on it, compute, and signal the
 //!   step's flag. A host function holds the stream from the moment it is reached until the
-//!   callback returns (12–27 µs on an H100, GPU.md), once per step; a stream write does not.
+//!   callback returns (docs/hardware-facts.md has what that costs), once per step; a stream write
+//!   does not.
 //!
 //! For each host-work length it prints steps/s, the GPU idle fraction (`1 - busy/total` from
 //! timing events around every kernel: busy is the sum of the kernels' durations, total the time
@@ -312,7 +314,8 @@ impl Strategy {
 impl Gpu {
     fn new(o: &Opts) -> Result<Gpu> {
         let dev = Device::new(0)?;
-        // Modules load before any stream waits on a host value (GPU.md: loads block behind one).
+        // Modules load before any stream waits on a host value: the driver blocks a load behind one
+        // (docs/hardware-facts.md).
         let module = Module::from_ptx(&dev, PTX)?;
         let events = (0..o.steps)
             .map(|_| Ok((DeviceEvent::new(&dev, true)?, DeviceEvent::new(&dev, true)?)))

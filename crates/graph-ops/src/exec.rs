@@ -121,7 +121,8 @@ impl GraphExec {
     ///
     /// [`Error::ForeignNode`] for a node of another graph, [`Error::WrongNodeKind`] for a node
     /// that is not a [`Graph::wait_host_value`] node; [`Error::Unsupported`] if the graph has host
-    /// nodes (the driver's update did not return there on an H100, driver 580.159);
+    /// nodes (the driver's update did not return there in a test: `docs/hardware-facts.md` in the
+    /// repository);
     /// [`Error::Driver`].
     pub fn set_wait_value(&self, node: Node, value: u64) -> Result<()> {
         if node.graph != self.graph {

@@ -345,8 +345,9 @@ impl Graph {
     }
 
     /// The polling gate as a kernel node: one thread polls `flag` until `cond` holds for `value`
-    /// (or the flag is aborted); it releases dependent nodes in ≈ 3–4 µs instead of the mem-op
-    /// wait's ≈ 10 µs, at the cost of one resident block while it waits. Its value can be changed
+    /// (or the flag is aborted); it releases dependent nodes several microseconds sooner than the
+    /// mem-op wait (the measured figures for both are in `docs/hardware-facts.md` in the
+    /// repository), at the cost of one resident block while it waits. Its value can be changed
     /// per launch with [`GraphExec::set_wait_value`](crate::GraphExec::set_wait_value). See
     /// [`GateStrategy::Polling`](ferrocuda_driver::GateStrategy::Polling).
     ///

@@ -44,8 +44,10 @@
 //!
 //! [`Graph::launch_async_host_func`] is a host node (MAX's way);
 //! [`Graph::launch_async_host_func_with`]`(KickoffMode::GpuWrite, ..)` is a one-thread kernel node
-//! whose run the driver crate's notifier sees in mapped memory: no host function runs, and the
-//! canonical loop replays about 3 × faster on an H100.
+//! whose run the driver crate's notifier sees in mapped memory: no host function holds the stream
+//! or makes the process's event calls dearer, and the canonical loop replays several times faster
+//! (measured in `docs/graph-replay.md`; the driver's costs in `docs/hardware-facts.md`, both in the
+//! repository).
 //!
 //! # Ownership
 //!

@@ -10,10 +10,12 @@ use std::time::Duration;
 /// `cond` for `value`, then does its work.
 ///
 /// Thread 0 of every block polls the flag (`ld.acquire.sys`, `__nanosleep(32)` between loads)
-/// while the block waits at a barrier, so the work starts ≈ 2 µs after
-/// [`CompletionFlag::signal`](ferrocuda_driver::CompletionFlag::signal) (H100), against ≈ 9 µs
-/// for the driver's wait. What that costs: every block of the gated kernel is resident on its SM
-/// for the whole wait, and each polls (≈ 1 % of copy bandwidth per poller). Prefer the driver's
+/// while the block waits at a barrier, so no launch sits between
+/// [`CompletionFlag::signal`](ferrocuda_driver::CompletionFlag::signal) and the work: it starts
+/// sooner than behind the driver's wait (the target is ≤ 3 µs p50 from the signal; the measured
+/// figures are in `docs/hardware-facts.md` in the repository). What that costs: every block of the
+/// gated kernel is resident on its SM for the whole wait, and each polls, taking a share of the
+/// GPU's memory bandwidth (measured on the same page). Prefer the driver's
 /// wait ([`DeviceStream::wait_value`](ferrocuda_driver::DeviceStream::wait_value)) for long waits,
 /// many waiters, or when the SMs are needed meanwhile.
 ///

@@ -15,7 +15,8 @@ pub const STATIC_SHARED_BYTES: u64 = 128;
 
 /// How a stage's tile travels from global to shared memory; it picks the barrier handler.
 ///
-/// Mirrors the seed (MAX's `BarrierHandler`):
+/// Mirrors MAX's `BarrierHandler` trait, the model of this design (`docs/kernels.md` in the
+/// repository):
 ///
 /// * [`Transfer::Tma`]: one thread issues a `cp.async.bulk.tensor` per tile through a
 ///   [`TensorMap`](crate::TensorMap). `prepare_stage` arrives on the stage's full barrier with

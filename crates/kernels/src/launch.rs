@@ -236,8 +236,9 @@ impl Kernels {
 
     /// `dst[i] = a * src[i]` for every element of `src`, once `gate` opens: the kernel waits for
     /// the flag in its own prologue ([`FusedGate`], `ferrocuda::wait_flag` of
-    /// `cuda/include/ferrocuda/gate.cuh`), so it starts ≈ 2 µs after the host's signal instead of
-    /// behind a driver wait.
+    /// `cuda/include/ferrocuda/gate.cuh`), so no launch sits between the host's signal and the
+    /// work, and it starts sooner than behind a driver wait (`docs/hardware-facts.md` in the
+    /// repository has the measured figures).
     ///
     /// The grid has one block of 256 threads per 256 elements, at most one block per SM (each
     /// block polls while it waits: one poller per SM at most). If the flag is aborted, or the

@@ -39,7 +39,9 @@
 //!
 //! `cuda/include/ferrocuda/gate.cuh` gives CUDA C++ kernels `ferrocuda::wait_flag`: the block waits
 //! for a host-signalled `CompletionFlag` in its own prologue (thread 0 polls, the block syncs),
-//! so its work starts ≈ 2 µs after the signal. `FusedGate` (feature `launch`) is what a launcher
+//! so no launch sits between the signal and the work (the target is ≤ 3 µs p50 from the signal;
+//! `docs/hardware-facts.md` in the repository has the measured figures). `FusedGate` (feature
+//! `launch`) is what a launcher
 //! passes it; `Kernels::gated_scale_f32` is the crate's example of a gated kernel, and
 //! `docs/gates.md` compares the fused gate with the driver's wait and the polling kernel.
 //!
@@ -51,8 +53,8 @@
 //! zero-filled on load and bounds-checked on store. [`MatrixLayout::padded`] gives the smallest
 //! such pitch; [`MatrixLayout::aligned`] starts every row on a 128-byte cache line, which is
 //! expected to be faster whenever the smallest pitch is not a multiple of 32 bytes (on 16-byte
-//! pitches, bf16 rows of 23170 elements copied about 15% slower than f32 in the benchmark;
-//! `docs/kernels.md`, "Pitch alignment", says why and how the next run tests it).
+//! pitches, bf16 rows of 23170 elements copied measurably slower than f32 in the benchmark;
+//! `docs/kernels.md` in the repository, "Pitch alignment", has the numbers and says why).
 //!
 //! # Building
 //!

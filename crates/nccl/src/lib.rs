@@ -38,7 +38,7 @@
 //! * **NCCL is loaded at run time** from `libnccl.so.2` (then `libnccl.so`); without it every call
 //!   returns [`Error::Load`]. [`version`] says which NCCL was found.
 //! * **Set `NCCL_NVLS_ENABLE=0`** in the environment before [`Communicators::init_all`] on machines
-//!   where NVLink multicast is off (the project's device machines): NCCL reads it at init.
+//!   where NVLink multicast is off (the project's GPU test machines): NCCL reads it at init.
 //! * **Create communicators and run one collective before the first wait.** NCCL allocates memory
 //!   and, through the CUDA runtime it carries, loads its kernels; both block while any stream of
 //!   the context waits on a value nobody has signalled yet (docs/deadlocks.md). After that, an

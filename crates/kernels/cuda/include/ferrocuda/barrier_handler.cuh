@@ -2,7 +2,7 @@
 //
 // A pipeline stage is "full" when its tile has landed in shared memory. Who tells the stage's
 // full barrier so depends on how the tile was moved, and that is all a BarrierHandler decides
-// (MAX's `BarrierHandler` trait, the seed of this design):
+// (MAX's `BarrierHandler` trait, the model of this design):
 //
 //   prepare_stage(full, bytes)  called by each issuing producer thread before it starts the
 //                               stage's copies
@@ -21,7 +21,7 @@
 // prepare_stage has nothing to announce; the barrier must instead learn when each producer
 // thread's copies have landed. complete_stage uses `cp.async.mbarrier.arrive.noinc`: the
 // hardware performs this thread's arrival on the barrier once all cp.async operations the
-// thread issued before it have completed. That is the seed's "commit the copies and arrive"
+// thread issued before it have completed. That is MAX's "commit the copies and arrive"
 // without a blocking `cp.async.wait_group` in the producer: the producer moves on to the next
 // stage at once. `.noinc` means the arrival counts against the count given to
 // `mbarrier.init`, so the full barrier expects one arrival per producer thread.

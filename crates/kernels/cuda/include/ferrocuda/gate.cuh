@@ -1,6 +1,7 @@
 // ferrocuda/gate.cuh: the fused gate. A kernel waits for a host-signalled completion flag in its
-// own prologue, so its real work starts ≈ 2 µs after the host's signal (GPU.md, H100), with no
-// driver wait and no separate polling kernel in front of it.
+// own prologue, so its real work starts with no driver wait and no separate polling kernel in
+// front of it: sooner after the host's signal than either (docs/hardware-facts.md in the
+// repository has the measured figures).
 //
 //   #include "ferrocuda/gate.cuh"
 //   extern "C" __global__ void my_kernel(const unsigned long long* flag, unsigned long long epoch,
@@ -34,8 +35,8 @@
 //    gate can still add to it.
 //
 // Cost: the block is resident on its SM for the whole wait (its registers, shared memory and a
-// slot of the SM's block limit), thread 0 issues one system-scope load per ≈ 32 ns of
-// __nanosleep (≈ 1% of copy bandwidth per waiting block on an H100, GPU.md), the other threads
+// slot of the SM's block limit), thread 0 issues one system-scope load per __nanosleep(32) (each
+// waiting block takes a share of copy bandwidth: docs/hardware-facts.md), the other threads
 // sleep at the barrier. Every block of the grid waits on its own, so a grid of N resident blocks
 // is N pollers. Prefer the driver's wait (DeviceStream::wait_value) for long waits, for many
 // waiters, or when the SMs are needed by other work while waiting; prefer the fused gate when the
