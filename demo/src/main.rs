@@ -363,7 +363,7 @@ impl Gpu {
                 unsafe { self.stream.launch(&self.produce, cfg, &mut args)? };
             }
             Some((flag, k)) => {
-                let (flag, expired) = (flag.as_ref(), self.expired.as_ref());
+                let (flag, expired) = (flag.as_flag_ref(), self.expired.as_flag_ref());
                 let timeout_ns = DEADLINE.as_nanos() as u64;
                 args.arg(&flag).arg(&k).arg(&timeout_ns).arg(&expired);
                 // SAFETY: produce_gated(u64* out, u32 n, u64 step, const volatile u64* prev,

@@ -173,7 +173,7 @@ fn captured_nodes_have_the_expected_types() {
         let out = CompletionFlag::new(&d).unwrap();
         let g = Graph::capture(&s, |cap| {
             cap.wait_host_value(&go, 1, WaitCondition::GreaterOrEqual)?;
-            let o = out.as_ref();
+            let o = out.as_flag_ref();
             // SAFETY: ack(u64*, u64).
             unsafe {
                 cap.stream().launch(

@@ -85,7 +85,7 @@ fn gated_ack(
     out: &CompletionFlag,
     v: u64,
 ) {
-    let (f, o, no_limit, no_counter) = (flag.device_ptr(), out.as_ref(), 0u64, 0u64);
+    let (f, o, no_limit, no_counter) = (flag.device_ptr(), out.as_flag_ref(), 0u64, 0u64);
     // SAFETY: gated_ack(const u64* flag, u64 value, u64 timeout_ns, u64* expired, u64* out, u64 v):
     // the device flag is reachable from this device (peer access enabled by the caller) and both
     // slots are pooled, recycled only after a fence past this kernel.
@@ -106,7 +106,7 @@ fn gated_ack(
 }
 
 fn ack(s: &DeviceStream, k: &Kernels, flag: &CompletionFlag, v: u64) {
-    let a = flag.as_ref();
+    let a = flag.as_flag_ref();
     // SAFETY: ack(u64*, u64) on a live mapped flag.
     unsafe {
         s.launch(
@@ -142,7 +142,7 @@ fn device_flag_gates_another_stream_of_its_device() {
                         producer.wait_for_host_value_ge(&host, v).unwrap();
                         producer.write_value(&flag, v).unwrap();
                     }
-                    waiter.wait_value_on(&flag, v, GEQ, strategy).unwrap();
+                    waiter.wait_value(&flag, v, GEQ, strategy).unwrap();
                     ack(&waiter, &k, &done, v);
                     assert_eq!(
                         done.load(),
@@ -224,7 +224,7 @@ fn relay_forwards_values_aborts_and_expiries() {
         out.reset();
         s0.relay_value(&host, 1, GEQ, &target, 1, Some(Duration::from_millis(2)))
             .unwrap();
-        s1.wait_value_on(&target, 1, GEQ, GateStrategy::DriverWait)
+        s1.wait_value(&target, 1, GEQ, GateStrategy::DriverWait)
             .unwrap();
         ack(&s1, &k, &out, 3);
         assert_eq!(out.wait(WaitCondition::Equal, 3, 5 * SEC).unwrap(), 3);
@@ -255,7 +255,7 @@ fn one_flag_gates_every_gpu_ten_thousand_steps_needs_2_gpus() {
                 .collect();
             let step = |i: u64| {
                 for ((s, k), a) in streams.iter().zip(&ks).zip(&acks) {
-                    s.wait_value_with(flag.as_ref(), i, GEQ, strategy).unwrap();
+                    s.wait_value(flag.as_flag_ref(), i, GEQ, strategy).unwrap();
                     ack(s, k, a, i);
                 }
             };
@@ -345,12 +345,12 @@ fn gpu0_to_gpu1_relays_ten_thousand_steps_needs_2_gpus() {
                     Relay::PeerWrite(strategy) => {
                         s0.wait_for_host_value_ge(&host, i).unwrap();
                         s0.write_value(&on_gpu1, i).unwrap();
-                        s1.wait_value_on(&on_gpu1, i, GEQ, strategy).unwrap();
+                        s1.wait_value(&on_gpu1, i, GEQ, strategy).unwrap();
                         ack(&s1, &k1, &done, i);
                     }
                     Relay::Poll => {
                         s0.relay_value(&host, i, GEQ, &on_gpu1, i, None).unwrap();
-                        s1.wait_value_on(&on_gpu1, i, GEQ, GateStrategy::Polling { timeout: None })
+                        s1.wait_value(&on_gpu1, i, GEQ, GateStrategy::Polling { timeout: None })
                             .unwrap();
                         ack(&s1, &k1, &done, i);
                     }
@@ -428,7 +428,7 @@ fn dropped_flags_and_buffers_of_either_device_stay_alive_while_the_other_waits_n
                     sa.write_value(&relay, round).unwrap();
                     // The waiter.
                     let buf_b = sb.alloc_zeroed::<u32>(n as usize).unwrap();
-                    sb.wait_value_on(&relay, round, GEQ, strategy).unwrap();
+                    sb.wait_value(&relay, round, GEQ, strategy).unwrap();
                     // SAFETY: as above.
                     unsafe {
                         sb.launch(

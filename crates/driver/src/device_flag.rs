@@ -54,12 +54,12 @@ fn take_slot(device: &Device) -> Result<CUdeviceptr> {
 ///
 /// A stream of any device writes it ([`DeviceStream::write_value`](crate::DeviceStream::write_value),
 /// `cuStreamWriteValue64`) and a stream of any device waits on it
-/// ([`DeviceStream::wait_value_on`](crate::DeviceStream::wait_value_on), by the driver's wait or
+/// ([`DeviceStream::wait_value`](crate::DeviceStream::wait_value), by the driver's wait or
 /// the polling gate). A [`CompletionFlag`](crate::CompletionFlag) does the same through pinned
-/// host memory; a device flag keeps the signal on the GPUs' own link (NVLink or PCIe peer to peer):
-/// on 2 × H200 over NVLink, GPU0 → GPU1 relays took ≈ 14 µs with a driver wait on a device flag
-/// against ≈ 20 µs through pinned host memory, and ≈ 8 µs with a polling gate (GPU.md). See
-/// `docs/multi-gpu.md`.
+/// host memory; a device flag keeps the signal on the GPUs' own link (NVLink or PCIe peer to peer).
+/// Over NVLink a relay through a device flag beats one through pinned host memory, and a polling
+/// gate on the waiting side is faster still (measured figures: `docs/hardware-facts.md` in the repository, "Several GPUs").
+/// See `docs/multi-gpu.md`.
 ///
 /// ```no_run
 /// use ferrocuda_driver::{CompletionFlag, Device, DeviceFlag, GateStrategy, WaitCondition};
@@ -72,7 +72,7 @@ fn take_slot(device: &Device) -> Result<CUdeviceptr> {
 /// s0.wait_for_host_value_ge(&host, 1)?;
 /// // ... GPU0's work ...
 /// s0.write_value(&relay, 1)?; // GPU0 writes GPU1's memory
-/// s1.wait_value_on(&relay, 1, WaitCondition::GreaterOrEqual, GateStrategy::DriverWait)?;
+/// s1.wait_value(&relay, 1, WaitCondition::GreaterOrEqual, GateStrategy::DriverWait)?;
 /// // ... GPU1's work, after GPU0's ...
 /// host.signal(1);
 /// s1.synchronize()?;

@@ -190,8 +190,9 @@ impl CompletionFlag {
         })
     }
 
-    /// A non-owning, copyable view of this flag (what kernels and graph ops take).
-    pub fn as_ref(&self) -> CompletionFlagRef<'_> {
+    /// A non-owning, copyable view of this flag (what kernels and graph ops take). Named apart
+    /// from [`AsRef::as_ref`], which it is not: it returns a view by value.
+    pub fn as_flag_ref(&self) -> CompletionFlagRef<'_> {
         CompletionFlagRef {
             host: self.inner.slot.host,
             dev: self.inner.slot.dev,
@@ -208,7 +209,7 @@ impl CompletionFlag {
     /// Acquire-ordered load of the current value.
     #[inline]
     pub fn load(&self) -> u64 {
-        self.as_ref().load()
+        self.as_flag_ref().load()
     }
 
     /// Release-ordered store of `value`: GPU work waiting for it may start, and sees what this
@@ -218,7 +219,7 @@ impl CompletionFlag {
     /// kickoff ran); on the hot path, let the async host-function trampoline signal.
     #[inline]
     pub fn signal(&self, value: u64) {
-        self.as_ref().signal(value);
+        self.as_flag_ref().signal(value);
         // A future of this process may wait for it: restart the waiter's spin if it sleeps (one
         // atomic load when no future is pending).
         crate::runtime::waiter::kick();
@@ -227,7 +228,7 @@ impl CompletionFlag {
     /// Clears the flag to 0 with a relaxed store. Safe before any consumer has observed the address.
     #[inline]
     pub fn reset(&self) {
-        self.as_ref().reset()
+        self.as_flag_ref().reset()
     }
 
     /// Stores [`ABORTED`](Self::ABORTED), releasing every greater-or-equal waiter (GPU or host);
@@ -256,7 +257,7 @@ impl CompletionFlag {
     /// [`Error::Timeout`] after `timeout`; [`Error::Aborted`] if the flag was aborted (unless
     /// `value` is itself `ABORTED`).
     pub fn wait(&self, cond: WaitCondition, value: u64, timeout: Duration) -> Result<u64> {
-        self.as_ref().wait(cond, value, timeout)
+        self.as_flag_ref().wait(cond, value, timeout)
     }
 
     /// A future that resolves once the flag satisfies `cond` for `value`: the async form of
@@ -335,7 +336,7 @@ impl std::fmt::Debug for CompletionFlag {
 
 /// A non-owning, `Copy` handle to a completion flag's slot (mirrors Mojo's `CompletionFlag`).
 ///
-/// Borrowed safely from a [`CompletionFlag`] (`flag.as_ref()` or `(&flag).into()`), or built
+/// Borrowed safely from a [`CompletionFlag`] (`flag.as_flag_ref()` or `(&flag).into()`), or built
 /// unsafely from an address, e.g. one unpacked from a kernel or graph payload.
 #[derive(Clone, Copy)]
 pub struct CompletionFlagRef<'a> {
@@ -355,7 +356,7 @@ unsafe impl Sync for CompletionFlagRef<'_> {}
 
 impl<'a> From<&'a CompletionFlag> for CompletionFlagRef<'a> {
     fn from(f: &'a CompletionFlag) -> Self {
-        f.as_ref()
+        f.as_flag_ref()
     }
 }
 

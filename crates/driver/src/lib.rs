@@ -40,7 +40,7 @@
 //!   streams of every device of the process can wait on one flag, and one `signal` releases them all.
 //! * [`DeviceFlag`]: an 8-byte flag in one GPU's memory, which streams of that GPU and of its peers
 //!   write ([`write_value`](DeviceStream::write_value)) and wait on
-//!   ([`wait_value_on`](DeviceStream::wait_value_on)): GPU → GPU gates without the host
+//!   ([`wait_value`](DeviceStream::wait_value)): GPU → GPU gates without the host
 //!   (`docs/multi-gpu.md`); [`relay_value`](DeviceStream::relay_value) waits for a flag and writes
 //!   a device flag in one polling kernel ([`FlagSource`] names what it waits on).
 //! * [`DeviceBuffer`], [`HostBuffer`]: device memory (stream-ordered) and pinned host memory.

@@ -47,7 +47,7 @@ fn drop_everything_while_waiting(streams: usize) {
     let t = Instant::now();
     for ((s, f), a) in waiting.iter().zip(&flags).zip(&acks) {
         s.wait_for_host_value_ge(f, 1).unwrap();
-        k.launch_ack(s, a.as_ref(), 1);
+        k.launch_ack(s, a.as_flag_ref(), 1);
     }
     drop(buf);
     drop(host);
@@ -174,7 +174,7 @@ fn operations_after_a_stuck_module_load_fail_fast_instead_of_blocking() {
         let buf = s.alloc::<u8>(1 << 20).unwrap();
         let event = DeviceEvent::new(&d, false).unwrap();
         s.wait_for_host_value_ge(&gate, 1).unwrap();
-        k.launch_ack(&s, ack.as_ref(), 1);
+        k.launch_ack(&s, ack.as_flag_ref(), 1);
         let load = Module::from_ptx_timeout(&d, TEST_PTX, Duration::from_millis(200));
         assert!(
             matches!(load, Err(Error::Timeout { .. })),

@@ -8,8 +8,8 @@ mod common;
 
 use common::{deadline, device, kernels, mix, seed};
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceEvent, Error, HostBuffer, LaunchArgs, LaunchConfig, Module,
-    WaitCondition,
+    CompletionFlag, Device, DeviceEvent, Error, GateStrategy, HostBuffer, LaunchArgs, LaunchConfig,
+    Module, WaitCondition,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -54,8 +54,9 @@ fn host_signal_releases_a_waiting_stream_whose_kernel_acks() {
             (2, WaitCondition::GreaterOrEqual),
             (5, WaitCondition::Equal),
         ] {
-            s.wait_value(flag.as_ref(), round, cond).unwrap();
-            k.launch_ack(&s, ack.as_ref(), round * 10);
+            s.wait_value(&flag, round, cond, GateStrategy::DriverWait)
+                .unwrap();
+            k.launch_ack(&s, ack.as_flag_ref(), round * 10);
             std::thread::sleep(Duration::from_millis(20));
             assert_ne!(ack.load(), round * 10, "the kernel ran before the signal");
             assert!(!s.is_idle().unwrap());
@@ -304,7 +305,7 @@ fn dropped_flag_stays_alive_until_wait_passes() {
             .enqueue_async_host_func(&flag, 1, || std::thread::sleep(Duration::from_millis(50)))
             .unwrap();
         waiter.wait_for_host_value_ge(&flag, 1).unwrap();
-        k.launch_ack(&waiter, ack.as_ref(), 99);
+        k.launch_ack(&waiter, ack.as_flag_ref(), 99);
         drop(flag);
         assert_eq!(
             CompletionFlag::live_count(),
@@ -332,7 +333,7 @@ fn panicking_host_func_is_reported_and_the_stream_goes_on() {
         let ack = CompletionFlag::new(&d).unwrap();
         s.enqueue_host_func(|| panic!("host func exploded"))
             .unwrap();
-        k.launch_ack(&s, ack.as_ref(), 5);
+        k.launch_ack(&s, ack.as_flag_ref(), 5);
         match s.synchronize() {
             Err(Error::HostFuncPanicked { count: 1, first }) => {
                 assert!(first.contains("host func exploded"), "{first}")
@@ -366,7 +367,7 @@ fn async_host_func_that_panics_still_releases_its_waiters() {
         s.enqueue_async_host_func(&flag, 3, || panic!("worker exploded"))
             .unwrap();
         s.wait_for_host_value_ge(&flag, 3).unwrap();
-        k.launch_ack(&s, ack.as_ref(), 1);
+        k.launch_ack(&s, ack.as_flag_ref(), 1);
         assert_eq!(
             ack.wait(WaitCondition::Equal, 1, 5 * SEC).unwrap(),
             1,
@@ -414,7 +415,7 @@ fn hot_path_calls_work_from_fresh_threads() {
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 s.wait_for_host_value_ge(&flag, 1).unwrap();
-                k.launch_ack(&s, ack.as_ref(), 4);
+                k.launch_ack(&s, ack.as_flag_ref(), 4);
                 s.record_event(&ev).unwrap();
             });
         });

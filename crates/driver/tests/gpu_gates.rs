@@ -31,9 +31,9 @@ fn gated_work_runs_after_and_never_before_the_signal() {
             for cond in [WaitCondition::Equal, WaitCondition::GreaterOrEqual] {
                 round += 10;
                 let flag = CompletionFlag::new(&d).unwrap();
-                s.wait_value_with(flag.as_ref(), round, cond, strategy)
+                s.wait_value(flag.as_flag_ref(), round, cond, strategy)
                     .unwrap();
-                k.launch_ack(&s, ack.as_ref(), round);
+                k.launch_ack(&s, ack.as_flag_ref(), round);
                 std::thread::sleep(Duration::from_millis(30));
                 assert_ne!(
                     ack.load(),
@@ -71,10 +71,15 @@ fn ten_thousand_gated_steps() {
             let t = Instant::now();
             for i in 1..=10_000u64 {
                 mark("enqueue the gate", i);
-                s.wait_value_with(flag.as_ref(), i, WaitCondition::GreaterOrEqual, strategy)
-                    .unwrap();
+                s.wait_value(
+                    flag.as_flag_ref(),
+                    i,
+                    WaitCondition::GreaterOrEqual,
+                    strategy,
+                )
+                .unwrap();
                 mark("launch the ack", i);
-                k.launch_ack(&s, ack.as_ref(), i);
+                k.launch_ack(&s, ack.as_flag_ref(), i);
                 mark("signal", i);
                 flag.signal(i);
                 mark("wait for the ack", i);
@@ -107,8 +112,8 @@ fn abort_releases_waiting_gates() {
             let s = d.new_stream().unwrap();
             let flag = CompletionFlag::new(&d).unwrap();
             let ack = CompletionFlag::new(&d).unwrap();
-            s.wait_value_with(flag.as_ref(), 5, cond, strategy).unwrap();
-            k.launch_ack(&s, ack.as_ref(), 1);
+            s.wait_value(flag.as_flag_ref(), 5, cond, strategy).unwrap();
+            k.launch_ack(&s, ack.as_flag_ref(), 1);
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(ack.load(), 0);
             flag.abort();
@@ -138,14 +143,16 @@ fn expired_polling_gate_is_reported() {
         let flag = CompletionFlag::new(&d).unwrap();
         let ack = CompletionFlag::new(&d).unwrap();
         let t = Instant::now();
-        s.poll_value(
-            flag.as_ref(),
+        s.wait_value(
+            &flag,
             1,
             WaitCondition::GreaterOrEqual,
-            Some(Duration::from_millis(2)),
+            GateStrategy::Polling {
+                timeout: Some(Duration::from_millis(2)),
+            },
         )
         .unwrap();
-        k.launch_ack(&s, ack.as_ref(), 3);
+        k.launch_ack(&s, ack.as_flag_ref(), 3);
         ack.wait(WaitCondition::Equal, 3, 5 * SEC).unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(2),
@@ -157,11 +164,13 @@ fn expired_polling_gate_is_reported() {
         }
         s.synchronize().unwrap(); // reported once
         // A gate signalled in time does not count.
-        s.poll_value(
-            flag.as_ref(),
+        s.wait_value(
+            &flag,
             1,
             WaitCondition::GreaterOrEqual,
-            Some(Duration::from_secs(5)),
+            GateStrategy::Polling {
+                timeout: Some(Duration::from_secs(5)),
+            },
         )
         .unwrap();
         flag.signal(1);

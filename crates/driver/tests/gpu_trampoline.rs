@@ -126,7 +126,7 @@ fn out_of_order_closures_signal_their_own_values() {
                     })
                     .unwrap();
                     s.wait_for_host_value(f, step).unwrap(); // equality: the exact value of this step
-                    k.launch_ack(s, a.as_ref(), step);
+                    k.launch_ack(s, a.as_flag_ref(), step);
                 }
             }
             for (s, a) in streams.iter().zip(&acks) {

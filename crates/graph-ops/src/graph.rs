@@ -7,8 +7,8 @@ use bytemuck::Pod;
 use ferrocuda_driver::KernelParam;
 use ferrocuda_driver::gates::{GateArgs, wait_op, write_op};
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceBuffer, DeviceStream, Function, GpuKickoff, HostCallback,
-    KickoffMode, LaunchArgs, LaunchConfig, NodeUses, WaitCondition,
+    CompletionFlag, Device, DeviceBuffer, DeviceStream, FlagSource, Function, GateStrategy,
+    GpuKickoff, HostCallback, KickoffMode, LaunchArgs, LaunchConfig, NodeUses, WaitCondition,
 };
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
@@ -666,28 +666,36 @@ impl Capture<'_> {
         self.stream
     }
 
-    /// Captures a wait for `flag` (a batch-mem-op node); the graph owns the flag.
+    /// Captures a wait for `flag` (a batch-mem-op node; a host or a device flag, as
+    /// [`DeviceStream::wait_value`] takes); the graph owns the flag.
     ///
     /// # Errors
     ///
     /// As [`DeviceStream::wait_value`].
-    pub fn wait_host_value(
+    pub fn wait_host_value<'f>(
         &mut self,
-        flag: &CompletionFlag,
+        flag: impl Into<FlagSource<'f>>,
         value: u64,
         cond: WaitCondition,
     ) -> Result<()> {
         // The stream's operation hands the flag to the graph being captured.
-        Ok(self.stream.wait_value(flag.as_ref(), value, cond)?)
+        Ok(self
+            .stream
+            .wait_value(flag, value, cond, GateStrategy::DriverWait)?)
     }
 
-    /// Captures a GPU write of `value` to `flag`; the graph owns the flag.
+    /// Captures a GPU write of `value` to `flag` (a host or a device flag); the graph owns the
+    /// flag.
     ///
     /// # Errors
     ///
-    /// As [`DeviceStream::write_host_value`].
-    pub fn write_host_value(&mut self, flag: &CompletionFlag, value: u64) -> Result<()> {
-        Ok(self.stream.write_host_value(flag, value)?)
+    /// As [`DeviceStream::write_value`].
+    pub fn write_host_value<'f>(
+        &mut self,
+        flag: impl Into<FlagSource<'f>>,
+        value: u64,
+    ) -> Result<()> {
+        Ok(self.stream.write_value(flag, value)?)
     }
 
     /// Moves `value` into the graph: it lives until the last launch of the graph's executables

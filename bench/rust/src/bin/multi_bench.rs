@@ -34,7 +34,7 @@ struct Gpu {
 }
 
 fn launch_ack(g: &Gpu, flag: &CompletionFlag, v: u64) {
-    let a = flag.as_ref();
+    let a = flag.as_flag_ref();
     // SAFETY: ack(u64* host_slot, u64 value) of bench_kernels.cu on a live mapped flag.
     ok(unsafe {
         g.stream.launch(
@@ -87,7 +87,7 @@ fn fanout(args: &Args, gpus: &[Gpu], how: Fan) -> Vec<f64> {
         for g in gpus {
             match how {
                 Fan::Stream(strategy) => {
-                    ok(g.stream.wait_value_with(flag.as_ref(), i, GEQ, strategy));
+                    ok(g.stream.wait_value(&flag, i, GEQ, strategy));
                     launch_ack(g, &g.acked, i);
                 }
                 Fan::Fused => launch_fused_ack(g, flag.device_ptr(), i),
@@ -137,7 +137,7 @@ fn relay(args: &Args, g0: &Gpu, g1: &Gpu, how: Chain) -> Vec<f64> {
             GateStrategy::DriverWait
         };
         if !matches!(how, Chain::PollRelay | Chain::FusedRelay) {
-            ok(g0.stream.wait_value_with(host.as_ref(), i, GEQ, first));
+            ok(g0.stream.wait_value(&host, i, GEQ, first));
         }
         match how {
             Chain::Event => {
@@ -147,24 +147,24 @@ fn relay(args: &Args, g0: &Gpu, g1: &Gpu, how: Chain) -> Vec<f64> {
             }
             Chain::HostWait => {
                 ok(g0.stream.write_host_value(&mid, i));
-                ok(g1.stream.wait_value(mid.as_ref(), i, GEQ));
+                ok(g1.stream.wait_value(&mid, i, GEQ, GateStrategy::DriverWait));
                 launch_ack(g1, &g1.acked, i);
             }
             Chain::PeerWait => {
                 ok(g0.stream.write_value(&on_gpu1, i));
                 ok(g1
                     .stream
-                    .wait_value_on(&on_gpu1, i, GEQ, GateStrategy::DriverWait));
+                    .wait_value(&on_gpu1, i, GEQ, GateStrategy::DriverWait));
                 launch_ack(g1, &g1.acked, i);
             }
             Chain::PeerPoll | Chain::PeerPollAll => {
                 ok(g0.stream.write_value(&on_gpu1, i));
-                ok(g1.stream.wait_value_on(&on_gpu1, i, GEQ, POLL));
+                ok(g1.stream.wait_value(&on_gpu1, i, GEQ, POLL));
                 launch_ack(g1, &g1.acked, i);
             }
             Chain::PollRelay => {
                 ok(g0.stream.relay_value(&host, i, GEQ, &on_gpu1, i, None));
-                ok(g1.stream.wait_value_on(&on_gpu1, i, GEQ, POLL));
+                ok(g1.stream.wait_value(&on_gpu1, i, GEQ, POLL));
                 launch_ack(g1, &g1.acked, i);
             }
             Chain::FusedRelay => {
@@ -207,7 +207,7 @@ fn allreduce(
         let t0 = now_ns();
         if let Some(strategy) = gate {
             for s in &streams {
-                ok(s.wait_value_with(go.as_ref(), i, GEQ, strategy));
+                ok(s.wait_value(&go, i, GEQ, strategy));
             }
         }
         ok(comms.all_reduce(&send, &mut recv, ReduceOp::Sum, &streams));

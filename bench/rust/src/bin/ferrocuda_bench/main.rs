@@ -3,8 +3,8 @@
 
 use ferrocuda_bench::{Args, Gap, Report, collect, die, now_ns, spin_for_ns, wait_geq};
 use ferrocuda_driver::{
-    CompletionFlag, Device, DeviceBuffer, DeviceEvent, DeviceStream, Function, KickoffMode,
-    LaunchArgs, LaunchConfig, Module, Result, WaitCondition,
+    CompletionFlag, Device, DeviceBuffer, DeviceEvent, DeviceStream, Function, GateStrategy,
+    KickoffMode, LaunchArgs, LaunchConfig, Module, Result, WaitCondition,
 };
 use ferrocuda_graph::Graph;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +104,7 @@ impl Env {
     }
 
     fn launch_ack(&self, s: &DeviceStream, v: u64) {
-        let slot = self.ack_slot.as_ref();
+        let slot = self.ack_slot.as_flag_ref();
         // SAFETY: ack(u64* host_slot, u64 value).
         unsafe {
             s.launch(
@@ -255,11 +255,13 @@ fn no_hostfunc(e: &Env, a: &Args, r: &mut Report) -> usize {
     if a.wants("poll_gate_stream") {
         ran += 1;
         let enqueue = |i: u64| {
-            ok(e.s.poll_value(
-                e.flag.as_ref(),
+            ok(e.s.wait_value(
+                &e.flag,
                 i,
                 WaitCondition::GreaterOrEqual,
-                Some(std::time::Duration::from_secs(1)),
+                GateStrategy::Polling {
+                    timeout: Some(std::time::Duration::from_secs(1)),
+                },
             ));
             e.launch_ack(&e.s, i);
         };
@@ -595,11 +597,13 @@ fn trampoline(e: &Env, a: &Args, r: &mut Report, bench: &str, mode: KickoffMode)
             if regime == "wait" {
                 ok(e.s.wait_for_host_value_ge(&e.flag, i));
             } else {
-                ok(e.s.poll_value(
-                    e.flag.as_ref(),
+                ok(e.s.wait_value(
+                    &e.flag,
                     i,
                     WaitCondition::GreaterOrEqual,
-                    Some(std::time::Duration::from_secs(1)),
+                    GateStrategy::Polling {
+                        timeout: Some(std::time::Duration::from_secs(1)),
+                    },
                 ));
             }
             e.launch_ack(&e.s, i);
@@ -741,7 +745,12 @@ fn diag(e: &Env) {
 
     restore();
     for i in 1..=N {
-        ok(e.s.poll_value(e.flag.as_ref(), i, WaitCondition::GreaterOrEqual, None));
+        ok(e.s.wait_value(
+            &e.flag,
+            i,
+            WaitCondition::GreaterOrEqual,
+            GateStrategy::Polling { timeout: None },
+        ));
         e.launch_ack(&e.s, i);
         e.flag.signal(i);
         e.wait_ack(i, "diag");
@@ -779,7 +788,12 @@ fn diag(e: &Env) {
     e.s.set_kickoff_mode(KickoffMode::GpuWrite);
     for i in 1..=N {
         ok(e.s.enqueue_async_host_func(&e.flag, i, || {}));
-        ok(e.s.poll_value(e.flag.as_ref(), i, WaitCondition::GreaterOrEqual, None));
+        ok(e.s.wait_value(
+            &e.flag,
+            i,
+            WaitCondition::GreaterOrEqual,
+            GateStrategy::Polling { timeout: None },
+        ));
         e.launch_ack(&e.s, i);
         e.wait_ack(i, "diag");
     }
