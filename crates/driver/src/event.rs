@@ -39,7 +39,7 @@ pub(crate) fn poll_until(
 /// # Ok(()) }
 /// ```
 ///
-/// Timing, as in the seed:
+/// Timing, as MAX's `DeviceEvent` does it:
 ///
 /// ```no_run
 /// use ferrocuda_driver::{Device, DeviceEvent};
@@ -117,7 +117,7 @@ impl DeviceEvent {
     ///
     /// The future owns what it needs (it is `'static`: spawn it, or drop `self` meanwhile). It
     /// checks the event when first polled; if not complete, the crate's waiter thread queries it
-    /// (`cuEventQuery`, ≈ 0.3 µs, never blocks) until it is, and wakes the task. Each pending event
+    /// (`cuEventQuery`, a fraction of a microsecond, never blocks: `docs/hardware-facts.md` in the repository) until it is, and wakes the task. Each pending event
     /// future costs one query per check of the waiter; for thousands of concurrent waits, a
     /// [`CompletionFlag`](crate::CompletionFlag) written by the stream
     /// ([`write_host_value`](crate::DeviceStream::write_host_value)) with

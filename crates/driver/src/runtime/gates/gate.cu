@@ -25,7 +25,8 @@ extern "C" __global__ void ferrocuda_gate_poll(const u64* flag, u64 value, u32 c
 // scope: what this stream did before the relay is visible to every device and the host that sees
 // the value, as after cuStreamWriteValue64's default fence. (The release compiles to one
 // MEMBAR.ALL.SYS; a __threadfence_system() before it added a second system barrier, MEMBAR.SC.SYS,
-// which the release already implies for this pattern: ≈ 0.3 µs on an H100.)
+// which the release already implies for this pattern, and cost the relay about a third of a
+// microsecond: docs/hardware-facts.md.)
 extern "C" __global__ void ferrocuda_gate_relay(const u64* flag, u64 value, u32 cond,
                                                 u64 timeout_ns, u64* expired, u64* target,
                                                 u64 target_value) {

@@ -17,9 +17,10 @@
 //! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
 //!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
 //!   job to a worker. The notifier never runs a user closure itself: a closure that blocks would
-//!   stall every other stream's kickoff behind it. No host function is involved, so the process keeps its fast event calls
-//!   (GPU.md: once a host function ran between kernels, every event record/synchronize/query costs
-//!   about 1.1 µs more for the rest of the process).
+//!   stall every other stream's kickoff behind it. No host function is involved, so the process
+//!   keeps its fast event calls (once a host function has run between kernels, every event
+//!   record, synchronize and query costs more for the rest of the process:
+//!   `docs/hardware-facts.md` in the repository, "Event calls").
 //! * **`HostFunc`** (MAX's way): `cuLaunchHostFunc` of a tiny callback that hands the job to a worker.
 //!
 //! Both thread kinds spend CPU only while work is in flight: while a step is enqueued and not yet
@@ -58,8 +59,8 @@ use ring::{Ring, Slot, Ticket};
 /// How an async host-function step is kicked off when its stream reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KickoffMode {
-    /// The stream writes a ticket to mapped memory that a crate thread watches: ≈ 4× faster than
-    /// `HostFunc` on an H100, keeps event calls fast, and costs one spinning core (the notifier)
+    /// The stream writes a ticket to mapped memory that a crate thread watches: several times
+    /// faster than `HostFunc` (`docs/hardware-facts.md` in the repository, "Trampoline kickoffs"), keeps event calls fast, and costs one spinning core (the notifier)
     /// while steps are in flight.
     #[default]
     GpuWrite,

@@ -1,11 +1,12 @@
 //! The one mechanism behind the crate's futures: the *waiter* thread, which polls what pending
 //! futures wait for and wakes their wakers.
 //!
-//! Why a polling thread (docs/async.md has the numbers): the GPU tells the host it got somewhere
-//! through a mapped-memory write (`cuStreamWriteValue64`, seen by a spinning host ≈ 4 µs after
-//! enqueue on an H100) or an event (`cuEventQuery` ≈ 0.3 µs a call, never blocks, even behind a
-//! stream that waits on a host value). A host function per wake-up (`cuLaunchHostFunc`) would cost
-//! 12–27 µs with long tails, and it slows every event call of the process for the rest of its life.
+//! Why a polling thread (`docs/async.md` and `docs/hardware-facts.md` have the numbers): the GPU
+//! tells the host it got somewhere through a mapped-memory write (`cuStreamWriteValue64`, seen by
+//! a spinning host within microseconds) or an event (`cuEventQuery`, a fraction of a microsecond a
+//! call, never blocks, even behind a stream that waits on a host value). A host function per
+//! wake-up (`cuLaunchHostFunc`) would cost several times more, with long tails, and it slows every
+//! event call of the process for the rest of its life.
 //! So the crate watches: a flag check is one load from pinned memory, an event check one
 //! `cuEventQuery` on this thread.
 //!
