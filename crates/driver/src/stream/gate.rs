@@ -93,9 +93,17 @@ impl std::fmt::Debug for FlagSource<'_> {
 }
 
 impl DeviceStream {
-    /// The counter the polling gates of this stream bump when their time limit expires.
-    fn expiry_counter(&self) -> &dyn KernelParam {
-        &self.inner.expired
+    /// The gate kernels' leading parameters for a wait on `flag`; an expired time limit bumps
+    /// this stream's counter (reported by the next `synchronize`).
+    fn gate_args<'a>(
+        &'a self,
+        flag: &'a FlagSource<'a>,
+        value: u64,
+        cond: WaitCondition,
+        timeout: Option<Duration>,
+    ) -> GateArgs<'a, dyn KernelParam + 'a> {
+        let expired: &dyn KernelParam = &self.inner.expired;
+        GateArgs::new(flag.param(), value, cond, timeout, Some(expired))
     }
 
     /// Makes later work on this stream wait until `flag` satisfies `cond` for `value`, by
@@ -244,13 +252,7 @@ impl DeviceStream {
         timeout: Option<Duration>,
     ) -> Result<()> {
         let gate = self.inner.device.inner.gate_kernels(&self.inner.device)?;
-        let gate_args = GateArgs::new(
-            flag.param(),
-            value,
-            cond,
-            timeout,
-            Some(self.expiry_counter()),
-        );
+        let gate_args = self.gate_args(&flag, value, cond, timeout);
         let mut args = LaunchArgs::new();
         gate_args.push(&mut args);
         // SAFETY: `GateArgs` lays out ferrocuda_gate_poll's parameters; the flag and the counter
@@ -320,13 +322,7 @@ impl DeviceStream {
             .inner
             .gate_kernels(&self.inner.device)?
             .relay;
-        let gate_args = GateArgs::new(
-            from.param(),
-            value,
-            cond,
-            timeout,
-            Some(self.expiry_counter()),
-        );
+        let gate_args = self.gate_args(&from, value, cond, timeout);
         let mut args = LaunchArgs::new();
         gate_args.push(&mut args);
         args.arg(to.param()).arg(&write);
