@@ -10,7 +10,7 @@ p50_us, p90_us, p99_us, n (and optionally rate, rate_unit, requested_us). Rows a
 files), each percentile is the median over its appearances.
 
 Printed per row: p50/p99 of every implementation, the ratios ferrocuda/raw and cudarc/raw (p50 and
-p99; below 1 means faster than raw), and issue 7's target for ferrocuda: p50 <= 1.05 x raw or
+p99; below 1 means faster than raw), and the target for ferrocuda: p50 <= 1.05 x raw or
 <= raw + 0.1 us, and p50 no slower than cudarc within the same tolerance.
 Standard library only: the GPU machines have python3 and nothing else.
 """
@@ -161,7 +161,7 @@ def main(argv):
         print(table(h, b, markdown))
 
     # Rows taken in several process states (the event rows): each state against the same
-    # implementation's fresh row (issue 11: after_gpuwrite within 1.1x of fresh).
+    # implementation's fresh row (target: after_gpuwrite within 1.1x of fresh).
     multi = {}
     for (bench, regime, state) in order:
         multi.setdefault((bench, regime), []).append(state)
@@ -187,13 +187,13 @@ def main(argv):
               f"and no slower than cudarc likewise): {misses} row(s) missed")
 
 
-FANOUT_MAX = 1.1  # issue 13: N-GPU fan-out p50 <= 1.1 x single GPU
-POLL_CHAIN_MAX_US = 5.0  # issue 13: the all-polling GPU0 -> GPU1 chain p50 <= 5 us
+FANOUT_MAX = 1.1  # target: N-GPU fan-out p50 <= 1.1 x single GPU
+POLL_CHAIN_MAX_US = 5.0  # target: the all-polling GPU0 -> GPU1 chain p50 <= 5 us
 POLL_CHAINS = ("peer_poll_all", "relay_poll", "relay_fused")
 
 
 def several_gpus(rows, order, markdown):
-    """Issue 13's targets: fan-out on N GPUs against 1 GPU (per implementation: raw C and
+    """The several-GPU targets: fan-out on N GPUs against 1 GPU (per implementation: raw C and
     ferrocuda's multi_bench), and the GPU0 -> GPU1 relays against raw, with the polling chains
     against 5 us."""
     impls = [i for i in ("raw", "multi") if any(i in rows[k] for k in order if k[0].startswith("multi_"))]

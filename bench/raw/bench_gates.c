@@ -1,10 +1,11 @@
 /* Host signal -> gate -> ack: how fast a host store releases GPU work, per gate mechanism, in a
- * stream and in a graph (issue 8; GPU.md's gate table).
+ * stream and in a graph (the raw gate table of docs/hardware-facts.md; target for the polling and
+ * fused gates: <= 3 us p50).
  *
  * Every gate benchmark has the same shape. Step i is: [gate: wait until flag >= i] [ack: write i to
  * a host slot]. The sample is the time from the host's release store of flag = i to the host seeing
- * ack >= i. Two regimes (GPU.md: the driver's wait answers much faster when it was reached a moment
- * ago than when it has been waiting a while):
+ * ack >= i. Two regimes (the driver's wait answers much faster when it was reached a moment ago
+ * than when it has been waiting a while: docs/hardware-facts.md, "Gates"):
  *   idle: step i is enqueued alone, the host pauses 30-50 us (the GPU reaches the gate and waits),
  *         then signals.
  *   b2b:  QUEUE_AHEAD steps are enqueued ahead; the host signals step i, sees its ack, enqueues

@@ -1,4 +1,4 @@
-/* Several GPUs of one host (issue 13): the raw driver API baseline of multi_bench's fan-out and
+/* Several GPUs of one host: the raw driver API baseline of multi_bench's fan-out and
  * relay rows, under the same names (bench multi_fanout / multi_relay, regime = the row). The
  * fan-out runs on GPU 0 alone and on every GPU (N of them: regime <gate>_Ngpu, as multi_bench
  * names it); the relays run GPU0 -> GPU1.
@@ -192,7 +192,8 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
     m.ngpu = count > MAX_GPUS ? MAX_GPUS : count;
     m.nenv = two ? m.ngpu : 2;
     m.g[0] = *e0;
-    /* Module loads, allocations and peer access before any wait exists (GPU.md). */
+    /* Module loads, allocations and peer access before any wait exists (loads and frees block
+     * behind a waiting stream: docs/hardware-facts.md). */
     for (int g = 1; g < m.nenv; g++) {
         env_init(&m.g[g], g < m.ngpu ? g : 0, cubin);
     }

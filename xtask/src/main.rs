@@ -18,6 +18,7 @@ mod bench;
 mod codegen;
 mod demo;
 mod gpu;
+mod hygiene;
 mod ptx;
 mod sass;
 mod setup;
@@ -33,7 +34,7 @@ commands:
   setup                    install the CUDA 13.0 compiler and headers (pip, no root) if no nvcc >= 13.0 is found
   bindgen [--check]        regenerate ferrocuda-sys's bindings from cuda.h (--check: fail if stale)
   ptx [--check]            recompile the checked-in PTX (--check: fail if stale)
-  test                     fmt, clippy, CPU tests, fake-driver tests, loom models, docs, freshness checks: the CI command
+  test                     fmt, hygiene, clippy, CPU tests, fake-driver tests, loom models, docs, freshness checks: the CI command
   test-gpu [--bundle DIR]  build the GPU tests; run them when a GPU is here, or write a bundle to DIR
   bench [--bundle DIR] [--json FILE] [BENCH...]
                            build the benchmarks (C baseline + Rust programs); run them when a GPU is here

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{bench, codegen, sass, setup, util};
+use crate::{bench, codegen, hygiene, sass, setup, util};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ pub fn run() -> Result<(), String> {
     step("fmt", &mut || {
         util::run(util::cargo().args(["fmt", "--all", "--check"]))
     });
+    step("hygiene", &mut || hygiene::check(&util::root()));
     step("clippy", &mut || {
         util::run(util::cargo().args([
             "clippy",

@@ -1,4 +1,4 @@
-//! Several GPUs of one host (issue 13), through ferrocuda: host signal → gated ack on every GPU
+//! Several GPUs of one host, through ferrocuda: host signal → gated ack on every GPU
 //! against one GPU (`multi_fanout`), GPU0 → GPU1 relays (`multi_relay`), and an all-reduce gated by
 //! flags against the same all-reduce ungated (`multi_allreduce`, NCCL through ferrocuda-nccl).
 //! The C baseline (bench/raw/bench_multi.c) measures the same fan-out and relay rows with the raw
@@ -226,7 +226,7 @@ fn allreduce(
 fn main() {
     if std::env::var("NCCL_NVLS_ENABLE").is_err() {
         // SAFETY: the first statement of main: no other thread exists yet, and NCCL (which reads
-        // it) is not loaded. The device machines keep NVLink multicast off.
+        // it) is not loaded. The project's GPU test machines keep NVLink multicast off.
         unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
     }
     let Some(args) = Args::parse_lenient(&BENCHES) else {
