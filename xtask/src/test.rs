@@ -203,7 +203,7 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
 /// the fake exits with status 4 if any thread, the crate's own included, frees memory or loads or
 /// unloads a module while a stream waits on a value (the real driver blocks there).
 fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
-    let fake = crate::demo::fake_driver(tk, &util::root().join("target/fake-tests"))?;
+    let fake = crate::fake::build(tk, &util::root().join("target/fake-tests"))?;
     let fake_tests = |test: &str, devices: &str, harness: &[&str]| {
         util::run(
             util::cargo()
@@ -243,7 +243,7 @@ fn package_check() -> Result<(), String> {
     let target = root.join("target/package-check");
     for stale in [home.join("registry/src"), target.clone()] {
         if stale.exists() {
-            std::fs::remove_dir_all(&stale).map_err(|e| format!("{}: {e}", stale.display()))?;
+            std::fs::remove_dir_all(&stale).map_err(util::io(&stale))?;
         }
     }
     let mut cmd = util::cargo();
