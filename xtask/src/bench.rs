@@ -23,7 +23,7 @@
 //! (more members allowed, e.g. `rate` and `rate_unit`). bench/README.md has the list of rows.
 //! To add a Rust program, add it to [`RUST_PROGRAMS`].
 
-use crate::{setup, util};
+use crate::{fake, setup, util};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,7 +100,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// `cargo xtask bench --smoke` (and a step of `cargo xtask test`): builds the C baseline and its
 /// cubin, then runs every benchmark at 20 samples against `xtask/fake/fake_cuda.c`, a fake
-/// `libcuda.so.1` that runs streams on host threads (built by [`crate::demo::fake_driver`]). Its
+/// `libcuda.so.1` that runs streams on host threads (built by [`crate::fake::build`]). Its
 /// timings mean nothing; it proves on a machine without a GPU that every benchmark's protocol
 /// terminates (each wait is signalled, no deadline fires) and that the JSON has a well-formed row
 /// for every benchmark. Then the same for the ferrocuda and cudarc programs against the same fake
@@ -109,12 +109,12 @@ pub fn smoke() -> Result<(), String> {
     let tk = setup::run()?;
     let root = util::root();
     let dir = root.join("target/bench-smoke");
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(util::io(&dir))?;
     let cubin = dir.join("bench_kernels.cubin");
     build_cubin(&tk, &root.join("bench/raw/bench_kernels.cu"), &cubin)?;
     let exe = dir.join("raw_bench");
     build_raw(&tk, &exe)?;
-    let fake = crate::demo::fake_driver(&tk, &dir)?;
+    let fake = fake::build(&tk, &dir)?;
     let json = dir.join("smoke.jsonl");
     // Two fake devices, so that the two-GPU rows run too.
     let mut two = smoke_command(&exe, &fake, &cubin, 600);
@@ -219,7 +219,7 @@ fn smoke_command(exe: &Path, fake: &Path, cubin: &Path, secs: u32) -> Command {
 fn run_json(mut cmd: Command, json: &Path, args: &[&str]) -> Result<(String, String), String> {
     let _ = std::fs::remove_file(json);
     let out = util::output(cmd.arg("--json").arg(json).args(args))?;
-    let text = std::fs::read_to_string(json).map_err(io(json))?;
+    let text = std::fs::read_to_string(json).map_err(util::io(json))?;
     Ok((out, text))
 }
 
@@ -379,19 +379,15 @@ pub fn report(args: &[String]) -> Result<(), String> {
     )
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
-}
-
 /// Builds everything into `dir` (replacing what a previous build put there).
 pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     let root = util::root();
     for sub in ["bin", "cubin"] {
         let p = dir.join(sub);
         if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(io(&p))?;
+            std::fs::remove_dir_all(&p).map_err(util::io(&p))?;
         }
-        std::fs::create_dir_all(&p).map_err(io(&p))?;
+        std::fs::create_dir_all(&p).map_err(util::io(&p))?;
     }
     let mut programs = String::from(
         "# IMPL EXECUTABLE [ARGS...], bundle-relative; `run` adds --json FILE --commit STR [--samples N] BENCH...\n",
@@ -404,9 +400,7 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
 
     for (name, exe) in build_rust_programs()? {
         let dst = dir.join("bin").join(&name);
-        std::fs::copy(&exe, &dst).map_err(io(&exe))?;
-        // Symbols are not needed to run; stripped, the bundle stays far below the 64 MiB carry limit.
-        util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
+        util::copy_stripped(&exe, &dst)?;
         let _ = writeln!(
             programs,
             "{name} bin/{name} --cubin cubin/bench_kernels.cubin"
@@ -415,12 +409,12 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
 
     let write = |name: &str, text: &str| -> Result<(), String> {
         let p = dir.join(name);
-        std::fs::write(&p, text).map_err(io(&p))
+        std::fs::write(&p, text).map_err(util::io(&p))
     };
     write("programs", &programs)?;
-    write("COMMIT", &format!("{}\n", commit()))?;
+    write("COMMIT", &format!("{}\n", util::commit()))?;
     let report_py = root.join("bench/report.py");
-    std::fs::copy(&report_py, dir.join("report.py")).map_err(io(&report_py))?;
+    std::fs::copy(&report_py, dir.join("report.py")).map_err(util::io(&report_py))?;
     write("run", &RUN.replace("__DEADLINE__", &DEADLINE_S.to_string()))?;
     util::run(Command::new("chmod").arg("+x").arg(dir.join("run")))
 }
@@ -429,7 +423,7 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
 fn build_raw(tk: &setup::Toolkit, out: &Path) -> Result<(), String> {
     let src = util::root().join("bench/raw");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
-        .map_err(io(&src))?
+        .map_err(util::io(&src))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
@@ -466,7 +460,7 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
             .arg(cu),
     )?;
     let sass = util::output(Command::new(&tk.cuobjdump).arg("-sass").arg(out))?;
-    let source = std::fs::read_to_string(cu).map_err(io(cu))?;
+    let source = std::fs::read_to_string(cu).map_err(util::io(cu))?;
     let kernels: Vec<&str> = source
         .lines()
         .filter_map(|l| l.split("__global__ void ").nth(1))
@@ -488,44 +482,8 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
 fn build_rust_programs() -> Result<Vec<(String, PathBuf)>, String> {
     RUST_PROGRAMS
         .iter()
-        .map(|(name, package, bin)| Ok(((*name).to_owned(), build_release(package, bin)?)))
+        .map(|(name, package, bin)| Ok(((*name).to_owned(), util::build_release(package, bin)?)))
         .collect()
-}
-
-/// `cargo build --release -p PACKAGE --bin BIN`; the executable's path.
-pub fn build_release(package: &str, bin: &str) -> Result<PathBuf, String> {
-    let json = util::output(util::cargo().args([
-        "build",
-        "--release",
-        "--message-format=json-render-diagnostics",
-        "-p",
-        package,
-        "--bin",
-        bin,
-    ]))?;
-    json.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| format!("cargo built no executable for {package} --bin {bin}"))
-}
-
-/// `git describe`-like id of the working tree: short hash, `-dirty` if it has changes.
-pub fn commit() -> String {
-    let hash = util::output(Command::new("git").current_dir(util::root()).args([
-        "rev-parse",
-        "--short=12",
-        "HEAD",
-    ]))
-    .map(|s| s.trim().to_owned())
-    .unwrap_or_else(|_| "unknown".into());
-    let dirty = util::output(Command::new("git").current_dir(util::root()).args([
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-    ]))
-    .is_ok_and(|s| !s.trim().is_empty());
-    if dirty { format!("{hash}-dirty") } else { hash }
 }
 
 const RUN: &str = r#"#!/usr/bin/env bash

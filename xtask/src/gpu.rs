@@ -196,25 +196,19 @@ pub fn build_test_executables(
     Ok(tests)
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
-    move |e| format!("{}: {e}", path.display())
-}
-
 /// Writes `dir/bin/*` (stripped copies) and `dir/run`.
 pub fn write_bundle(dir: &Path, tests: &[(String, PathBuf)]) -> Result<(), String> {
     let bin = dir.join("bin");
     if bin.exists() {
-        std::fs::remove_dir_all(&bin).map_err(io(&bin))?;
+        std::fs::remove_dir_all(&bin).map_err(util::io(&bin))?;
     }
-    std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+    std::fs::create_dir_all(&bin).map_err(util::io(&bin))?;
     for (name, exe) in tests {
         let dst = bin.join(name);
-        std::fs::copy(exe, &dst).map_err(io(exe))?;
-        // Symbols are not needed to run; stripping keeps the bundle far below the 64 MiB carry limit.
-        util::run(Command::new("strip").arg("--strip-unneeded").arg(&dst))?;
+        util::copy_stripped(exe, &dst)?;
     }
     let run = dir.join("run");
-    std::fs::write(&run, run_script()).map_err(io(&run))?;
+    std::fs::write(&run, run_script()).map_err(util::io(&run))?;
     util::run(Command::new("chmod").arg("+x").arg(&run))
 }
 

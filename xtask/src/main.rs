@@ -17,6 +17,7 @@
 mod bench;
 mod codegen;
 mod demo;
+mod fake;
 mod gpu;
 mod hygiene;
 mod ptx;

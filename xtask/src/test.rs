@@ -68,25 +68,8 @@ pub fn run() -> Result<(), String> {
         None => Err("no CUDA toolkit (the setup step failed)".into()),
     });
     // Every published crate packages and builds from its package alone (path dependencies
-    // resolved to the packaged versions): `cargo add` works. Unpublished packages are excluded.
-    step("package", &mut || {
-        forget_packaged_crates();
-        let target = util::root().join("target/package-check");
-        let _ = std::fs::remove_dir_all(&target);
-        util::run(util::cargo().env("CARGO_TARGET_DIR", &target).args([
-            "package",
-            "--workspace",
-            "--allow-dirty",
-            "--exclude",
-            "xtask",
-            "--exclude",
-            "ferrocuda-tests",
-            "--exclude",
-            "ferrocuda-bench",
-            "--exclude",
-            "ferrocuda-demo",
-        ]))
-    });
+    // resolved to the packaged versions): `cargo add` works.
+    step("package", &mut package_check);
     match bindings_check(
         codegen::libclang_available(),
         is_ci(std::env::var("CI").ok().as_deref()),
@@ -221,7 +204,7 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
 /// the fake exits with status 4 if any thread, the crate's own included, frees memory or loads or
 /// unloads a module while a stream waits on a value (the real driver blocks there).
 fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
-    let fake = crate::demo::fake_driver(tk, &util::root().join("target/fake-tests"))?;
+    let fake = crate::fake::build(tk, &util::root().join("target/fake-tests"))?;
     let fake_tests = |test: &str, devices: &str, harness: &[&str]| {
         util::run(
             util::cargo()
@@ -236,45 +219,61 @@ fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
     fake_tests("soundness", "2", &["--test-threads=1"])
 }
 
-/// Cargo verifies a workspace package against the other packages' tarballs through its registry
-/// cache, and never re-extracts or rebuilds a name-version it has seen: after a change without a
-/// version bump it would build against the stale copy. So the registry copies are forgotten, and
-/// the check builds in a target directory of its own, emptied first. Forget our own crates there (they never come from
-/// crates.io: nothing depends on published ferrocuda crates).
-fn forget_packaged_crates() {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
-    let Some(home) = home else { return };
-    for kind in ["src", "cache"] {
-        let Ok(dirs) = std::fs::read_dir(home.join("registry").join(kind)) else {
-            continue;
-        };
-        for d in dirs.flatten() {
-            let Ok(entries) = std::fs::read_dir(d.path()) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if [
-                    "ferrocuda-sys-",
-                    "ferrocuda-driver-",
-                    "ferrocuda-graph-",
-                    "ferrocuda-kernels-",
-                ]
-                .iter()
-                .any(|p| name.starts_with(p))
-                {
-                    let p = e.path();
-                    let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
+/// Packages not published, left out of the package step.
+const UNPUBLISHED: &[&str] = &[
+    "xtask",
+    "ferrocuda-tests",
+    "ferrocuda-bench",
+    "ferrocuda-demo",
+];
+
+/// `cargo package --workspace` of every published crate, each built from its `.crate` alone, with
+/// a cargo home of its own in `target/package-home/`.
+///
+/// Why its own home: the verify build of a package that depends on another workspace package
+/// takes that package's `.crate` from a local registry in the target directory, and cargo unpacks
+/// it under `$CARGO_HOME/registry/src/`. Cargo never unpacks a name-version that is already
+/// there, and never rebuilds a registry package whose version did not change, so after an edit
+/// without a version bump the check would build the dependent crate against the stale copy. The
+/// step therefore removes that home's unpacked sources (keeping its index and downloads) and
+/// empties its target directory, `target/package-check/`, before each run: the user's cargo home
+/// is neither written nor cleaned. The user's cargo configuration still applies (`--config`).
+fn package_check() -> Result<(), String> {
+    let root = util::root();
+    let home = root.join("target/package-home");
+    let target = root.join("target/package-check");
+    for stale in [home.join("registry/src"), target.clone()] {
+        if stale.exists() {
+            std::fs::remove_dir_all(&stale).map_err(util::io(&stale))?;
         }
     }
+    let mut cmd = util::cargo();
+    cmd.env("CARGO_HOME", &home)
+        .env("CARGO_TARGET_DIR", &target);
+    if let Some(config) = user_cargo_config() {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["package", "--workspace", "--allow-dirty"]);
+    for p in UNPUBLISHED {
+        cmd.args(["--exclude", p]);
+    }
+    eprintln!(
+        "(CARGO_HOME={} CARGO_TARGET_DIR={})",
+        home.display(),
+        target.display()
+    );
+    util::run(&mut cmd)
+}
+
+/// The configuration file of the user's cargo home (`$CARGO_HOME`, else `~/.cargo`), if any.
+fn user_cargo_config() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))?;
+    ["config.toml", "config"]
+        .iter()
+        .map(|name| home.join(name))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

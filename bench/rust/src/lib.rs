@@ -1,5 +1,11 @@
 //! Shared plumbing of ferrocuda's benchmark programs: arguments, samples, percentiles, the table
-//! and the JSON lines of the contract in `bench/README.md`.
+//! and the JSON lines of the contract in `bench/README.md`; the loops ferrocuda's and cudarc's
+//! programs share ([`loops`]), written against [`backend::Backend`]; ferrocuda's backend
+//! ([`ferrocuda`]).
+
+pub mod backend;
+pub mod ferrocuda;
+pub mod loops;
 
 use std::fmt::Write as _;
 use std::io::Write as _;

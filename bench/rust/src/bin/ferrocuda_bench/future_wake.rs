@@ -1,7 +1,8 @@
-//! `future_wake` (issue 12): GPU point reached → future woken, against a busy-polling thread and
+//! `future_wake`: GPU point reached → future woken, against a busy-polling thread and
 //! `cuEventSynchronize` (bench/README.md, "Futures").
 
-use super::{Env, ok};
+use ferrocuda_bench::backend::Backend;
+use ferrocuda_bench::ferrocuda::{Env, ok};
 use ferrocuda_bench::{Args, Report, collect, die, now_ns, wait_geq};
 use ferrocuda_driver::{
     CompletionFlag, DeviceEvent, LaunchArgs, LaunchConfig, Result, WaitCondition,
@@ -71,14 +72,14 @@ enum Waiter {
     Sync,
 }
 
-/// `future_wake` (issue 12, ferrocuda only): GPU point reached → future woken. Step n =
+/// `future_wake` (ferrocuda only): GPU point reached → future woken. Step n =
 /// [gate: flag ≥ n] [spin kernel D] [GPU point: write n to a flag, or record an event]. An observer
 /// thread busy-polls the GPU point (a load of the flag, or `cuEventQuery`) and stamps when it first
 /// sees it: that is "reached". The measuring thread polls the future once (it must be pending: the
 /// gate is closed), opens the gate, and waits; the future's waker stamps the time it is called.
 /// Sample = woken − seen: how far the future lags a busy-polling thread. `event_sync_*` rows time
 /// `cuEventSynchronize`'s return the same way.
-pub(super) fn future_wake(e: &Env, a: &Args, r: &mut Report) {
+pub fn future_wake(e: &Env, a: &Args, r: &mut Report) {
     e.reset();
     let gate = ok(CompletionFlag::new(&e.dev));
     let ev = ok(DeviceEvent::new(&e.dev, false));
