@@ -8,6 +8,8 @@
 //! DIR/run                        runs every program of DIR/programs, then prints the comparison
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
+//! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
+//!                                of work (bench/rust/src/bin/event_cost_probe.rs says how)
 //! DIR/cubin/bench_kernels.cubin  its kernels (bench/raw/bench_kernels.cu, sm_90a)
 //! DIR/report.py                  the comparison printer (bench/report.py)
 //! DIR/COMMIT                     the commit the bundle was built from
@@ -36,6 +38,10 @@ pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
     ("multi", "ferrocuda-bench", "multi_bench"),
     ("cudarc", "ferrocuda-bench", "cudarc_bench"),
 ];
+
+/// Probes the bundle carries but `run` does not run: (cargo package, binary target). Each is run by
+/// hand on the GPU machine, as its module docs say (bench/README.md names them).
+pub const PROBES: &[(&str, &str)] = &[("ferrocuda-bench", "event_cost_probe")];
 
 /// Benchmarks only ferrocuda runs (they measure a mechanism the C baseline and cudarc do not have;
 /// their rows compare against baselines taken in the same program). The smoke allows them.
@@ -405,6 +411,12 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
             programs,
             "{name} bin/{name} --cubin cubin/bench_kernels.cubin"
         );
+    }
+    for (package, bin) in PROBES {
+        util::copy_stripped(
+            &util::build_release(package, bin)?,
+            &dir.join("bin").join(bin),
+        )?;
     }
 
     let write = |name: &str, text: &str| -> Result<(), String> {
