@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::context::Context;
 use crate::runtime::gates::{self, GateKernel};
+use crate::runtime::park::{self, Rank};
 use crate::runtime::raw::{self, CUdevice_attribute};
 use crate::stream::DeviceStream;
 use std::fmt;
@@ -104,6 +105,7 @@ impl Device {
         // thread, bounded by its time limit), which no wait of this device's crate streams can
         // hold up: none exists before the first handle.
         static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _rank = park::ranked(Rank::Opening);
         let _opening = OPENING.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(inner) = slot.get() {
             return Ok(Device {

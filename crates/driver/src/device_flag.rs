@@ -5,6 +5,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::resource::{Addr, Keep, Placement, Resource};
 use crate::runtime::guard;
+use crate::runtime::park::{Rank, Ranked};
 use crate::runtime::raw::{self, CUdeviceptr};
 use crate::runtime::reclaim::{self, Garbage};
 use std::collections::HashMap;
@@ -31,11 +32,11 @@ fn pool() -> &'static Mutex<HashMap<usize, Vec<CUdeviceptr>>> {
 
 fn take_slot(device: &Device) -> Result<CUdeviceptr> {
     let ordinal = device.ordinal();
-    if let Some(p) = pool()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_mut(&ordinal)
-        .and_then(Vec::pop)
+    if let Some(p) = Ranked::lock(Rank::Leaf, || {
+        pool().lock().unwrap_or_else(|p| p.into_inner())
+    })
+    .get_mut(&ordinal)
+    .and_then(Vec::pop)
     {
         return Ok(p);
     }
@@ -43,7 +44,9 @@ fn take_slot(device: &Device) -> Result<CUdeviceptr> {
     // SAFETY: the device's context is current.
     let base = unsafe { raw::mem_alloc(SLAB_BYTES as usize) }?;
     SLABS.fetch_add(1, Ordering::Relaxed);
-    let mut pool = pool().lock().unwrap_or_else(|p| p.into_inner());
+    let mut pool = Ranked::lock(Rank::Leaf, || {
+        pool().lock().unwrap_or_else(|p| p.into_inner())
+    });
     pool.entry(ordinal)
         .or_default()
         .extend((1..SLAB_BYTES / SLOT_STRIDE).map(|i| base + i * SLOT_STRIDE));
@@ -109,12 +112,12 @@ impl Drop for DeviceFlagInner {
         // pool once every stream of every device is past the work enqueued so far.
         let (ordinal, ptr) = (self.device.ordinal(), self.ptr.released());
         reclaim::defer(Garbage::Callback(Box::new(move || {
-            pool()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(ordinal)
-                .or_default()
-                .push(ptr);
+            Ranked::lock(Rank::Leaf, || {
+                pool().lock().unwrap_or_else(|p| p.into_inner())
+            })
+            .entry(ordinal)
+            .or_default()
+            .push(ptr);
             LIVE_DEVICE_FLAGS.fetch_sub(1, Ordering::AcqRel);
         })));
     }

@@ -5,7 +5,7 @@ use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::resource::{Addr, Keep, Placement, Resource};
 use crate::runtime::gates::{HostWord, WaitCondition, flag_outcome};
-use crate::runtime::park;
+use crate::runtime::park::{self, Rank, Ranked};
 use crate::runtime::pinned;
 use crate::runtime::reclaim;
 use std::marker::PhantomData;
@@ -53,7 +53,11 @@ static LIVE_FLAGS: AtomicUsize = AtomicUsize::new(0);
 
 impl Pool {
     fn take(&self, device: &Arc<DeviceInner>) -> Result<Slot> {
-        if let Some(s) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some(s) = Ranked::lock(Rank::Leaf, || {
+            self.free.lock().unwrap_or_else(|p| p.into_inner())
+        })
+        .pop()
+        {
             return Ok(s);
         }
         let host = pinned::alloc_mapped(&device.rt, SLAB_BYTES)?;
@@ -69,7 +73,9 @@ impl Pool {
             });
         }
         self.slabs.fetch_add(1, Ordering::Relaxed);
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = Ranked::lock(Rank::Leaf, || {
+            self.free.lock().unwrap_or_else(|p| p.into_inner())
+        });
         for i in (1..SLAB_BYTES / SLOT_STRIDE).rev() {
             let off = i * SLOT_STRIDE;
             free.push(Slot {
@@ -86,7 +92,10 @@ impl Pool {
     }
 
     fn give_back(&self, s: Slot) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        Ranked::lock(Rank::Leaf, || {
+            self.free.lock().unwrap_or_else(|p| p.into_inner())
+        })
+        .push(s);
     }
 }
 

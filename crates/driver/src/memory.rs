@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::resource::{Access, Addr, Keep, Placement, Resource, UnderCapture};
 use crate::runtime::guard;
 use crate::runtime::handles::RawEvent;
+use crate::runtime::park::{self, Rank};
 use crate::runtime::pinned::{self, HostPtr};
 use crate::runtime::raw::{self, CUdeviceptr, CaptureState};
 use crate::runtime::reclaim::{self, FencedStream, Garbage};
@@ -48,6 +49,7 @@ impl Drop for DevAlloc {
         {
             // The home stream's capture lock (shared, never waited for: a drop does not block)
             // keeps a capture from beginning between the check and the free.
+            let _rank = park::ranked_try(Rank::Capture);
             if let Ok(_shared) = self.home.capture.try_read()
                 // SAFETY: the home stream is live (held by `home`).
                 && matches!(unsafe { raw::stream_capture_state(self.home.raw) }, Ok(CaptureState::None))

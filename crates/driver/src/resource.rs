@@ -26,6 +26,7 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::runtime::guard;
+use crate::runtime::park::Ranked;
 use crate::runtime::raw::{self, CUstream, CaptureState};
 use crate::stream::StreamInner;
 use std::any::Any;
@@ -180,7 +181,7 @@ pub(crate) struct StreamOp<'s, 'r> {
     /// Resources whose `enqueued` hook runs after the driver call.
     after: [Option<&'r dyn Resource>; 2],
     /// Keeps the capture state checked at the start valid until the enqueue.
-    _shared: std::sync::RwLockReadGuard<'s, ()>,
+    _shared: Ranked<std::sync::RwLockReadGuard<'s, ()>>,
     _op: guard::Op,
 }
 

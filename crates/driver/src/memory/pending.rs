@@ -13,6 +13,7 @@
 //! `memory/pending/loom_model.rs` runs it against copies and waiters without a GPU.
 
 use crate::error::Result;
+use crate::runtime::park::{Rank, Ranked};
 use crate::runtime::sync;
 
 /// Copies enqueued on one stream that involve the buffer.
@@ -63,10 +64,12 @@ impl<S: Clone, E: Clone> Pending<S, E> {
         }
     }
 
-    fn lock(&self) -> sync::MutexGuard<'_, Vec<Entry<S, E>>> {
+    fn lock(&self) -> Ranked<sync::MutexGuard<'_, Vec<Entry<S, E>>>> {
         // Each critical section is a push, a field update or a retain: a panic inside cannot
         // leave the list inconsistent, so a poisoned lock is used as is.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        Ranked::lock(Rank::Pending, || {
+            self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Notes a copy on stream `id` (writing the host memory if `writes`) before it is enqueued;

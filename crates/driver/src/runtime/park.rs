@@ -23,22 +23,27 @@
 //!
 //! # Lock order
 //!
-//! The crate's global locks, in the order a thread may take them (a thread holding one takes
-//! only locks further down); none is held across a driver call that can wait for the GPU:
+//! The crate's locks, in the order a thread may take them ([`Rank`]): a thread that holds one
+//! blocks only on locks further down. None is held across a driver call that can wait for the
+//! GPU, and no lock is held while a value of the user's is dropped. Debug builds check the order
+//! at every blocking acquisition ([`ranked`]); a `try_` acquisition, which cannot deadlock, is
+//! recorded but not checked.
 //!
-//! 1. the device-opening lock (`Device::new`; held across the gate kernels' bounded load);
-//! 2. the streams' capture locks, shared by an operation, exclusive by a capture transition or a
-//!    module unload (which takes every stream's in stream-id order, without waiting);
-//! 3. the fences' stream registry;
-//! 4. the reclaimer's hand-off queue, then its idle lock;
-//! 5. a host buffer's pending set;
-//! 6. the leaf locks, taken alone: the waiter's registry, the flag pool, the pinned-block cache,
-//!    the trampoline's sleepers and graph-kick list, a panic sink.
-//!
-//! A graph host node's closure runs under its own lock (a `FnMut` called from several replays);
-//! the crate takes no other lock while holding it.
+//! 0. a graph host node's closure lock ([`Rank::HostNode`]): held while the user's closure runs,
+//!    which may call anything below;
+//! 1. the device-opening lock ([`Rank::Opening`]; held across the gate kernels' bounded load);
+//! 2. the streams' capture locks ([`Rank::Capture`]): shared by an operation from its capture
+//!    check to its enqueue, exclusive by a capture transition; a module unload takes every
+//!    stream's, in stream-id order, without waiting;
+//! 3. a host buffer's pending set ([`Rank::Pending`]);
+//! 4. the fences' stream registry ([`Rank::Fences`]);
+//! 5. the reclaimer's hand-off queue and its idle lock ([`Rank::Reclaimer`]), never both;
+//! 6. the leaf locks ([`Rank::Leaf`]), each taken alone: the waiter's registry, the flag and
+//!    device-flag pools, the pinned-block cache, the trampoline's sleepers and graph-kick list, a
+//!    panic sink.
 
 use crate::error::{Error, Result};
+use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::Thread;
@@ -209,8 +214,10 @@ impl Sleepers {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Thread>> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Ranked<std::sync::MutexGuard<'_, Vec<Thread>>> {
+        Ranked::lock(Rank::Leaf, || {
+            self.list.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Parks the current thread unless `has_work()` after registering (no lost wake-ups: a wake
@@ -259,6 +266,116 @@ pub(crate) fn spin_while(
             return false;
         }
         std::hint::spin_loop();
+    }
+}
+
+/// A lock's place in the lock order (the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Rank {
+    /// A graph host node's closure lock.
+    HostNode = 0,
+    /// The device-opening lock.
+    Opening = 1,
+    /// A stream's capture lock.
+    Capture = 2,
+    /// A host buffer's pending set.
+    Pending = 3,
+    /// The fences' stream registry.
+    Fences = 4,
+    /// The reclaimer's queue or idle lock.
+    Reclaimer = 5,
+    /// A lock taken alone.
+    Leaf = 6,
+}
+
+#[cfg(all(debug_assertions, not(loom)))]
+thread_local! {
+    /// The ranks of the locks this thread holds, in the order taken.
+    static HELD: std::cell::RefCell<Vec<Rank>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Proof that this thread recorded taking a lock of a rank; dropping it records the release.
+/// Declare it before the lock's guard (or hold both in a [`Ranked`]), so that it outlives it.
+#[must_use]
+pub(crate) struct RankGuard {
+    #[cfg(all(debug_assertions, not(loom)))]
+    rank: Rank,
+}
+
+/// Records a blocking acquisition of a lock of `rank`; in debug builds, panics if this thread
+/// holds a lock of the same or a later rank (the order of the module docs).
+pub(crate) fn ranked(rank: Rank) -> RankGuard {
+    #[cfg(all(debug_assertions, not(loom)))]
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        if let Some(&held) = h.iter().max() {
+            assert!(
+                held < rank,
+                "lock order: a {rank:?} lock taken while this thread holds a {held:?} one \
+                 (crates/driver/src/runtime/park.rs, \"Lock order\")"
+            );
+        }
+        h.push(rank);
+    });
+    #[cfg(not(all(debug_assertions, not(loom))))]
+    let _ = rank;
+    RankGuard {
+        #[cfg(all(debug_assertions, not(loom)))]
+        rank,
+    }
+}
+
+/// Records a `try_` acquisition of a lock of `rank` (it cannot deadlock: not checked).
+pub(crate) fn ranked_try(rank: Rank) -> RankGuard {
+    #[cfg(all(debug_assertions, not(loom)))]
+    HELD.with(|h| h.borrow_mut().push(rank));
+    #[cfg(not(all(debug_assertions, not(loom))))]
+    let _ = rank;
+    RankGuard {
+        #[cfg(all(debug_assertions, not(loom)))]
+        rank,
+    }
+}
+
+impl Drop for RankGuard {
+    fn drop(&mut self) {
+        #[cfg(all(debug_assertions, not(loom)))]
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&r| r == self.rank) {
+                h.remove(i);
+            }
+        });
+    }
+}
+
+/// A lock guard with its rank recorded: the guard drops first, then the record.
+pub(crate) struct Ranked<G> {
+    guard: G,
+    _rank: RankGuard,
+}
+
+impl<G> Ranked<G> {
+    /// Takes a lock of `rank` with `lock` (blocking), checking the order first.
+    pub(crate) fn lock(rank: Rank, lock: impl FnOnce() -> G) -> Ranked<G> {
+        let r = ranked(rank);
+        Ranked {
+            guard: lock(),
+            _rank: r,
+        }
+    }
+}
+
+impl<G: Deref> Deref for Ranked<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        &self.guard
+    }
+}
+
+impl<G: DerefMut> DerefMut for Ranked<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.guard
     }
 }
 
@@ -328,5 +445,35 @@ mod tests {
         S.wake_one();
         t.join().unwrap();
         assert_eq!(S.count.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_lock_order_is_checked_in_debug_builds() {
+        let outer = ranked(Rank::Capture);
+        let inner = ranked(Rank::Leaf);
+        drop(inner);
+        drop(outer);
+        // After the releases, any rank may be taken again.
+        let _again = ranked(Rank::Opening);
+        let out_of_order = std::thread::spawn(|| {
+            let _leaf = ranked(Rank::Leaf);
+            let _fences = ranked(Rank::Fences);
+        })
+        .join();
+        assert_eq!(out_of_order.is_err(), cfg!(debug_assertions));
+        let same_rank_twice = std::thread::spawn(|| {
+            let _a = ranked(Rank::Leaf);
+            let _b = ranked(Rank::Leaf);
+        })
+        .join();
+        assert_eq!(same_rank_twice.is_err(), cfg!(debug_assertions));
+        // A try acquisition is recorded, not checked.
+        std::thread::spawn(|| {
+            let _a = ranked_try(Rank::Capture);
+            let _b = ranked_try(Rank::Capture);
+            let _c = ranked(Rank::Fences);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -14,6 +14,7 @@
 //! * the flag pool's slabs and the kickoff ring are allocated once ([`alloc_mapped`]) and kept.
 
 use super::context::Context;
+use super::park::{Rank, Ranked};
 use super::raw;
 use crate::error::Result;
 use std::collections::HashMap;
@@ -81,11 +82,11 @@ fn block_size(bytes: usize) -> usize {
 /// use: returns its host pointer and its size.
 pub(crate) fn take_block(ctx: &Context, bytes: usize) -> Result<(*mut c_void, usize)> {
     let size = block_size(bytes);
-    let cached = cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_mut(&size)
-        .and_then(Vec::pop);
+    let cached = Ranked::lock(Rank::Leaf, || {
+        cache().lock().unwrap_or_else(|p| p.into_inner())
+    })
+    .get_mut(&size)
+    .and_then(Vec::pop);
     match cached {
         Some(p) => {
             CACHED.fetch_sub(size, Ordering::AcqRel);
@@ -101,12 +102,12 @@ pub(crate) fn take_block(ctx: &Context, bytes: usize) -> Result<(*mut c_void, us
 pub(crate) fn give_back_block(ptr: HostPtr, size: usize) {
     IN_USE.fetch_sub(size, Ordering::AcqRel);
     CACHED.fetch_add(size, Ordering::AcqRel);
-    cache()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(size)
-        .or_default()
-        .push(ptr);
+    Ranked::lock(Rank::Leaf, || {
+        cache().lock().unwrap_or_else(|p| p.into_inner())
+    })
+    .entry(size)
+    .or_default()
+    .push(ptr);
 }
 
 #[cfg(test)]

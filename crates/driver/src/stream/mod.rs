@@ -20,6 +20,7 @@ use crate::future::StreamSync;
 use crate::resource::UnderCapture;
 use crate::runtime::guard;
 use crate::runtime::handles::{RawEvent, RawStream};
+use crate::runtime::park::{Rank, Ranked};
 use crate::runtime::raw::{self, CUstream, CaptureState};
 use crate::runtime::reclaim;
 use crate::runtime::trampoline::KickoffMode;
@@ -138,14 +139,18 @@ impl crate::runtime::reclaim::FencedStream for StreamInner {
 
 impl StreamInner {
     /// Excludes every operation between its capture check and its enqueue (see `capture`).
-    pub(crate) fn capture_transition(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+    pub(crate) fn capture_transition(&self) -> Ranked<std::sync::RwLockWriteGuard<'_, ()>> {
         // The lock guards no data: a poisoned lock is as good as a clean one.
-        self.capture.write().unwrap_or_else(|p| p.into_inner())
+        Ranked::lock(Rank::Capture, || {
+            self.capture.write().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Held by an operation from its capture check to its enqueue (see `capture`).
-    pub(crate) fn capture_shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.capture.read().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn capture_shared(&self) -> Ranked<std::sync::RwLockReadGuard<'_, ()>> {
+        Ranked::lock(Rank::Capture, || {
+            self.capture.read().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// Copies and memsets act on the current context: it must be the stream's (another device's

@@ -15,6 +15,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::context::Context;
 use crate::runtime::handles::RawEvent;
+use crate::runtime::park::{self, Rank, Ranked};
 use crate::runtime::raw::{self, CUstream, CaptureState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
@@ -107,10 +108,12 @@ impl<G: Gpu> Registry<G> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Streams<G::Stream, G::Event>> {
+    fn lock(&self) -> Ranked<MutexGuard<'_, Streams<G::Stream, G::Event>>> {
         // A panic while holding the lock cannot leave the lists inconsistent (each critical
         // section is a push, a retain or a clone), so a poisoned lock is used as is.
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+        Ranked::lock(Rank::Fences, || {
+            self.streams.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     /// The tails the GPU has not passed yet (the others leave the registry).
@@ -280,8 +283,9 @@ impl Registry<Cuda> {
         streams.sort_by_key(|s| s.id());
         let mut held = Vec::with_capacity(streams.len());
         for s in &streams {
+            let rank = park::ranked_try(Rank::Capture);
             match s.capture_lock().try_write() {
-                Ok(g) => held.push(g),
+                Ok(g) => held.push((g, rank)),
                 Err(_) => return Some(value),
             }
         }

@@ -28,7 +28,7 @@
 use super::context::Context;
 use super::guard;
 use super::handles::{RawEvent, RawStream};
-use super::park::{self, Backoff};
+use super::park::{self, Backoff, Rank};
 use super::raw::{self, CUdeviceptr, CUmodule};
 use super::sync;
 use crate::error::{Error, Result};
@@ -120,12 +120,14 @@ impl<G> Reclaimer<G> {
     /// Hands `g` over (counted as outstanding until released) and wakes the reclaimer.
     pub(crate) fn defer(&self, g: G) {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
+        let _rank = park::ranked(Rank::Reclaimer);
         lock_sync(&self.incoming).push_back(g);
         self.wake.notify_one();
     }
 
     /// What was handed over since the last call; with `wait`, first waits until there is some.
     fn take(&self, wait: bool) -> Vec<G> {
+        let _rank = park::ranked(Rank::Reclaimer);
         let mut q = lock_sync(&self.incoming);
         while wait && q.is_empty() {
             q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -136,6 +138,7 @@ impl<G> Reclaimer<G> {
     /// `n` items were released.
     fn done(&self, n: usize) {
         self.outstanding.fetch_sub(n, Ordering::AcqRel);
+        let _rank = park::ranked(Rank::Reclaimer);
         let _g = lock_sync(&self.idle_lock);
         self.idle.notify_all();
     }
@@ -148,6 +151,7 @@ impl<G> Reclaimer<G> {
     /// Waits until every item handed over so far is released, or `timeout` passes.
     pub(crate) fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let _rank = park::ranked(Rank::Reclaimer);
         let mut g = lock_sync(&self.idle_lock);
         while self.outstanding() > 0 {
             let now = Instant::now();

@@ -13,6 +13,7 @@
 
 use crate::runtime::gates::HostWord;
 use crate::runtime::guard::{self, HostFuncScope};
+use crate::runtime::park::{Rank, Ranked};
 use crossbeam_queue::ArrayQueue;
 use std::ffi::c_void;
 use std::mem::{ManuallyDrop, MaybeUninit};
@@ -95,7 +96,9 @@ pub(crate) struct PanicSink {
 impl PanicSink {
     pub(crate) fn report(&self, msg: String) {
         tracing::debug!(%msg, "host function panicked");
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = Ranked::lock(Rank::Leaf, || {
+            self.first.lock().unwrap_or_else(|p| p.into_inner())
+        });
         if first.is_none() {
             *first = Some(msg);
         }
@@ -107,7 +110,9 @@ impl PanicSink {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = Ranked::lock(Rank::Leaf, || {
+            self.first.lock().unwrap_or_else(|p| p.into_inner())
+        });
         let n = self.count.swap(0, Ordering::AcqRel);
         Some((n, first.take().unwrap_or_default()))
     }
@@ -230,7 +235,9 @@ pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
 pub(crate) fn call(body: &Body, panics: &PanicSink) {
     let r = guard::contain(|| {
         // A panic inside poisons the mutex; the next run still calls the closure.
-        let mut f = body.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = Ranked::lock(Rank::HostNode, || {
+            body.lock().unwrap_or_else(|p| p.into_inner())
+        });
         f()
     });
     if let Err(msg) = r {

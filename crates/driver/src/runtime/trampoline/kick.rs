@@ -7,6 +7,7 @@
 use super::dispatch;
 use super::job::{Body, Job, PanicSink, SmallFn, call};
 use crate::runtime::gates::HostWord;
+use crate::runtime::park::{Rank, Ranked};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -53,7 +54,9 @@ impl GraphKick {
             flag,
             value,
         });
-        let mut l = KICKS.list.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = Ranked::lock(Rank::Leaf, || {
+            KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
+        });
         l.retain(|w| w.strong_count() > 0);
         l.push(Arc::downgrade(&kick));
         KICKS.version.fetch_add(1, Ordering::AcqRel);

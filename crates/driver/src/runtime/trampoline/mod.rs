@@ -35,7 +35,7 @@
 //! or handed back, and a slot is reused only once its last ticket is done.
 
 use super::context::Context;
-use super::park::{self, Sleepers, spin_while};
+use super::park::{self, Rank, Ranked, Sleepers, spin_while};
 use super::raw::CUdeviceptr;
 use crate::error::Result;
 use crossbeam_queue::SegQueue;
@@ -307,13 +307,15 @@ fn notifier(r: &'static KickRing) {
         let v = KICKS.version.load(Ordering::Acquire);
         if v != version {
             version = v;
-            kicks = KICKS
-                .list
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter_map(std::sync::Weak::upgrade)
-                .collect();
+            let fresh: Vec<_> = Ranked::lock(Rank::Leaf, || {
+                KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
+            })
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+            // The old list drops after the lock is released: a kick's last handle can drop
+            // here, and with it the user's closure.
+            kicks = fresh;
         }
         kicks.retain(|k| std::sync::Arc::strong_count(k) > 1 || k.pending());
         // Every kick is polled (no short-circuit): each may have runs to dispatch.

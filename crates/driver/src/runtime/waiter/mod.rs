@@ -29,7 +29,7 @@
 use crate::error::{Error, Result};
 use crate::runtime::gates::{HostWord, WaitCondition, flag_outcome};
 use crate::runtime::handles::RawEvent;
-use crate::runtime::park::{self, Backoff};
+use crate::runtime::park::{self, Backoff, Rank, Ranked};
 use crate::runtime::raw;
 use crate::runtime::sync;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -254,10 +254,12 @@ impl<C: Clone> Shared<C> {
         }
     }
 
-    fn lock(&self) -> sync::MutexGuard<'_, Registry<C>> {
+    fn lock(&self) -> Ranked<sync::MutexGuard<'_, Registry<C>>> {
         // A panic while holding the lock cannot leave the map inconsistent (each critical section
         // is one insert, remove or replace), so a poisoned lock is used as is.
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+        Ranked::lock(Rank::Leaf, || {
+            self.registry.lock().unwrap_or_else(|p| p.into_inner())
+        })
     }
 
     fn publish(&self, r: &Registry<C>) {
