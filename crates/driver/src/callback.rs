@@ -191,3 +191,55 @@ impl GpuKickoff {
         self.kick.take_panics()
     }
 }
+
+/// The async trampoline as a CUDA graph node, by kickoff mode: the one door through which
+/// ferrocuda-graph reaches the trampoline. Each run of the node hands the closure to a crate
+/// worker, which runs it and then stores `value` in the flag.
+#[derive(Clone, Debug)]
+pub enum GraphKickoff {
+    /// A host node ([`KickoffMode::HostFunc`](crate::KickoffMode::HostFunc), MAX's way): add
+    /// [`HostCallback::raw_parts`] as the node's function.
+    HostFunc(HostCallback),
+    /// A one-thread kernel node ([`KickoffMode::GpuWrite`](crate::KickoffMode::GpuWrite)): add
+    /// [`GpuKickoff::kernel`] as the node and call [`GpuKickoff::launched`] before each launch.
+    GpuWrite(GpuKickoff),
+}
+
+impl GraphKickoff {
+    /// The node's kickoff for `f`, signalling `value` on `flag` after each run.
+    ///
+    /// # Errors
+    ///
+    /// As [`GpuKickoff::new`] for [`KickoffMode::GpuWrite`](crate::KickoffMode::GpuWrite); the
+    /// host-function form cannot fail.
+    pub fn new(
+        device: &Device,
+        mode: crate::KickoffMode,
+        flag: &CompletionFlag,
+        value: u64,
+        f: impl FnMut() + Send + 'static,
+    ) -> Result<Self> {
+        Ok(match mode {
+            crate::KickoffMode::HostFunc => {
+                GraphKickoff::HostFunc(HostCallback::new_async(flag, value, f))
+            }
+            crate::KickoffMode::GpuWrite => {
+                GraphKickoff::GpuWrite(GpuKickoff::new(device, flag, value, f)?)
+            }
+        })
+    }
+
+    /// Panics of the closure since the last call: (count, first message).
+    pub fn take_panics(&self) -> Option<(usize, String)> {
+        match self {
+            GraphKickoff::HostFunc(c) => c.take_panics(),
+            GraphKickoff::GpuWrite(k) => k.take_panics(),
+        }
+    }
+}
+
+impl std::fmt::Debug for GpuKickoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuKickoff").finish_non_exhaustive()
+    }
+}

@@ -141,8 +141,8 @@ pub use runtime::gates;
 #[doc(hidden)]
 pub use runtime::guard;
 
-pub use callback::GpuKickoff;
 pub use callback::HostCallback;
+pub use callback::{GpuKickoff, GraphKickoff};
 pub use device::Device;
 pub use device_flag::DeviceFlag;
 pub use error::{DriverError, Error, Result};

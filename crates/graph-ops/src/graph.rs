@@ -8,7 +8,8 @@ use ferrocuda_driver::KernelParam;
 use ferrocuda_driver::gates::{GateArgs, wait_op, write_op};
 use ferrocuda_driver::{
     CompletionFlag, Device, DeviceBuffer, DeviceStream, FlagSource, Function, GateStrategy,
-    GpuKickoff, HostCallback, KickoffMode, LaunchArgs, LaunchConfig, NodeUses, WaitCondition,
+    GpuKickoff, GraphKickoff, HostCallback, KickoffMode, LaunchArgs, LaunchConfig, NodeUses,
+    WaitCondition,
 };
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
@@ -445,7 +446,7 @@ impl Graph {
         f: impl FnMut() + Send + 'static,
         deps: &[Node],
     ) -> Result<Node> {
-        self.host_node(HostCallback::new_async(flag, value, f), deps)
+        self.launch_async_host_func_with(KickoffMode::HostFunc, flag, value, f, deps)
     }
 
     /// [`launch_async_host_func`](Self::launch_async_host_func) with the kickoff chosen
@@ -465,10 +466,10 @@ impl Graph {
         f: impl FnMut() + Send + 'static,
         deps: &[Node],
     ) -> Result<Node> {
-        if mode == KickoffMode::HostFunc {
-            return self.launch_async_host_func(flag, value, f, deps);
-        }
-        let kick = GpuKickoff::new(&self.device, flag, value, f)?;
+        let kick = match GraphKickoff::new(&self.device, mode, flag, value, f)? {
+            GraphKickoff::HostFunc(callback) => return self.host_node(callback, deps),
+            GraphKickoff::GpuWrite(kick) => kick,
+        };
         let (k, counter, slot) = kick.kernel();
         let mut args = LaunchArgs::new();
         args.arg(counter).arg(slot);
