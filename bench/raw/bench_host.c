@@ -1,8 +1,8 @@
 /* Host functions (cuLaunchHostFunc) and the two trampoline kickoffs.
  *
  * Running any of these marks the process `after_hostfunc` (except trampoline_gpuwrite, which runs
- * no host function): after a host function, event calls get slower for the rest of the process
- * (docs/hardware-facts.md, "Event calls"). */
+ * no host function): once a host function has run, event calls get slower for the rest of the
+ * process (bench/README.md, "Process states"). */
 #define _GNU_SOURCE
 #include "env.h"
 
@@ -79,7 +79,7 @@ void bench_host_func_throughput(env_t *e) {
  * kickoff's ticket and stores flag = ticket as soon as it sees it (the closure a real trampoline
  * would run is empty here). Sample: the host's first enqueue call of the step -> ack seen. Each
  * step starts on an idle stream (the previous step's ack was seen). The gate is the driver's wait
- * (regime `wait`) or the 1-thread polling kernel (regime `poll`, target <= 6 us p50). */
+ * (regime `wait`) or the 1-thread polling kernel (regime `poll`). */
 
 typedef struct {
     const volatile uint64_t *ticket; /* what the kickoff writes */
@@ -87,8 +87,7 @@ typedef struct {
     volatile uint64_t stop;
 } worker_t;
 
-/* Spins (pause between loads, never sleeps: a 20 us sleep costs 70-85 us per step on an H100,
- * docs/hardware-facts.md). */
+/* Spins (pause between loads, never sleeps: a 20 us sleep costs 70-85 us per step on an H100). */
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     uint64_t seen = 0;
@@ -114,8 +113,8 @@ static void CUDA_CB kick_hostfunc(void *user) {
 typedef enum { KICK_HOSTFUNC, KICK_GPUWRITE } kick_t;
 typedef enum { GATE_WAIT, GATE_POLL } gate_t;
 
-/* Five times the usual count (10,000 steps by default, the count the trampoline targets are
- * stated for): the host-function kickoff's 0.3-0.5 ms tail needs many samples for a stable p99. */
+/* Five times the usual count (10,000 steps by default): the host-function
+ * kickoff's 0.3-0.5 ms tail needs many samples for a stable p99. */
 #define TRAMPOLINE_SAMPLE_FACTOR 5
 
 static void run_trampoline(env_t *e, const char *bench, kick_t kick, gate_t gate) {

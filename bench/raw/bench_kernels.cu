@@ -2,7 +2,7 @@
 //   nvcc -gencode=arch=compute_90a,code=sm_90a --cubin -I ../../crates/kernels/cuda/include \
 //        -o bench_kernels.cubin bench_kernels.cu
 // and loaded by raw_bench with cuModuleLoadData: no CUDA runtime anywhere in the process (a runtime
-// launch would change what event calls cost: docs/hardware-facts.md, "Event calls").
+// launch would make event calls slower for the rest of the process: bench/README.md).
 //
 // Slots named `host_*` are 8-byte words of mapped pinned host memory (cuMemHostAlloc with
 // DEVICEMAP, device pointer from cuMemHostGetDevicePointer); `dev_*` are device memory. Every
@@ -29,8 +29,8 @@ __device__ __forceinline__ void store_release_sys(u64 *p, u64 v) {
     asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
 
-// Polls *flag >= target with __nanosleep(32) between loads (the polling gate of docs/gates.md).
-// Returns false, after recording target in *host_err, if timeout_ns passes first.
+// Polls *flag >= target with __nanosleep(32) between loads (the polling gate). Returns
+// false, after recording target in *host_err, if timeout_ns passes first.
 __device__ __forceinline__ bool poll_geq(const u64 *flag, u64 target, u64 timeout_ns, u64 *host_err) {
     const u64 start = globaltimer();
     while (load_acquire_sys(flag) < target) {

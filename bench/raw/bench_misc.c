@@ -6,9 +6,8 @@
 
 /* ---- events ---------------------------------------------------------------------------------- */
 /* Events as MAX's DeviceEvent makes them by default (enable_timing=False). The stream is idle, so
- * these time the calls themselves. They are taken in several process states (main.c): after a host
- * function ran, record + synchronize went 0.6 -> 1.8 us and query 0.3 -> 1.5 us on an H100
- * (docs/hardware-facts.md, "Event calls"). */
+ * these time the calls themselves. They are taken in several process states (main.c): after a
+ * host function ran, record + synchronize goes 0.6 -> 1.8 us and query 0.3 -> 1.5 us (H100). */
 
 /* cuEventRecord + cuEventSynchronize on an idle stream. */
 void bench_event_record_sync(env_t *e) {
@@ -175,8 +174,7 @@ void bench_alloc_free_device(env_t *e) {
 }
 
 /* cuMemHostAlloc(8 bytes, PORTABLE | DEVICEMAP) + cuMemFreeHost: what a completion flag costs
- * when it is not pooled. No wait is pending (cuMemFreeHost would block behind it:
- * docs/hardware-facts.md). */
+ * when it is not pooled. No wait is pending (cuMemFreeHost would block behind it). */
 void bench_alloc_free_pinned(env_t *e) {
     env_reset(e);
     samples_t s = samples_new(g_samples);
@@ -203,8 +201,8 @@ void bench_alloc_free_pinned(env_t *e) {
 
 /* One row of dtod_bandwidth: `pollers` polling gates (1 block of 1 thread each, on streams of their
  * own) wait on the flag while the copies run, which is what a polling gate costs the rest of the
- * GPU (one poller -1 %, eight -5 % on an H100: docs/hardware-facts.md). They are released and
- * drained before returning. */
+ * GPU (measured on an H100: one poller -1 %, eight -5 %). They are released and drained before
+ * returning. */
 static void dtod_row(env_t *e, CUdeviceptr dst, CUdeviceptr src, const char *regime, int pollers) {
     env_reset(e);
     CUstream ps[MAX_POLLERS];

@@ -192,8 +192,8 @@ void bench_multi(env_t *e0, const char *cubin, int fanout, int relay) {
     m.ngpu = count > MAX_GPUS ? MAX_GPUS : count;
     m.nenv = two ? m.ngpu : 2;
     m.g[0] = *e0;
-    /* Module loads, allocations and peer access before any wait exists (loads and frees block
-     * behind a waiting stream: docs/hardware-facts.md). */
+    /* Module loads, allocations and peer access before any wait exists (a module load blocks
+     * behind a pending wait). */
     for (int g = 1; g < m.nenv; g++) {
         env_init(&m.g[g], g < m.ngpu ? g : 0, cubin);
     }

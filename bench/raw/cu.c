@@ -17,8 +17,8 @@ void die(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    /* exit, not abort: the process's exit returns even while a stream waits on a value nobody will
-     * signal (docs/hardware-facts.md), so a failed benchmark never leaves a hung process behind. */
+    /* exit, not abort: the process's exit returns even while a stream waits on a value nobody
+     * will signal, so a failed benchmark never leaves a hung process behind. */
     exit(1);
 }
 

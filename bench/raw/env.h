@@ -44,8 +44,7 @@ typedef struct {
 } env_t;
 
 /* Initialises the driver, retains device `ordinal`'s primary context, loads the cubin (before any
- * wait can exist: module loads block behind a waiting stream, docs/hardware-facts.md) and
- * allocates the slots. */
+ * wait can exist: module loads block behind a waiting stream) and allocates the slots. */
 void env_init(env_t *e, int ordinal, const char *cubin_path);
 
 /* Makes the env's context current, waits for all work (bounded: nothing is left waiting on a host

@@ -4,12 +4,12 @@
  *             [--commit STR] [all | BENCH...]
  *
  * Benchmarks run in a fixed order whatever order they are named in, because the process state
- * changes what event calls cost (docs/hardware-facts.md, "Event calls"): the event benchmarks run
- * first (state `fresh`), again right after trampoline_gpuwrite (`after_gpuwrite`), again before the
- * first host function (`before_hostfunc`) and again after the host-function benchmarks
- * (`after_hostfunc`), each time only if the benchmarks in between were selected. The two-GPU rows
- * (bench_multi.c) run right after the fresh event rows, before anything else has changed the
- * process state; on a machine with one GPU only their one-GPU rows run. */
+ * changes what event calls cost: the event benchmarks run first (state `fresh`), again
+ * right after trampoline_gpuwrite (`after_gpuwrite`), again before the first host function
+ * (`before_hostfunc`) and again after the host-function benchmarks (`after_hostfunc`), each time
+ * only if the benchmarks in between were selected. The two-GPU rows (bench_multi.c) run right
+ * after the fresh event rows, before anything else has changed the process state; on a machine
+ * with one GPU only their one-GPU rows run. */
 #define _GNU_SOURCE
 #include "env.h"
 
@@ -234,6 +234,6 @@ int main(int argc, char **argv) {
     report_close();
     free(names);
     /* The primary context is not released: that adds nothing to measure, and would hang if a
-     * wait were still pending (docs/hardware-facts.md); it goes with the process. */
+     * wait were still pending; it goes with the process. */
     return 0;
 }

@@ -43,10 +43,10 @@ void samples_free(samples_t *s);
 /* Sorts the samples in place and returns their median (nearest rank), in nanoseconds. */
 double samples_median(samples_t *s);
 
-/* The process state a row was taken in (see "Event calls" in docs/hardware-facts.md): `fresh`
- * until the first host function ran in this process, `after_hostfunc` from then on; event rows are
- * also taken at `after_gpuwrite` (after the GPU-write trampoline and every other benchmark without
- * host functions, before the first host function). */
+/* The process state a row was taken in (event calls get slower once a host function ran):
+ * `fresh` until the first host function ran in this process, `after_hostfunc` from then on; event
+ * rows are also taken at `after_gpuwrite` (right after the GPU-write trampoline) and
+ * `before_hostfunc` (after every other benchmark without host functions). */
 extern const char *g_state;
 
 /* One result row: printed to the table and, with --json, appended as one JSON line. `extra` is

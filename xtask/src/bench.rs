@@ -2,7 +2,7 @@
 //! `cargo xtask bench-report FILE...`.
 //!
 //! The benchmark bundle is a folder that runs on a GPU machine with no Rust toolchain and no CUDA
-//! toolkit (the project's GPU test machines have python3 and the driver):
+//! toolkit (the device machines have python3 and the driver):
 //!
 //! ```text
 //! DIR/run                        runs every program of DIR/programs, then prints the comparison
@@ -49,7 +49,7 @@ pub const FERROCUDA_ONLY: &[&str] = &["future_wake"];
 
 /// Seconds one program may run before the bundle calls it failed (`BENCH_DEADLINE_S` overrides it
 /// on the GPU machine). The C baseline should need well under a minute; three programs must still
-/// fit in a 10-minute limit per command on the GPU machines, so a hung one is cut off early.
+/// fit in the device tool's 10 minutes a command, so a hung one is cut off early.
 const DEADLINE_S: u32 = 180;
 
 const USAGE: &str = "usage: cargo xtask bench [--bundle DIR] [--json FILE] [all | BENCH...] | cargo xtask bench --smoke";
@@ -508,7 +508,7 @@ const RUN: &str = r#"#!/usr/bin/env bash
 #   run [--json FILE] [--rounds N] [--samples N] [--only IMPL[,IMPL...]] [all | BENCH...]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-# NVLink multicast is off on the project's GPU test machines: NCCL must not try it.
+# The device machines keep NVLink multicast off: NCCL must not try it.
 export NCCL_NVLS_ENABLE=0
 json="$here/results.jsonl"; rounds=1; samples=(); only=""; benches=()
 while [ $# -gt 0 ]; do

@@ -1,5 +1,4 @@
-//! `cargo xtask demo [--bundle DIR] [ARGS...]`: the gated-pipeline demo (`demo/`;
-//! `docs/benchmarks.md`, "The gated-pipeline demo").
+//! `cargo xtask demo [--bundle DIR] [ARGS...]`: the gated-pipeline demo (`demo/`).
 //!
 //! Without `--bundle`, builds `gated_pipeline` in release mode and runs it here with `ARGS` (on a
 //! machine without a GPU it says so in one line and exits non-zero). With `--bundle DIR`, writes a

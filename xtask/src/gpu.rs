@@ -228,11 +228,10 @@ const RUN_HEAD: &str = r#"#!/usr/bin/env bash
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 export RUST_BACKTRACE=1
-# NVLink multicast is off on the project's GPU test machines: NCCL must not try it.
+# The device machines keep NVLink multicast off: NCCL must not try it.
 export NCCL_NVLS_ENABLE=0
-# Where libnccl.so.2 is on the library path (the project's GPU test machines have NCCL), the NCCL
-# tests must load it: FERROCUDA_EXPECT_NCCL=1 makes a missing NCCL fail them instead of pass as "not
-# installed".
+# Where libnccl.so.2 is on the library path (the device machines have NCCL), the NCCL tests must
+# load it: FERROCUDA_EXPECT_NCCL=1 makes a missing NCCL fail them instead of pass as "not installed".
 nccl_on_library_path() {
   local ldc d
   ldc=$(command -v ldconfig || echo /sbin/ldconfig)
@@ -331,7 +330,7 @@ mod tests {
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Nccl {
         Absent,
-        /// In the loader's cache (`ldconfig -p`), as on the project's GPU test machines.
+        /// In the loader's cache (`ldconfig -p`), as on the device machines.
         InLdconfig,
         /// In a folder of `LD_LIBRARY_PATH`.
         OnLibraryPath,

@@ -30,13 +30,32 @@ impl<B> Bench<B> {
 /// The event rows, taken between the phases.
 const EVENTS: [&str; 2] = ["event_record_sync", "event_query"];
 
-/// The phases after the first event rows, in running order, with the state their event rows are
-/// labelled with (the C baseline's order, `raw/main.c`; bench/README.md has the table). A
-/// benchmark's place in its phase is its place here.
-const PHASES: [(&[&str], &str); 4] = [
-    (&["trampoline_gpuwrite"], "after_gpuwrite"),
-    (
-        &[
+/// A run of benchmarks between two passes of the event rows.
+struct Phase {
+    /// Its benchmarks, in running order.
+    benches: &'static [&'static str],
+    /// The state of its benchmarks' rows, set before each runs; `None` keeps the current one.
+    state: Option<&'static str>,
+    /// The state of the event rows taken after it, if any of its benchmarks ran; `None`: no
+    /// event rows.
+    events: Option<&'static str>,
+    /// Whether the state goes back to what it was once those event rows are taken.
+    restore: bool,
+}
+
+/// The phases after the first event rows, in running order: the C baseline's (`raw/main.c`;
+/// bench/README.md, "Process states", has the table). A benchmark's place in its phase is its
+/// place here.
+const PHASES: [Phase; 4] = [
+    // The GPU-write trampoline runs no host function: the rows after its event rows are fresh.
+    Phase {
+        benches: &["trampoline_gpuwrite"],
+        state: None,
+        events: Some("after_gpuwrite"),
+        restore: true,
+    },
+    Phase {
+        benches: &[
             "launch_sync",
             "elapsed_time_accuracy",
             "write_value_seen",
@@ -50,32 +69,38 @@ const PHASES: [(&[&str], &str); 4] = [
             "alloc_free_device",
             "alloc_free_pinned",
         ],
-        "before_hostfunc",
-    ),
-    (
-        &[
+        state: None,
+        events: Some("before_hostfunc"),
+        restore: false,
+    },
+    // From the first host function on, every row is `after_hostfunc`.
+    Phase {
+        benches: &[
             "host_func_latency",
             "host_func_throughput",
             "trampoline_hostfunc",
             "canonical_loop",
         ],
-        "after_hostfunc",
-    ),
+        state: Some("after_hostfunc"),
+        events: Some("after_hostfunc"),
+        restore: false,
+    },
     // Last, so that their threads' driver calls cannot change the state of the rows above; their
-    // event rows are taken in whatever state the process has reached (the row says which).
-    (&["future_wake"], ""),
+    // rows are taken in whatever state the process has reached (the row says which).
+    Phase {
+        benches: &["future_wake"],
+        state: None,
+        events: None,
+        restore: false,
+    },
 ];
-
-/// The index of [`PHASES`] whose benchmarks run host functions: from its first on, every row is
-/// `after_hostfunc`.
-const HOSTFUNC_PHASE: usize = 2;
 
 /// The names of the event benchmarks and of `benches`, for [`Args::parse_lenient`]. Dies if one of
 /// `benches` has no place in the running order.
 pub fn names<B>(benches: &[Bench<B>]) -> Vec<&'static str> {
     let mut names = EVENTS.to_vec();
     for b in benches {
-        if !PHASES.iter().any(|(p, _)| p.contains(&b.name)) {
+        if !PHASES.iter().any(|p| p.benches.contains(&b.name)) {
             die(&format!(
                 "`{}` has no place in the running order (PHASES in bench/rust/src/loops.rs)",
                 b.name
@@ -90,24 +115,23 @@ pub fn names<B>(benches: &[Bench<B>]) -> Vec<&'static str> {
 /// resets `backend`.
 pub fn run<B: Backend>(backend: &B, a: &Args, r: &mut Report, benches: &[Bench<B>]) {
     events(backend, a, r);
-    for (i, (phase, state)) in PHASES.iter().enumerate() {
+    for phase in &PHASES {
         let mut ran = 0;
-        for name in phase.iter().filter(|n| a.wants(n)) {
+        for name in phase.benches.iter().filter(|n| a.wants(n)) {
             let Some(b) = benches.iter().find(|b| b.name == *name) else {
                 continue;
             };
-            if i == HOSTFUNC_PHASE {
-                r.state = "after_hostfunc";
+            if let Some(state) = phase.state {
+                r.state = state;
             }
             (b.run)(backend, a, r);
             ran += 1;
         }
-        if ran > 0 && !state.is_empty() {
+        if let (true, Some(state)) = (ran > 0, phase.events) {
             let before = r.state;
             r.state = state;
             events(backend, a, r);
-            // The GPU-write trampoline runs no host function: the rows after it are fresh again.
-            if i == 0 {
+            if phase.restore {
                 r.state = before;
             }
         }

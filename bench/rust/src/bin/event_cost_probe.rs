@@ -2,8 +2,7 @@
 //! benchmark rows.
 //!
 //! Once a process has run certain work, `cuEventRecord` + `cuEventSynchronize` and `cuEventQuery`
-//! cost more, until some other operation runs (`docs/hardware-facts.md`, "Event calls"); the
-//! benchmark programs' reset between
+//! cost about 1 µs more, until some other operation runs; the benchmark programs' reset between
 //! benchmarks is shaped by what this probe found (bench/README.md, "Process states"). It prints,
 //! after each pattern of work, the p50 and p90 of event record + synchronize and the p50 of the
 //! query of a completed event (1,000 samples after 200 warm-up each), on the main stream unless

@@ -1,6 +1,6 @@
 //! Effective bandwidth of ferrocuda-kernels' pipeline kernels against `cuMemcpyDtoD` in the same
-//! run: bytes read + written over CUDA-event time, median of 20 runs after 3 warm-up, on 1 GiB
-//! inputs. Prints a table with the ratios and appends `kernel_bandwidth` JSON lines.
+//! run: bytes read + written over CUDA-event time, median of 20 runs after 3 warm-up,
+//! on 1 GiB inputs. Prints a table with the ratios and appends `kernel_bandwidth` JSON lines.
 
 use ferrocuda_bench::{Args, Report, die};
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceEvent, DeviceStream};

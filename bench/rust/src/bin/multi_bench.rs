@@ -226,7 +226,7 @@ fn allreduce(
 fn main() {
     if std::env::var("NCCL_NVLS_ENABLE").is_err() {
         // SAFETY: the first statement of main: no other thread exists yet, and NCCL (which reads
-        // it) is not loaded. The project's GPU test machines keep NVLink multicast off.
+        // it) is not loaded. The device machines keep NVLink multicast off.
         unsafe { std::env::set_var("NCCL_NVLS_ENABLE", "0") };
     }
     let Some(args) = Args::parse_lenient(&BENCHES) else {
