@@ -193,7 +193,7 @@ POLL_CHAINS = ("peer_poll_all", "relay_poll", "relay_fused")
 
 
 def several_gpus(rows, order, markdown):
-    """Issue 13's targets: fan-out on N GPUs against 1 GPU (per implementation: raw C and
+    """The several-GPU targets: fan-out on N GPUs against 1 GPU (per implementation: raw C and
     ferrocuda's multi_bench), and the GPU0 -> GPU1 relays against raw, with the polling chains
     against 5 us."""
     impls = [i for i in ("raw", "multi") if any(i in rows[k] for k in order if k[0].startswith("multi_"))]

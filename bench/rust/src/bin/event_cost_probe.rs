@@ -2,8 +2,8 @@
 //! benchmark rows.
 //!
 //! Once a process has run certain work, `cuEventRecord` + `cuEventSynchronize` and `cuEventQuery`
-//! cost about 1 µs more, until some other operation runs; the benchmark programs' reset between
-//! benchmarks is shaped by what this probe found (bench/README.md, "Process states"). It prints,
+//! cost more (`docs/hardware-facts.md`, "Event calls"), until some other operation runs; the
+//! benchmark programs' reset between benchmarks is shaped by what this probe found (bench/README.md, "Process states"). It prints,
 //! after each pattern of work, the p50 and p90 of event record + synchronize and the p50 of the
 //! query of a completed event (1,000 samples after 200 warm-up each), on the main stream unless
 //! the line says otherwise. Each pattern is 2,000 steps of one kind of work (ack kernels, driver
