@@ -33,10 +33,12 @@
 //!    which may call anything below;
 //! 1. the device-opening lock ([`Rank::Opening`]; held across the gate kernels' bounded load);
 //! 2. the streams' capture locks ([`Rank::Capture`]): shared by an operation from its capture
-//!    check to its enqueue, exclusive by a capture transition; a module unload takes every
-//!    stream's, in stream-id order, without waiting;
+//!    check to its enqueue, exclusive by a capture transition;
 //! 3. a host buffer's pending set ([`Rank::Pending`]);
-//! 4. the fences' stream registry ([`Rank::Fences`]);
+//! 4. the fences' stream registry ([`Rank::Fences`]). A module unload holds it, takes every
+//!    stream's capture lock in stream-id order without waiting, and unloads only if every
+//!    stream is idle: so the unload, the one driver call made under a lock that could wait for
+//!    the GPU, has nothing to wait for, and no stream can be created and given work meanwhile;
 //! 5. the reclaimer's hand-off queue and its idle lock ([`Rank::Reclaimer`]), never both;
 //! 6. the leaf locks ([`Rank::Leaf`]), each taken alone: the waiter's registry, the flag and
 //!    device-flag pools, the pinned-block cache, the trampoline's sleepers and graph-kick list, a

@@ -72,6 +72,14 @@ pub(crate) trait Gpu {
     fn same(a: &Self::Stream, b: &Self::Stream) -> bool;
     /// Whether `s` has no work queued and captures no graph.
     fn idle(&self, s: &Self::Stream) -> bool;
+    /// Proof that no operation of the crate can enqueue on a stream while it lives.
+    type Hold<'s>
+    where
+        Self: 's;
+    /// Takes that proof for `s` without waiting (`None` when an operation is under way).
+    fn try_hold<'s>(&self, s: &'s Self::Stream) -> Option<Self::Hold<'s>>;
+    /// The order in which streams are held (one order for every caller).
+    fn order(s: &Self::Stream) -> u64;
 }
 
 struct Streams<S, E> {
@@ -151,12 +159,6 @@ impl<G: Gpu> Registry<G> {
         let mut r = self.lock();
         self.tails_pending(&mut r);
         r.tails.is_empty() && r.live.len() == 1 && G::same(&r.live[0], home)
-    }
-
-    /// The registered streams and the tails not yet passed (a snapshot).
-    fn snapshot(&self) -> (Vec<G::Stream>, Vec<G::Event>) {
-        let r = self.lock();
-        (r.live.clone(), r.tails.clone())
     }
 
     /// Records a fence: an event on every registered stream, plus the tails not yet passed.
@@ -266,27 +268,44 @@ impl Gpu for Cuda {
             // SAFETY: as above.
             && matches!(unsafe { raw::stream_query(s.raw()) }, Ok(true))
     }
+
+    type Hold<'s> = (std::sync::RwLockWriteGuard<'s, ()>, park::RankGuard);
+
+    fn try_hold<'s>(&self, s: &'s Arc<dyn FencedStream>) -> Option<Self::Hold<'s>> {
+        let rank = park::ranked_try(Rank::Capture);
+        s.capture_lock().try_write().ok().map(|g| (g, rank))
+    }
+
+    fn order(s: &Arc<dyn FencedStream>) -> u64 {
+        s.id()
+    }
 }
 
-impl Registry<Cuda> {
-    /// Runs `f` at a quiet moment: every registered stream's capture lock held exclusively (so no
-    /// operation of the crate can enqueue meanwhile), every stream idle and every tail passed.
-    /// The locks are taken without waiting: if one is busy, or some work is still queued,
-    /// `value` is handed back (`Some(value)`) for a later try.
+impl<G: Gpu> Registry<G> {
+    /// Runs `f` at a quiet moment: every registered stream held (`Gpu::try_hold`: its capture
+    /// lock exclusively, so no operation of the crate can enqueue meanwhile), every stream idle
+    /// and every tail passed. The holds are taken without waiting: if one is busy, or some work is
+    /// still queued, `value` is handed back (`Some(value)`) for a later try.
+    ///
+    /// The registry stays locked throughout, so no stream registers meanwhile: a stream created
+    /// after a snapshot could take work (a wait on a host value) that `f` (a module unload, which
+    /// waits for queued work while holding the driver's lock) would then wait behind. The calls
+    /// made under the lock return at once: event and stream queries, and `f` itself, which runs
+    /// only while every stream is idle.
     pub(crate) fn while_quiet<T>(&self, value: T, f: impl FnOnce(T)) -> Option<T> {
-        let (mut streams, tails) = self.snapshot();
+        let registry = self.lock();
+        let (mut streams, tails) = (registry.live.clone(), registry.tails.clone());
         if !tails.iter().all(|t| self.gpu.reached(t) == Reached::Yes) {
             return Some(value);
         }
         // One order for every caller: no two reclaimer turns run at once anyway, and operations
         // hold one stream's lock at a time, shared.
-        streams.sort_by_key(|s| s.id());
+        streams.sort_by_key(G::order);
         let mut held = Vec::with_capacity(streams.len());
         for s in &streams {
-            let rank = park::ranked_try(Rank::Capture);
-            match s.capture_lock().try_write() {
-                Ok(g) => held.push((g, rank)),
-                Err(_) => return Some(value),
+            match self.gpu.try_hold(s) {
+                Some(h) => held.push(h),
+                None => return Some(value),
             }
         }
         if !streams.iter().all(|s| self.gpu.idle(s)) {
@@ -294,6 +313,7 @@ impl Registry<Cuda> {
         }
         f(value);
         drop(held);
+        drop(registry);
         None
     }
 }
@@ -354,6 +374,70 @@ mod tests {
             let st = &self.0.borrow()[s];
             !st.capturing && st.done == st.enqueued
         }
+
+        type Hold<'s> = ();
+
+        fn try_hold(&self, _: &usize) -> Option<()> {
+            Some(())
+        }
+
+        fn order(&s: &usize) -> u64 {
+            s as u64
+        }
+    }
+
+    /// A GPU whose streams are always idle, shared between threads.
+    struct Idle;
+
+    impl Gpu for Idle {
+        type Stream = u64;
+        type Event = ();
+        fn record(&self, _: &u64) -> Result<Option<()>> {
+            Ok(Some(()))
+        }
+        fn reached(&self, _: &()) -> Reached {
+            Reached::Yes
+        }
+        fn same(a: &u64, b: &u64) -> bool {
+            a == b
+        }
+        fn idle(&self, _: &u64) -> bool {
+            true
+        }
+        type Hold<'s> = ();
+        fn try_hold(&self, _: &u64) -> Option<()> {
+            Some(())
+        }
+        fn order(&s: &u64) -> u64 {
+            s
+        }
+    }
+
+    /// A stream registered while a quiet moment's work runs (a module unload) could take work
+    /// that the unload then waits behind, holding the driver's lock: the thread that was to
+    /// signal that work blocked in its next driver call (seen on an H200: a new stream's wait
+    /// enqueued between the registry's snapshot and the unload). So nothing may register until
+    /// the quiet moment is over.
+    #[test]
+    fn no_stream_registers_while_a_quiet_moment_runs() {
+        let registry = Registry::new(Idle);
+        registry.register(&1);
+        let registered = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let ran = registry.while_quiet((), |()| {
+                sc.spawn(|| {
+                    registry.register(&2);
+                    registered.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                assert!(
+                    !registered.load(std::sync::atomic::Ordering::SeqCst),
+                    "a stream registered during the quiet moment"
+                );
+            });
+            assert!(ran.is_none(), "the quiet moment did not run");
+        });
+        assert!(registered.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     /// What the model hands to the reclaimer.

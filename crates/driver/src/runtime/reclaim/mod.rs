@@ -417,7 +417,8 @@ impl Backend for Driver {
     /// value included — and holds back other threads' driver calls meanwhile (seen on an H200: an
     /// unload behind a freshly enqueued wait blocked the thread that was to signal, in a kernel
     /// launch). So a module is unloaded only while every stream of the crate is idle *and* no
-    /// operation can enqueue on any of them: the unload holds every stream's capture lock
+    /// operation can enqueue on any of them: the unload holds the fences' registry (no stream can
+    /// be created and given work meanwhile) and every registered stream's capture lock
     /// exclusively (taken without waiting; if one is busy, the unload waits for the next turn).
     fn try_release(&self, g: Garbage) -> Option<Garbage> {
         if !matches!(g, Garbage::Module { .. }) {
