@@ -55,10 +55,12 @@ pub(crate) fn mark_crate_thread() {
 /// compute-sanitizer that ended test processes with a segmentation fault after every test passed.
 pub(crate) fn quiesce() {
     SHUTDOWN.store(true, Ordering::SeqCst);
-    let start = std::time::Instant::now();
-    while IN_DRIVER.load(Ordering::SeqCst) > 0 && start.elapsed() < HELD_GRACE * 4 {
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
+    // Bounded: a call that does not return in time is left to the process's teardown.
+    let _ = super::park::wait_until(
+        "crate threads' driver calls at exit",
+        HELD_GRACE * 4,
+        || Ok((IN_DRIVER.load(Ordering::SeqCst) == 0).then_some(())),
+    );
 }
 
 /// Marks the current thread as the crate's reclaimer (one of the crate's threads).
@@ -107,14 +109,10 @@ pub const HELD_GRACE: std::time::Duration = std::time::Duration::from_millis(50)
 
 /// Waits up to [`HELD_GRACE`] for [`driver_held`] to clear; whether it did.
 fn wait_unheld() -> bool {
-    let start = std::time::Instant::now();
-    while driver_held() {
-        if start.elapsed() >= HELD_GRACE {
-            return false;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(200));
-    }
-    true
+    super::park::wait_until("a held driver", HELD_GRACE, || {
+        Ok((!driver_held()).then_some(()))
+    })
+    .is_ok()
 }
 
 /// Whether a release that calls the driver must be handed to the crate's reclaimer instead of

@@ -16,7 +16,7 @@
 //!
 //! | loop | policy |
 //! | --- | --- |
-//! | host waits with a deadline (`CompletionFlag::wait`, `DeviceEvent::synchronize_timeout`, stream waits with a limit) | [`HOST_WAIT`], no park |
+//! | host waits with a deadline (`CompletionFlag::wait`, `DeviceEvent::synchronize_timeout`, stream waits with a limit), and the call guard's bounded waits (a held driver, the exit handler) | [`HOST_WAIT`], no park |
 //! | the waiter thread (futures) | spin window [`crate::waiter_spin`], sleeps from [`WAITER`], parks when nothing is pending |
 //! | the trampoline's notifier and workers | spin [`TRAMPOLINE`] after the last step in flight, then park |
 //! | the reclaimer | [`RECLAIMER`]: sleeps while releases are pending, parks when none are |
