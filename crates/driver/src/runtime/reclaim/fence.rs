@@ -32,9 +32,20 @@ pub(crate) trait FencedStream: Send + Sync {
     /// capture transition; a module unload holds every stream's exclusively.
     fn capture_lock(&self) -> &RwLock<()>;
 
-    /// An event recorded now on this stream, or `None` while the stream captures (a record would
-    /// land in the graph; the caller records later).
+    /// An event recorded now on this stream, or `None` while the stream captures or a capture
+    /// transition is under way (a record would land in the graph; the caller records later).
+    ///
+    /// The capture lock is held shared from the capture check to the record, as an operation of
+    /// the crate holds it, so no capture can begin in between: an event of the reclaimer's
+    /// recorded into a user's capture is work of another thread inside that capture, which the
+    /// reclaimer then queries; a capture was seen invalidated on an H200
+    /// (`CUDA_ERROR_STREAM_CAPTURE_INVALIDATED` in the middle of `Graph::capture`) while the
+    /// reclaimer fenced. Taken without waiting: a fence never waits for a capture transition.
     fn record_now(&self) -> Result<Option<RawEvent>> {
+        let _rank = park::ranked_try(Rank::Capture);
+        let Ok(_shared) = self.capture_lock().try_read() else {
+            return Ok(None);
+        };
         // SAFETY: the stream is live (the implementor owns the handle).
         let state = unsafe { raw::stream_capture_state(self.raw()) }?;
         if !matches!(state, CaptureState::None) {
@@ -622,5 +633,34 @@ mod tests {
             let released = sweeper.backend.released.borrow();
             prop_assert!(released.iter().all(|&n| n == 1), "released counts: {:?}", released);
         }
+    }
+
+    /// A stream of no driver: only its capture lock is real.
+    struct NoDriver(std::sync::RwLock<()>);
+
+    impl super::FencedStream for NoDriver {
+        fn raw(&self) -> crate::runtime::raw::CUstream {
+            std::ptr::null_mut()
+        }
+        fn id(&self) -> u64 {
+            1
+        }
+        fn context(&self) -> &crate::runtime::context::Context {
+            unreachable!("no event is created while a capture transition holds the lock")
+        }
+        fn capture_lock(&self) -> &std::sync::RwLock<()> {
+            &self.0
+        }
+    }
+
+    /// While a capture transition holds a stream's capture lock, a fence records nothing on it
+    /// (no driver call at all: a record could land in the capture being begun).
+    #[test]
+    fn fences_do_not_record_across_a_capture_transition() {
+        use super::FencedStream;
+        let s = NoDriver(std::sync::RwLock::new(()));
+        let transition = s.0.write().unwrap();
+        assert!(matches!(s.record_now(), Ok(None)));
+        drop(transition);
     }
 }
