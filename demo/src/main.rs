@@ -62,20 +62,51 @@ const WINDOW: u64 = 64;
 /// No step may take this long: a stuck pipeline is reported, never waited on forever.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-const USAGE: &str = "\
-usage: gated_pipeline [--steps N] [--gpu-us U] [--sweep F,F,...] [--host-us H,H,...] [--depth D]
-                      [--len N] [--gate driver|fused] [--svg FILE] [--json FILE]
+/// Which gates run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Gate {
+    /// The four strategies.
+    Driver,
+    /// Also `flag+fused`, whose kernel waits for the flag itself (ferrocuda/gate.cuh).
+    Fused,
+}
 
-  --steps N         steps per strategy and host-work length (1000)
-  --gpu-us U        GPU work per step, µs (500)
-  --sweep F,F,...   host-work lengths as multiples of the GPU step (0.25,0.5,1,2)
-  --host-us H,...   host-work lengths in µs (instead of --sweep)
-  --depth D         step s consumes the host value of step s - D (3; overlap needs D >= 2)
-  --len N           words the kernel writes per step, <= 1024 (64)
-  --gate G          driver: the four strategies; fused: also `flag+fused`, whose kernel waits for
-                    the flag itself (ferrocuda/gate.cuh) (driver)
-  --svg FILE        the plot of steps/s against host-work length (gated_pipeline.svg)
-  --json FILE       one JSON line per strategy and host-work length";
+/// The gated-pipeline demo: host work gating GPU work, compared across strategies.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gated_pipeline", version, about)]
+struct Cli {
+    /// Steps per strategy and host-work length.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+    /// GPU work per step, µs.
+    #[arg(
+        long = "gpu-us",
+        default_value_t = 500.0,
+        allow_negative_numbers = true
+    )]
+    gpu_us: f64,
+    /// Host-work lengths as multiples of the GPU step.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 1.0, 2.0])]
+    sweep: Vec<f64>,
+    /// Host-work lengths in µs (instead of --sweep).
+    #[arg(long = "host-us", value_delimiter = ',', allow_negative_numbers = true)]
+    host_us: Vec<f64>,
+    /// Step s consumes the host value of step s - D (overlap needs D >= 2).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    depth: u64,
+    /// Words the kernel writes per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    len: u32,
+    /// Which gates run.
+    #[arg(long, value_enum, default_value_t = Gate::Driver)]
+    gate: Gate,
+    /// The plot of steps/s against host-work length.
+    #[arg(long, default_value = "gated_pipeline.svg")]
+    svg: PathBuf,
+    /// One JSON line per strategy and host-work length.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
 
 struct Opts {
     steps: u64,
@@ -90,71 +121,31 @@ struct Opts {
     json: Option<PathBuf>,
 }
 
-fn parse_list(s: &str) -> Result<Vec<f64>> {
-    s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse::<f64>()
-                .map_err(|e| format!("`{x}`: {e}").into())
-        })
-        .collect()
-}
-
-fn parse_opts() -> Result<Opts> {
-    let mut o = Opts {
-        steps: 1000,
-        gpu_us: 500.0,
-        host_us: vec![],
-        depth: 3,
-        len: 64,
-        fused: false,
-        svg: "gated_pipeline.svg".into(),
-        json: None,
-    };
-    let mut sweep = vec![0.25, 0.5, 1.0, 2.0];
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
-        };
-        match a.as_str() {
-            "--steps" => o.steps = value()?.parse()?,
-            "--gpu-us" => o.gpu_us = value()?.parse()?,
-            "--sweep" => sweep = parse_list(value()?)?,
-            "--host-us" => o.host_us = parse_list(value()?)?,
-            "--depth" => o.depth = value()?.parse()?,
-            "--len" => o.len = value()?.parse()?,
-            "--gate" => {
-                o.fused = match value()?.as_str() {
-                    "driver" => false,
-                    "fused" => true,
-                    g => return Err(format!("--gate {g}: driver or fused\n{USAGE}").into()),
-                }
-            }
-            "--svg" => o.svg = value()?.into(),
-            "--json" => o.json = Some(value()?.into()),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}").into()),
+impl Cli {
+    /// The options, with the checks clap cannot express.
+    fn into_opts(self) -> Result<Opts> {
+        if !(self.gpu_us.is_finite() && self.gpu_us >= 0.0) {
+            return Err("--gpu-us must be >= 0".into());
         }
+        let host_us = if self.host_us.is_empty() {
+            self.sweep.iter().map(|f| f * self.gpu_us).collect()
+        } else {
+            self.host_us
+        };
+        if host_us.iter().any(|h| !(h.is_finite() && *h >= 0.0)) {
+            return Err("host-work lengths must be >= 0".into());
+        }
+        Ok(Opts {
+            steps: self.steps,
+            gpu_us: self.gpu_us,
+            host_us,
+            depth: self.depth,
+            len: self.len,
+            fused: self.gate == Gate::Fused,
+            svg: self.svg,
+            json: self.json,
+        })
     }
-    if o.host_us.is_empty() {
-        o.host_us = sweep.iter().map(|f| f * o.gpu_us).collect();
-    }
-    if o.steps == 0 || o.depth == 0 || o.len == 0 || o.len > 1024 || o.gpu_us < 0.0 {
-        return Err(format!(
-            "need --steps >= 1, --depth >= 1, 1 <= --len <= 1024, --gpu-us >= 0\n{USAGE}"
-        )
-        .into());
-    }
-    if o.host_us.iter().any(|h| !(h.is_finite() && *h >= 0.0)) {
-        return Err("host-work lengths must be >= 0".into());
-    }
-    Ok(o)
 }
 
 /// Mapped pinned memory the kernels write their vectors to and read the host's values from:
@@ -531,42 +522,40 @@ impl Gpu {
     }
 }
 
-/// A progress counter on one line of stderr, redrawn every 5 %.
-struct Progress {
-    name: &'static str,
-    total: u64,
-    shown: u64,
-    on: bool,
-}
+/// A per-strategy progress bar on stderr: drawn only where stderr is a terminal (indicatif hides
+/// it otherwise), so logs of runs get no carriage-return lines.
+struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
     fn new(name: &'static str, total: u64, on: bool) -> Progress {
-        Progress {
-            name,
-            total,
-            shown: u64::MAX,
-            on,
-        }
+        Progress(on.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "  {prefix:<9} {pos:>6}/{len} steps {bar:30}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(name);
+            bar
+        }))
     }
 
     fn show(&mut self, done: u64) {
-        let pct = done * 20 / self.total.max(1);
-        if self.on && pct != self.shown {
-            self.shown = pct;
-            eprint!("\r  {:<9} {done:>6}/{} steps", self.name, self.total);
-            let _ = std::io::stderr().flush();
+        if let Some(bar) = &self.0 {
+            bar.set_position(done);
         }
     }
 
     fn finish(&mut self) {
-        if self.on {
-            eprint!("\r{:60}\r", "");
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
         }
     }
 }
 
 fn main() {
-    let o = match parse_opts() {
+    let o = match <Cli as clap::Parser>::parse().into_opts() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("gated_pipeline: {e}");
@@ -718,4 +707,48 @@ fn run(o: &Opts) -> Result<bool> {
         }
     );
     Ok(all_equal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn opts(args: &[&str]) -> std::result::Result<Opts, String> {
+        let argv = std::iter::once("gated_pipeline").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.into_opts().map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn defaults_sweep_multiples_of_the_gpu_step() {
+        let o = opts(&[]).unwrap();
+        assert_eq!((o.steps, o.depth, o.len, o.fused), (1000, 3, 64, false));
+        assert_eq!(o.host_us, [125.0, 250.0, 500.0, 1000.0]);
+        let o = opts(&["--gpu-us", "100", "--sweep", "1,3"]).unwrap();
+        assert_eq!(o.host_us, [100.0, 300.0]);
+        let o = opts(&["--host-us", "7,8", "--gate", "fused", "--json", "x.json"]).unwrap();
+        assert_eq!(o.host_us, [7.0, 8.0]);
+        assert!(o.fused);
+        assert_eq!(o.json.as_deref(), Some(std::path::Path::new("x.json")));
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_a_reason() {
+        for (args, says) in [
+            (&["--steps", "0"][..], "--steps"),
+            (&["--depth", "0"][..], "--depth"),
+            (&["--len", "1025"][..], "--len"),
+            (&["--gate", "bogus"][..], "bogus"),
+            (&["--gpu-us", "-1"][..], "--gpu-us"),
+            (&["--host-us", "1,-2"][..], "host-work"),
+            (&["--frobnicate"][..], "frobnicate"),
+        ] {
+            match opts(args) {
+                Ok(_) => panic!("{args:?} was accepted"),
+                Err(e) => assert!(e.contains(says), "{args:?}: {e}"),
+            }
+        }
+    }
 }
