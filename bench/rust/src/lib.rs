@@ -29,69 +29,59 @@ pub struct Args {
     ignored: usize,
 }
 
+/// The command line as clap parses it (benchmark names are sorted into [`Args`] afterwards).
+#[derive(Debug, clap::Parser)]
+#[command(about = "A ferrocuda benchmark program (run by the bench bundle's `run` script)")]
+struct Cli {
+    /// The bench kernels' cubin (the bundle's `cubin/bench_kernels.cubin`).
+    #[arg(long)]
+    cubin: String,
+    /// Where JSON lines are appended.
+    #[arg(long)]
+    json: Option<String>,
+    /// Commit the bundle was built from.
+    #[arg(long, default_value = "unknown")]
+    commit: String,
+    /// Samples per latency row.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+    /// Warm-up iterations per row.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Benchmarks to run (`all`, or none: every one of this program's).
+    names: Vec<String>,
+}
+
 impl Args {
-    /// Parses `std::env::args`, exiting with a message on a bad option. Benchmark names that are not
-    /// in `known` (other programs' benchmarks: the bundle passes every program the same list) are
-    /// skipped with a note on stderr; `None` when names were given and none is this program's (it
-    /// then has nothing to run).
+    /// Parses `std::env::args`, exiting with clap's message on a bad option. Benchmark names that
+    /// are not in `known` (other programs' benchmarks: the bundle passes every program the same
+    /// list) are skipped with a note on stderr; `None` when names were given and none is this
+    /// program's (it then has nothing to run).
     pub fn parse_lenient(known: &[&str]) -> Option<Args> {
-        let a = Self::parse_with(known);
+        let a = Self::from_cli(<Cli as clap::Parser>::parse(), known);
         (a.ignored == 0 || !a.names.is_empty()).then_some(a)
     }
 
-    fn parse_with(known: &[&str]) -> Args {
+    fn from_cli(cli: Cli, known: &[&str]) -> Args {
         let mut a = Args {
-            cubin: String::new(),
-            json: None,
-            commit: "unknown".into(),
-            samples: 2000,
-            warmup: 200,
+            cubin: cli.cubin,
+            json: cli.json,
+            commit: cli.commit,
+            samples: cli.samples,
+            warmup: cli.warmup,
             names: vec![],
             ignored: 0,
         };
-        let argv: Vec<String> = std::env::args().skip(1).collect();
-        let mut i = 0;
-        let value = |i: usize| {
-            argv.get(i + 1)
-                .cloned()
-                .unwrap_or_else(|| die(&format!("{} needs a value", argv[i])))
-        };
-        while i < argv.len() {
-            match argv[i].as_str() {
-                "--cubin" => a.cubin = value(i),
-                "--json" => a.json = Some(value(i)),
-                "--commit" => a.commit = value(i),
-                "--samples" => {
-                    a.samples = value(i)
-                        .parse()
-                        .unwrap_or_else(|_| die("--samples needs a number"))
-                }
-                "--warmup" => {
-                    a.warmup = value(i)
-                        .parse()
-                        .unwrap_or_else(|_| die("--warmup needs a number"))
-                }
-                "all" => {
-                    i += 1;
-                    continue;
-                }
-                n if known.contains(&n) => {
-                    a.names.push(n.to_owned());
-                    i += 1;
-                    continue;
-                }
-                n if !n.starts_with('-') => {
-                    eprintln!("{}: `{n}` is not one of its benchmarks: skipped", program());
-                    a.ignored += 1;
-                    i += 1;
-                    continue;
-                }
-                n => die(&format!("unknown option `{n}`")),
+        for n in cli.names {
+            if n == "all" {
+                continue;
             }
-            i += 2;
-        }
-        if a.cubin.is_empty() {
-            die("--cubin is required (the bundle's cubin/bench_kernels.cubin)");
+            if known.contains(&n.as_str()) {
+                a.names.push(n);
+            } else {
+                eprintln!("{}: `{n}` is not one of its benchmarks: skipped", program());
+                a.ignored += 1;
+            }
         }
         a
     }
@@ -305,5 +295,49 @@ pub unsafe fn launch_fused_ack(
                 .arg(&timeout_ns)
                 .arg(&expired),
         )
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(argv: &[&str], known: &[&str]) -> std::result::Result<Args, String> {
+        let argv = std::iter::once("bench").chain(argv.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|c| Args::from_cli(c, known))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn names_of_other_programs_are_skipped_and_all_means_every_one() {
+        let a = args(
+            &[
+                "--cubin",
+                "k.cubin",
+                "--samples",
+                "7",
+                "launch_sync",
+                "other",
+                "all",
+            ],
+            &["launch_sync", "event_query"],
+        )
+        .unwrap();
+        assert_eq!((a.cubin.as_str(), a.samples, a.warmup), ("k.cubin", 7, 200));
+        assert_eq!(a.names, ["launch_sync"]);
+        assert_eq!(a.ignored, 1);
+        assert!(a.wants("launch_sync") && !a.wants("event_query"));
+        let every = args(&["--cubin", "k", "all"], &["launch_sync"]).unwrap();
+        assert!(every.names.is_empty() && every.wants("launch_sync"));
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let missing = args(&["launch_sync"], &[]).err().unwrap_or_default();
+        assert!(missing.contains("--cubin"), "{missing}");
+        assert!(args(&["--cubin", "k", "--samples", "x"], &[]).is_err());
+        assert!(args(&["--cubin", "k", "--frobnicate"], &[]).is_err());
     }
 }
