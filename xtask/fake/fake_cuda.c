@@ -516,6 +516,7 @@ struct CUstream_st {
     int dead;             /* destroyed: the thread drains the queue and exits */
     struct capture *cap;  /* the capture it takes part in (g_mu) */
     size_t member;        /* its index among cap's members */
+    CUcontext ctx;        /* the context current when it was created */
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1009,11 +1010,19 @@ CUresult cuStreamCreate(CUstream *ps, unsigned flags) {
         free(s);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
+    s->ctx = t_ctx;
     grow(&g_streams, &g_streams_cap, g_nstreams + 1, sizeof *g_streams);
     g_streams[g_nstreams++] = s;
     g_live++;
     pthread_mutex_unlock(&g_streams_mu);
     *ps = s;
+    return CUDA_SUCCESS;
+}
+/* The stream's context; for the NULL and legacy default streams, the current one. */
+CUresult cuStreamGetCtx(CUstream s, CUcontext *c) {
+    if ((uintptr_t)s < (uintptr_t)CU_STREAM_PER_THREAD) { *c = t_ctx; return CUDA_SUCCESS; }
+    CHECK(check_stream(s, "cuStreamGetCtx"));
+    *c = s->ctx;
     return CUDA_SUCCESS;
 }
 /* Returns at once and frees the slot; the stream's thread runs what is queued, then exits. */
@@ -1747,7 +1756,7 @@ static const struct { const char *name; void *fn; } TABLE[] = {
     ENTRY(cuDeviceGet), ENTRY(cuDeviceGetCount), ENTRY(cuDeviceCanAccessPeer), ENTRY(cuCtxEnablePeerAccess),
     ENTRY(cuDeviceGetName), ENTRY(cuDeviceGetAttribute), ENTRY(cuDevicePrimaryCtxRetain),
     ENTRY(cuCtxSetCurrent), ENTRY(cuModuleLoadData), ENTRY(cuModuleGetFunction),
-    ENTRY(cuStreamCreate), ENTRY(cuStreamDestroy), ENTRY(cuStreamSynchronize), ENTRY(cuStreamQuery),
+    ENTRY(cuStreamCreate), ENTRY(cuStreamDestroy), ENTRY(cuStreamGetCtx), ENTRY(cuStreamSynchronize), ENTRY(cuStreamQuery),
     ENTRY(cuStreamWaitValue64), ENTRY(cuStreamWriteValue64), ENTRY(cuStreamWaitValue32), ENTRY(cuStreamWriteValue32),
     ENTRY(cuStreamWaitEvent), ENTRY(cuLaunchKernel), ENTRY(cuLaunchHostFunc),
     ENTRY(cuStreamBeginCapture), ENTRY(cuStreamEndCapture), ENTRY(cuStreamIsCapturing), ENTRY(cuStreamGetCaptureInfo),

@@ -80,6 +80,18 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "gpu_multi",
         "--exact device_flag_gates_another_stream_of_its_device",
     ),
+    // A cudarc program's handles, its slice among them, dropped while a ferrocuda gate is closed;
+    // a ferrocuda buffer in a cudarc kernel, dropped likewise.
+    (
+        "memcheck",
+        "interop_cudarc",
+        "--exact handles_dropped_while_the_gate_is_closed_keep_the_cudarc_stream_until_the_work_ran",
+    ),
+    (
+        "memcheck",
+        "interop_cudarc",
+        "--exact ferrocuda_buffer_in_a_cudarc_kernel_is_kept_alive_by_record_use",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

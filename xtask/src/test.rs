@@ -9,7 +9,7 @@ use std::time::Instant;
 const LOOM_MODELS: usize = 5;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-kernels/gpu-tests";
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-driver/cudarc,ferrocuda-graph/cudarc,ferrocuda-kernels/gpu-tests";
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -197,7 +197,8 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
 
 /// The soundness regression tests against the fake driver, `xtask/fake/fake_cuda.c`, built into
 /// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`: `tests/tests/fake_*.rs` (feature
-/// `fake-tests` of ferrocuda-tests), then the soundness suite (`tests/tests/soundness.rs`, the
+/// `fake-tests` of ferrocuda-tests), the interop tests (`tests/tests/interop_*.rs`: the other
+/// library loads the same fake), then the soundness suite (`tests/tests/soundness.rs`, the
 /// same tests the GPU bundle runs) on two fake devices, one test at a time (its tests check
 /// process-wide counters: pending futures, deferred releases). The tests check that the driver
 /// they loaded is the fake, so they can neither pass against a GPU nor be skipped without one; and
@@ -216,6 +217,8 @@ fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
         )
     };
     fake_tests("fake_*", "1", &[])?;
+    // cudarc loads the same fake (its `libcuda.so.1` candidate) for the interop tests.
+    fake_tests("interop_*", "1", &["--test-threads=1"])?;
     fake_tests("soundness", "2", &["--test-threads=1"])
 }
 

@@ -112,8 +112,21 @@
 //! Every driver call opens a `trace`-level span named `cu` with the call's name; failures are
 //! `debug` events. Nothing is logged at `info` or above. With no subscriber, this costs a branch.
 //!
+//! # Working inside a cudarc or cust program
+//!
+//! ferrocuda can be added to a program whose GPU stack is another library's: its primary context
+//! is shared and its streams are wrapped, so the gates, flags, trampoline and graph ops work on the
+//! streams the program already has. [`DeviceStream::from_raw_borrowed`] wraps any library's stream
+//! with a keep-alive value; the `cudarc` feature adds `Device::from_cudarc` and
+//! `DeviceStream::from_cudarc`. `docs/interop.md` has the keep-alive rules across the libraries
+//! and what a program must not do while a gate is closed; `examples/cudarc_gate.rs` is a cudarc
+//! program that adds a gate and the trampoline.
+//!
 //! # Features
 //!
+//! * `cudarc`: interop with cudarc 0.19 (`Device::from_cudarc`, `DeviceStream::from_cudarc`,
+//!   `DeviceStream::cudarc_stream`). cudarc's driver API only, loaded at run time, so it builds
+//!   without a CUDA install; the CUDA version is the program's own cudarc choice.
 //! * `gpu-tests`: compiles the crate's GPU integration tests (used by `cargo xtask test-gpu`).
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -126,6 +139,7 @@ mod error;
 mod event;
 mod flag;
 mod future;
+mod interop;
 mod memory;
 mod module;
 mod resource;

@@ -126,6 +126,16 @@ pub(crate) unsafe fn stream_create(flags: u32) -> Result<CUstream> {
     Ok(s)
 }
 
+/// The context `s` belongs to (for the legacy default stream: the current context).
+///
+/// # Safety
+/// `s` is a live stream or a legacy default stream handle.
+pub(crate) unsafe fn stream_get_ctx(s: CUstream) -> Result<CUcontext> {
+    let mut c = std::ptr::null_mut();
+    cu!(cuStreamGetCtx(s, &mut c))?;
+    Ok(c)
+}
+
 /// # Safety
 /// `s` is a live stream that is not used afterwards.
 pub(crate) unsafe fn stream_destroy(s: CUstream) -> Result<()> {

@@ -102,6 +102,40 @@ pub(crate) struct StreamInner {
     /// capture when the event was recorded in one) hold it exclusively. Held only across driver
     /// calls that return at once, never across one that can wait for the GPU.
     pub(crate) capture: std::sync::RwLock<()>,
+    /// Who releases the handle once the crate is done with it.
+    owner: StreamOwner,
+}
+
+/// Who releases a stream's handle when its [`StreamInner`] drops (after the stream was retired
+/// and its work is covered where it matters).
+pub(crate) enum StreamOwner {
+    /// The crate created the stream: the handle is destroyed.
+    Crate,
+    /// Another library owns the stream ([`DeviceStream::from_raw_borrowed`]): the crate holds that
+    /// library's keep-alive value and drops it instead, never destroying the handle itself.
+    Foreign(Option<ForeignKeep>),
+}
+
+/// Another library's keep-alive of a stream (its own stream object, an `Arc` of it, ...).
+pub(crate) struct ForeignKeep(pub(crate) Box<dyn std::any::Any + Send + Sync>);
+
+impl Drop for ForeignKeep {
+    fn drop(&mut self) {
+        let keep = std::mem::replace(&mut self.0, Box::new(()));
+        if guard::must_defer() {
+            // Inside a host function (or while a stuck load holds the driver) the other library's
+            // release, which calls the driver, runs on the reclaimer instead.
+            reclaim::defer_drop(ForeignKeep(keep));
+            return;
+        }
+        // User code (another library's `Drop`), possibly on a crate thread: contained. It may make
+        // another context current (cudarc and cust bind their context before destroying a
+        // stream), so the crate's record of the current context is dropped with it.
+        if let Err(panic) = guard::contain(move || drop(keep)) {
+            tracing::warn!(%panic, "dropping a borrowed stream's keep-alive panicked");
+        }
+        crate::runtime::context::forget_current_context();
+    }
 }
 
 // SAFETY: a CUstream handle may be used from any thread: the driver API is thread-safe and a
@@ -116,7 +150,10 @@ impl Drop for StreamInner {
     fn drop(&mut self) {
         // The last owner is the reclaimer or a host buffer's record of a copy, after the stream was
         // retired: its work is covered by a tail event where it matters.
-        drop(RawStream(self.raw));
+        match &mut self.owner {
+            StreamOwner::Crate => drop(RawStream(self.raw)),
+            StreamOwner::Foreign(keep) => drop(keep.take()),
+        }
     }
 }
 
@@ -138,6 +175,18 @@ impl crate::runtime::reclaim::FencedStream for StreamInner {
 }
 
 impl StreamInner {
+    /// The other library's keep-alive value, for a stream the crate borrowed.
+    #[cfg_attr(
+        not(feature = "cudarc"),
+        allow(dead_code, reason = "used by the interop features")
+    )]
+    pub(crate) fn foreign_keep(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        match &self.owner {
+            StreamOwner::Foreign(Some(keep)) => Some(&*keep.0),
+            _ => None,
+        }
+    }
+
     /// Excludes every operation between its capture check and its enqueue (see `capture`).
     pub(crate) fn capture_transition(&self) -> Ranked<std::sync::RwLockWriteGuard<'_, ()>> {
         // The lock guards no data: a poisoned lock is as good as a clean one.
@@ -178,6 +227,16 @@ impl DeviceStream {
                 return Err(e);
             }
         };
+        Ok(Self::register(device, raw, expired, StreamOwner::Crate))
+    }
+
+    /// Makes `raw` a [`DeviceStream`] the fences cover; `owner` says who releases the handle.
+    pub(crate) fn register(
+        device: &Device,
+        raw: CUstream,
+        expired: CompletionFlag,
+        owner: StreamOwner,
+    ) -> DeviceStream {
         let inner = Arc::new(StreamInner {
             raw,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -187,11 +246,12 @@ impl DeviceStream {
             expired,
             expired_seen: AtomicU64::new(0),
             capture: std::sync::RwLock::new(()),
+            owner,
         });
         reclaim::register_stream(inner.clone());
-        Ok(DeviceStream {
+        DeviceStream {
             inner: Arc::new(StreamHandle(inner)),
-        })
+        }
     }
 
     /// The device the stream belongs to.
