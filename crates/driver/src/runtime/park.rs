@@ -307,8 +307,10 @@ pub(crate) struct RankGuard {
 /// Records a blocking acquisition of a lock of `rank`; in debug builds, panics if this thread
 /// holds a lock of the same or a later rank (the order of the module docs).
 pub(crate) fn ranked(rank: Rank) -> RankGuard {
+    // `try_with`: during `exit` (the crate's exit handler takes locks) the thread-local may be
+    // gone already; the order is then not checked.
     #[cfg(all(debug_assertions, not(loom)))]
-    HELD.with(|h| {
+    let _ = HELD.try_with(|h| {
         let mut h = h.borrow_mut();
         if let Some(&held) = h.iter().max() {
             assert!(
@@ -330,7 +332,7 @@ pub(crate) fn ranked(rank: Rank) -> RankGuard {
 /// Records a `try_` acquisition of a lock of `rank` (it cannot deadlock: not checked).
 pub(crate) fn ranked_try(rank: Rank) -> RankGuard {
     #[cfg(all(debug_assertions, not(loom)))]
-    HELD.with(|h| h.borrow_mut().push(rank));
+    let _ = HELD.try_with(|h| h.borrow_mut().push(rank));
     #[cfg(not(all(debug_assertions, not(loom))))]
     let _ = rank;
     RankGuard {
@@ -342,7 +344,7 @@ pub(crate) fn ranked_try(rank: Rank) -> RankGuard {
 impl Drop for RankGuard {
     fn drop(&mut self) {
         #[cfg(all(debug_assertions, not(loom)))]
-        HELD.with(|h| {
+        let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             if let Some(i) = h.iter().rposition(|&r| r == self.rank) {
                 h.remove(i);
