@@ -110,7 +110,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// timings mean nothing; it proves on a machine without a GPU that every benchmark's protocol
 /// terminates (each wait is signalled, no deadline fires) and that the JSON has a well-formed row
 /// for every benchmark. Then the same for the ferrocuda and cudarc programs against the same fake
-/// ([`smoke_rust`]).
+/// ([`smoke_rust`]), and `report.py` over every program's file ([`check_report`]).
 pub fn smoke() -> Result<(), String> {
     let tk = setup::run()?;
     let root = util::root();
@@ -149,7 +149,50 @@ pub fn smoke() -> Result<(), String> {
         "bench smoke: {} benchmarks ran against the fake driver, JSON well-formed",
         names.len()
     );
-    smoke_rust(&dir, &fake, &cubin, &names)
+    smoke_rust(&dir, &fake, &cubin, &names)?;
+    let files = ["smoke", "smoke-ferrocuda", "smoke-cudarc", "smoke-multi"]
+        .map(|f| dir.join(format!("{f}.jsonl")));
+    check_report(&files)?;
+    eprintln!(
+        "bench smoke: report.py compared every row of the C, ferrocuda, cudarc and multi programs"
+    );
+    Ok(())
+}
+
+/// `bench/report.py`, which the bundle's `run` calls after the programs, over the smoke's JSON
+/// files: it must read them all and print a line for every (bench, regime, state) row, with the
+/// ferrocuda/raw and cudarc/raw columns. The programs' own tables are for people; this file format
+/// is the one machines read.
+fn check_report(files: &[PathBuf]) -> Result<(), String> {
+    let out = util::output(
+        Command::new("python3")
+            .arg(util::root().join("bench/report.py"))
+            .args(files),
+    )?;
+    for col in ["ferrocuda/raw p50", "cudarc/raw p50", "target"] {
+        if !out.contains(col) {
+            return Err(format!("report.py printed no `{col}` column:\n{out}"));
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(util::io(file))?;
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}:{}: {e}", file.display(), i + 1))?;
+            let key = ["bench", "regime", "state"].map(|k| v[k].as_str().unwrap_or(""));
+            if key[0] == "_meta" {
+                continue;
+            }
+            let row = |l: &&str| l.split_whitespace().collect::<Vec<_>>().starts_with(&key);
+            if !out.lines().any(|l| row(&l)) {
+                return Err(format!(
+                    "report.py printed no row for {key:?} of {}:\n{out}",
+                    file.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Rust programs that drive the GPU through ferrocuda or cudarc (not `kernels`, whose real

@@ -86,15 +86,7 @@ pub fn run() -> Result<(), String> {
     step("demo smoke", &mut crate::demo::smoke);
 
     let failed: Vec<_> = steps.iter().filter(|s| s.1.is_err()).collect();
-    eprintln!();
-    for (name, r, secs) in &steps {
-        eprintln!(
-            "  {:<18} {:>6.1}s  {}",
-            name,
-            secs,
-            if r.is_ok() { "ok" } else { "FAILED" }
-        );
-    }
+    eprintln!("\n{}", summary(&steps));
     println!(
         "xtask test: {} passed, {} failed",
         steps.len() - failed.len(),
@@ -105,6 +97,21 @@ pub fn run() -> Result<(), String> {
     } else {
         Err(format!("{} step(s) failed", failed.len()))
     }
+}
+
+/// The table of the steps that ran: name, seconds, `ok` or `FAILED`.
+fn summary(steps: &[(&str, Result<(), String>, f64)]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(["step", "seconds", "result"]);
+    if let Some(secs) = t.column_mut(1) {
+        secs.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    for (name, r, secs) in steps {
+        let result = if r.is_ok() { "ok" } else { "FAILED" };
+        t.add_row([(*name).to_owned(), format!("{secs:.1}"), result.to_owned()]);
+    }
+    t
 }
 
 /// Runs ferrocuda-driver's loom models: its lib tests named `loom`, built with `--cfg loom` (which
@@ -305,6 +312,26 @@ mod tests {
             None
         );
         assert_eq!(tests_passed(""), None);
+    }
+
+    #[test]
+    fn summary_has_a_row_per_step_with_its_time_and_result() {
+        let steps = [
+            ("fmt", Ok(()), 1.5),
+            ("clippy", Err("lint".to_owned()), 42.0),
+        ];
+        let t = summary(&steps);
+        assert_eq!(t.row_count(), 2);
+        let lines: Vec<String> = t.lines().collect();
+        let line = |step: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(step))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(line("fmt").contains("1.5") && line("fmt").contains("ok"));
+        assert!(line("clippy").contains("42.0") && line("clippy").contains("FAILED"));
     }
 
     #[test]

@@ -158,12 +158,34 @@ impl Gap {
     }
 }
 
-/// Rows of one program run: printed as a table and appended as JSON lines.
+/// A table for people, in the one style of the benchmark programs: `header`, with the columns
+/// from `numbers_from` on right-aligned. Machines read the JSON lines, never these tables.
+pub fn table(header: &[&str], numbers_from: usize) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(header.iter());
+    for c in t.column_iter_mut().skip(numbers_from) {
+        c.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    t
+}
+
+/// Writes `table` and a newline to stdout. A failed write is ignored rather than a panic: [`Report`]
+/// calls this from `drop`, where a panic during a panic's unwinding would abort the program.
+pub fn print_table(table: &comfy_table::Table) {
+    let _ = writeln!(std::io::stdout().lock(), "{table}");
+}
+
+/// Rows of one program run: appended as JSON lines as they are taken (what `report.py` and
+/// `cargo xtask bench --smoke` read), and printed as a table for people when the report is dropped
+/// (at the end of the program, or while a panic unwinds). A program that [`die`]s exits without
+/// the table; the rows it took are in the JSON file.
 pub struct Report {
     json: Option<std::fs::File>,
     /// The process state of the rows now being taken.
     pub state: &'static str,
     imp: &'static str,
+    table: comfy_table::Table,
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -188,6 +210,10 @@ impl Report {
             json,
             state: "fresh",
             imp,
+            table: table(
+                &["bench", "regime", "state", "p50 us", "p90 us", "p99 us"],
+                3,
+            ),
         };
         let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         r.line(format!(
@@ -195,10 +221,6 @@ impl Report {
             args.commit, args.samples, args.warmup
         ));
         println!("{imp} on {gpu} (driver {driver_version})");
-        println!(
-            "{:<26} {:<16} {:<16} {:>9} {:>9} {:>9}",
-            "bench", "regime", "state", "p50 us", "p90 us", "p99 us"
-        );
         r
     }
 
@@ -217,10 +239,14 @@ impl Report {
             samples_ns.first().copied().unwrap_or(f64::NAN) / 1e3,
             samples_ns.last().copied().unwrap_or(f64::NAN) / 1e3,
         );
-        println!(
-            "{bench:<26} {regime:<16} {:<16} {p50:>9.3} {p90:>9.3} {p99:>9.3}",
-            self.state
-        );
+        self.table.add_row([
+            bench.to_owned(),
+            regime.to_owned(),
+            self.state.to_owned(),
+            format!("{p50:.3}"),
+            format!("{p90:.3}"),
+            format!("{p99:.3}"),
+        ]);
         let mut l = format!(
             "{{\"impl\":\"{}\",\"bench\":\"{bench}\",\"regime\":\"{regime}\",\"state\":\"{}\",\"p50_us\":{p50:.4},\"p90_us\":{p90:.4},\"p99_us\":{p99:.4},\"min_us\":{min:.4},\"max_us\":{max:.4},\"n\":{}",
             self.imp,
@@ -232,6 +258,12 @@ impl Report {
         }
         l.push('}');
         self.line(l);
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        print_table(&self.table);
     }
 }
 

@@ -34,6 +34,12 @@
 //! ```
 #![deny(missing_docs)]
 
+// The README's examples are doctests: compiled always, run where they need no GPU (`no_run`
+// marks the others). Only rustdoc's test collection sees this item; the docs stay the ones above.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 #[allow(
     non_upper_case_globals,
     unpredictable_function_pointer_comparisons,

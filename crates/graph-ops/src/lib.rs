@@ -60,6 +60,12 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The README's examples are doctests: compiled always, run where they need no GPU (`no_run`
+// marks the others). Only rustdoc's test collection sees this item; the docs stay the ones above.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod error;
 mod exec;
 mod graph;

@@ -72,6 +72,14 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The README's examples are doctests: compiled always, run where they need no GPU (`no_run`
+// marks the others). Only rustdoc's test collection sees this item; the docs stay the ones above.
+// The launch example compiles with the `launch` feature (which `cargo test --workspace` turns on
+// through the bench package); without it, it compiles to an empty `main`.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod cubins;
 mod element;
 mod error;

@@ -46,6 +46,9 @@ fn run(e: &Env) {
             (now_ns() - t0) as f64
         });
         q.sort_by(f64::total_cmp);
+        // A line per pattern, printed as soon as it is measured, not a table at the end: this is
+        // the probe's only output (it writes no JSON), and a failing driver call exits the
+        // program (`die`), which would lose a table that was still being built.
         println!(
             "event record+sync p50 {:>6.3} us  p90 {:>6.3} us  query p50 {:>6.3} us  after {label}",
             v[v.len() / 2] / 1e3,

@@ -2,7 +2,7 @@
 //! run: bytes read + written over CUDA-event time, median of 20 runs after 3 warm-up,
 //! on 1 GiB inputs. Prints a table with the ratios and appends `kernel_bandwidth` JSON lines.
 
-use ferrocuda_bench::{Args, Report, die};
+use ferrocuda_bench::{Args, Report, die, print_table, table};
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceEvent, DeviceStream};
 use ferrocuda_kernels::{Element, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
 
@@ -53,6 +53,7 @@ fn rows<T: Element + FromF32>(
     dev: &Device,
     s: &DeviceStream,
     r: &mut Report,
+    bandwidth: &mut comfy_table::Table,
     tname: &str,
     memcpy_gbs: f64,
 ) {
@@ -128,10 +129,12 @@ fn rows<T: Element + FromF32>(
             for (op, moved, ms) in cases.into_iter().chain(pitch16) {
                 let gbs = moved / (ms * 1e6);
                 let regime = format!("{op}_{}_{tname}_s{}", transfer.name(), stages.get());
-                println!(
-                    "{regime:<28} {ms:>9.3} ms {gbs:>8.1} GB/s  {:>5.3}x memcpy",
-                    gbs / memcpy_gbs
-                );
+                bandwidth.add_row([
+                    regime.clone(),
+                    format!("{ms:.3}"),
+                    format!("{gbs:.1}"),
+                    format!("{:.3}", gbs / memcpy_gbs),
+                ]);
                 let mut v = [ms * 1e6];
                 r.row(
                     "kernel_bandwidth",
@@ -162,7 +165,13 @@ fn main() {
     let mut b: DeviceBuffer<f32> = ok(s.alloc(len));
     let ms = time_ms(&s, &dev, || ok(s.copy_dtod(&a, &mut b)));
     let memcpy_gbs = 2.0 * (len * 4) as f64 / (ms * 1e6);
-    println!("memcpy_dtod 1 GiB: {ms:.3} ms, {memcpy_gbs:.1} GB/s (read + written)");
+    let mut bandwidth = table(&["regime", "ms", "GB/s (read + written)", "x memcpy"], 1);
+    bandwidth.add_row([
+        "memcpy_dtod".to_owned(),
+        format!("{ms:.3}"),
+        format!("{memcpy_gbs:.1}"),
+        "1.000".to_owned(),
+    ]);
     r.row(
         "kernel_bandwidth",
         "memcpy_dtod",
@@ -170,7 +179,8 @@ fn main() {
         &format!("\"rate\":{memcpy_gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":1.0"),
     );
     drop((a, b));
-    rows::<f32>(&k, &dev, &s, &mut r, "f32", memcpy_gbs);
-    rows::<half::bf16>(&k, &dev, &s, &mut r, "bf16", memcpy_gbs);
+    rows::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, "f32", memcpy_gbs);
+    rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
     ok(s.synchronize());
+    print_table(&bandwidth);
 }
