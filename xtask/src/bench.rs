@@ -10,6 +10,9 @@
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
 //! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
 //!                                of work (bench/rust/src/bin/event_cost_probe.rs says how)
+//! DIR/bin/wake_probe             run by hand, not by DIR/run: how fast and at what CPU cost a
+//!                                host thread learns of a GPU point after a long wait, per
+//!                                mechanism (bench/rust/src/bin/wake_probe.rs says how)
 //! DIR/cubin/bench_kernels.cubin  its kernels (bench/raw/bench_kernels.cu, sm_90a)
 //! DIR/report.py                  the comparison printer (bench/report.py)
 //! DIR/COMMIT                     the commit the bundle was built from
@@ -41,7 +44,10 @@ pub const RUST_PROGRAMS: &[(&str, &str, &str)] = &[
 
 /// Probes the bundle carries but `run` does not run: (cargo package, binary target). Each is run by
 /// hand on the GPU machine, as its module docs say (bench/README.md names them).
-pub const PROBES: &[(&str, &str)] = &[("ferrocuda-bench", "event_cost_probe")];
+pub const PROBES: &[(&str, &str)] = &[
+    ("ferrocuda-bench", "event_cost_probe"),
+    ("ferrocuda-bench", "wake_probe"),
+];
 
 /// Benchmarks only ferrocuda runs (they measure a mechanism the C baseline and cudarc do not have;
 /// their rows compare against baselines taken in the same program). The smoke allows them.
