@@ -151,6 +151,9 @@ static unsigned long long g_violations;
 unsigned long long fake_cuda_violations(void) { return __atomic_load_n(&g_violations, __ATOMIC_ACQUIRE); }
 static void violation(void) { __atomic_fetch_add(&g_violations, 1, __ATOMIC_ACQ_REL); }
 static CUresult sticky(void) { return (CUresult)__atomic_load_n(&g_sticky, __ATOMIC_ACQUIRE); }
+/* Set by a `trap_now` kernel: as on a GPU, no later work of any stream runs (each op completes
+ * without effect), and the context keeps CUDA_ERROR_LAUNCH_FAILED. Not a violation. */
+static int g_trapped;
 
 /* A handle used after its destroy: refused, and counted. */
 static CUresult destroyed(const char *call, const char *what, const void *h) {
@@ -260,7 +263,7 @@ static void poison(struct alloc *a) {
 
 /* ---- kernels, by name ---- */
 enum { K_EMPTY, K_ACK, K_ACK_INC, K_SPIN, K_POLL, K_FUSED, K_POLL_EPOCH, K_FUSED_EPOCH,
-       K_PRODUCE, K_PRODUCE_GATED, K_ADD_U32, K_GATE, K_FUSED_ACK, K_RELAY, K_KICK, K_N };
+       K_PRODUCE, K_PRODUCE_GATED, K_ADD_U32, K_GATE, K_FUSED_ACK, K_RELAY, K_KICK, K_TRAP, K_N };
 /* args: one character per parameter, its size in bytes; ptrs: bit i set when parameter i is a
  * pointer (the detector checks it). The first eight are bench_kernels.cu's; `ack` and `spin_ns`
  * have the same parameters in the driver tests' test_kernels.cu. */
@@ -284,6 +287,7 @@ static struct CUfunc_st FUNCS[K_N] = {
     {"ferrocuda_fused_gate_ack", "888888", 0x25},  /* (flag, target, u64* slot, value, timeout_ns, expired) */
     {"ferrocuda_gate_relay", "8848888", 0x31},     /* the gate's five, then (u64* target, u64 target_value) */
     {"ferrocuda_kick", "88", 0x3},                 /* (u64* counter, u64* slot): ack_inc's body */
+    {"trap_now", "", 0},                           /* a kernel fault: the context's sticky error */
 };
 
 static long g_drop_ack;
@@ -379,6 +383,12 @@ static void run_kernel(int id, const uint64_t *a) {
     case K_PRODUCE_GATED: /* produce behind ferrocuda/gate.cuh's wait_flag (GEQ) */
         if (gate(a[5], a[6], 1, a[7], a[8]) == 0) produce(a);
         break;
+    case K_TRAP: {
+        int ok = CUDA_SUCCESS;
+        __atomic_compare_exchange_n(&g_sticky, &ok, CUDA_ERROR_LAUNCH_FAILED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        __atomic_store_n(&g_trapped, 1, __ATOMIC_RELEASE);
+        break;
+    }
     case K_ADD_U32: {
         uint32_t *x = P(a[0]);
         for (uint64_t i = 0; i < a[1]; i++) x[i] += (uint32_t)a[2];
@@ -443,6 +453,7 @@ static int wait_holds(const op_t *o) {
 
 static void exec_op(op_t *o) {
     char what[160];
+    if (__atomic_load_n(&g_trapped, __ATOMIC_ACQUIRE)) return;
     switch (o->kind) {
     case OP_EMPTY: break;
     case OP_WAIT: {

@@ -226,6 +226,8 @@ fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
     fake_tests("fake_*", "1", &[])?;
     // cudarc loads the same fake (its `libcuda.so.1` candidate) for the interop tests.
     fake_tests("interop_*", "1", &["--test-threads=1"])?;
+    // A fault breaks the context for the rest of the process: each such binary has one test.
+    fake_tests("fault_*", "1", &[])?;
     fake_tests("soundness", "2", &["--test-threads=1"])
 }
 

@@ -341,7 +341,7 @@ impl fmt::Debug for Device {
 
 impl DeviceInner {
     fn open(ordinal: usize) -> Result<DeviceInner> {
-        let rt = Arc::new(Context::retain(ordinal)?);
+        let rt = Context::retain(ordinal)?;
         let cu = rt.cu;
         let attr = |a| raw::device_attribute(cu, a);
         Ok(DeviceInner {

@@ -142,6 +142,9 @@ pub struct CompletionFlag {
 pub(crate) struct FlagInner {
     slot: Slot,
     device: Device,
+    /// Bit `d` set: work on device `d` (ordinals below 64) was enqueued that may write the flag. A
+    /// fault of one of those devices, or of the flag's own, fails the flag's futures.
+    producers: AtomicU64,
 }
 
 // SAFETY: the slot is process-wide pinned memory accessed only through `AtomicU64` (see `Slot`),
@@ -195,6 +198,7 @@ impl CompletionFlag {
             inner: Arc::new(FlagInner {
                 slot,
                 device: device.clone(),
+                producers: AtomicU64::new(0),
             }),
         })
     }
@@ -318,7 +322,16 @@ impl CompletionFlag {
     }
 }
 
+/// The bit of device `ordinal` in a device mask (ordinals from 63 up share the last bit).
+fn device_bit(ordinal: usize) -> u64 {
+    1 << ordinal.min(63)
+}
+
 impl HostWord for FlagInner {
+    fn devices(&self) -> u64 {
+        device_bit(self.device.ordinal()) | self.producers.load(Ordering::Relaxed)
+    }
+
     fn signal(&self, value: u64) {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);
@@ -454,6 +467,13 @@ impl Resource for CompletionFlagRef<'_> {
         Some(&self.dev)
     }
 
+    fn written_on(&self, device: &Device) {
+        if let Some(o) = self.owner {
+            o.producers
+                .fetch_or(device_bit(device.ordinal()), Ordering::Relaxed);
+        }
+    }
+
     fn keep(&self) -> Option<Keep> {
         // A reference built from an address has no owner: its creator promised the lifetime.
         self.owner.map(|o| Box::new(o.clone()) as Keep)
@@ -471,6 +491,12 @@ impl Resource for CompletionFlag {
 
     fn addr(&self) -> Option<&Addr> {
         Some(&self.inner.slot.dev)
+    }
+
+    fn written_on(&self, device: &Device) {
+        self.inner
+            .producers
+            .fetch_or(device_bit(device.ordinal()), Ordering::Relaxed);
     }
 
     fn keep(&self) -> Option<Keep> {

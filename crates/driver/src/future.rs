@@ -62,7 +62,9 @@ impl Wait {
 /// Resolves when a [`CompletionFlag`](crate::CompletionFlag) satisfies a condition: see
 /// [`CompletionFlag::wait_async`](crate::CompletionFlag::wait_async).
 ///
-/// Output: the value seen, or [`Error::Aborted`] if the flag was aborted. Cancel-safe: drop it to
+/// Output: the value seen, [`Error::Aborted`] if the flag was aborted, or the driver's error if a
+/// device the flag depends on faulted (the flag's own, or one whose work writes it: see
+/// docs/async.md, "Faults"). Cancel-safe: drop it to
 /// stop waiting (e.g. under `tokio::time::timeout`).
 #[must_use = "futures do nothing unless awaited"]
 pub struct FlagWait {

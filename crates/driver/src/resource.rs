@@ -93,6 +93,9 @@ pub(crate) trait Resource {
     /// Called once for every use recorded on a stream: after the enqueue of the work (whether it
     /// succeeded or not), or when the operation is given up before it.
     fn enqueued(&self, _stream: &Arc<StreamInner>) {}
+    /// Work on `device` (run now on a stream, or recorded into a graph) may write it: a flag
+    /// remembers the devices that produce it, whose faults then fail its futures.
+    fn written_on(&self, _device: &Device) {}
     /// Whether [`enqueued`](Self::enqueued) must be called after the enqueue.
     fn needs_enqueued(&self) -> bool {
         false
@@ -148,6 +151,9 @@ fn take(
     }
     if let Some(s) = stream {
         r.record_use(s, access)?;
+    }
+    if access == Access::Write {
+        r.written_on(device);
     }
     match &mut target {
         Target::Graph(_, keep) => keep.extend(r.keep()),

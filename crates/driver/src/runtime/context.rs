@@ -5,9 +5,12 @@
 //! and adds what users ask of a device (name, attributes, streams, peers, the gate kernels).
 
 use super::raw::{self, CUcontext, CUdevice, CUstream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+/// Every context the crate retained, by ordinal (below 64), for the waiter's fault checks.
+static RETAINED: [OnceLock<Arc<Context>>; 64] = [const { OnceLock::new() }; 64];
 
 thread_local! {
     /// The context this crate last made current on this thread.
@@ -42,16 +45,42 @@ unsafe impl Send for Context {}
 unsafe impl Sync for Context {}
 
 impl Context {
-    /// Retains device `ordinal`'s primary context.
-    pub(crate) fn retain(ordinal: usize) -> Result<Context> {
+    /// Retains device `ordinal`'s primary context (once per process: the api side opens each
+    /// device once).
+    pub(crate) fn retain(ordinal: usize) -> Result<Arc<Context>> {
         let cu = raw::device_get(ordinal as i32)?;
         let ctx = raw::primary_ctx_retain(cu)?;
-        Ok(Context {
+        let c = Arc::new(Context {
             ordinal,
             cu,
             ctx,
             reclaim_stream: OnceLock::new(),
-        })
+        });
+        if let Some(slot) = RETAINED.get(ordinal) {
+            let _ = slot.set(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// The context of device `ordinal`, if the crate retained it.
+    pub(crate) fn retained(ordinal: usize) -> Option<&'static Arc<Context>> {
+        RETAINED.get(ordinal)?.get()
+    }
+
+    /// The context's sticky error, if it has one: a fault of work in it (an illegal address, a
+    /// trap) or the loss of the context, after which every call in it fails. One `cuStreamQuery`
+    /// of the crate's own reclaim stream, which never blocks.
+    pub(crate) fn sticky_error(&self) -> Option<Error> {
+        let s = match self.reclaim_stream() {
+            Ok(s) => s,
+            Err(e) => return Some(e),
+        };
+        // SAFETY: the reclaim stream lives as long as the process.
+        match unsafe { raw::stream_query(s) } {
+            Ok(_) => None,
+            Err(Error::Shutdown) => None,
+            Err(e) => Some(e),
+        }
     }
 
     /// Makes this context current on this thread, trusting the crate's own record of what it

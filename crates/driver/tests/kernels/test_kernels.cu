@@ -79,3 +79,7 @@ extern "C" __global__ void gated_ack(const u64* flag, u64 value, u64 timeout_ns,
         __threadfence_system();
     }
 }
+
+// A kernel fault: the context gets a sticky error and no later work runs (the fault tests, each in
+// a test binary of its own, since the context stays broken for the rest of the process).
+extern "C" __global__ void trap_now() { asm volatile("trap;"); }

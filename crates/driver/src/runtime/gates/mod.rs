@@ -58,6 +58,9 @@ pub(crate) trait HostWord: Send + Sync {
     /// Release store of `value`; futures waiting for the flag are woken without waiting for the
     /// waiter's next check.
     fn signal(&self, value: u64);
+    /// The devices (bit `d`: ordinal `d`) whose fault fails the futures waiting for the word: its
+    /// own device and those whose work may write it.
+    fn devices(&self) -> u64;
 }
 
 /// How the stream compares a flag with the awaited value.

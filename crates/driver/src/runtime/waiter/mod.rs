@@ -76,6 +76,42 @@ impl Cond {
             ),
         }
     }
+
+    /// The devices whose fault fails this wait (bit `d`: ordinal `d`). An event's own query
+    /// reports a fault of its context, so only flags name devices here.
+    fn devices(&self) -> u64 {
+        match self {
+            Cond::Flag { flag, .. } => flag.devices(),
+            _ => 0,
+        }
+    }
+
+    /// The check, or the error of a faulted device this wait depends on (`faults`: device mask
+    /// and the device's sticky error).
+    fn check_or_fault(&self, faults: &[(u64, Error)]) -> Option<Result<u64>> {
+        self.check().or_else(|| {
+            let mine = self.devices();
+            faults
+                .iter()
+                .find(|(mask, _)| mine & mask != 0)
+                .map(|(_, e)| Err(e.clone()))
+        })
+    }
+}
+
+/// How often, at most, the thread asks the devices its pending flag waits depend on whether they
+/// faulted (one `cuStreamQuery` per device).
+const FAULT_CHECK_EVERY: Duration = Duration::from_millis(1);
+
+/// The sticky errors of the devices in `mask` (each with its bit).
+fn device_faults(mask: u64) -> Vec<(u64, Error)> {
+    (0..64)
+        .filter(|d| mask & (1 << d) != 0)
+        .filter_map(|d| {
+            let ctx = crate::runtime::context::Context::retained(d)?;
+            ctx.sticky_error().map(|e| (1 << d, e))
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,6 +277,13 @@ impl<C> Watch<C> {
     pub(crate) fn clear(&mut self) {
         self.conds.clear();
         self.generation = u64::MAX;
+    }
+}
+
+impl Watch<Cond> {
+    /// The devices the copied waits depend on.
+    fn devices(&self) -> u64 {
+        self.conds.iter().fold(0, |m, (_, c)| m | c.devices())
     }
 }
 
@@ -467,6 +510,7 @@ fn run() {
     let mut watch = Watch::new();
     let mut seen = ACTIVITY.load(Ordering::SeqCst);
     let mut backoff = Backoff::new(park::WAITER);
+    let mut faults_checked = std::time::Instant::now();
     loop {
         if shared.pending() == 0 {
             // Linger a little first: a service that awaits back to back registers its next
@@ -489,7 +533,15 @@ fn run() {
             continue;
         }
         backoff.set_spin(waiter_spin());
-        if shared.sweep(&mut watch, Cond::check) {
+        // A flag a faulted device was to write never changes: now and then, ask the devices the
+        // pending flag waits depend on for a sticky error, and fail those waits with it.
+        let faults = if faults_checked.elapsed() >= FAULT_CHECK_EVERY {
+            faults_checked = std::time::Instant::now();
+            device_faults(watch.devices())
+        } else {
+            Vec::new()
+        };
+        if shared.sweep(&mut watch, |c| c.check_or_fault(&faults)) {
             backoff.progress();
             continue;
         }
