@@ -7,7 +7,7 @@ use crate::runtime::handles::RawEvent;
 use crate::runtime::park;
 use crate::runtime::raw::{self, CUevent};
 
-use crate::runtime::waiter::Cond;
+use crate::runtime::waiter::{Cond, WaitHistory};
 use ferrocuda_sys::CUevent_flags;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +63,8 @@ pub struct DeviceEvent {
     device: Device,
     timing: bool,
     recorded: AtomicBool,
+    /// How long its futures waited, for the waiter's predicted spin.
+    history: Arc<WaitHistory>,
 }
 
 impl DeviceEvent {
@@ -87,6 +89,7 @@ impl DeviceEvent {
             device: device.clone(),
             timing: enable_timing,
             recorded: AtomicBool::new(false),
+            history: Arc::default(),
         })
     }
 
@@ -138,7 +141,10 @@ impl DeviceEvent {
     ///
     /// The output is the driver's error if that work failed (as `synchronize`).
     pub fn wait_async(&self) -> EventWait {
-        EventWait::new(Cond::Event(self.raw.clone()))
+        EventWait::new(Cond::Event {
+            event: self.raw.clone(),
+            history: self.history.clone(),
+        })
     }
 
     /// Blocks until the work before the event's last record has completed.

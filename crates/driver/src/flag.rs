@@ -145,6 +145,8 @@ pub(crate) struct FlagInner {
     /// Bit `d` set: work on device `d` (ordinals below 64) was enqueued that may write the flag. A
     /// fault of one of those devices, or of the flag's own, fails the flag's futures.
     producers: AtomicU64,
+    /// How long its futures waited, for the waiter's predicted spin.
+    history: crate::runtime::waiter::WaitHistory,
 }
 
 // SAFETY: the slot is process-wide pinned memory accessed only through `AtomicU64` (see `Slot`),
@@ -199,6 +201,7 @@ impl CompletionFlag {
                 slot,
                 device: device.clone(),
                 producers: AtomicU64::new(0),
+                history: Default::default(),
             }),
         })
     }
@@ -330,6 +333,10 @@ fn device_bit(ordinal: usize) -> u64 {
 impl HostWord for FlagInner {
     fn devices(&self) -> u64 {
         device_bit(self.device.ordinal()) | self.producers.load(Ordering::Relaxed)
+    }
+
+    fn history(&self) -> &crate::runtime::waiter::WaitHistory {
+        &self.history
     }
 
     fn signal(&self, value: u64) {

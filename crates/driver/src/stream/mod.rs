@@ -104,6 +104,8 @@ pub(crate) struct StreamInner {
     pub(crate) capture: std::sync::RwLock<()>,
     /// Who releases the handle once the crate is done with it.
     owner: StreamOwner,
+    /// How long its `synchronize_async` futures waited, for the waiter's predicted spin.
+    sync_history: Arc<crate::runtime::waiter::WaitHistory>,
 }
 
 /// Who releases a stream's handle when its [`StreamInner`] drops (after the stream was retired
@@ -247,6 +249,7 @@ impl DeviceStream {
             expired_seen: AtomicU64::new(0),
             capture: std::sync::RwLock::new(()),
             owner,
+            sync_history: Arc::default(),
         });
         reclaim::register_stream(inner.clone());
         DeviceStream {
@@ -364,7 +367,10 @@ impl DeviceStream {
                     // SAFETY: event and stream are live and of one context.
                     unsafe { raw::event_record(e.0, s) }
                 })?;
-                Ok(Cond::Event(Arc::new(e)))
+                Ok(Cond::Event {
+                    event: Arc::new(e),
+                    history: self.inner.sync_history.clone(),
+                })
             });
         StreamSync::new(self.clone(), event)
     }

@@ -61,6 +61,8 @@ pub(crate) trait HostWord: Send + Sync {
     /// The devices (bit `d`: ordinal `d`) whose fault fails the futures waiting for the word: its
     /// own device and those whose work may write it.
     fn devices(&self) -> u64;
+    /// How long the futures waiting for the word waited, for the waiter's predicted spin.
+    fn history(&self) -> &crate::runtime::waiter::WaitHistory;
 }
 
 /// How the stream compares a flag with the awaited value.

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest the thread spins with nothing pending before it parks (at most the spin window).
 const IDLE_GRACE_MAX: Duration = Duration::from_micros(200);
@@ -50,8 +50,12 @@ pub(crate) enum Cond {
         cond: WaitCondition,
         value: u64,
     },
-    /// An event completing (the `Arc` keeps the handle alive while the waiter may query it).
-    Event(Arc<RawEvent>),
+    /// An event completing (the `Arc` keeps the handle alive while the waiter may query it); the
+    /// history of the waits of its kind (the event's, or the stream's for a stream future).
+    Event {
+        event: Arc<RawEvent>,
+        history: Arc<WaitHistory>,
+    },
     /// A plain host cell, for the CPU tests of the thread.
     #[cfg(test)]
     Cell { cell: Arc<AtomicU64>, value: u64 },
@@ -63,7 +67,7 @@ impl Cond {
         match self {
             Cond::Flag { flag, cond, value } => flag_outcome(flag.load(), *cond, *value),
             // SAFETY: the event is live (the Arc owns it). cuEventQuery never blocks.
-            Cond::Event(e) => match unsafe { raw::event_query(e.0) } {
+            Cond::Event { event, .. } => match unsafe { raw::event_query(event.0) } {
                 Ok(true) => Some(Ok(0)),
                 Ok(false) => None,
                 Err(err) => Some(Err(err)),
@@ -74,6 +78,16 @@ impl Cond {
                 WaitCondition::GreaterOrEqual,
                 *value,
             ),
+        }
+    }
+
+    /// The history of waits like this one, if it has one.
+    fn history(&self) -> Option<&WaitHistory> {
+        match self {
+            Cond::Flag { flag, .. } => Some(flag.history()),
+            Cond::Event { history, .. } => Some(history),
+            #[cfg(test)]
+            Cond::Cell { .. } => None,
         }
     }
 
@@ -98,6 +112,41 @@ impl Cond {
         })
     }
 }
+
+/// How long the last wait of one kind took (a flag's, an event's, a stream's): the waiter spins
+/// around the time the next one is due, so that a service whose waits repeat (jobs of a few ms)
+/// is woken at the spinning latency without a core spinning through the whole wait.
+#[derive(Default)]
+pub(crate) struct WaitHistory {
+    /// Nanoseconds from registration to the condition being seen; 0: none yet.
+    last_ns: AtomicU64,
+}
+
+impl WaitHistory {
+    fn record(&self, took: Duration) {
+        self.last_ns.store(
+            took.as_nanos().clamp(1, u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The window around the predicted end of a wait registered at `since` in which the thread
+    /// spins: from a little before the last wait's length to a little after.
+    fn window(&self, since: Instant) -> Option<(Instant, Instant)> {
+        let last = Duration::from_nanos(self.last_ns.load(Ordering::Relaxed));
+        if last.is_zero() {
+            return None;
+        }
+        let lead = PREDICT_LEAD + last / 64;
+        let tail = PREDICT_TAIL + last / 16;
+        Some((since + last.saturating_sub(lead), since + last + tail))
+    }
+}
+
+/// How early before a wait's predicted end the thread starts spinning (plus 1/64 of the wait).
+const PREDICT_LEAD: Duration = Duration::from_micros(50);
+/// How long after the predicted end it keeps spinning (plus 1/16 of the wait).
+const PREDICT_TAIL: Duration = Duration::from_micros(100);
 
 /// How often, at most, the thread asks the devices its pending flag waits depend on whether they
 /// faulted (one `cuStreamQuery` per device).
@@ -127,6 +176,8 @@ enum State {
 struct Entry<C> {
     cond: C,
     state: State,
+    /// When it registered.
+    since: Instant,
 }
 
 /// Registered futures by id.
@@ -156,6 +207,7 @@ impl<C: Clone> Registry<C> {
             Entry {
                 cond,
                 state: State::Pending(waker),
+                since: Instant::now(),
             },
         );
         id
@@ -202,13 +254,14 @@ impl<C: Clone> Registry<C> {
         })
     }
 
-    /// Copies the pending entries' ids and conditions into `out` (checked outside the lock).
-    pub(crate) fn snapshot(&self, out: &mut Vec<(u64, C)>) {
+    /// Copies the pending entries' ids, conditions and registration times into `out` (checked
+    /// outside the lock).
+    pub(crate) fn snapshot(&self, out: &mut Vec<(u64, C, Instant)>) {
         out.extend(
             self.entries
                 .iter()
                 .filter(|(_, e)| matches!(e.state, State::Pending(_)))
-                .map(|(&id, e)| (id, e.cond.clone())),
+                .map(|(&id, e)| (id, e.cond.clone(), e.since)),
         );
     }
 
@@ -258,7 +311,8 @@ pub(crate) struct Shared<C> {
 
 /// The thread's copy of the pending conditions, checked without the lock.
 pub(crate) struct Watch<C> {
-    conds: Vec<(u64, C)>,
+    /// Id, condition, registration time.
+    conds: Vec<(u64, C, Instant)>,
     /// The registry generation `conds` was copied at (`u64::MAX`: not copied yet).
     generation: u64,
     fired: Vec<(u64, Result<u64>)>,
@@ -283,7 +337,24 @@ impl<C> Watch<C> {
 impl Watch<Cond> {
     /// The devices the copied waits depend on.
     fn devices(&self) -> u64 {
-        self.conds.iter().fold(0, |m, (_, c)| m | c.devices())
+        self.conds.iter().fold(0, |m, (_, c, _)| m | c.devices())
+    }
+
+    /// Whether `now` is inside the predicted window of a copied wait (spin), else the start of
+    /// the next such window (sleep no longer than until then).
+    fn predicted(&self, now: Instant) -> (bool, Option<Instant>) {
+        let mut next: Option<Instant> = None;
+        for (_, c, since) in &self.conds {
+            if let Some((from, until)) = c.history().and_then(|h| h.window(*since)) {
+                if from <= now && now < until {
+                    return (true, None);
+                }
+                if from > now {
+                    next = Some(next.map_or(from, |n| n.min(from)));
+                }
+            }
+        }
+        (false, next)
     }
 }
 
@@ -345,11 +416,13 @@ impl<C: Clone> Shared<C> {
 
     /// The thread's look at what is pending: copies the pending conditions into `w` if the
     /// registry changed since the last copy, checks each with `check` outside the lock, fires the
-    /// reached ones and wakes their wakers outside the lock. Returns whether any was reached.
+    /// reached ones and wakes their wakers outside the lock; `reached` hears of each condition
+    /// reached (not failed) and how long after its registration. Returns whether any fired.
     pub(crate) fn sweep(
         &self,
         w: &mut Watch<C>,
         check: impl Fn(&C) -> Option<Result<u64>>,
+        reached: impl Fn(&C, Duration),
     ) -> bool {
         if self.generation.load(Ordering::SeqCst) != w.generation {
             w.conds.clear();
@@ -358,8 +431,11 @@ impl<C: Clone> Shared<C> {
             // Read under the lock: the snapshot is of exactly this generation.
             w.generation = self.generation.load(Ordering::SeqCst);
         }
-        for (id, cond) in &w.conds {
+        for (id, cond, since) in &w.conds {
             if let Some(r) = check(cond) {
+                if r.is_ok() {
+                    reached(cond, since.elapsed());
+                }
                 w.fired.push((*id, r));
             }
         }
@@ -541,7 +617,12 @@ fn run() {
         } else {
             Vec::new()
         };
-        if shared.sweep(&mut watch, |c| c.check_or_fault(&faults)) {
+        let reached = |c: &Cond, took: Duration| {
+            if let Some(h) = c.history() {
+                h.record(took);
+            }
+        };
+        if shared.sweep(&mut watch, |c| c.check_or_fault(&faults), reached) {
             backoff.progress();
             continue;
         }
@@ -554,8 +635,18 @@ fn run() {
             std::hint::spin_loop();
             continue;
         }
+        // Past the spin window: spin anyway inside a wait's predicted window, and sleep no
+        // longer than until the next one opens.
+        let (inside, next) = watch.predicted(std::time::Instant::now());
+        if inside {
+            std::hint::spin_loop();
+            continue;
+        }
         STATE.store(SLEEPING, Ordering::SeqCst);
-        let pause = backoff.next_pause();
+        let mut pause = backoff.next_pause();
+        if let Some(next) = next {
+            pause = pause.min(next.saturating_duration_since(std::time::Instant::now()));
+        }
         if ACTIVITY.load(Ordering::SeqCst) == seen {
             std::thread::park_timeout(pause);
         }
@@ -705,6 +796,63 @@ mod tests {
                 for w in &f.wakers {
                     prop_assert_eq!(Arc::strong_count(w), 1, "the registry kept a waker");
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod predict_tests {
+    use super::*;
+
+    #[test]
+    fn no_history_no_window_then_a_window_around_the_last_wait() {
+        let h = WaitHistory::default();
+        let t0 = Instant::now();
+        assert_eq!(h.window(t0), None);
+        h.record(Duration::from_millis(2));
+        let (from, until) = h.window(t0).unwrap();
+        // 2 ms - (50 µs + 2 ms / 64) and 2 ms + (100 µs + 2 ms / 16).
+        assert_eq!(from - t0, Duration::from_nanos(2_000_000 - 81_250));
+        assert_eq!(until - t0, Duration::from_nanos(2_000_000 + 225_000));
+        h.record(Duration::from_micros(10));
+        let (from, until) = h.window(t0).unwrap();
+        assert_eq!(from, t0, "a short wait spins from its registration");
+        assert_eq!(until - t0, Duration::from_nanos(10_000 + 100_000 + 625));
+    }
+
+    #[test]
+    fn the_thread_spins_inside_a_predicted_window_and_sleeps_until_the_next() {
+        let (a, b) = (
+            Arc::new(WaitHistory::default()),
+            Arc::new(WaitHistory::default()),
+        );
+        a.record(Duration::from_millis(10));
+        b.record(Duration::from_millis(4));
+        let t0 = Instant::now();
+        let event_wait = |h: &Arc<WaitHistory>| Cond::Event {
+            event: Arc::new(RawEvent(std::ptr::null_mut())),
+            history: h.clone(),
+        };
+        let mut w: Watch<Cond> = Watch::new();
+        w.conds.push((1, event_wait(&a), t0));
+        w.conds.push((2, event_wait(&b), t0));
+        // Before both windows: sleep until b's opens.
+        let (inside, next) = w.predicted(t0 + Duration::from_millis(1));
+        assert!(!inside);
+        assert_eq!(next, b.window(t0).map(|(f, _)| f));
+        // Inside b's.
+        assert!(w.predicted(t0 + Duration::from_millis(4)).0);
+        // Between b's end and a's start: sleep until a's.
+        let (inside, next) = w.predicted(t0 + Duration::from_millis(6));
+        assert!(!inside);
+        assert_eq!(next, a.window(t0).map(|(f, _)| f));
+        // After both: no spinning, no wake-up planned.
+        assert_eq!(w.predicted(t0 + Duration::from_millis(20)), (false, None));
+        // The null events must not be destroyed by the driver (there is none here).
+        for (_, c, _) in w.conds.drain(..) {
+            if let Cond::Event { event, .. } = c {
+                std::mem::forget(Arc::try_unwrap(event).ok());
             }
         }
     }
