@@ -7,9 +7,10 @@
 //! process-wide and a use after free leaves the context with a sticky error: a test that provokes
 //! one belongs in a test binary of its own.
 //!
-//! To run one file by hand: build the fake (`cargo xtask test` leaves it in `target/fake-tests/fake`)
-//! and run `LD_LIBRARY_PATH=target/fake-tests/fake cargo test -p ferrocuda-tests --features
-//! fake-tests --test fake_detector`.
+//! To run one file by hand: build the fake (`cargo xtask test` leaves it in `target/fake-tests/fake`,
+//! and the copy that cust links against in `target/cust-link`) and run
+//! `CUDA_LIBRARY_PATH=$PWD/target/cust-link LD_LIBRARY_PATH=target/fake-tests/fake cargo test -p
+//! ferrocuda-tests --features fake-tests --test fake_detector`.
 
 use ferrocuda_driver::Device;
 use ferrocuda_driver::sys::{self, CUresult};
