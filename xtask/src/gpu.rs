@@ -92,6 +92,18 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "interop_cudarc",
         "--exact ferrocuda_buffer_in_a_cudarc_kernel_is_kept_alive_by_record_use",
     ),
+    // A cust program's handles, its buffer's stream-ordered free among them, dropped while a
+    // ferrocuda gate is closed; a ferrocuda buffer in a cust kernel, dropped likewise.
+    (
+        "memcheck",
+        "interop_cust",
+        "--exact handles_dropped_while_the_gate_is_closed_keep_the_cust_stream_until_the_work_ran",
+    ),
+    (
+        "memcheck",
+        "interop_cust",
+        "--exact ferrocuda_buffer_in_a_cust_kernel_is_kept_alive_by_record_use",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.
