@@ -7,13 +7,14 @@
 //! process-wide and a use after free leaves the context with a sticky error: a test that provokes
 //! one belongs in a test binary of its own.
 //!
-//! To run one file by hand: build the fake (`cargo xtask test` leaves it in `target/fake-tests/fake`)
-//! and run `LD_LIBRARY_PATH=target/fake-tests/fake cargo test -p ferrocuda-tests --features
-//! fake-tests --test fake_detector`.
+//! To run one file by hand: build the fake (`cargo xtask test` leaves it in `target/fake-tests/fake`,
+//! and the copy that cust links against in `target/cust-link`) and run
+//! `CUDA_LIBRARY_PATH=$PWD/target/cust-link LD_LIBRARY_PATH=target/fake-tests/fake cargo test -p
+//! ferrocuda-tests --features fake-tests --test fake_detector`.
 
 use ferrocuda_driver::Device;
 use ferrocuda_driver::sys::{self, CUresult};
-use std::ffi::c_ulonglong;
+use std::ffi::{c_int, c_ulonglong};
 use std::sync::OnceLock;
 
 /// Device 0 of the fake driver.
@@ -54,23 +55,49 @@ pub fn device() -> Device {
 /// As [`device`], or when the driver lacks `fake_cuda_violations`.
 pub fn violations() -> u64 {
     static COUNTER: OnceLock<unsafe extern "C" fn() -> c_ulonglong> = OnceLock::new();
-    let counter = COUNTER.get_or_init(|| {
-        device();
-        // SAFETY: the library is the one ferrocuda-sys opened already (`device` checked it is
-        // the fake): loading it again runs no initialiser and returns the same object.
-        let lib = unsafe { libloading::Library::new(sys::LIBRARY) }
-            .unwrap_or_else(|e| panic!("{}: {e}", sys::LIBRARY));
-        // SAFETY: the fake defines `unsigned long long fake_cuda_violations(void)`.
-        let f =
-            unsafe { lib.get::<unsafe extern "C" fn() -> c_ulonglong>(b"fake_cuda_violations\0") }
-                .map(|s| *s)
-                .unwrap_or_else(|e| panic!("the fake driver has no fake_cuda_violations: {e}"));
-        // The function pointer must stay valid: keep the library loaded for the process.
-        std::mem::forget(lib);
-        f
-    });
+    // SAFETY: the fake defines `unsigned long long fake_cuda_violations(void)`.
+    let counter = COUNTER.get_or_init(|| unsafe { fake_fn(b"fake_cuda_violations\0") });
     // SAFETY: no arguments; it reads an atomic counter.
     unsafe { counter() }
+}
+
+/// Whether the fake driver destroyed `stream` (it never reuses a handle, so any handle it once
+/// returned can be asked about).
+///
+/// # Panics
+///
+/// As [`device`], or when the driver lacks `fake_cuda_stream_destroyed`.
+pub fn stream_destroyed(stream: sys::CUstream) -> bool {
+    static DESTROYED: OnceLock<unsafe extern "C" fn(sys::CUstream) -> c_int> = OnceLock::new();
+    // SAFETY: the fake defines `int fake_cuda_stream_destroyed(CUstream)`.
+    let destroyed = DESTROYED.get_or_init(|| unsafe { fake_fn(b"fake_cuda_stream_destroyed\0") });
+    // SAFETY: it reads a flag of the stream's record, which the fake never frees.
+    unsafe { destroyed(stream) != 0 }
+}
+
+/// The fake driver's function `name` (NUL-terminated), of type `F`.
+///
+/// # Safety
+///
+/// `F` is the function pointer type of `name` in xtask/fake/fake_cuda.c.
+unsafe fn fake_fn<F: Copy>(name: &[u8]) -> F {
+    device();
+    // SAFETY: the library is the one ferrocuda-sys opened already (`device` checked it is the
+    // fake): loading it again runs no initialiser and returns the same object.
+    let lib = unsafe { libloading::Library::new(sys::LIBRARY) }
+        .unwrap_or_else(|e| panic!("{}: {e}", sys::LIBRARY));
+    // SAFETY: the caller guarantees `F` is the function's type.
+    let f = unsafe { lib.get::<F>(name) }
+        .map(|s| *s)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the fake driver has no {}: {e}",
+                String::from_utf8_lossy(name.strip_suffix(b"\0").unwrap_or(name))
+            )
+        });
+    // The function pointer must stay valid: keep the library loaded for the process.
+    std::mem::forget(lib);
+    f
 }
 
 /// Panics unless a raw driver call returned `CUDA_SUCCESS`, naming the call and the code.

@@ -1,10 +1,11 @@
 /* A fake libcuda.so.1 that emulates the CUDA driver on host threads, for machines without a GPU.
  * Its users: the C baseline bench/raw (`raw_bench`), the ferrocuda and cudarc benchmark programs
  * (all three in `cargo xtask bench --smoke`), the gated-pipeline demo (`cargo xtask demo --smoke`)
- * and the soundness regression tests of the Rust crates (tests/tests/fake_*.rs, the step
- * "fake-driver tests" of `cargo xtask test`). It behaves like the real driver where those programs
- * rely on it, and fails loudly (an error code and a line on stderr) where the real driver would
- * fail; the timings mean nothing.
+ * and the soundness regression and interop tests of the Rust crates (tests/tests/fake_*.rs and
+ * interop_*.rs, the step "fake-driver tests" of `cargo xtask test`); and, built with the soname
+ * libcuda.so.1, the libcuda that programs using cust link against (xtask/src/fake.rs). It behaves
+ * like the real driver where those programs rely on it, and fails loudly (an error code and a line
+ * on stderr) where the real driver would fail; the timings mean nothing.
  *
  * It serves both ways of finding an entry point: the Rust programs dlsym the versioned names
  * (ferrocuda-sys resolves every name of cuda.h when it opens the driver), raw_bench asks
@@ -16,7 +17,9 @@
  *
  * What is emulated:
  * - Devices: one, or FAKE_CUDA_DEVICES=N (sharing the host's memory, every pair peers); one
- *   primary context each. The sticky error below is process-wide.
+ *   primary context each, and contexts of their own from cuCtxCreate_v2 (the CUDA 11 name that
+ *   cust links). Each thread has a context stack (push, pop, set replaces the top). The sticky
+ *   error below is process-wide.
  * - Streams: each is a host thread running its queue in order (at most MAX_STREAMS not
  *   destroyed). cuStreamDestroy returns at once and frees the slot; the thread finishes the
  *   queued work and exits. The NULL, legacy and per-thread default streams are refused
@@ -42,7 +45,8 @@
  *   cuStreamQuery, cuEventSynchronize, cuEventQuery and cuCtxSynchronize return it, as after an
  *   illegal address on a GPU (the streams go on running, so nothing hangs). A double free (the
  *   second call fails with CUDA_ERROR_INVALID_VALUE) and a destroyed handle in use are
- *   violations too. `unsigned long long fake_cuda_violations(void)` counts them all.
+ *   violations too. `unsigned long long fake_cuda_violations(void)` counts them all, and
+ *   `int fake_cuda_stream_destroyed(CUstream)` says whether a stream was destroyed.
  * - Copies: a host address inside a cuMemHostAlloc allocation is pinned, any other is pageable.
  *   HtoD from pageable memory is staged when enqueued (the caller may reuse the source at once),
  *   from pinned memory it reads the source when the stream gets there; DtoH into pageable memory
@@ -906,6 +910,7 @@ static const struct { CUresult code; const char *name, *text; } ERRORS[] = {
     {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
     {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
     {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
     {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
     {CUDA_ERROR_ILLEGAL_STATE, "CUDA_ERROR_ILLEGAL_STATE", "the operation cannot be performed in the present state"},
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
@@ -958,13 +963,58 @@ CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) {
 }
 CUresult cuDeviceTotalMem(size_t *b, CUdevice d) { (void)d; *b = (size_t)80 << 30; return CUDA_SUCCESS; }
 CUresult cuMemGetInfo(size_t *f, size_t *t) { *f = (size_t)79 << 30; *t = (size_t)80 << 30; return CUDA_SUCCESS; }
-CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { *c = (CUcontext)(uintptr_t)(0x1000 + 0x100 * d); return CUDA_SUCCESS; }
+/* Contexts are numbers: device d's primary context is CTX_BASE + CTX_STEP * d; the n-th context
+ * created (n >= 1, counted over all devices), on device d, is that plus CTX_CREATED * n. */
+#define CTX_BASE 0x1000u
+#define CTX_STEP 0x100u
+#define CTX_CREATED 0x100000u
+CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { *c = (CUcontext)(uintptr_t)(CTX_BASE + CTX_STEP * d); return CUDA_SUCCESS; }
 CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return CUDA_SUCCESS; }
+CUresult cuDevicePrimaryCtxSetFlags(CUdevice d, unsigned f) { (void)d; (void)f; return CUDA_SUCCESS; }
+/* The calling thread's context stack: t_ctx on top of t_below[0 .. t_depth). cuCtxSetCurrent
+ * replaces the top, as in CUDA. */
+#define CTX_STACK 16
 static __thread CUcontext t_ctx;
+static __thread CUcontext t_below[CTX_STACK];
+static __thread int t_depth;
 CUresult cuCtxSetCurrent(CUcontext c) { t_ctx = c; return CUDA_SUCCESS; }
 CUresult cuCtxGetCurrent(CUcontext *c) { *c = t_ctx; return CUDA_SUCCESS; }
-CUresult cuCtxPushCurrent(CUcontext c) { t_ctx = c; return CUDA_SUCCESS; }
-CUresult cuCtxPopCurrent(CUcontext *c) { if (c) *c = t_ctx; return CUDA_SUCCESS; }
+CUresult cuCtxPushCurrent(CUcontext c) {
+    if (c == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+    if (t_depth == CTX_STACK) { fprintf(stderr, "fake_cuda: cuCtxPushCurrent: more than %d contexts pushed\n", CTX_STACK); return CUDA_ERROR_NOT_SUPPORTED; }
+    t_below[t_depth++] = t_ctx;
+    t_ctx = c;
+    return CUDA_SUCCESS;
+}
+/* Pops the top context; the one below it (NULL when none is) becomes current. */
+CUresult cuCtxPopCurrent(CUcontext *c) {
+    if (t_ctx == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+    if (c) *c = t_ctx;
+    t_ctx = t_depth > 0 ? t_below[--t_depth] : NULL;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxGetDevice(CUdevice *d) {
+    if (t_ctx == NULL) return CUDA_ERROR_INVALID_CONTEXT;
+    *d = (CUdevice)((((uintptr_t)t_ctx % CTX_CREATED) - CTX_BASE) / CTX_STEP);
+    return CUDA_SUCCESS;
+}
+/* cuCtxCreate as CUDA 11 headers name it (cust links it): a context of its own, pushed. Its
+ * streams are not destroyed with it. */
+CUresult cuCtxCreate_v2(CUcontext *c, unsigned flags, CUdevice d);
+CUresult cuCtxCreate_v2(CUcontext *c, unsigned flags, CUdevice d) {
+    static unsigned created;
+    (void)flags;
+    if (d < 0 || d >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+    unsigned n = __atomic_add_fetch(&created, 1, __ATOMIC_RELAXED);
+    *c = (CUcontext)(uintptr_t)(CTX_CREATED * (uintptr_t)n + CTX_BASE + CTX_STEP * (uintptr_t)d);
+    return cuCtxPushCurrent(*c);
+}
+/* Destroys a created context; popped first when it is the calling thread's current one. */
+CUresult cuCtxDestroy(CUcontext c) {
+    if ((uintptr_t)c < CTX_CREATED) return CUDA_ERROR_INVALID_CONTEXT;
+    if (t_ctx == c) return cuCtxPopCurrent(NULL);
+    return CUDA_SUCCESS;
+}
 CUresult cuDeviceGetUuid(CUuuid *u, CUdevice d) { (void)d; memset(u, 0x42, sizeof *u); return CUDA_SUCCESS; }
 CUresult cuCtxSynchronize(void) {
     drain_all(1);
@@ -977,6 +1027,11 @@ CUresult cuModuleLoadData(CUmodule *m, const void *img) {
     check_no_pending_wait("cuModuleLoadData");
     *m = (CUmodule)(uintptr_t)0x2000;
     return CUDA_SUCCESS;
+}
+CUresult cuModuleLoadDataEx(CUmodule *m, const void *img, unsigned n, CUjit_option *opts, void **vals) {
+    (void)n; (void)opts; (void)vals;
+    check_no_pending_wait("cuModuleLoadDataEx");
+    return cuModuleLoadData(m, img);
 }
 CUresult cuModuleUnload(CUmodule m) { (void)m; check_no_pending_wait("cuModuleUnload"); return CUDA_SUCCESS; }
 CUresult cuModuleGetFunctionCount(unsigned *n, CUmodule m) { (void)m; *n = K_N; return CUDA_SUCCESS; }
@@ -1029,6 +1084,10 @@ CUresult cuStreamCreate(CUstream *ps, unsigned flags) {
     *ps = s;
     return CUDA_SUCCESS;
 }
+CUresult cuStreamCreateWithPriority(CUstream *ps, unsigned flags, int priority) {
+    (void)priority;
+    return cuStreamCreate(ps, flags);
+}
 /* The stream's context; for the NULL and legacy default streams, the current one. */
 CUresult cuStreamGetCtx(CUstream s, CUcontext *c) {
     if ((uintptr_t)s < (uintptr_t)CU_STREAM_PER_THREAD) { *c = t_ctx; return CUDA_SUCCESS; }
@@ -1050,6 +1109,8 @@ CUresult cuStreamDestroy(CUstream s) {
     pthread_mutex_unlock(&g_streams_mu);
     return CUDA_SUCCESS;
 }
+/* Whether `s` was destroyed (handles are never reused). For tests (dlsym). */
+int fake_cuda_stream_destroyed(CUstream s) { return __atomic_load_n(&s->dead, __ATOMIC_ACQUIRE); }
 /* Synchronising a capturing stream is not allowed, and invalidates its capture. */
 static CUresult refuse_if_capturing(struct CUstream_st *s, const char *call) {
     CUresult r = CUDA_SUCCESS;

@@ -1,19 +1,58 @@
 //! The fake driver: `xtask/fake/fake_cuda.c`, a `libcuda.so.1` that runs streams on host threads,
 //! so that the smoke tests (the demo, `raw_bench`, the Rust benchmark programs) and the
-//! fake-driver tests (`tests/tests/fake_*.rs`, the soundness suite) run without a GPU.
+//! fake-driver tests (`tests/tests/fake_*.rs`, the interop tests, the soundness suite) run without
+//! a GPU. It is also the `libcuda.so` that builds with cust link against ([`cust_link_dir`]).
 
 use crate::{setup, util};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// Builds the fake driver into `dir/fake/libcuda.so.1`, with a weak stub for every other entry
 /// point of the checked-in bindings (ferrocuda-sys resolves them all when it opens the driver);
 /// returns the folder to put on `LD_LIBRARY_PATH`.
 pub fn build(tk: &setup::Toolkit, dir: &Path) -> Result<PathBuf, String> {
-    let root = util::root();
     let fake = dir.join("fake");
-    std::fs::create_dir_all(&fake).map_err(util::io(&fake))?;
+    compile(tk, &fake, "libcuda.so.1")?;
+    Ok(fake)
+}
+
+/// The folder that every cargo command building cust (ferrocuda-driver's `cust` feature) names in
+/// `CUDA_LIBRARY_PATH`: `target/cust-link/`, whose `lib64/libcuda.so` is the fake driver, built
+/// once per xtask run.
+///
+/// cust 0.3 links libcuda when it is built: the build scripts of cust and cust_raw
+/// (`find_cuda_helper`) panic "Could not find a cuda installation" unless `CUDA_LIBRARY_PATH`
+/// names a folder with a `lib64/` to link from, and the pip toolkit of [`setup`] ships no libcuda
+/// stub. The fake carries the soname `libcuda.so.1`, so what links against it loads the real
+/// driver at run time (or the fake, where the fake-driver tests put it on the library path). The
+/// folder holds no `libcuda.so.1`: cargo puts link folders under `target/` on the library path of
+/// the programs it runs, and there the loader must not find the fake in place of the driver.
+pub fn cust_link_dir(tk: &setup::Toolkit) -> Result<PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = util::root().join("target/cust-link");
+        compile(tk, &dir.join("lib64"), "libcuda.so")?;
+        Ok(dir)
+    })
+    .clone()
+}
+
+/// `cmd` with `CUDA_LIBRARY_PATH` set for builds with cust ([`cust_link_dir`]).
+pub fn with_cust_link<'c>(
+    cmd: &'c mut Command,
+    tk: &setup::Toolkit,
+) -> Result<&'c mut Command, String> {
+    let dir = cust_link_dir(tk)?;
+    eprintln!("(CUDA_LIBRARY_PATH={})", dir.display());
+    Ok(cmd.env("CUDA_LIBRARY_PATH", dir))
+}
+
+/// Compiles the fake driver into `out/name`, with the soname `libcuda.so.1`.
+fn compile(tk: &setup::Toolkit, out: &Path, name: &str) -> Result<(), String> {
+    let root = util::root();
+    std::fs::create_dir_all(out).map_err(util::io(out))?;
     let bindings = root.join("crates/cuda-sys/src/bindings.rs");
     let text = std::fs::read_to_string(&bindings).map_err(util::io(&bindings))?;
     let mut stubs = String::from(
@@ -38,19 +77,18 @@ pub fn build(tk: &setup::Toolkit, dir: &Path) -> Result<PathBuf, String> {
             bindings.display()
         ));
     }
-    let stubs_c = fake.join("stubs.c");
+    let stubs_c = out.join("stubs.c");
     std::fs::write(&stubs_c, stubs).map_err(util::io(&stubs_c))?;
     util::run(
         Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
             .args([
                 "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
             ])
-            .arg("-pthread")
+            .args(["-pthread", "-Wl,-soname,libcuda.so.1"])
             .arg(format!("-I{}", tk.include.display()))
             .arg(root.join("xtask/fake/fake_cuda.c"))
             .arg(&stubs_c)
             .arg("-o")
-            .arg(fake.join("libcuda.so.1")),
-    )?;
-    Ok(fake)
+            .arg(out.join(name)),
+    )
 }

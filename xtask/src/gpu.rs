@@ -9,7 +9,7 @@
 //! [`UNIT_TEST_PACKAGES`] go in too; where `libnccl.so.2` is on the library path, `run` sets
 //! `FERROCUDA_EXPECT_NCCL=1`, so that the NCCL tests fail if they cannot load it.
 
-use crate::util;
+use crate::{fake, setup, util};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +92,18 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "interop_cudarc",
         "--exact ferrocuda_buffer_in_a_cudarc_kernel_is_kept_alive_by_record_use",
     ),
+    // A cust program's handles, its buffer's stream-ordered free among them, dropped while a
+    // ferrocuda gate is closed; a ferrocuda buffer in a cust kernel, dropped likewise.
+    (
+        "memcheck",
+        "interop_cust",
+        "--exact handles_dropped_while_the_gate_is_closed_keep_the_cust_stream_until_the_work_ran",
+    ),
+    (
+        "memcheck",
+        "interop_cust",
+        "--exact ferrocuda_buffer_in_a_cust_kernel_is_kept_alive_by_record_use",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.
@@ -143,20 +155,28 @@ pub fn gpu_present() -> bool {
 }
 
 /// Builds the GPU integration tests and the unit tests of [`UNIT_TEST_PACKAGES`]; returns (test
-/// name, executable).
+/// name, executable). The interop tests build cust, which links libcuda: against the fake driver
+/// ([`fake::cust_link_dir`]), whose soname makes the binaries load the real driver on the GPU
+/// machine.
 pub fn build_tests() -> Result<Vec<(String, PathBuf)>, String> {
-    build_test_executables(GPU_PACKAGES, "gpu-tests", UNIT_TEST_PACKAGES)
+    let tk = setup::run()?;
+    build_test_executables(
+        fake::with_cust_link(&mut util::cargo(), &tk)?,
+        GPU_PACKAGES,
+        "gpu-tests",
+        UNIT_TEST_PACKAGES,
+    )
 }
 
-/// `cargo test --release --no-run` for `packages` with `feature`, and for `unit_packages`; the
-/// integration-test executables of `packages` and the library unit-test executables of
-/// `unit_packages`.
+/// `cargo test --release --no-run` (run as `cmd`, a cargo command) for `packages` with `feature`,
+/// and for `unit_packages`; the integration-test executables of `packages` and the library
+/// unit-test executables of `unit_packages`.
 pub fn build_test_executables(
+    cmd: &mut Command,
     packages: &[&str],
     feature: &str,
     unit_packages: &[&str],
 ) -> Result<Vec<(String, PathBuf)>, String> {
-    let mut cmd = util::cargo();
     cmd.args([
         "test",
         "--release",
@@ -171,7 +191,7 @@ pub fn build_test_executables(
     }
     // Cargo names a library target after its package, with `_` for `-`.
     let unit_libs: Vec<String> = unit_packages.iter().map(|p| p.replace('-', "_")).collect();
-    let out = util::output(&mut cmd)?;
+    let out = util::output(cmd)?;
     let mut tests = Vec::new();
     for line in out.lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything that runs without a GPU. This is the CI command.
 
-use crate::{bench, codegen, hygiene, sass, setup, util};
+use crate::{bench, codegen, fake, hygiene, sass, setup, util};
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -9,7 +9,15 @@ use std::time::Instant;
 const LOOM_MODELS: usize = 5;
 
 /// Features that compile GPU-only code; clippy and docs build them too, so GPU code is checked on CPU machines.
-pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-driver/cudarc,ferrocuda-graph/cudarc,ferrocuda-kernels/gpu-tests";
+/// They build cust: the commands that name them need [`fake::with_cust_link`].
+pub const LINT_FEATURES: &str = "ferrocuda-tests/gpu-tests,ferrocuda-tests/fake-tests,ferrocuda-driver/gpu-tests,ferrocuda-driver/cudarc,ferrocuda-driver/cust,ferrocuda-graph/cudarc,ferrocuda-graph/cust,ferrocuda-kernels/gpu-tests";
+
+/// The toolkit the setup step found: building cust needs it (the fake driver is its libcuda).
+fn found_toolkit(tk: &Option<setup::Toolkit>) -> Result<&setup::Toolkit, String> {
+    tk.as_ref().ok_or_else(|| {
+        "no CUDA toolkit (the setup step failed): the fake driver needs cuda.h".into()
+    })
+}
 
 pub fn run() -> Result<(), String> {
     let mut steps: Vec<(&str, Result<(), String>, f64)> = Vec::new();
@@ -30,28 +38,29 @@ pub fn run() -> Result<(), String> {
     });
     step("hygiene", &mut || hygiene::check(&util::root()));
     step("clippy", &mut || {
-        util::run(util::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--features",
-            LINT_FEATURES,
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        util::run(
+            fake::with_cust_link(&mut util::cargo(), found_toolkit(&toolkit)?)?.args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--features",
+                LINT_FEATURES,
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
     });
     step("tests", &mut || {
         util::run(util::cargo().args(["test", "--workspace"]))
     });
-    step("fake-driver tests", &mut || match &toolkit {
-        Some(tk) => fake_driver_tests(tk),
-        None => Err("no CUDA toolkit (the setup step failed): the fake driver needs cuda.h".into()),
+    step("fake-driver tests", &mut || {
+        fake_driver_tests(found_toolkit(&toolkit)?)
     });
     step("loom models", &mut loom_models);
     step("doc", &mut || {
         util::run(
-            util::cargo()
+            fake::with_cust_link(&mut util::cargo(), found_toolkit(&toolkit)?)?
                 .args([
                     "doc",
                     "--workspace",
@@ -205,17 +214,19 @@ fn bindings_check(libclang: bool, ci: bool) -> BindingsCheck {
 /// The soundness regression tests against the fake driver, `xtask/fake/fake_cuda.c`, built into
 /// `target/fake-tests/fake/` and put on `LD_LIBRARY_PATH`: `tests/tests/fake_*.rs` (feature
 /// `fake-tests` of ferrocuda-tests), the interop tests (`tests/tests/interop_*.rs`: the other
-/// library loads the same fake), then the soundness suite (`tests/tests/soundness.rs`, the
-/// same tests the GPU bundle runs) on two fake devices, one test at a time (its tests check
-/// process-wide counters: pending futures, deferred releases). The tests check that the driver
-/// they loaded is the fake, so they can neither pass against a GPU nor be skipped without one; and
-/// the fake exits with status 4 if any thread, the crate's own included, frees memory or loads or
-/// unloads a module while a stream waits on a value (the real driver blocks there).
+/// library loads the same fake; cust links against it, [`fake::cust_link_dir`]), the fault tests
+/// and the cust doc examples (cust is built here, not in the tests step), then the soundness suite
+/// (`tests/tests/soundness.rs`, the same tests the GPU bundle runs) on two fake devices, one test
+/// at a time (its tests check process-wide counters: pending futures, deferred releases). The
+/// tests check that the driver they loaded is the fake, so they can neither pass against a GPU nor
+/// be skipped without one; and the fake exits with status 4 if any thread, the crate's own
+/// included, frees memory or loads or unloads a module while a stream waits on a value (the real
+/// driver blocks there).
 fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
-    let fake = crate::fake::build(tk, &util::root().join("target/fake-tests"))?;
+    let fake = fake::build(tk, &util::root().join("target/fake-tests"))?;
     let fake_tests = |test: &str, devices: &str, harness: &[&str]| {
         util::run(
-            util::cargo()
+            fake::with_cust_link(&mut util::cargo(), tk)?
                 .env("LD_LIBRARY_PATH", &fake)
                 .env("FAKE_CUDA_DEVICES", devices)
                 .args(["test", "-p", "ferrocuda-tests", "--features", "fake-tests"])
@@ -224,10 +235,25 @@ fn fake_driver_tests(tk: &setup::Toolkit) -> Result<(), String> {
         )
     };
     fake_tests("fake_*", "1", &[])?;
-    // cudarc loads the same fake (its `libcuda.so.1` candidate) for the interop tests.
+    // cudarc loads the same fake (its `libcuda.so.1` candidate) for the interop tests, and cust
+    // links it (the soname of the fake it was linked against at build time).
     fake_tests("interop_*", "1", &["--test-threads=1"])?;
     // A fault breaks the context for the rest of the process: each such binary has one test.
     fake_tests("fault_*", "1", &[])?;
+    // The cust doc examples (`no_run`: compiled, not run); the tests step builds no cust.
+    util::run(
+        fake::with_cust_link(&mut util::cargo(), tk)?
+            .env("LD_LIBRARY_PATH", &fake)
+            .args([
+                "test",
+                "-p",
+                "ferrocuda-driver",
+                "--features",
+                "cust",
+                "--doc",
+            ])
+            .args(["--", "interop::cust"]),
+    )?;
     fake_tests("soundness", "2", &["--test-threads=1"])
 }
 

@@ -118,15 +118,21 @@
 //! is shared and its streams are wrapped, so the gates, flags, trampoline and graph ops work on the
 //! streams the program already has. [`DeviceStream::from_raw_borrowed`] wraps any library's stream
 //! with a keep-alive value; the `cudarc` feature adds `Device::from_cudarc` and
-//! `DeviceStream::from_cudarc`. `docs/interop.md` has the keep-alive rules across the libraries
-//! and what a program must not do while a gate is closed; `examples/cudarc_gate.rs` is a cudarc
-//! program that adds a gate and the trampoline.
+//! `DeviceStream::from_cudarc`, the `cust` feature `Device::from_cust` and
+//! `DeviceStream::from_cust` (which takes cust's `Stream` over and lends it back). `docs/interop.md`
+//! has the keep-alive rules across the libraries and what a program must not do while a gate is
+//! closed; `examples/cudarc_gate.rs` and `examples/cust_gate.rs` are a cudarc and a cust program
+//! that add a gate and the trampoline.
 //!
 //! # Features
 //!
 //! * `cudarc`: interop with cudarc 0.19 (`Device::from_cudarc`, `DeviceStream::from_cudarc`,
 //!   `DeviceStream::cudarc_stream`). cudarc's driver API only, loaded at run time, so it builds
 //!   without a CUDA install; the CUDA version is the program's own cudarc choice.
+//! * `cust`: interop with cust 0.3 (`Device::from_cust`, `DeviceStream::from_cust`,
+//!   `DeviceStream::cust_stream`). cust links libcuda when it is built: its build script needs a
+//!   CUDA install, or `CUDA_LIBRARY_PATH` naming a folder whose `lib64/` holds a `libcuda.so` to
+//!   link against (not needed on docs.rs).
 //! * `gpu-tests`: compiles the crate's GPU integration tests (used by `cargo xtask test-gpu`).
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -7,6 +7,8 @@
 
 #[cfg(feature = "cudarc")]
 mod cudarc;
+#[cfg(feature = "cust")]
+mod cust;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -20,7 +22,7 @@ use crate::stream::{DeviceStream, ForeignKeep, StreamOwner};
 const PER_THREAD: usize = 0x2;
 
 #[cfg_attr(
-    not(feature = "cudarc"),
+    not(any(feature = "cudarc", feature = "cust")),
     allow(dead_code, reason = "used by the interop features")
 )]
 impl Device {
@@ -32,12 +34,62 @@ impl Device {
             return Err(Error::InvalidArgument(format!(
                 "{whose} context {ctx:?} is not device {ordinal}'s primary context ({:?}): \
                  ferrocuda shares a device's primary context only (a context created with \
-                 cuCtxCreate, or cudarc's non-primary and green contexts, cannot be shared)",
+                 cuCtxCreate, such as cust's legacy contexts, or cudarc's non-primary and green \
+                 contexts, cannot be shared)",
                 device.raw_context()
             )));
         }
         Ok(device)
     }
+
+    /// The device whose primary context is `ctx`, a context another library holds, for a library
+    /// whose context does not say which device it is on; refused unless `ctx` is that device's
+    /// primary context.
+    ///
+    /// # Safety
+    ///
+    /// `ctx` is a live context.
+    #[cfg_attr(
+        not(feature = "cust"),
+        allow(dead_code, reason = "used by the cust feature")
+    )]
+    pub(crate) unsafe fn of_context(ctx: CUcontext, whose: &str) -> Result<Device> {
+        // SAFETY: the caller guarantees `ctx` is live.
+        let cu = unsafe { context_device(ctx) }?;
+        let count = raw::device_count()?;
+        let ordinal = (0..count)
+            .find(|&o| raw::device_get(o as i32).is_ok_and(|d| d == cu))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{whose} context {ctx:?} is on a device (CUdevice {cu}) that no ordinal \
+                     below {count} names"
+                ))
+            })?;
+        Device::sharing(ordinal, ctx, whose)
+    }
+}
+
+/// The device of `ctx`, asked of the driver with `ctx` pushed above this thread's current context
+/// and popped again (`cuCtxGetDevice` answers for the current context only), so the thread's
+/// current context, and the crate's record of it, are as before.
+///
+/// # Safety
+///
+/// `ctx` is a live context.
+#[cfg_attr(
+    not(feature = "cust"),
+    allow(dead_code, reason = "used by the cust feature")
+)]
+unsafe fn context_device(ctx: CUcontext) -> Result<raw::CUdevice> {
+    // SAFETY: the caller guarantees `ctx` is live.
+    unsafe { raw::ctx_push_current(ctx) }?;
+    let device = raw::ctx_get_device();
+    if let Err(e) = raw::ctx_pop_current() {
+        // The pushed context may still be current: let the next operation ask the driver.
+        crate::runtime::context::forget_current_context();
+        return Err(e);
+    }
+    device
 }
 
 impl DeviceStream {
@@ -132,7 +184,7 @@ impl DeviceStream {
     /// The keep-alive value this stream was wrapped with, if it was made by
     /// [`from_raw_borrowed`](Self::from_raw_borrowed) with a `K`.
     #[cfg_attr(
-        not(feature = "cudarc"),
+        not(any(feature = "cudarc", feature = "cust")),
         allow(dead_code, reason = "used by the interop features")
     )]
     pub(crate) fn keep_alive<K: 'static>(&self) -> Option<&K> {

@@ -109,6 +109,29 @@ pub(crate) unsafe fn ctx_set_current(ctx: CUcontext) -> Result<()> {
     cu!(cuCtxSetCurrent(ctx))
 }
 
+/// Makes `ctx` current on this thread above the one current now, which [`ctx_pop_current`] makes
+/// current again.
+///
+/// # Safety
+/// `ctx` is a live context.
+pub(crate) unsafe fn ctx_push_current(ctx: CUcontext) -> Result<()> {
+    cu!(cuCtxPushCurrent_v2(ctx))
+}
+
+/// Undoes the last [`ctx_push_current`] of this thread; returns the context it had pushed.
+pub(crate) fn ctx_pop_current() -> Result<CUcontext> {
+    let mut c = std::ptr::null_mut();
+    cu!(cuCtxPopCurrent_v2(&mut c))?;
+    Ok(c)
+}
+
+/// The device of the current context.
+pub(crate) fn ctx_get_device() -> Result<CUdevice> {
+    let mut d = 0;
+    cu!(cuCtxGetDevice(&mut d))?;
+    Ok(d)
+}
+
 /// # Safety
 /// `peer` is a live context of another device; the current context is the one that gains access.
 pub(crate) unsafe fn ctx_enable_peer_access(peer: CUcontext) -> Result<()> {

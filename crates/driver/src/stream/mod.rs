@@ -131,8 +131,9 @@ impl Drop for ForeignKeep {
             return;
         }
         // User code (another library's `Drop`), possibly on a crate thread: contained. It may make
-        // another context current (cudarc and cust bind their context before destroying a
-        // stream), so the crate's record of the current context is dropped with it.
+        // another context current (cudarc binds its context before destroying a stream; a
+        // keep-alive may hold anything), so the crate's record of the current context is dropped
+        // with it.
         if let Err(panic) = guard::contain(move || drop(keep)) {
             tracing::warn!(%panic, "dropping a borrowed stream's keep-alive panicked");
         }
@@ -179,7 +180,7 @@ impl crate::runtime::reclaim::FencedStream for StreamInner {
 impl StreamInner {
     /// The other library's keep-alive value, for a stream the crate borrowed.
     #[cfg_attr(
-        not(feature = "cudarc"),
+        not(any(feature = "cudarc", feature = "cust")),
         allow(dead_code, reason = "used by the interop features")
     )]
     pub(crate) fn foreign_keep(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
