@@ -71,12 +71,19 @@ pub(crate) const HOST_WAIT: Policy = Policy {
 };
 
 /// The waiter thread's sleeping phase (its spin window is [`crate::waiter_spin`]): 20 µs doubling
-/// to 200 µs, which bounds the wake-up latency of a long wait.
+/// to 200 µs, which bounds the wake-up latency of a long wait; after [`WAITER_LONG_IDLE`] with
+/// nothing happening, pauses of [`WAITER_LONG_PAUSE`] (the waiter's own loop applies those two).
 pub(crate) const WAITER: Policy = Policy {
     spin: Duration::from_micros(100),
     sleep_min: Duration::from_micros(20),
     sleep_max: Duration::from_micros(200),
 };
+
+/// After this long with futures pending and nothing happening, the waiter sleeps
+/// [`WAITER_LONG_PAUSE`] between checks: a wake-up every 200 µs costs a few % of a core.
+pub(crate) const WAITER_LONG_IDLE: Duration = Duration::from_millis(5);
+/// The waiter's pause once idle for [`WAITER_LONG_IDLE`].
+pub(crate) const WAITER_LONG_PAUSE: Duration = Duration::from_micros(500);
 
 /// The trampoline's notifier and workers: spin for 200 µs after the last step, then park.
 pub(crate) const TRAMPOLINE: Policy = Policy {
@@ -131,6 +138,11 @@ impl Backoff {
         self.pause = self.policy.sleep_min;
         self.spins = 0;
         self.spinning = true;
+    }
+
+    /// How long since the last progress (the start of the spin window).
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.since.elapsed()
     }
 
     /// Changes the spin window (the waiter's is set at run time); the phase is not reset.

@@ -324,6 +324,13 @@ pub fn future_wake(e: &Env, a: &Args, r: &mut Report) {
             None,
         ));
         rows.push((
+            "flag_50ms_jittered".into(),
+            Point::Flag,
+            50_000_000 | JITTER,
+            Waiter::Future,
+            None,
+        ));
+        rows.push((
             "flag_2ms_spinning".into(),
             Point::Flag,
             2_000_000,

@@ -644,6 +644,9 @@ fn run() {
         }
         STATE.store(SLEEPING, Ordering::SeqCst);
         let mut pause = backoff.next_pause();
+        if backoff.idle_for() >= park::WAITER_LONG_IDLE {
+            pause = pause.max(park::WAITER_LONG_PAUSE);
+        }
         if let Some(next) = next {
             pause = pause.min(next.saturating_duration_since(std::time::Instant::now()));
         }
