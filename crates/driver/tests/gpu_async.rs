@@ -7,6 +7,8 @@ mod common;
 
 #[path = "../examples/async_jobs.rs"]
 mod async_jobs;
+#[path = "../examples/tokio_service.rs"]
+mod tokio_service;
 
 use common::{deadline, device, seed};
 use ferrocuda_driver::{
@@ -164,6 +166,24 @@ fn thousand_jobs_over_four_streams_return_checked_results() {
                 s.elapsed.as_secs_f64() * 1e3,
                 1000.0 / s.elapsed.as_secs_f64()
             );
+        }
+        assert_eq!(pending_futures(), 0);
+    });
+}
+
+/// The example's tokio service in every wake-up mode: 10,000 jobs of the GPU time the example
+/// sets (fixed and varied lengths), every job's flag value checked; its latency table is printed
+/// for the test log.
+#[test]
+fn tokio_service_serves_ten_thousand_jobs_in_every_wake_mode() {
+    deadline(300 * SEC, || {
+        let d = device();
+        let rt = runtime();
+        let rows = rt.block_on(tokio_service::run(&d, 10_000)).unwrap();
+        assert_eq!(rows.len(), 6);
+        for r in &rows {
+            assert!(r.wake_us.iter().all(|v| v.is_finite()), "{r:?}");
+            println!("{r:?}");
         }
         assert_eq!(pending_futures(), 0);
     });

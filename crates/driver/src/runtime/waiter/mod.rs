@@ -556,6 +556,14 @@ fn wake_thread() {
     }
 }
 
+/// The registry's memory for one registered future: the map's key, entry and control byte (its
+/// table grows by doubling, so up to twice that per entry), and the thread's copy of it while it
+/// is pending. The waker and what the condition holds (a flag's or event's `Arc`) are shared.
+#[cfg(test)]
+pub(crate) fn entry_bytes() -> usize {
+    size_of::<u64>() + size_of::<Entry<Cond>>() + 1 + size_of::<(u64, Cond, Instant)>()
+}
+
 /// Futures of this crate that are registered with the waiter and not yet taken or dropped: pending
 /// ones, and done ones whose result was not yet taken by a poll. 0 once every future was awaited or
 /// dropped (a leak check for tests).
