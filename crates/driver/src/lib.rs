@@ -74,9 +74,12 @@
 //!
 //! One crate thread, the *waiter*, watches what pending futures wait for (a load per flag, a
 //! `cuEventQuery` per event) and wakes them: it spins for [`waiter_spin`] after anything happens
-//! (a wake-up then lags the GPU's write by one pass over the pending checks), sleeps 20–200 µs between checks
-//! after that, and parks, using no CPU, once no future has been pending for that window (at most
-//! 200 µs). Futures are cancel-safe: dropping
+//! (a wake-up then lags the GPU's write by one pass over the pending checks), spins again around
+//! the predicted end of a wait whose length repeats (each flag, event and stream remembers its
+//! last wait), sleeps 20–200 µs between checks otherwise (500 µs after 5 ms with nothing
+//! happening), and parks, using no CPU, once no future has been pending for the spin window (at
+//! most 200 µs). A future whose flag a faulted device was to write resolves with the driver's
+//! error. Futures are cancel-safe: dropping
 //! one deregisters it ([`pending_futures`] counts the registered ones), so `tokio::time::timeout`
 //! bounds a wait, and [`CompletionFlag::abort`] releases flag futures with [`Error::Aborted`].
 //! `docs/async.md` has the mechanism, its costs and the measurements; `examples/async_jobs.rs` serves

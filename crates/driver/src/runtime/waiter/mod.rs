@@ -12,9 +12,15 @@
 //!
 //! Back-off: after anything happens (a future registered, a condition fired, a host-side kick) the
 //! thread spins for [`waiter_spin`] (100 µs by default), then sleeps with a pause that grows from
-//! 20 µs to 200 µs, and parks (no CPU at all) once no future has been pending for the spin window
-//! (at most 200 µs). Registering a future, or a host-side signal of a flag, restarts the spin at
-//! once (an `unpark`, made only when the thread is not already spinning).
+//! 20 µs to 200 µs (500 µs after 5 ms with nothing happening), and parks (no CPU at all) once no
+//! future has been pending for the spin window (at most 200 µs). Registering a future, or a
+//! host-side signal of a flag, restarts the spin at once (an `unpark`, made only when the thread
+//! is not already spinning). Past the spin window it also spins inside each pending wait's
+//! predicted window ([`WaitHistory`]: around the end of the last wait of the same flag, event or
+//! stream), and sleeps no longer than until the next such window opens.
+//!
+//! Faults: now and then (at most once a millisecond) the thread asks the devices that pending flag
+//! waits depend on for a sticky error, and fails those waits with it (`docs/async.md`, "Faults").
 //!
 //! The bookkeeping ([`Registry`]) is separate from the thread and generic over the condition, so
 //! that it is tested without a GPU: an entry is pending (holding the waker of its latest poll) or
@@ -578,9 +584,11 @@ pub fn waiter_spin() -> Duration {
 }
 
 /// Sets [`waiter_spin`] for the process. A longer window keeps the wake-up latency of longer GPU
-/// waits at the spinning level (one pass over the pending checks after the GPU's write) at the price of one busy core while
-/// futures are pending; `Duration::ZERO` sleeps at once (wake-ups then take 20–200 µs more). With
-/// no future pending the thread parks after at most 200 µs, whatever this says.
+/// waits at the spinning level (one pass over the pending checks after the GPU's write) at the
+/// price of one busy core while futures are pending; `Duration::ZERO` sleeps at once (wake-ups of
+/// waits whose length does not repeat then take 20–500 µs more; the predicted spin around waits
+/// whose length repeats stays). With no future pending the thread parks after at most 200 µs,
+/// whatever this says.
 pub fn set_waiter_spin(window: Duration) {
     SPIN_NS.store(
         window.as_nanos().min(u64::MAX as u128) as u64,
