@@ -160,3 +160,87 @@ fn loom_waiter_wakes_each_waker_at_most_once_and_leaves_nothing_registered() {
         }
     });
 }
+
+/// A device fault racing a future's condition: the thread's check fails a pending wait once the
+/// fault is seen (the fault path of the waiter), while the future's cell may be reached at the same
+/// time. The future resolves exactly once, to the value or to the fault; its waker is woken exactly
+/// once; the thread hears of a reached condition (the predicted spin's history) only when the
+/// check reached it; nothing is left registered.
+#[test]
+fn loom_a_fault_racing_the_condition_resolves_the_future_once() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let shared = loom::sync::Arc::new(Shared::<Cell>::new());
+        let faulted: Cell = loom::sync::Arc::new(AtomicBool::new(false));
+        let finished = loom::sync::Arc::new(AtomicUsize::new(0));
+        let future = {
+            let (s, finished) = (shared.clone(), finished.clone());
+            thread::spawn(move || {
+                let cell: Cell = loom::sync::Arc::new(AtomicBool::new(false));
+                let task = Task::new(Some(thread::current()));
+                let id = s.register(cell.clone(), Waker::from(task.clone()));
+                cell.store(true, SeqCst);
+                let r = loop {
+                    match s.poll(id, &Waker::from(task.clone())) {
+                        Poll::Ready(r) => break r,
+                        Poll::Pending => thread::park(),
+                    }
+                };
+                finished.fetch_add(1, SeqCst);
+                (r, task)
+            })
+        };
+        let fault = {
+            let faulted = faulted.clone();
+            thread::spawn(move || faulted.store(true, SeqCst))
+        };
+
+        let reached = AtomicUsize::new(0);
+        let check_or_fault = |c: &Cell| {
+            check(c).or_else(|| {
+                faulted
+                    .load(SeqCst)
+                    .then(|| Err(crate::error::Error::Aborted))
+            })
+        };
+        let mut watch = Watch::new();
+        while finished.load(SeqCst) < 1 {
+            shared.sweep(&mut watch, check_or_fault, |_, _| {
+                reached.fetch_add(1, SeqCst);
+            });
+            assert_counts_agree(&shared);
+            thread::yield_now();
+        }
+        fault.join().expect("fault");
+        let (r, task) = future.join().expect("future");
+        assert_eq!(task.wakes(), 1, "the future was not woken exactly once");
+        match r {
+            Ok(v) => {
+                assert_eq!(v, VALUE);
+                assert_eq!(
+                    reached.load(SeqCst),
+                    1,
+                    "a reached condition was not reported"
+                );
+            }
+            Err(crate::error::Error::Aborted) => {
+                assert_eq!(
+                    reached.load(SeqCst),
+                    0,
+                    "a failed wait was reported as reached"
+                );
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert_counts_agree(&shared);
+        let reg = shared.lock();
+        assert_eq!(reg.len(), 0, "an entry was left registered");
+        drop(reg);
+        assert_eq!(
+            std::sync::Arc::strong_count(&task),
+            1,
+            "the registry kept a waker"
+        );
+    });
+}
