@@ -354,10 +354,6 @@ fn cudarc_per_thread_stream_is_refused() {
 
 /// A cudarc context that is not the device's primary one cannot be shared.
 #[test]
-#[cfg_attr(
-    not(feature = "gpu-tests"),
-    ignore = "needs cuCtxCreate, which the fake driver does not emulate"
-)]
 fn non_primary_cudarc_context_is_refused() {
     let _s = serial();
     deadline(60 * SEC, || {

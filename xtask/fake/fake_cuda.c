@@ -1009,6 +1009,11 @@ CUresult cuCtxCreate_v2(CUcontext *c, unsigned flags, CUdevice d) {
     *c = (CUcontext)(uintptr_t)(CTX_CREATED * (uintptr_t)n + CTX_BASE + CTX_STEP * (uintptr_t)d);
     return cuCtxPushCurrent(*c);
 }
+/* cuCtxCreate as CUDA 13 names it (cudarc's `new_non_primary` calls it): the same. */
+CUresult cuCtxCreate_v4(CUcontext *c, CUctxCreateParams *params, unsigned flags, CUdevice d) {
+    (void)params;
+    return cuCtxCreate_v2(c, flags, d);
+}
 /* Destroys a created context; popped first when it is the calling thread's current one. */
 CUresult cuCtxDestroy(CUcontext c) {
     if ((uintptr_t)c < CTX_CREATED) return CUDA_ERROR_INVALID_CONTEXT;

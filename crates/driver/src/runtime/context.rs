@@ -21,7 +21,8 @@ thread_local! {
 /// changed this thread's current context: the next call that needs a context asks the driver
 /// instead of trusting the crate's record. Call it after such code, on the same thread.
 pub fn forget_current_context() {
-    CURRENT.with(|c| c.set(std::ptr::null_mut()));
+    // `try_with`: also called from drops that may run while the thread's locals are torn down.
+    let _ = CURRENT.try_with(|c| c.set(std::ptr::null_mut()));
 }
 
 /// A retained primary context of one device.
