@@ -129,7 +129,7 @@ typedef struct {
     CUDA_BATCH_MEM_OP_NODE_PARAMS op_params;
 } graph_gate_t;
 
-static CUgraphNode add_kernel_node(CUgraph g, const CUgraphNode *dep, size_t ndeps, CUfunction f,
+CUgraphNode add_kernel_node(CUgraph g, const CUgraphNode *dep, size_t ndeps, CUfunction f,
                                    unsigned threads, void **args) {
     CUDA_KERNEL_NODE_PARAMS p;
     memset(&p, 0, sizeof p);

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ---- host_func_latency / host_func_throughput ------------------------------------------------ */
 
@@ -172,4 +173,142 @@ void bench_trampoline_hostfunc(env_t *e) {
 void bench_trampoline_gpuwrite(env_t *e) {
     run_trampoline(e, "trampoline_gpuwrite", KICK_GPUWRITE, GATE_WAIT);
     run_trampoline(e, "trampoline_gpuwrite", KICK_GPUWRITE, GATE_POLL);
+}
+
+/* ---- the canonical loop ---------------------------------------------------------------------- */
+/* What ferrocuda's canonical_loop rows run (docs/graph-replay.md), with the driver API alone. Per
+ * step: [wait ready == 1] [write ready = 0] [empty kernel] [kickoff], and a spinning thread that
+ * stores ready = 1 once it sees the step's kickoff (the empty closure of a trampoline job, run by
+ * the thread that watches the kickoffs). Regimes, as ferrocuda's:
+ *   stream          the four operations enqueued per step; kickoff = cuStreamWriteValue64 of the
+ *                   step into the ticket slot;
+ *   graph           a graph of them launched once per step; kickoff = a host node that bumps the
+ *                   ticket (MAX's trampoline hands its closure to a thread the same way);
+ *   graph_gpuwrite  the same graph; kickoff = the ack_inc kernel writing the replay count into the
+ *                   ticket slot.
+ * Launches are queued ahead. A sample is the time per step of one round of g_samples steps (five
+ * rounds, the first untimed); the extra field is the rate. */
+
+typedef struct {
+    const volatile uint64_t *ticket;
+    volatile uint64_t *ready;
+    volatile uint64_t stop;
+} ready_worker_t;
+
+/* The ticket starts at 0 (env_reset zeroes the slots, and the host-node ticket is reset): any
+ * other value is a kickoff, also one the GPU wrote before this thread first looked. */
+static void *ready_worker_main(void *arg) {
+    ready_worker_t *w = arg;
+    uint64_t seen = 0;
+    while (!load_acquire(&w->stop)) {
+        uint64_t t = load_acquire(w->ticket);
+        if (t != seen) {
+            seen = t;
+            store_release(w->ready, 1);
+        }
+        __builtin_ia32_pause();
+    }
+    return NULL;
+}
+
+static void CUDA_CB kick_hostfunc_bump(void *user) {
+    (void)user;
+    __atomic_add_fetch(&g_hostfunc_ticket, 1, __ATOMIC_RELEASE);
+}
+
+static CUgraphNode add_mem_op(CUgraph g, const CUgraphNode *dep, size_t ndeps, CUcontext ctx,
+                              CUstreamBatchMemOpParams *op) {
+    CUDA_BATCH_MEM_OP_NODE_PARAMS p = {.ctx = ctx, .count = 1, .paramArray = op, .flags = 0};
+    CUgraphNode node;
+    CU(cuGraphAddBatchMemOpNode, &node, g, dep, ndeps, &p);
+    return node;
+}
+
+typedef enum { LOOP_STREAM, LOOP_GRAPH_HOSTFUNC, LOOP_GRAPH_GPUWRITE } loop_t;
+
+static void run_canonical_loop(env_t *e, loop_t kind) {
+    const char *regime = kind == LOOP_STREAM ? "stream"
+                         : kind == LOOP_GRAPH_HOSTFUNC ? "graph"
+                                                       : "graph_gpuwrite";
+    env_reset(e);
+    g_hostfunc_ticket = 0;
+    ready_worker_t w = {
+        .ticket = kind == LOOP_GRAPH_HOSTFUNC ? &g_hostfunc_ticket : &e->host[SLOT_KICK],
+        .ready = &e->host[SLOT_FLAG],
+        .stop = 0,
+    };
+    store_release(w.ready, 1);
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, ready_worker_main, &w) != 0) {
+        die("canonical_loop: pthread_create failed");
+    }
+    CUdeviceptr ready = slot_dev(e, SLOT_FLAG), kick = slot_dev(e, SLOT_KICK),
+                count = scratch_dev(e, DEV_ACK_COUNT);
+    CUgraph graph = NULL;
+    CUgraphExec exec = NULL;
+    if (kind != LOOP_STREAM) {
+        CU(cuGraphCreate, &graph, 0);
+        CUstreamBatchMemOpParams wait_op, write_op;
+        memset(&wait_op, 0, sizeof wait_op);
+        memset(&write_op, 0, sizeof write_op);
+        wait_op.waitValue.operation = CU_STREAM_MEM_OP_WAIT_VALUE_64;
+        wait_op.waitValue.address = ready;
+        wait_op.waitValue.value64 = 1;
+        wait_op.waitValue.flags = CU_STREAM_WAIT_VALUE_EQ;
+        write_op.writeValue.operation = CU_STREAM_MEM_OP_WRITE_VALUE_64;
+        write_op.writeValue.address = ready;
+        write_op.writeValue.value64 = 0;
+        write_op.writeValue.flags = 0;
+        CUgraphNode wn = add_mem_op(graph, NULL, 0, e->ctx, &wait_op);
+        CUgraphNode zn = add_mem_op(graph, &wn, 1, e->ctx, &write_op);
+        CUgraphNode kn = add_kernel_node(graph, &zn, 1, e->empty_kernel, 1, NULL);
+        if (kind == LOOP_GRAPH_HOSTFUNC) {
+            CUDA_HOST_NODE_PARAMS hp = {.fn = kick_hostfunc_bump, .userData = NULL};
+            CUgraphNode hn;
+            CU(cuGraphAddHostNode, &hn, graph, &kn, 1, &hp);
+        } else {
+            void *args[] = {&count, &kick};
+            add_kernel_node(graph, &kn, 1, e->ack_inc, 1, args);
+        }
+        CU(cuGraphInstantiateWithFlags, &exec, graph, 0);
+    }
+    size_t n = g_samples;
+    samples_t s = samples_new(4);
+    for (int round = 0; round < 5; round++) {
+        uint64_t t0 = now_ns();
+        for (uint64_t i = 1; i <= n; i++) {
+            if (kind == LOOP_STREAM) {
+                CU(cuStreamWaitValue64, e->s, ready, 1, CU_STREAM_WAIT_VALUE_EQ);
+                CU(cuStreamWriteValue64, e->s, ready, 0, 0);
+                launch1(e->empty_kernel, 1, e->s, NULL);
+                CU(cuStreamWriteValue64, e->s, kick, (uint64_t)round * n + i, 0);
+            } else {
+                CU(cuGraphLaunch, exec, e->s);
+            }
+        }
+        env_sync(e);
+        wait_geq(w.ready, 1, "canonical_loop");
+        if (round > 0) {
+            samples_push(&s, (double)(now_ns() - t0) / (double)n);
+        }
+    }
+    store_release(&w.stop, 1);
+    pthread_join(thread, NULL);
+    if (exec != NULL) {
+        CU(cuGraphExecDestroy, exec);
+        CU(cuGraphDestroy, graph);
+    }
+    env_check_gpu_errors(e, "canonical_loop");
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"rate\":%.1f,\"rate_unit\":\"steps/s\"", 1e9 / samples_median(&s));
+    report("canonical_loop", regime, &s, extra);
+    samples_free(&s);
+}
+
+/* The canonical loop: stream, graph with a host-node kickoff, graph with a GPU-write kickoff. */
+void bench_canonical_loop(env_t *e) {
+    g_state = "after_hostfunc";
+    run_canonical_loop(e, LOOP_STREAM);
+    run_canonical_loop(e, LOOP_GRAPH_HOSTFUNC);
+    run_canonical_loop(e, LOOP_GRAPH_GPUWRITE);
 }

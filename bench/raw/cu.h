@@ -54,6 +54,7 @@
     X(cuGraphDestroy)                                                                              \
     X(cuGraphAddKernelNode)                                                                        \
     X(cuGraphAddBatchMemOpNode)                                                                    \
+    X(cuGraphAddHostNode)                                                                          \
     X(cuGraphInstantiateWithFlags)                                                                 \
     X(cuGraphExecBatchMemOpNodeSetParams)                                                          \
     X(cuGraphExecDestroy)                                                                          \

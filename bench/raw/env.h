@@ -71,6 +71,9 @@ static inline CUdeviceptr scratch_dev(const env_t *e, int word) {
 /* Synchronizes both benchmark streams. */
 void env_sync(env_t *e);
 void launch1(CUfunction f, unsigned threads, CUstream s, void **args);
+/* Adds a one-block kernel node of `threads` threads (bench_gates.c); `args` are copied. */
+CUgraphNode add_kernel_node(CUgraph g, const CUgraphNode *dep, size_t ndeps, CUfunction f,
+                            unsigned threads, void **args);
 
 /* The benchmarks, one function each (bench_*.c); `regime` variants are inside. */
 void bench_event_record_sync(env_t *e);
@@ -93,6 +96,7 @@ void bench_host_func_latency(env_t *e);
 void bench_host_func_throughput(env_t *e);
 void bench_trampoline_hostfunc(env_t *e);
 void bench_trampoline_gpuwrite(env_t *e);
+void bench_canonical_loop(env_t *e);
 
 /* Several GPUs (bench_multi.c): `e` is GPU0's env; GPU1's is set up from `cubin`. On a machine with
  * one GPU it runs the one-GPU rows (the relays between two streams of GPU 0) and prints a SKIPPED

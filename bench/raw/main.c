@@ -69,6 +69,8 @@ static const bench_t PHASE_HOSTFUNC[] = {
     {"host_func_throughput", bench_host_func_throughput, "callbacks/s, batches of 1000"},
     {"trampoline_hostfunc", bench_trampoline_hostfunc,
      "trampoline step, kickoff = cuLaunchHostFunc handing to a spinning thread"},
+    {"canonical_loop", bench_canonical_loop,
+     "[wait ready == 1] [write 0] [kernel] [kickoff -> thread sets ready = 1] per step: stream, graph"},
 };
 
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -215,10 +215,7 @@ fn smoke_rust(dir: &Path, fake: &Path, cubin: &Path, raw_names: &[String]) -> Re
         util::run(util::cargo().args(["build", "-p", package, "--bin", bin]))?;
         let exe = util::root().join("target/debug").join(bin);
         let json = dir.join(format!("smoke-{name}.jsonl"));
-        let mut cmd = smoke_command(&exe, fake, cubin, 300);
-        // The graph rows stay GPU-only: the fake runs them, but `canonical_loop` has no row in
-        // the C baseline, which the check below asks of every row.
-        cmd.env("FERROCUDA_BENCH_NO_GRAPHS", "1");
+        let cmd = smoke_command(&exe, fake, cubin, 300);
         let (table, text) = run_json(cmd, &json, &["all"])?;
         let benches: std::collections::BTreeSet<String> = text
             .lines()

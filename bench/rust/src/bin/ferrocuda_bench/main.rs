@@ -227,14 +227,11 @@ fn main() {
         Bench::new("trampoline_hostfunc", trampoline_hostfunc),
         Bench::new("future_wake", future_wake::future_wake),
     ]);
-    // The graph rows stay GPU-only in the smoke: the C baseline has no `canonical_loop` row.
-    if std::env::var_os("FERROCUDA_BENCH_NO_GRAPHS").is_none() {
-        benches.extend([
-            Bench::new("graph_wait_gate", graph_wait_gate),
-            Bench::new("graph_poll_gate", graph_poll_gate),
-            Bench::new("canonical_loop", canonical_loop),
-        ]);
-    }
+    benches.extend([
+        Bench::new("graph_wait_gate", graph_wait_gate),
+        Bench::new("graph_poll_gate", graph_poll_gate),
+        Bench::new("canonical_loop", canonical_loop),
+    ]);
     // Names of the other programs' benchmarks (the bundle passes every program the same list) are
     // skipped; with none of ours, there is nothing to run.
     let Some(args) = Args::parse_lenient(&loops::names(&benches)) else {
