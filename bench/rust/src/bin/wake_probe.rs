@@ -45,27 +45,7 @@ fn thread_cpu_ns() -> u64 {
 
 /// CPU time (ns, from 10 ms clock ticks) of the crate's waiter thread.
 fn waiter_cpu_ns() -> u64 {
-    let mut ticks = 0;
-    for e in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("ferrocuda-waite") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks * 10_000_000
+    ferrocuda_bench::thread_cpu_ticks("ferrocuda-waite") * 10_000_000
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -31,29 +31,9 @@ impl Wake for Stamp {
     }
 }
 
-/// CPU time (user + system, clock ticks of 10 ms) of the crate's waiter thread.
+/// CPU time (clock ticks of 10 ms) of the crate's waiter thread.
 fn waiter_cpu_ticks() -> u64 {
-    let mut ticks = 0;
-    for e in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("ferrocuda-waite") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks
+    ferrocuda_bench::thread_cpu_ticks("ferrocuda-waite")
 }
 
 #[derive(Clone, Copy, PartialEq)]
