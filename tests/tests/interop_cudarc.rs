@@ -14,6 +14,7 @@ use ferrocuda_driver::{
 };
 use ferrocuda_graph::Graph;
 use ferrocuda_test_support::{deadline, mark, slack};
+use ferrocuda_tests::{pattern, salt, violations};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,18 +57,6 @@ fn add(stream: &Arc<CudaStream>, f: &CudaFunction, x: &mut cudarc::driver::CudaS
     b.arg(x).arg(&n).arg(&v);
     // SAFETY: add_u32(u32* x, u32 n, u32 v) takes exactly these parameters; `x` holds `n` elements.
     unsafe { b.launch(LaunchConfig::for_num_elems(n)) }.expect("cudarc launch");
-}
-
-fn pattern(n: usize, salt: u32) -> Vec<u32> {
-    (0..n as u32)
-        .map(|i| i.wrapping_mul(2_654_435_761).wrapping_add(salt))
-        .collect()
-}
-
-fn salt() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.subsec_nanos())
 }
 
 /// The two libraries share one primary context, and the wrapper is cudarc's stream.
@@ -272,15 +261,6 @@ fn handles_dropped_while_the_gate_is_closed_keep_the_cudarc_stream_until_the_wor
         );
         drop(f);
     });
-}
-
-/// The fake driver's count of uses after free and of destroyed handles in use; 0 on a GPU (where
-/// the bundle's memcheck pass checks the same).
-fn violations() -> u64 {
-    #[cfg(all(feature = "fake-tests", not(feature = "gpu-tests")))]
-    return ferrocuda_tests::fake::violations();
-    #[cfg(not(all(feature = "fake-tests", not(feature = "gpu-tests"))))]
-    0
 }
 
 /// A ferrocuda buffer in a cudarc kernel: `record_use` on the wrapped stream gives the kernel its

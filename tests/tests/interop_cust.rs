@@ -21,6 +21,7 @@ use ferrocuda_driver::{
 };
 use ferrocuda_graph::Graph;
 use ferrocuda_test_support::{deadline, mark, slack};
+use ferrocuda_tests::{pattern, salt, violations};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,18 +85,6 @@ fn download(x: &DeviceBuffer<u32>, stream: &Stream) -> Vec<u32> {
     unsafe { x.async_copy_to(&mut out, stream) }.expect("cust downloads");
     stream.synchronize().expect("cust synchronises");
     out
-}
-
-fn pattern(n: usize, salt: u32) -> Vec<u32> {
-    (0..n as u32)
-        .map(|i| i.wrapping_mul(2_654_435_761).wrapping_add(salt))
-        .collect()
-}
-
-fn salt() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.subsec_nanos())
 }
 
 /// The two libraries share one primary context, and the wrapper owns cust's very stream.
@@ -362,15 +351,6 @@ fn ferrocuda_buffer_in_a_cust_kernel_is_kept_alive_by_record_use() {
         ferrocuda_driver::wait_for_releases(30 * SEC).unwrap();
         assert_eq!(violations(), before, "the kernel used freed memory");
     });
-}
-
-/// The fake driver's count of uses after free and of destroyed handles in use; 0 on a GPU (where
-/// the bundle's memcheck pass checks the same).
-fn violations() -> u64 {
-    #[cfg(all(feature = "fake-tests", not(feature = "gpu-tests")))]
-    return ferrocuda_tests::fake::violations();
-    #[cfg(not(all(feature = "fake-tests", not(feature = "gpu-tests"))))]
-    0
 }
 
 /// Whether the fake driver destroyed `stream`; `false` on a GPU (where nothing can tell safely).

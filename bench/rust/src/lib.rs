@@ -102,32 +102,7 @@ fn program() -> String {
         .map_or_else(|| "bench".into(), |n| n.to_string_lossy().into_owned())
 }
 
-/// CPU time (user + system) of this process's threads whose name starts with `prefix`, in clock
-/// ticks of 10 ms (`/proc/self/task/*/stat`), e.g. the crate's waiter thread (`ferrocuda-waite`:
-/// thread names are cut to 15 bytes).
-pub fn thread_cpu_ticks(prefix: &str) -> u64 {
-    let mut ticks = 0;
-    for e in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks
-}
+pub use ferrocuda_test_support::thread_cpu_ticks;
 
 /// Prints `msg` and exits non-zero.
 pub fn die(msg: &str) -> ! {

@@ -55,29 +55,7 @@ fn gpu_ns(id: u64, jittered: bool) -> u64 {
 
 /// CPU time (ns, from 10 ms clock ticks) of the crate's waiter thread.
 fn waiter_cpu_ns() -> u64 {
-    let mut ticks = 0;
-    for e in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if !std::fs::read_to_string(e.path().join("comm"))
-            .unwrap_or_default()
-            .starts_with("ferrocuda-waite")
-        {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks * 10_000_000
+    ferrocuda_test_support::thread_cpu_ticks("ferrocuda-waite") * 10_000_000
 }
 
 /// One job: `ns` of GPU time on `stream`, then the stream writes `value` into `done`; the task

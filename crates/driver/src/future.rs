@@ -222,21 +222,7 @@ mod tests {
     }
 
     fn waiter_cpu_ticks() -> u64 {
-        let mut ticks = 0;
-        for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("ferrocuda-waite") {
-                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                let f: Vec<&str> = stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap()
-                    .split_whitespace()
-                    .collect();
-                ticks += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-            }
-        }
-        ticks
+        ferrocuda_test_support::thread_cpu_ticks("ferrocuda-waite")
     }
 
     #[test]

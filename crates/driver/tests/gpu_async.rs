@@ -256,19 +256,7 @@ fn timeout_abort_and_dropped_futures_leave_nothing_behind() {
 
 /// CPU time (user + system, in clock ticks) of the waiter thread.
 fn waiter_cpu_ticks() -> u64 {
-    let mut ticks = 0;
-    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("ferrocuda-waite") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let rest = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks
+    ferrocuda_test_support::thread_cpu_ticks("ferrocuda-waite")
 }
 
 /// With nothing pending the waiter parks: over 1 s idle it uses (almost) no CPU. While a future
