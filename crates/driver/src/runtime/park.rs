@@ -217,6 +217,9 @@ pub(crate) fn wait_until<T>(
 pub(crate) struct Sleepers {
     list: Mutex<Vec<Thread>>,
     count: AtomicUsize,
+    /// Threads unparked by [`wake_one`](Self::wake_one) so far (each one a futex call on the
+    /// waking thread): how tests see that a hot path makes none.
+    woken: AtomicUsize,
 }
 
 impl Sleepers {
@@ -225,6 +228,7 @@ impl Sleepers {
         Sleepers {
             list: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            woken: AtomicUsize::new(0),
         }
     }
 
@@ -257,8 +261,21 @@ impl Sleepers {
             return;
         }
         if let Some(t) = self.lock().pop() {
+            self.woken.fetch_add(1, Ordering::Relaxed);
             t.unpark();
         }
+    }
+
+    /// How many threads are parked (or about to park) now.
+    #[cfg(test)]
+    pub(crate) fn parked(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// How many threads [`wake_one`](Self::wake_one) unparked so far.
+    #[cfg(test)]
+    pub(crate) fn woken(&self) -> usize {
+        self.woken.load(Ordering::Relaxed)
     }
 }
 

@@ -180,15 +180,27 @@ fn worker(p: &'static Pool) {
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            let got = spin_while(park::TRAMPOLINE, || in_flight() > 0, || !p.queue.is_empty());
-            p.spinner.store(false, Ordering::SeqCst);
-            if got {
-                // Another worker takes over spinning while this one runs the job.
-                if in_flight() > 1 {
-                    p.sleepers.wake_one();
+            // The spinner takes the job before it gives up the role: `dispatch` then never sees
+            // "no spinner" while the job it pushed waits in the queue, and wakes nobody.
+            let taken = std::cell::Cell::new(None);
+            let got = spin_while(park::TRAMPOLINE, || in_flight() > 0, || {
+                let job = p.queue.pop();
+                let some = job.is_some();
+                if some {
+                    taken.set(job);
                 }
+                some
+            });
+            p.spinner.store(false, Ordering::SeqCst);
+            if let Some(job) = taken.into_inner() {
+                // Run the job at once: waking another worker first would put a futex call between
+                // the GPU's kickoff and the closure of every step. While this worker runs the
+                // job nobody spins, so a job dispatched meanwhile wakes a parked worker
+                // (`dispatch`), off this step's path; back-to-back short jobs wake nobody.
+                job.run_and_recycle();
                 continue;
             }
+            debug_assert!(!got);
         }
         p.sleepers.park_unless(|| {
             !p.queue.is_empty() || (in_flight() > 0 && !p.spinner.load(Ordering::SeqCst))
@@ -205,7 +217,9 @@ pub(crate) fn start_workers() {
 pub(crate) fn dispatch(job: Box<Job>) {
     let p = pool();
     p.queue.push(job);
-    if !p.spinner.load(Ordering::SeqCst) {
+    // No spinner, and the job still queued (a spinner that just took it cleared the flag): wake a
+    // worker. A job already taken needs nobody woken.
+    if !p.spinner.load(Ordering::SeqCst) && !p.queue.is_empty() {
         p.sleepers.wake_one();
     }
 }
@@ -361,10 +375,88 @@ mod tests {
         ferrocuda_test_support::thread_cpu_ticks("ferrocuda-worke")
     }
 
+    /// The pool is the process's: its tests must not overlap (one counts the workers' CPU while
+    /// idle, another keeps steps in flight).
+    static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn run_one(runs: &Arc<AtomicUsize>, sink: &Arc<PanicSink>) {
+        let r = runs.clone();
+        dispatch(Job::new(
+            SmallFn::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }),
+            sink.clone(),
+            None,
+            0,
+        ));
+    }
+
+    /// While steps are in flight back to back, the spinning worker runs each job it finds at once:
+    /// no futex call (waking another worker) on the path between the dispatch and the closure.
+    /// A second worker is woken by `dispatch` only when a job arrives while none spins.
+    #[test]
+    fn back_to_back_jobs_run_without_waking_another_worker() {
+        let _serial = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = Arc::new(PanicSink::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        // Several steps in flight, as when graph launches are queued ahead.
+        for _ in 0..4 {
+            step_enqueued();
+        }
+        // Let a worker take the spinning role.
+        run_one(&runs, &sink);
+        let t = Instant::now();
+        while runs.load(Ordering::SeqCst) < 1 && t.elapsed() < Duration::from_secs(5) {
+            std::hint::spin_loop();
+        }
+        // A thread that is always parked among the workers, so that every wake-up the pool makes
+        // is counted, however the scheduler placed the workers (on a two-core machine a woken
+        // worker often finds the spinning role taken and parks again unseen).
+        let stop = Arc::new(AtomicBool::new(false));
+        let parked = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    pool().sleepers.park_unless(|| stop.load(Ordering::SeqCst));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let woken0 = pool().sleepers.woken();
+        const JOBS: usize = 400;
+        for i in 0..JOBS {
+            // One job at a time, as a notifier dispatches steps that the GPU kicks off one by one,
+            // each while one worker spins and the others (and the extra thread) are parked.
+            while !(pool().spinner.load(Ordering::SeqCst)
+                && pool().sleepers.parked() >= worker_count())
+                && t.elapsed() < Duration::from_secs(20)
+            {
+                std::hint::spin_loop();
+            }
+            run_one(&runs, &sink);
+            while runs.load(Ordering::SeqCst) < i + 2 && t.elapsed() < Duration::from_secs(20) {
+                std::hint::spin_loop();
+            }
+        }
+        let woken = pool().sleepers.woken() - woken0;
+        stop.store(true, Ordering::SeqCst);
+        parked.thread().unpark();
+        parked.join().expect("the parked thread panicked");
+        for _ in 0..4 {
+            step_done();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), JOBS + 1, "jobs lost");
+        assert!(
+            woken <= JOBS / 20,
+            "{woken} worker wake-ups (futex calls) for {JOBS} back-to-back jobs"
+        );
+    }
+
     /// Jobs dispatched from several threads each run exactly once on the pool; once nothing is in
     /// flight the workers park and use no CPU.
     #[test]
     fn pool_runs_every_job_once_then_parks() {
+        let _serial = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let sink = Arc::new(PanicSink::default());
         let runs = Arc::new(AtomicUsize::new(0));
         std::thread::scope(|sc| {
