@@ -311,7 +311,7 @@ impl MatrixLayout {
     /// sectors they only partly use and two tiles write the two halves of one sector at
     /// different times; with rows on 128-byte lines but not on 512-byte boundaries, bf16 copies
     /// and transposes of a 23170 x 23170 matrix still ran 5% and 2% slower than with this pitch
-    /// (docs/kernels.md, "Pitch alignment").
+    /// (docs/kernels.md, "What ncu shows", bf16 copy).
     pub fn aligned<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
         let per_512 = (512 / T::DTYPE.size()) as u32;
         MatrixLayout {

@@ -54,8 +54,8 @@
 //! the smallest such pitch; [`MatrixLayout::aligned`] starts every row on a 512-byte boundary
 //! (the pitch `cuMemAllocPitch` gives), which is faster whenever the smallest pitch is not a
 //! multiple of 512 bytes (bf16 rows of 23170 elements copied measurably slower on 16-byte and on
-//! 128-byte pitches than on 512-byte ones; `docs/kernels.md` in the repository, "Pitch
-//! alignment", has the numbers and says why).
+//! 128-byte pitches than on 512-byte ones; `docs/kernels.md` in the repository, "What ncu
+//! shows", has the numbers and says why).
 //!
 //! # Building
 //!
