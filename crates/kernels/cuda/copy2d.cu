@@ -1,6 +1,9 @@
 // 2D tiled copy through the ring pipeline: the bandwidth probe.
-// Tile: 32 rows x 512 bytes (f32: 128 columns, bf16: 256). Consumer warp w writes rows
-// w, w+4, ..., each lane one 16-byte vector per row: a warp stores 512 contiguous bytes.
+// Tile: 32 rows x 512 bytes (f32: 128 columns, bf16: 256).
+// TMA store (MatrixArgs::tma_store): the loaded stage is the output tile; one consumer thread
+// stores it through the destination tensor map (box = the tile) and nothing passes through
+// registers. Thread stores: consumer warp w writes rows w, w+4, ..., each lane one 16-byte
+// vector per row: a warp stores 512 contiguous bytes.
 #include "ferrocuda/tile_kernel.cuh"
 
 namespace ferrocuda {
@@ -14,6 +17,7 @@ struct Copy2d {
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   static constexpr uint32_t kVec = 16 / E::kBytes;
   static constexpr uint32_t kRowsPerWarp = kTileRows / kConsumerWarps;
+  static constexpr bool kTmaStore = true;
   struct Acc {};
 
   const MatrixArgs a;
@@ -66,6 +70,14 @@ struct Copy2d {
     }
   }
   __device__ void finish(uint32_t, Acc&, uint32_t, uint32_t) const {}
+
+  /// The stage already holds the output tile.
+  __device__ void stage_out(uint8_t*, uint32_t, uint32_t) const {}
+  /// One box, the whole tile, at the tile's own position.
+  __device__ void store_tile(const CUtensorMap* dst_map, const uint8_t* tile, uint32_t row,
+                             uint32_t col) const {
+    tma_store_2d(dst_map, tile, col, row);
+  }
 };
 
 }  // namespace ferrocuda

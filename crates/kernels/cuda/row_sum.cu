@@ -14,6 +14,8 @@ struct RowSum {
   static constexpr uint32_t kTileRowBytes = 512;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   static constexpr uint32_t kRowsPerWarp = kTileRows / kConsumerWarps;
+  /// One f32 per row: the consumer threads store the sums.
+  static constexpr bool kTmaStore = false;
   struct Acc {
     float s[kRowsPerWarp];
   };

@@ -13,6 +13,19 @@
 // contiguous bytes of one destination row: 8 rows x 64 bytes, full 32-byte sectors (the old
 // mapping wrote 32 rows x 16 bytes per instruction, half sectors). A tile's 128 rows fill
 // 512 contiguous bytes (f32; 256 for bf16) of each destination row it touches.
+//
+// TMA store (MatrixArgs::tma_store): the same lanes read the same blocks into registers, the
+// consumer warps meet at a barrier, and each lane writes its kR column vectors back into the
+// stage, now holding the transposed tile as kBoxes boxes of kTileCols destination rows x 128
+// bytes in the 128-byte swizzled layout (16-byte chunk c of box row r at chunk c ^ (r % 8)).
+// One thread then stores the boxes through the destination tensor map (SWIZZLE_128B), which
+// un-swizzles them. The swizzle and a per-lane order of the kR vectors keep the 16-byte shared
+// stores conflict-free: in the step s of lane 8p + q (q = 2a + b) the vector written is column
+// j = (s + a) % 4 (f32) or 2((s / 2 + a) % 4) + (s % 2 ^ b) (bf16) of the lane's block, so
+// the 8 lanes of a quarter warp (same p, q = 0..7) write 8 different destination rows modulo 8,
+// i.e. 8 different chunk positions. A lane picks its vectors without indexing registers at run
+// time: it rotates the 4 words of each loaded chunk by a first (selects), after which the word
+// index is a compile-time constant again.
 #include "ferrocuda/tile_kernel.cuh"
 
 namespace ferrocuda {
@@ -29,6 +42,13 @@ struct Transpose {
   static constexpr uint32_t kPasses = kRowsPerWarp / (4 * kR);
   static_assert(kTileRowBytes == 8 * 16, "lane % 8 picks one of 8 chunks of a tile row");
   static_assert(kPasses * 4 * kR == kRowsPerWarp, "passes must cover the warp's rows");
+  static constexpr bool kTmaStore = true;
+  /// TMA store boxes: kBoxCols destination columns (128 bytes, the 128-byte swizzle's span) x
+  /// kTileCols destination rows; a transposed tile is kBoxes of them side by side.
+  static constexpr uint32_t kBoxCols = 128 / E::kBytes;
+  static constexpr uint32_t kBoxBytes = kTileCols * 128;
+  static constexpr uint32_t kBoxes = kTileRows / kBoxCols;
+  static_assert(kBoxBytes % 1024 == 0, "every box starts on a swizzle pattern boundary");
   struct Acc {};
 
   union Chunk {
@@ -120,6 +140,82 @@ struct Transpose {
     }
   }
   __device__ void finish(uint32_t, Acc&, uint32_t, uint32_t) const {}
+
+  /// w[k] <- w[(k + a) % 4] for a in 0..3, with selects (no run-time register index).
+  __device__ static void rotate_words(Chunk& c, uint32_t a) {
+    const bool one = (a & 1) != 0;
+    const bool two = (a & 2) != 0;
+    const uint32_t t0 = one ? c.w[1] : c.w[0];
+    const uint32_t t1 = one ? c.w[2] : c.w[1];
+    const uint32_t t2 = one ? c.w[3] : c.w[2];
+    const uint32_t t3 = one ? c.w[0] : c.w[3];
+    c.w[0] = two ? t2 : t0;
+    c.w[1] = two ? t3 : t1;
+    c.w[2] = two ? t0 : t2;
+    c.w[3] = two ? t1 : t3;
+  }
+
+  /// Every consumer thread: replaces the stage's source tile by the transposed tile, swizzled
+  /// (see the head of this file), and fences its writes for the TMA store.
+  __device__ void stage_out(uint8_t* tile, uint32_t warp, uint32_t lane) const {
+    const uint32_t p = lane / 8;
+    const uint32_t q = lane % 8;
+    const uint32_t a = q / 2;
+    const uint32_t b = q % 2;
+    Chunk in[kPasses][kR];
+#pragma unroll
+    for (uint32_t h = 0; h < kPasses; ++h) {
+      const uint32_t rb = warp * kRowsPerWarp + h * 4 * kR + p * kR;
+#pragma unroll
+      for (uint32_t i = 0; i < kR; ++i) {
+        in[h][i].v = *reinterpret_cast<const uint4*>(tile + (rb + i) * kTileRowBytes + q * 16);
+      }
+    }
+    // Every consumer has read its part of the source tile before any overwrites it.
+    consumer_barrier(kConsumerWarps * 32);
+#pragma unroll
+    for (uint32_t h = 0; h < kPasses; ++h) {
+      const uint32_t rb = warp * kRowsPerWarp + h * 4 * kR + p * kR;  // first destination column
+      uint8_t* const box = tile + (rb / kBoxCols) * kBoxBytes;
+      const uint32_t chunk = (rb % kBoxCols) / kR;  // the vector's 16-byte chunk in its box row
+#pragma unroll
+      for (uint32_t i = 0; i < kR; ++i) {
+        rotate_words(in[h][i], a);
+      }
+#pragma unroll
+      for (uint32_t s = 0; s < kR; ++s) {
+        uint32_t j;  // the column of the block this step writes: destination row q * kR + j
+        uint4 v;
+        if constexpr (E::kBytes == 4) {
+          j = (s + a) % 4;
+          v = make_uint4(in[h][0].w[s], in[h][1].w[s], in[h][2].w[s], in[h][3].w[s]);
+        } else {
+          const uint32_t half = (s % 2) ^ b;
+          j = 2 * ((s / 2 + a) % 4) + half;
+          const uint32_t sel = half != 0 ? 0x7632 : 0x5410;
+          const uint32_t m = s / 2;
+          v = make_uint4(__byte_perm(in[h][0].w[m], in[h][1].w[m], sel),
+                         __byte_perm(in[h][2].w[m], in[h][3].w[m], sel),
+                         __byte_perm(in[h][4].w[m], in[h][5].w[m], sel),
+                         __byte_perm(in[h][6].w[m], in[h][7].w[m], sel));
+        }
+        const uint32_t dr = q * kR + j;
+        *reinterpret_cast<uint4*>(box + dr * 128 + ((chunk ^ (dr % 8)) * 16)) = v;
+      }
+    }
+    // The copy engine reads what these generic-proxy stores wrote.
+    fence_proxy_async_smem();
+    consumer_barrier(kConsumerWarps * 32);
+  }
+
+  /// kBoxes boxes: box k holds destination columns row + k * kBoxCols .., rows col ...
+  __device__ void store_tile(const CUtensorMap* dst_map, const uint8_t* tile, uint32_t row,
+                             uint32_t col) const {
+#pragma unroll
+    for (uint32_t k = 0; k < kBoxes; ++k) {
+      tma_store_2d(dst_map, tile + k * kBoxBytes, row + k * kBoxCols, col);
+    }
+  }
 };
 
 }  // namespace ferrocuda

@@ -12,6 +12,9 @@ use crate::tensor_map::shared_memory_bytes;
 pub const THREADS_PER_BLOCK: u32 = 160;
 /// Static shared memory per block (the ring's mbarriers, padded by the compiler), in bytes.
 pub const STATIC_SHARED_BYTES: u64 = 128;
+/// Every stage starts on a 1024-byte boundary (a 128-byte-swizzled TMA box must); the kernels
+/// round the dynamic shared memory's base up to it, so they ask for this many bytes more.
+pub const STAGE_ALIGN: u64 = 1024;
 
 /// How a stage's tile travels from global to shared memory; it picks the barrier handler.
 ///
@@ -43,6 +46,44 @@ impl Transfer {
         match self {
             Transfer::Tma => "tma",
             Transfer::CpAsync => "cpasync",
+        }
+    }
+}
+
+/// How a pipeline kernel writes its output tiles to global memory.
+///
+/// Independent of the [`Transfer`], which says how tiles are *loaded*: with either barrier
+/// handler, a stage holds a tile once its full barrier completes, and the store side starts
+/// from there.
+///
+/// * [`Store::Tma`]: the output tile is left in the stage (copy: the loaded tile itself;
+///   transpose: the consumer warps write the transposed tile back into the stage, in the
+///   128-byte swizzled layout) and one thread stores it with `cp.async.bulk.tensor` through a
+///   tensor map of the destination, which the launcher builds and validates. The copy engine
+///   clips boxes at the destination's bounds. Before the copy engine reads a stage, the barrier
+///   handler makes the stage's contents visible to it (`before_async_read`: nothing after a TMA
+///   load, `fence.proxy.async` after cp.async); the stage is released for the next load once the
+///   store has read it.
+/// * [`Store::Threads`]: the consumer threads store 16-byte vectors with ordinary stores.
+///
+/// Row sums write one f32 per row and always use [`Store::Threads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Store {
+    /// One `cp.async.bulk.tensor` store per output box, issued by one thread.
+    Tma,
+    /// Ordinary 16-byte stores from the consumer threads.
+    Threads,
+}
+
+impl Store {
+    /// Both stores.
+    pub const ALL: [Store; 2] = [Store::Tma, Store::Threads];
+
+    /// A short name (`"tmastore"`, `"ststore"`), used in benchmark rows.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Store::Tma => "tmastore",
+            Store::Threads => "ststore",
         }
     }
 }
@@ -124,6 +165,37 @@ impl Op {
         rows as u64 * row_bytes as u64
     }
 
+    /// Whether the op can store its output with [`Store::Tma`] (copy and transpose; row sums
+    /// write one f32 per row and always store from threads).
+    pub const fn has_tma_store(self) -> bool {
+        matches!(self, Op::Copy2d | Op::Transpose)
+    }
+
+    /// The box of a [`Store::Tma`] store in the destination, (rows, columns) in elements, and
+    /// whether it is 128-byte swizzled in shared memory, as in the op's `.cu` file: copy stores
+    /// the tile as one dense box; transpose stores its transposed tile (tile columns x tile rows)
+    /// as boxes 128 bytes wide, swizzled so that writing them into shared memory is
+    /// conflict-free.
+    pub const fn store_box(self, element: ElementType) -> (u32, u32, bool) {
+        let (rows, cols) = self.tile_elements(element);
+        match self {
+            Op::Copy2d | Op::RowSum => (rows, cols, false),
+            Op::Transpose => (cols, 128 / element.size() as u32, true),
+        }
+    }
+
+    /// The L2 promotion of the source tensor map's loads. A transpose box row is 128 bytes (one
+    /// line) of a source row, and the neighbouring line belongs to another tile: promoting to
+    /// 256 bytes made the TMA transpose read 25-30% more from DRAM than the matrix holds
+    /// (docs/kernels.md). Copy and row-sum box rows are 512 bytes: 256-byte promotion fetches
+    /// nothing they do not use.
+    pub const fn l2_promotion(self) -> crate::L2Promotion {
+        match self {
+            Op::Transpose => crate::L2Promotion::B128,
+            Op::Copy2d | Op::RowSum => crate::L2Promotion::B256,
+        }
+    }
+
     /// Work items (what one block takes at a time) for a `rows` x `cols` source.
     pub fn work_items(self, element: ElementType, rows: u32, cols: u32) -> u64 {
         let (tr, tc) = self.tile_elements(element);
@@ -193,15 +265,18 @@ impl KernelId {
         )
     }
 
-    /// Dynamic shared memory the kernel needs (its stages), checked against the per-block limit
-    /// together with the static part.
+    /// Dynamic shared memory the kernel needs (its stages and the [`STAGE_ALIGN`] slack),
+    /// checked against the per-block limit together with the static part.
     ///
     /// # Errors
     ///
     /// [`Error::SharedMemory`] if it would not fit (it always fits for the built kernels).
     pub fn dynamic_shared_bytes(&self) -> Result<u32> {
-        let total =
-            shared_memory_bytes(self.stages.get(), self.op.tile_bytes(), STATIC_SHARED_BYTES)?;
+        let total = shared_memory_bytes(
+            self.stages.get(),
+            self.op.tile_bytes(),
+            STATIC_SHARED_BYTES + STAGE_ALIGN,
+        )?;
         // Fits in u32: below SHARED_MEMORY_PER_BLOCK.
         Ok((total - STATIC_SHARED_BYTES) as u32)
     }
@@ -230,17 +305,19 @@ impl MatrixLayout {
         }
     }
 
-    /// `rows` x `cols`, every row starting on a 128-byte boundary (one L2 cache line, four
-    /// 32-byte sectors), as `cuMemAllocPitch` lays out rows. The layout to allocate when speed
-    /// matters: with a pitch that is only 16-byte aligned, every other row starts in the middle
-    /// of a 32-byte sector, so tiles read sectors they only partly use and two tiles write the
-    /// two halves of one sector at different times (docs/kernels.md, "Pitch alignment").
+    /// `rows` x `cols`, every row starting on a 512-byte boundary, the pitch `cuMemAllocPitch`
+    /// gives on Hopper. The layout to allocate when speed matters: with a pitch that is only
+    /// 16-byte aligned, every other row starts in the middle of a 32-byte sector, so tiles read
+    /// sectors they only partly use and two tiles write the two halves of one sector at
+    /// different times; with rows on 128-byte lines but not on 512-byte boundaries, bf16 copies
+    /// and transposes of a 23170 x 23170 matrix still ran 5% and 2% slower than with this pitch
+    /// (docs/kernels.md, "What ncu shows", bf16 copy).
     pub fn aligned<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
-        let per_line = (128 / T::DTYPE.size()) as u32;
+        let per_512 = (512 / T::DTYPE.size()) as u32;
         MatrixLayout {
             rows,
             cols,
-            pitch: cols.div_ceil(per_line) * per_line,
+            pitch: cols.div_ceil(per_512) * per_512,
         }
     }
 
@@ -287,23 +364,40 @@ impl MatrixLayout {
     }
 }
 
-/// Blocks to launch: one per work item, at most `resident` per SM over `sm_count` SMs
-/// (the kernels loop over the rest), at least one.
+/// Blocks to launch: at most `resident` per SM over `sm_count` SMs (the kernels loop over the
+/// rest), at least one, and balanced: the fewest blocks that take the same number of rounds
+/// (`ceil(items / cap)` work items each, at most) as a full grid would.
+///
+/// A persistent block walks items b, b + grid, ...; with `items` just above the cap, a full
+/// grid leaves most blocks idle for the last round while a few finish it (row sums of 512 row
+/// bands on 396 blocks ran 1.29 rounds: 0.81 of the copy bandwidth, against 0.98 on a grid of
+/// 512). The balanced grid of 256 blocks runs 2 full rounds in the same time per round.
 pub fn grid_size(items: u64, sm_count: u32, resident_per_sm: u32) -> u32 {
     let cap = u64::from(sm_count.max(1)) * u64::from(resident_per_sm.max(1));
-    items.clamp(1, cap) as u32 // <= cap, which fits u32 products of small numbers
+    let items = items.max(1);
+    let rounds = items.div_ceil(cap);
+    items.div_ceil(rounds) as u32 // <= cap, which fits u32 products of small numbers
 }
 
 /// Blocks of `id` one SM holds at once, from its shared memory (228 KiB per SM on sm_90, with
-/// 1 KiB reserved per block) and threads (2048 per SM).
-pub fn resident_per_sm(id: &KernelId) -> u32 {
+/// 1 KiB reserved per block), threads (2048 per SM) and `registers` per thread (64K per SM,
+/// allocated per warp in units of 256; 0 when unknown: no register limit).
+pub fn resident_per_sm(id: &KernelId, registers: u32) -> u32 {
     const SM_SHARED: u64 = 228 * 1024;
     const RESERVED_PER_BLOCK: u64 = 1024;
-    let per_block =
-        id.op.tile_bytes() * u64::from(id.stages.get()) + STATIC_SHARED_BYTES + RESERVED_PER_BLOCK;
+    const SM_REGISTERS: u32 = 64 * 1024;
+    let per_block = id.op.tile_bytes() * u64::from(id.stages.get())
+        + STAGE_ALIGN
+        + STATIC_SHARED_BYTES
+        + RESERVED_PER_BLOCK;
     let by_smem = (SM_SHARED / per_block) as u32;
     let by_threads = 2048 / THREADS_PER_BLOCK;
-    by_smem.min(by_threads).max(1)
+    let warps_per_block = THREADS_PER_BLOCK / 32;
+    let by_registers = match registers {
+        0 => u32::MAX,
+        r => SM_REGISTERS / (r * 32).next_multiple_of(256) / warps_per_block,
+    };
+    by_smem.min(by_threads).min(by_registers).max(1)
 }
 
 #[cfg(test)]
@@ -326,7 +420,7 @@ mod tests {
             let bytes = k.dynamic_shared_bytes().expect("built kernels fit");
             assert_eq!(
                 u64::from(bytes),
-                k.op.tile_bytes() * u64::from(k.stages.get())
+                k.op.tile_bytes() * u64::from(k.stages.get()) + STAGE_ALIGN
             );
         }
     }
@@ -361,6 +455,48 @@ mod tests {
             (constant(&body, "kConsumerWarps") + 1) * 32,
             THREADS_PER_BLOCK
         );
+    }
+
+    #[test]
+    fn balanced_grids_run_whole_rounds() {
+        // 512 row bands on 132 SMs x 3 blocks: two rounds of 256 blocks, not 1.29 of 396.
+        assert_eq!(grid_size(512, 132, 3), 256);
+        assert_eq!(grid_size(512, 132, 4), 512);
+        assert_eq!(grid_size(725, 132, 3), 363);
+        assert_eq!(grid_size(0, 132, 3), 1);
+        assert_eq!(grid_size(65_536, 132, 6), 790);
+    }
+
+    #[test]
+    fn residency_counts_shared_memory_threads_and_registers() {
+        let id = |stages| KernelId {
+            op: Op::Transpose,
+            transfer: Transfer::Tma,
+            element: ElementType::F32,
+            stages,
+        };
+        assert_eq!(resident_per_sm(&id(Stages::TWO), 0), 6);
+        assert_eq!(resident_per_sm(&id(Stages::THREE), 0), 4);
+        assert_eq!(resident_per_sm(&id(Stages::FOUR), 0), 3);
+        // 64 registers: 2048 per warp, 32 warps, 6 blocks of 5; 72: 28 warps, 5 blocks.
+        assert_eq!(resident_per_sm(&id(Stages::TWO), 64), 6);
+        assert_eq!(resident_per_sm(&id(Stages::TWO), 72), 5);
+    }
+
+    #[test]
+    fn store_boxes_are_valid_tensor_map_boxes() {
+        for op in Op::ALL.into_iter().filter(|op| op.has_tma_store()) {
+            for e in [ElementType::F32, ElementType::Bf16] {
+                let (r, c, swizzled) = op.store_box(e);
+                let mut m = crate::TensorMapBuilder::matrix(e, 0, (1000, 1000), 4096, (r, c));
+                if swizzled {
+                    m = m.swizzle(crate::Swizzle::B128);
+                }
+                assert!(m.validate().is_ok(), "{op:?} {e:?}: {:?}", m.validate());
+                // The boxes of one tile fill the stage exactly.
+                assert_eq!(op.tile_bytes() % m.box_bytes(), 0);
+            }
+        }
     }
 
     #[test]
@@ -412,24 +548,32 @@ mod tests {
         }
 
         #[test]
-        fn aligned_layouts_start_rows_on_cache_lines(rows in 1u32..5000, cols in 1u32..5000) {
+        fn aligned_layouts_start_rows_on_512_byte_boundaries(rows in 1u32..5000, cols in 1u32..5000) {
             let l = MatrixLayout::aligned::<f32>(rows, cols);
             prop_assert!(l.check("m", ElementType::F32, l.span() as usize).is_ok());
-            prop_assert_eq!(l.pitch % 32, 0);
-            prop_assert!(l.pitch >= cols && l.pitch < cols + 32);
+            prop_assert_eq!(l.pitch % 128, 0);
+            prop_assert!(l.pitch >= cols && l.pitch < cols + 128);
             let b = MatrixLayout::aligned::<half::bf16>(rows, cols);
             prop_assert!(b.check("m", ElementType::Bf16, b.span() as usize).is_ok());
-            prop_assert_eq!(b.pitch % 64, 0);
-            prop_assert!(b.pitch >= cols && b.pitch < cols + 64);
+            prop_assert_eq!(b.pitch % 256, 0);
+            prop_assert!(b.pitch >= cols && b.pitch < cols + 256);
         }
 
         #[test]
-        fn grid_is_between_one_and_the_resident_cap(items in 0u64..1 << 40, sms in 1u32..200) {
+        fn grid_is_between_one_and_the_resident_cap(
+            items in 0u64..1 << 40,
+            sms in 1u32..200,
+            regs in 0u32..256,
+        ) {
             for id in KernelId::all() {
-                let per = resident_per_sm(&id);
+                let per = resident_per_sm(&id, regs);
                 let g = grid_size(items, sms, per);
-                prop_assert!(g >= 1 && u64::from(g) <= u64::from(sms) * u64::from(per));
+                let cap = u64::from(sms) * u64::from(per);
+                prop_assert!(g >= 1 && u64::from(g) <= cap);
                 prop_assert!(u64::from(g) <= items.max(1));
+                // Balanced: as few rounds as the full grid, and no more than one item apart.
+                let rounds = items.max(1).div_ceil(u64::from(g));
+                prop_assert_eq!(rounds, items.max(1).div_ceil(cap));
             }
         }
     }

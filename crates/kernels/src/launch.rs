@@ -5,26 +5,29 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::gate::FusedGate;
 use crate::kernel::{
-    KernelId, MatrixLayout, Op, Stages, THREADS_PER_BLOCK, Transfer, grid_size, resident_per_sm,
+    KernelId, MatrixLayout, Op, Stages, Store, THREADS_PER_BLOCK, Transfer, grid_size,
+    resident_per_sm,
 };
-use crate::tensor_map::TensorMapBuilder;
+use crate::tensor_map::{Swizzle, TensorMap, TensorMapBuilder};
 use ferrocuda_driver::{
     Device, DeviceBuffer, DeviceStream, Function, LaunchArgs, LaunchConfig, Module,
 };
-use ferrocuda_sys::CUdevice_attribute;
+use ferrocuda_sys::{CUdevice_attribute, CUfunction_attribute};
 use std::num::NonZeroU32;
 
 /// Threads per block of the gated kernels.
 const GATED_THREADS_PER_BLOCK: u32 = 256;
 
-/// How to run a pipeline kernel: the transfer (barrier handler), the ring's depth and, rarely,
-/// a cap on the grid.
+/// How to run a pipeline kernel: the transfer (barrier handler), the ring's depth, how output
+/// tiles are stored and, rarely, a cap on the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pipeline {
     /// How tiles are loaded.
     pub transfer: Transfer,
     /// Stages in flight.
     pub stages: Stages,
+    /// How copy and transpose store their output tiles (row sums ignore it).
+    pub store: Store,
     /// At most this many blocks (`None`: as many as the SMs hold at once, at most one per work
     /// item). The grid is persistent, so fewer blocks each walk more work items through their
     /// ring; tests use a single block to make every stage be reused on a small matrix.
@@ -32,13 +35,19 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `transfer` with `stages` stages, the grid sized for the device.
+    /// `transfer` with `stages` stages, TMA stores, the grid sized for the device.
     pub const fn new(transfer: Transfer, stages: Stages) -> Pipeline {
         Pipeline {
             transfer,
             stages,
+            store: Store::Tma,
             max_blocks: None,
         }
+    }
+
+    /// This pipeline with output tiles stored by `store`.
+    pub const fn with_store(self, store: Store) -> Pipeline {
+        Pipeline { store, ..self }
     }
 
     /// This pipeline with the grid capped at `max_blocks` blocks.
@@ -64,7 +73,8 @@ impl Default for Pipeline {
 pub struct Kernels {
     // Keeps the functions' code loaded.
     _modules: Vec<Module>,
-    functions: Vec<(KernelId, Function)>,
+    /// Each kernel, and the blocks of it one SM holds (shared memory, threads, registers).
+    functions: Vec<(KernelId, Function, u32)>,
     /// `cuda/gated.cu`'s `ferrocuda_gated_scale_f32`.
     gated_scale_f32: Function,
     sm_count: u32,
@@ -116,7 +126,9 @@ impl Kernels {
             for id in KernelId::all().filter(|k| k.op == op) {
                 let f = module.function(&id.name())?;
                 f.set_max_dynamic_shared_memory(id.dynamic_shared_bytes()?)?;
-                functions.push((id, f));
+                let registers = f.attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
+                let resident = resident_per_sm(&id, u32::try_from(registers).unwrap_or(0));
+                functions.push((id, f, resident));
             }
             modules.push(module);
         }
@@ -131,11 +143,11 @@ impl Kernels {
         })
     }
 
-    fn function(&self, id: &KernelId) -> &Function {
+    fn function(&self, id: &KernelId) -> (&Function, u32) {
         self.functions
             .iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, f)| f)
+            .find(|(k, _, _)| k == id)
+            .map(|(_, f, resident)| (f, *resident))
             // Invariant: `load` resolved every id `KernelId::all` yields, and ids come from there.
             .expect("every kernel id was resolved by Kernels::load")
     }
@@ -344,6 +356,7 @@ impl Kernels {
                         u64::from(src_layout.pitch) * T::DTYPE.size(),
                         (box_rows, box_cols),
                     )
+                    .l2_promotion(op.l2_promotion())
                     .encode()?,
                 )
             }
@@ -357,6 +370,34 @@ impl Kernels {
         if !dst_addr.is_multiple_of(16) {
             return Err(Error::UnalignedAddress { address: dst_addr });
         }
+        // The destination map of a TMA store, validated like the source's; an unused zeroed map
+        // otherwise (the kernel reads it only when `tma_store` is 1).
+        // The copy engine clips a store box at the destination's bounds in whole 16-byte pieces
+        // of a row (seen on an H200: a 1 x 1 f32 matrix got 3 zeros after its element), so TMA
+        // stores are used only where a destination row is a whole number of 16-byte pieces;
+        // other widths are stored by the consumer threads, which write nothing past `cols`.
+        let tma_store = op.has_tma_store()
+            && pipeline.store == Store::Tma
+            && (u64::from(dst_layout.cols) * U::DTYPE.size()).is_multiple_of(16);
+        let dst_map = if tma_store {
+            let (box_rows, box_cols, swizzled) = op.store_box(U::DTYPE);
+            TensorMapBuilder::matrix(
+                U::DTYPE,
+                dst_addr,
+                (u64::from(dst_layout.rows), u64::from(dst_layout.cols)),
+                u64::from(dst_layout.pitch) * U::DTYPE.size(),
+                (box_rows, box_cols),
+            )
+            .swizzle(if swizzled {
+                Swizzle::B128
+            } else {
+                Swizzle::None
+            })
+            .encode()?
+        } else {
+            <TensorMap as bytemuck::Zeroable>::zeroed()
+        };
+        let tma_store = u32::from(tma_store);
         let items = op.work_items(T::DTYPE, src_layout.rows, src_layout.cols);
         if items > u64::from(u32::MAX) {
             return Err(Error::TooLarge {
@@ -365,7 +406,8 @@ impl Kernels {
                 cols: src_layout.cols,
             });
         }
-        let mut grid = grid_size(items, self.sm_count, resident_per_sm(&id));
+        let (function, resident) = self.function(&id);
+        let mut grid = grid_size(items, self.sm_count, resident);
         if let Some(cap) = pipeline.max_blocks {
             grid = grid.min(cap.get());
         }
@@ -381,21 +423,26 @@ impl Kernels {
         if let Some(map) = &map {
             args.arg(map);
         }
-        args.arg(src)
+        args.arg(&dst_map)
+            .arg(src)
             .arg(dst)
             .arg(&rows)
             .arg(&cols)
             .arg(&src_pitch)
-            .arg(&dst_pitch);
+            .arg(&dst_pitch)
+            .arg(&tma_store);
         // SAFETY: the arguments match the entry point's signature, generated by
-        // FERROCUDA_TILE_KERNEL in cuda/include/ferrocuda/tile_kernel.cuh: (for TMA) a
-        // CUtensorMap by value, then (const void* src, void* dst, u32 rows, u32 cols,
-        // u32 src_pitch, u32 dst_pitch). Both layouts were checked against their buffers above,
-        // so every element the kernel reads (rows x cols of `src` at `src_pitch`; the tensor map
-        // describes the same region) or writes (`dst_layout`) lies inside the two buffers, whose
-        // rows start 16-byte aligned; the kernel never touches columns past `cols`. The stream
-        // keeps the buffers named in `args` alive until the kernel has run.
-        unsafe { stream.launch(self.function(&id), cfg, &mut args)? };
+        // FERROCUDA_TILE_KERNEL in cuda/include/ferrocuda/tile_kernel.cuh: (for TMA) the source
+        // CUtensorMap by value, then the destination CUtensorMap by value, then (const void* src,
+        // void* dst, u32 rows, u32 cols, u32 src_pitch, u32 dst_pitch, u32 tma_store). Both
+        // layouts were checked against their buffers above, so every element the kernel reads
+        // (rows x cols of `src` at `src_pitch`; the source map describes the same region) or
+        // writes (`dst_layout`; the destination map describes exactly that region and the copy
+        // engine clips its boxes to it) lies inside the two buffers, whose rows start 16-byte
+        // aligned; the kernel never touches columns past `cols`. The destination map is read only
+        // when `tma_store` is 1, and then it was encoded above. The stream keeps the buffers named
+        // in `args` alive until the kernel has run.
+        unsafe { stream.launch(function, cfg, &mut args)? };
         Ok(())
     }
 }

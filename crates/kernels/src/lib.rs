@@ -12,7 +12,7 @@
 //! let dev = Device::new(0)?;
 //! let stream = dev.new_stream()?;
 //! let kernels = Kernels::load(&dev)?; // before any stream waits on a host value
-//! let layout = MatrixLayout::aligned::<f32>(1000, 777); // rows on 128-byte cache lines
+//! let layout = MatrixLayout::aligned::<f32>(1000, 777); // rows on 512-byte boundaries
 //! let src = stream.alloc::<f32>(layout.span() as usize)?;
 //! let mut dst = stream.alloc::<f32>(layout.span() as usize)?;
 //! kernels.copy_2d(&stream, Pipeline::new(Transfer::Tma, Stages::THREE), &src, layout, &mut dst, layout.pitch)?;
@@ -50,11 +50,12 @@
 //! Matrices are row-major with a row pitch in elements ([`MatrixLayout`]); a row must start
 //! 16-byte aligned (pitch × element size a multiple of 16), as TMA requires and as the 16-byte
 //! cp.async copies need. Any number of rows and columns works: partial edge tiles are
-//! zero-filled on load and bounds-checked on store. [`MatrixLayout::padded`] gives the smallest
-//! such pitch; [`MatrixLayout::aligned`] starts every row on a 128-byte cache line, which is
-//! expected to be faster whenever the smallest pitch is not a multiple of 32 bytes (on 16-byte
-//! pitches, bf16 rows of 23170 elements copied measurably slower than f32 in the benchmark;
-//! `docs/kernels.md` in the repository, "Pitch alignment", has the numbers and says why).
+//! zero-filled on load and clipped or bounds-checked on store. [`MatrixLayout::padded`] gives
+//! the smallest such pitch; [`MatrixLayout::aligned`] starts every row on a 512-byte boundary
+//! (the pitch `cuMemAllocPitch` gives), which is faster whenever the smallest pitch is not a
+//! multiple of 512 bytes (bf16 rows of 23170 elements copied measurably slower on 16-byte and on
+//! 128-byte pitches than on 512-byte ones; `docs/kernels.md` in the repository, "What ncu
+//! shows", has the numbers and says why).
 //!
 //! # Building
 //!
@@ -95,8 +96,8 @@ pub use error::{Error, Result};
 #[cfg(feature = "launch")]
 pub use gate::FusedGate;
 pub use kernel::{
-    KernelId, MatrixLayout, Op, STATIC_SHARED_BYTES, Stages, THREADS_PER_BLOCK, Transfer,
-    grid_size, resident_per_sm,
+    KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store, THREADS_PER_BLOCK,
+    Transfer, grid_size, resident_per_sm,
 };
 #[cfg(feature = "launch")]
 pub use launch::{Kernels, Pipeline};

@@ -3,7 +3,9 @@
 //!
 //! Inputs are random and non-zero (a seeded generator, so a failure reproduces); outputs are
 //! poisoned before every launch, and the padding past each destination row must still hold the
-//! poison afterwards (nothing is written outside the matrix). Copies and transposes must match
+//! poison afterwards (nothing is written outside the matrix: with TMA stores, the destination
+//! tensor map's bounds clip every edge box). Copies and transposes run with both stores (TMA
+//! stores from the stage and ordinary thread stores). Copies and transposes must match
 //! bit for bit; row sums within 1e-5 (f32) or 1e-2 (bf16) relative error of an f64 reference.
 //! Test names say their size: `small_*` (a few tiles; what the compute-sanitizer passes of
 //! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
@@ -16,7 +18,7 @@
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
-use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Transfer};
+use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Store, Transfer};
 use ferrocuda_test_support::{deadline, mark, slack};
 use half::bf16;
 use std::num::NonZeroU32;
@@ -103,6 +105,10 @@ const SMALL: &[(u32, u32)] = &[
     (129, 257),
     (128, 256),
     (255, 3),
+    // Rows of whole 16-byte pieces with partial edge tiles: TMA stores whose boxes the copy
+    // engine clips (copy: 45 x 200; transpose: 200 x 45, whose destination rows are 200 wide).
+    (45, 200),
+    (200, 45),
 ];
 
 /// Many tiles per matrix, still odd.
@@ -111,15 +117,18 @@ const MEDIUM: &[(u32, u32)] = &[(3, 1029), (1000, 777), (301, 1030)];
 /// Large enough that every grid is smaller than the number of tiles.
 const LARGE: (u32, u32) = (2049, 4099);
 
-/// Every transfer and depth; with `max_blocks`, grids capped at that many blocks.
+/// Every transfer, depth and store (row sums ignore the store: they run twice, which is
+/// cheap); with `max_blocks`, grids capped at that many blocks.
 fn pipelines(max_blocks: Option<NonZeroU32>) -> impl Iterator<Item = Pipeline> {
     Transfer::ALL.into_iter().flat_map(move |t| {
-        Stages::ALL.into_iter().map(move |s| {
-            let p = Pipeline::new(t, s);
-            match max_blocks {
-                Some(n) => p.with_max_blocks(n),
-                None => p,
-            }
+        Stages::ALL.into_iter().flat_map(move |s| {
+            Store::ALL.into_iter().map(move |store| {
+                let p = Pipeline::new(t, s).with_store(store);
+                match max_blocks {
+                    Some(n) => p.with_max_blocks(n),
+                    None => p,
+                }
+            })
         })
     })
 }

@@ -25,6 +25,17 @@
 // without a blocking `cp.async.wait_group` in the producer: the producer moves on to the next
 // stage at once. `.noinc` means the arrival counts against the count given to
 // `mbarrier.init`, so the full barrier expects one arrival per producer thread.
+//
+// One more question depends on how a stage was filled, and the handler answers it too:
+//
+//   before_async_read()         called by a consumer thread that has waited for the stage's full
+//                               barrier and is about to hand the stage to the async proxy (a TMA
+//                               store from it, `cp.async.bulk.tensor ... .global.shared::cta`)
+//
+// TMA: the copy engine wrote the stage through the async proxy, so the async proxy's read needs
+// no proxy fence: nothing. cp.async: the per-thread copies are generic-proxy writes, which the
+// async proxy sees only after `fence.proxy.async.shared::cta`; the waiting consumer has observed
+// them through the full barrier (acquire), so its fence orders them before the store it issues.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +55,8 @@ struct TmaBarrierHandler {
   }
   /// Nothing: the copy engine completes the transaction bytes itself.
   __device__ __forceinline__ static void complete_stage(uint64_t*) {}
+  /// Nothing: the stage was written through the async proxy already.
+  __device__ __forceinline__ static void before_async_read() {}
 };
 
 /// Tiles moved by per-thread `cp.async` copies, issued by every one of `kProducerThreads`.
@@ -59,6 +72,8 @@ struct CpAsyncBarrierHandler {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(full))
                  : "memory");
   }
+  /// The copies were generic-proxy writes: fence them for the async proxy's read.
+  __device__ __forceinline__ static void before_async_read() { fence_proxy_async_smem(); }
 };
 
 }  // namespace ferrocuda

@@ -13,6 +13,15 @@
 //   num_items(), tiles_per_item()     the work decomposition
 //   origin(item, t, &row, &col)       the tile's first row and column, in elements
 //   Acc, begin(Acc&), consume(tile, row, col, warp, lane, Acc&), finish(item, Acc&, warp, lane)
+//   kTmaStore                         true if the op can store its output tiles with TMA; then
+//     stage_out(tile, warp, lane)     turns the consumed stage into the output tile, in place
+//                                     (every consumer thread; may use consumer_barrier and must
+//                                     fence its own shared-memory writes for the async proxy)
+//     store_tile(dst_map, tile, row, col)  issues the TMA store(s) of that tile (one thread)
+//
+// Stages start on 1024-byte boundaries (the 128-byte swizzle's pattern repeats every 1024 bytes
+// and a swizzled box must start on one): the kernel rounds the dynamic shared memory's base up,
+// so it asks for kStageAlign bytes more than its stages.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +30,7 @@
 #include "mbarrier.cuh"
 #include "pipeline.cuh"
 #include "tile_load.cuh"
+#include "tile_store.cuh"
 
 namespace ferrocuda {
 
@@ -44,18 +54,29 @@ using LoaderFor = typename std::conditional<
     kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes>,
     CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, kProducerThreads>>::type;
 
-/// Dynamic shared memory a kernel of this op needs: kStages tiles (the barriers are static).
+/// Alignment of every stage in shared memory, and the slack the kernel asks for to reach it.
+constexpr uint32_t kStageAlign = 1024;
+
+/// Dynamic shared memory a kernel of this op needs: kStages tiles plus the alignment slack (the
+/// barriers are static).
 template <class Op, uint32_t kStages>
 constexpr uint32_t dynamic_smem_bytes() {
-  return kStages * Op::kTileRows * Op::kTileRowBytes;
+  return kStages * Op::kTileRows * Op::kTileRowBytes + kStageAlign;
 }
 
 template <bool kTma, class Op, uint32_t kStages>
-__device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const MatrixArgs& args) {
+__device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
+                                                  const CUtensorMap* dst_map,
+                                                  const MatrixArgs& args) {
   using Loader = LoaderFor<kTma, Op>;
   using Handler = typename Loader::Handler;
+  static_assert(Loader::kBytes % kStageAlign == 0, "stages stay 1024-byte aligned");
   __shared__ Pipeline<Handler, kStages> pipe;
-  extern __shared__ __align__(128) uint8_t stage_mem[];
+  extern __shared__ __align__(128) uint8_t dynamic_smem[];
+  // Offset arithmetic on the array itself (not through an integer) keeps the pointer known to
+  // be shared memory, so accesses through it compile to LDS/STS rather than generic LD/ST.
+  uint8_t* const stage_mem =
+      dynamic_smem + ((kStageAlign - smem_addr(dynamic_smem) % kStageAlign) % kStageAlign);
 
   const uint32_t warp = threadIdx.x / 32;
   const uint32_t lane = threadIdx.x % 32;
@@ -90,6 +111,9 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const 
     __syncwarp();
   } else {
     PipelineState<kStages> st;
+    // Uniform over the block: every consumer thread takes the same branch.
+    const bool tma_store = Op::kTmaStore && args.tma_store != 0;
+    const bool storer = threadIdx.x == 0;
     for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
       typename Op::Acc acc;
       op.begin(acc);
@@ -97,11 +121,30 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const 
         uint32_t row, col;
         op.origin(item, t, row, col);
         pipe.consumer_wait(st);
-        op.consume(stage_mem + st.index * Loader::kBytes, row, col, warp, lane, acc);
+        uint8_t* const tile = stage_mem + st.index * Loader::kBytes;
+        if constexpr (Op::kTmaStore) {
+          if (tma_store) {
+            op.stage_out(tile, warp, lane);
+            if (storer) {
+              Handler::before_async_read();
+              op.store_tile(dst_map, tile, row, col);
+              bulk_commit_group();
+              // The stage is refilled only after the copy engine has read it.
+              bulk_wait_read_all();
+            }
+            pipe.consumer_release(st);
+            st.advance();
+            continue;
+          }
+        }
+        op.consume(tile, row, col, warp, lane, acc);
         pipe.consumer_release(st);
         st.advance();
       }
       op.finish(item, acc, warp, lane);
+    }
+    if (tma_store && storer) {
+      bulk_wait_all();
     }
   }
   // Every copy has completed (consumers waited on each full barrier): the ring can go.
@@ -115,24 +158,27 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map, const 
 
 /// Defines the extern "C" entry points of one op for both transfers, f32 and bf16, 2..4 stages:
 /// ferrocuda_<name>_{tma,cpasync}_{f32,bf16}_s{2,3,4}. TMA kernels take the source tensor map
-/// first; then every kernel takes (src, dst, rows, cols, src_pitch, dst_pitch), pitches in
-/// elements. TMA kernels read the source only through the map; `src` is passed to them too so
-/// that every launch names the buffers it touches.
+/// first; then every kernel takes the destination tensor map (read only when `tma_store` is
+/// nonzero and the op stores with TMA), then (src, dst, rows, cols, src_pitch, dst_pitch,
+/// tma_store), pitches in elements. TMA kernels read the source only through the map; `src` is
+/// passed to them too so that every launch names the buffers it touches.
 #define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                          \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      ferrocuda_##name##_tma_##elem##_s##S(const __grid_constant__ CUtensorMap src_map,         \
-                                            const void* src, void* dst, uint32_t rows,          \
-                                            uint32_t cols, uint32_t src_pitch,                  \
-                                            uint32_t dst_pitch) {                               \
-    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch};               \
-    ferrocuda::run_tile_pipeline<true, OP<ferrocuda::ELEM>, S>(&src_map, args);                \
+      ferrocuda_##name##_tma_##elem##_s##S(                                                    \
+          const __grid_constant__ CUtensorMap src_map,                                          \
+          const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,              \
+          uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,                 \
+          uint32_t tma_store) {                                                                 \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
+    ferrocuda::run_tile_pipeline<true, OP<ferrocuda::ELEM>, S>(&src_map, &dst_map, args);      \
   }                                                                                             \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      ferrocuda_##name##_cpasync_##elem##_s##S(const void* src, void* dst, uint32_t rows,       \
-                                                uint32_t cols, uint32_t src_pitch,              \
-                                                uint32_t dst_pitch) {                           \
-    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch};               \
-    ferrocuda::run_tile_pipeline<false, OP<ferrocuda::ELEM>, S>(nullptr, args);                \
+      ferrocuda_##name##_cpasync_##elem##_s##S(                                                \
+          const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,              \
+          uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,                 \
+          uint32_t tma_store) {                                                                 \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
+    ferrocuda::run_tile_pipeline<false, OP<ferrocuda::ELEM>, S>(nullptr, &dst_map, args);     \
   }
 
 #define FERROCUDA_TILE_KERNELS(name, OP)          \

@@ -31,6 +31,9 @@ struct MatrixArgs {
   uint32_t cols;
   uint32_t src_pitch;
   uint32_t dst_pitch;
+  /// Nonzero: ops that can (Op::kTmaStore) store their output tiles through the destination
+  /// tensor map (tile_store.cuh); zero: consumer threads store with ordinary stores.
+  uint32_t tma_store;
 };
 
 /// Loads a tile with the tensor copy engine. `map` describes the source matrix with box
