@@ -318,3 +318,104 @@ void bench_canonical_loop(env_t *e) {
     run_canonical_loop(e, LOOP_GRAPH_HOSTFUNC);
     run_canonical_loop(e, LOOP_GRAPH_GPUWRITE);
 }
+
+/* ---- the device loop ------------------------------------------------------------------------ */
+/* What ferrocuda's device_loop rows run (Graph::gated_loop), with the driver API alone: one graph
+ * launch runs DEVICE_LOOP_STEPS steps of [kick: ack_inc writes the kick count to a mapped slot]
+ * [gate: poll flag >= the count, count the step, end the loop after the last] [consume: empty
+ * kernel] [ack: the ack kernel] inside a WHILE conditional node, after a begin kernel that resets
+ * the step count and sets the condition. A spinning thread answers each kick by storing the count
+ * in the flag (ready_worker_main's job, here with the count as the value). No host API call per
+ * step. A sample is the time per step of one launch (five launches, the first untimed). */
+
+#define DEVICE_LOOP_STEPS 20000
+
+typedef struct {
+    const volatile uint64_t *ticket;
+    volatile uint64_t *flag;
+    volatile uint64_t stop;
+} count_worker_t;
+
+static void *count_worker_main(void *arg) {
+    count_worker_t *w = arg;
+    uint64_t seen = 0;
+    while (!load_acquire(&w->stop)) {
+        uint64_t t = load_acquire(w->ticket);
+        if (t != seen) {
+            seen = t;
+            store_release(w->flag, t);
+        }
+        __builtin_ia32_pause();
+    }
+    return NULL;
+}
+
+void bench_device_loop(env_t *e) {
+    env_reset(e);
+    CUfunction begin, gate;
+    if (p_cuModuleGetFunction(&begin, e->mod, "loop_begin") != CUDA_SUCCESS ||
+        p_cuModuleGetFunction(&gate, e->mod, "loop_gate") != CUDA_SUCCESS) {
+        printf("device_loop: skipped, the module has no loop kernels (the fake driver)\n");
+        return;
+    }
+    CUgraph graph;
+    CU(cuGraphCreate, &graph, 0);
+    CUgraphConditionalHandle handle;
+    CUresult r = p_cuGraphConditionalHandleCreate(&handle, graph, e->ctx, 0, 0);
+    if (r == CUDA_ERROR_NOT_SUPPORTED) {
+        printf("device_loop: skipped, this driver has no conditional nodes\n");
+        CU(cuGraphDestroy, graph);
+        return;
+    }
+    cu_check(r, "cuGraphConditionalHandleCreate", __FILE__, __LINE__);
+    CUdeviceptr state = scratch_dev(e, DEV_ACK_COUNT), ack = slot_dev(e, SLOT_ACK),
+                kick = slot_dev(e, SLOT_KICK), flag = slot_dev(e, SLOT_FLAG),
+                err = slot_dev(e, SLOT_ERR);
+    uint64_t h = handle, n = DEVICE_LOOP_STEPS, timeout = GPU_POLL_TIMEOUT_NS, one = 1;
+    void *begin_args[] = {&state, &h};
+    CUgraphNode b = add_kernel_node(graph, NULL, 0, begin, 1, begin_args);
+    CUgraphNodeParams p;
+    memset(&p, 0, sizeof p);
+    p.type = CU_GRAPH_NODE_TYPE_CONDITIONAL;
+    p.conditional.handle = handle;
+    p.conditional.type = CU_GRAPH_COND_TYPE_WHILE;
+    p.conditional.size = 1;
+    p.conditional.ctx = e->ctx;
+    CUgraphNode w;
+    CU(cuGraphAddNode, &w, graph, &b, NULL, 1, &p);
+    CUgraph body = p.conditional.phGraph_out[0];
+    void *kick_args[] = {&state, &kick};
+    CUgraphNode k = add_kernel_node(body, NULL, 0, e->ack_inc, 1, kick_args);
+    void *gate_args[] = {&flag, &state, &h, &n, &timeout, &err};
+    CUgraphNode g = add_kernel_node(body, &k, 1, gate, 1, gate_args);
+    CUgraphNode c = add_kernel_node(body, &g, 1, e->empty_kernel, 1, NULL);
+    void *ack_args[] = {&ack, &one};
+    add_kernel_node(body, &c, 1, e->ack, 1, ack_args);
+    CUgraphExec exec;
+    CU(cuGraphInstantiateWithFlags, &exec, graph, 0);
+
+    count_worker_t cw = {.ticket = &e->host[SLOT_KICK], .flag = &e->host[SLOT_FLAG], .stop = 0};
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, count_worker_main, &cw) != 0) {
+        die("device_loop: pthread_create failed");
+    }
+    samples_t s = samples_new(4);
+    for (int round = 0; round < 5; round++) {
+        uint64_t t0 = now_ns();
+        CU(cuGraphLaunch, exec, e->s);
+        env_sync(e);
+        if (round > 0) {
+            samples_push(&s, (double)(now_ns() - t0) / (double)n);
+        }
+    }
+    store_release(&cw.stop, 1);
+    pthread_join(thread, NULL);
+    CU(cuGraphExecDestroy, exec);
+    CU(cuGraphDestroy, graph);
+    env_check_gpu_errors(e, "device_loop");
+    char extra[96];
+    snprintf(extra, sizeof extra, "\"rate\":%.1f,\"rate_unit\":\"steps/s\",\"steps_per_launch\":%d",
+             1e9 / samples_median(&s), DEVICE_LOOP_STEPS);
+    report("device_loop", "while_4_kernels", &s, extra);
+    samples_free(&s);
+}

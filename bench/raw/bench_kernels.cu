@@ -123,3 +123,24 @@ extern "C" __global__ void ferrocuda_fused_gate_ack(const u64 *flag, u64 target,
         store_release_sys(host_slot, value);
     }
 }
+
+// ---- the device loop (bench_host.c's device_loop): a WHILE conditional node ----
+// cudaGraphSetConditional resolves at cubin load (this file is a cubin). dev_state[0] is the
+// kick count (ack_inc's counter), dev_state[1] the steps of the launch.
+extern "C" __global__ void loop_begin(u64 *dev_state, u64 handle) {
+    dev_state[1] = 0;
+    cudaGraphSetConditional((cudaGraphConditionalHandle)handle, 1);
+}
+
+// The step's gate: waits for the host's flag to reach the kick count, counts the step, ends the
+// loop after n steps (or on an expired time limit).
+extern "C" __global__ void loop_gate(const u64 *host_flag, u64 *dev_state, u64 handle, u64 n,
+                                     u64 timeout_ns, u64 *host_err) {
+    if (!poll_geq(host_flag, dev_state[0], timeout_ns, host_err)) {
+        cudaGraphSetConditional((cudaGraphConditionalHandle)handle, 0);
+        return;
+    }
+    const u64 s = dev_state[1] + 1;
+    dev_state[1] = s;
+    if (s >= n) cudaGraphSetConditional((cudaGraphConditionalHandle)handle, 0);
+}

@@ -55,6 +55,8 @@
     X(cuGraphAddKernelNode)                                                                        \
     X(cuGraphAddBatchMemOpNode)                                                                    \
     X(cuGraphAddHostNode)                                                                          \
+    X(cuGraphAddNode)                                                                              \
+    X(cuGraphConditionalHandleCreate)                                                              \
     X(cuGraphInstantiateWithFlags)                                                                 \
     X(cuGraphExecBatchMemOpNodeSetParams)                                                          \
     X(cuGraphExecDestroy)                                                                          \

@@ -97,6 +97,7 @@ void bench_host_func_throughput(env_t *e);
 void bench_trampoline_hostfunc(env_t *e);
 void bench_trampoline_gpuwrite(env_t *e);
 void bench_canonical_loop(env_t *e);
+void bench_device_loop(env_t *e);
 
 /* Several GPUs (bench_multi.c): `e` is GPU0's env; GPU1's is set up from `cubin`. On a machine with
  * one GPU it runs the one-GPU rows (the relays between two streams of GPU 0) and prints a SKIPPED

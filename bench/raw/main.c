@@ -71,6 +71,8 @@ static const bench_t PHASE_HOSTFUNC[] = {
      "trampoline step, kickoff = cuLaunchHostFunc handing to a spinning thread"},
     {"canonical_loop", bench_canonical_loop,
      "[wait ready == 1] [write 0] [kernel] [kickoff -> thread sets ready = 1] per step: stream, graph"},
+    {"device_loop", bench_device_loop,
+     "one launch, a WHILE node of [kick] [poll gate] [kernel] [ack] per step, a thread answering kicks"},
 };
 
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))

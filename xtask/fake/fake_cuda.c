@@ -1849,6 +1849,9 @@ static const struct { const char *name; void *fn; } TABLE[] = {
     ENTRY(cuGraphExecBatchMemOpNodeSetParams), ENTRY(cuGraphExecDestroy), ENTRY(cuGraphLaunch),
     ENTRY(cuUserObjectCreate), ENTRY(cuUserObjectRetain), ENTRY(cuUserObjectRelease),
     ENTRY(cuGraphRetainUserObject), ENTRY(cuGraphReleaseUserObject),
+    /* Conditional nodes are not emulated: these resolve to the generated stubs (NOT_SUPPORTED),
+     * so that programs which probe for them load and report the error. */
+    ENTRY(cuGraphConditionalHandleCreate), ENTRY(cuGraphAddNode),
 };
 
 CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,

@@ -21,6 +21,23 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
+/// (CUDA source, checked-in fatbin, SASS architectures): kernels that set a graph's conditional
+/// handles (`cudaGraphSetConditional`). The driver resolves that call when it loads a cubin, not
+/// when it JIT-compiles PTX, so these ship as SASS: the crate's for every architecture CUDA 13
+/// compiles for, the GPU tests' for the Hopper GPUs they run on.
+pub const FATBINS: &[(&str, &str, &[u32])] = &[
+    (
+        "crates/driver/src/runtime/gates/loop.cu",
+        "crates/driver/src/runtime/gates/loop.fatbin",
+        &[75, 80, 86, 89, 90, 100, 120],
+    ),
+    (
+        "crates/driver/tests/kernels/loop_test_kernels.cu",
+        "crates/driver/tests/kernels/loop_test_kernels.fatbin",
+        &[90],
+    ),
+];
+
 /// The oldest architecture CUDA 13 supports: the driver JIT-compiles the PTX for the device at hand.
 const ARCH: &str = "compute_75";
 
@@ -41,6 +58,26 @@ fn compile(nvcc: &Path, src: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let _ = std::fs::remove_file(&out);
     Ok(text)
+}
+
+fn compile_fatbin(nvcc: &Path, src: &Path, archs: &[u32]) -> Result<Vec<u8>, String> {
+    let out = std::env::temp_dir().join(format!("ferrocuda-fatbin-{}.fatbin", std::process::id()));
+    let mut cmd = Command::new(nvcc);
+    cmd.args(["-fatbin", "-O3"]);
+    for a in archs {
+        cmd.arg("-gencode")
+            .arg(format!("arch=compute_{a},code=sm_{a}"));
+    }
+    util::run(
+        cmd.arg("-I")
+            .arg(util::root().join(INCLUDE))
+            .arg("-o")
+            .arg(&out)
+            .arg(src),
+    )?;
+    let bytes = std::fs::read(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    Ok(bytes)
 }
 
 /// Fails on a system-scope atomic (`atom.*.sys.*` / `red.*.sys.*`): the kernels' atomics target
@@ -85,8 +122,22 @@ pub fn run(check: bool) -> Result<(), String> {
             println!("wrote {ptx}");
         }
     }
+    for (src, fatbin, archs) in FATBINS {
+        let bytes = compile_fatbin(&tk.nvcc, &root.join(src), archs)?;
+        let path = root.join(fatbin);
+        if check {
+            if std::fs::read(&path).unwrap_or_default() != bytes {
+                return Err(format!(
+                    "{fatbin} is stale: run `cargo xtask ptx` and commit the result"
+                ));
+            }
+        } else {
+            std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("wrote {fatbin}");
+        }
+    }
     if check {
-        println!("PTX is fresh");
+        println!("PTX and fatbins are fresh");
     }
     Ok(())
 }

@@ -80,6 +80,7 @@ const PHASES: [Phase; 4] = [
             "host_func_throughput",
             "trampoline_hostfunc",
             "canonical_loop",
+            "device_loop",
         ],
         state: Some("after_hostfunc"),
         events: Some("after_hostfunc"),

@@ -15,7 +15,7 @@ use crate::module::Function;
 use crate::runtime::gates::HostWord;
 use crate::runtime::guard::HostFuncScope;
 use crate::runtime::trampoline::job::{Body, Job, PanicSink, SmallFn, call};
-use crate::runtime::trampoline::{self, GraphKick};
+use crate::runtime::trampoline::{self, GraphKick, KickSignal};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,10 +40,10 @@ pub struct HostCallback {
 impl HostCallback {
     /// A blocking host function: each run calls `f` on the driver's callback thread; the stream
     /// (or graph) waits for it.
-    pub fn new(f: impl FnMut() + Send + 'static) -> Self {
+    pub fn new(mut f: impl FnMut() + Send + 'static) -> Self {
         HostCallback {
             state: Arc::new(State {
-                body: Arc::new(Mutex::new(Box::new(f))),
+                body: Arc::new(Mutex::new(Box::new(move |_| f()))),
                 panics: Arc::default(),
                 signal: None,
             }),
@@ -53,11 +53,15 @@ impl HostCallback {
     /// The trampoline as a reusable host function: each run hands `f` to a crate worker and
     /// returns at once; the worker calls `f`, then stores `value` in `flag` (release), also if `f`
     /// panicked. Runs of one callback never overlap (they share `f`).
-    pub fn new_async(flag: &CompletionFlag, value: u64, f: impl FnMut() + Send + 'static) -> Self {
+    pub fn new_async(
+        flag: &CompletionFlag,
+        value: u64,
+        mut f: impl FnMut() + Send + 'static,
+    ) -> Self {
         trampoline::start_workers();
         HostCallback {
             state: Arc::new(State {
-                body: Arc::new(Mutex::new(Box::new(f))),
+                body: Arc::new(Mutex::new(Box::new(move |_| f()))),
                 panics: Arc::default(),
                 signal: Some((flag.inner().clone(), value)),
             }),
@@ -95,7 +99,7 @@ unsafe extern "C" fn sync_entry(data: *mut c_void) {
     // SAFETY: per the contract.
     let state = unsafe { &*data.cast::<State>() };
     let _scope = HostFuncScope::enter();
-    call(&state.body, &state.panics);
+    call(&state.body, &state.panics, 0);
 }
 
 /// # Safety
@@ -110,7 +114,7 @@ unsafe extern "C" fn async_entry(data: *mut c_void) {
     // The job owns what it needs (the closure, the panic sink, the flag), so it outlives the run
     // even if the graph is destroyed meanwhile.
     let job = Job::new(
-        SmallFn::new(move || call(&body, &panics)),
+        SmallFn::new(move || call(&body, &panics, 0)),
         Arc::default(),
         Some(flag.clone()),
         *value,
@@ -145,7 +149,7 @@ impl GpuKickoff {
         device: &Device,
         flag: &CompletionFlag,
         value: u64,
-        f: impl FnMut() + Send + 'static,
+        mut f: impl FnMut() + Send + 'static,
     ) -> Result<Self> {
         let kernel = device.inner.gate_kernels(device)?.kick.clone();
         trampoline::start_workers();
@@ -157,8 +161,8 @@ impl GpuKickoff {
         let kick = GraphKick::register(
             slot.inner().clone(),
             flag.inner().clone(),
-            value,
-            Box::new(f),
+            KickSignal::Value(value),
+            Box::new(move |_| f()),
         );
         Ok(GpuKickoff {
             kick,

@@ -62,6 +62,9 @@ pub(crate) struct GateKernels {
     pub(crate) kick: crate::module::Function,
     /// `ferrocuda_gate_relay`: the polling relay.
     pub(crate) relay: crate::module::Function,
+    /// The gated device loop's kernels (`loop.fatbin`), or why they are not there (a device the
+    /// fatbin has no SASS for, a driver without conditional nodes).
+    pub(crate) loops: std::result::Result<crate::device_loop::LoopKernels, String>,
 }
 
 impl std::ops::Deref for DeviceInner {
@@ -375,10 +378,22 @@ impl DeviceInner {
                 .map_err(|_| device.unsupported("the crate's gate kernels (they failed to load)"));
         }
         let loaded = crate::module::Module::from_ptx(device, gates::GATE_PTX).and_then(|m| {
+            // Loaded with the gates, before any wait can exist: a load behind a waiting stream
+            // would block (docs/deadlocks.md in the repository).
+            let loops = match crate::module::Module::from_cubin(device, gates::LOOP_FATBIN) {
+                Ok(l) => crate::device_loop::LoopKernels::from_module(&l),
+                Err(e @ (Error::Timeout { .. } | Error::DriverHeld { .. })) => return Err(e),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| {
+                tracing::debug!(%e, "the gated device loop's kernels did not load");
+                e.to_string()
+            });
             Ok(GateKernels {
                 poll: m.function(GateKernel::Poll.name())?,
                 kick: m.function(GateKernel::Kick.name())?,
                 relay: m.function(GateKernel::Relay.name())?,
+                loops,
             })
         });
         let g = match loaded {

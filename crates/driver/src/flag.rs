@@ -339,15 +339,24 @@ impl HostWord for FlagInner {
         &self.history
     }
 
-    fn signal(&self, value: u64) {
-        // SAFETY: the slot is valid pinned memory for the life of the process.
-        unsafe { self.slot.host.as_ref() }.store(value, Ordering::Release);
-        crate::runtime::waiter::kick();
-    }
-
     fn load(&self) -> u64 {
         // SAFETY: the slot is valid pinned memory for the life of the process.
         unsafe { self.slot.host.as_ref() }.load(Ordering::Acquire)
+    }
+
+    fn signal_unless_aborted(&self, value: u64) {
+        // SAFETY: the slot is valid pinned memory for the life of the process. Only the host writes the word with atomics (the GPU reads it or
+        // stores to it), so a host compare-and-swap on pinned memory is sound; a GPU store racing
+        // with it lands before or after, as a plain store would.
+        let word = unsafe { self.slot.host.as_ref() };
+        let mut cur = word.load(Ordering::Relaxed);
+        while cur != crate::runtime::gates::ABORTED {
+            match word.compare_exchange_weak(cur, value, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
+        crate::runtime::waiter::kick();
     }
 }
 

@@ -50,6 +50,17 @@ pub enum Error {
         /// The length passed.
         actual: usize,
     },
+    /// CUDA allows only kernel, empty, child-graph, memset, memcpy and conditional nodes in the
+    /// body of a conditional node: the node was refused when the graph was built.
+    #[error(
+        "a {node} node cannot be in the body of a conditional node: CUDA allows only kernel, empty, \
+         child-graph, memset, memcpy and conditional nodes there (gate a step on the host with a \
+         polling node, kick the host with the gated device loop)"
+    )]
+    NotAllowedInBody {
+        /// The kind of node refused.
+        node: &'static str,
+    },
     /// Host functions of this executable panicked since the last report (the replays went on).
     #[error("{count} host function(s) of the graph panicked; first: {first}")]
     HostFuncPanicked {

@@ -41,6 +41,7 @@ pub struct GraphExec {
     waits: HashMap<usize, WaitNode>,
     polls: HashMap<usize, PollNode>,
     kicks: Vec<ferrocuda_driver::GpuKickoff>,
+    loops: Vec<ferrocuda_driver::LoopKickoff>,
     /// Keeps what the graph owns alive at least as long as the executable handle (the user object
     /// keeps it alive past the last launch).
     _owned: Arc<Owned>,
@@ -80,6 +81,7 @@ impl GraphExec {
             waits: g.waits.clone(),
             polls: g.polls.clone(),
             kicks: g.kicks.clone(),
+            loops: g.loops.clone(),
             _owned: g.owned.clone(),
         }
     }
@@ -105,10 +107,13 @@ impl GraphExec {
         )?;
         // GPU-write kickoff nodes: the notifier spins from now until this launch's run is seen.
         self.kicks.iter().for_each(|k| k.launched());
+        // Gated device loops: the notifier watches their kicks until this launch's loop ended.
+        self.loops.iter().for_each(|l| l.launched());
         // SAFETY: the executable and the stream are live and of one context.
         let r = unsafe { raw::launch(self.raw, op.raw()) };
         if r.is_err() {
             self.kicks.iter().for_each(|k| k.cancel_launch());
+            self.loops.iter().for_each(|l| l.cancel_launch());
         }
         r
     }
@@ -198,7 +203,8 @@ impl GraphExec {
             .callbacks
             .iter()
             .map(|c| c.take_panics())
-            .chain(self.kicks.iter().map(|k| k.take_panics()));
+            .chain(self.kicks.iter().map(|k| k.take_panics()))
+            .chain(self.loops.iter().map(|l| l.take_panics()));
         for (n, msg) in sinks.flatten() {
             count += n;
             first.get_or_insert(msg);

@@ -8,8 +8,8 @@ use ferrocuda_driver::KernelParam;
 use ferrocuda_driver::gates::{GateArgs, wait_op, write_op};
 use ferrocuda_driver::{
     CompletionFlag, Device, DeviceBuffer, DeviceStream, FlagSource, Function, GateStrategy,
-    GpuKickoff, GraphKickoff, HostCallback, KickoffMode, LaunchArgs, LaunchConfig, NodeUses,
-    WaitCondition,
+    GpuKickoff, GraphKickoff, HostCallback, KickoffMode, LaunchArgs, LaunchConfig, LoopKickoff,
+    NodeUses, WaitCondition,
 };
 use ferrocuda_sys as sys;
 use ferrocuda_sys::{CUgraph, CUgraphNode};
@@ -58,6 +58,8 @@ pub enum NodeType {
     EventRecord,
     /// Stream memory operations (wait-value / write-value).
     BatchMemOp,
+    /// A conditional node (IF, WHILE or SWITCH).
+    Conditional,
     /// Another kind (`CUgraphNodeType` value).
     Other(u32),
 }
@@ -75,6 +77,7 @@ impl NodeType {
             T::CU_GRAPH_NODE_TYPE_WAIT_EVENT => NodeType::WaitEvent,
             T::CU_GRAPH_NODE_TYPE_EVENT_RECORD => NodeType::EventRecord,
             T::CU_GRAPH_NODE_TYPE_BATCH_MEM_OP => NodeType::BatchMemOp,
+            T::CU_GRAPH_NODE_TYPE_CONDITIONAL => NodeType::Conditional,
             other => NodeType::Other(other.0),
         }
     }
@@ -132,6 +135,16 @@ pub struct Graph {
     pub(crate) waits: HashMap<usize, WaitNode>,
     pub(crate) polls: HashMap<usize, PollNode>,
     pub(crate) kicks: Vec<GpuKickoff>,
+    pub(crate) loops: Vec<LoopKickoff>,
+}
+
+/// Where a node goes: the graph itself or the body of one of its conditional nodes (`id` names
+/// the graph or body for dependency checks; nodes of a body depend only on nodes of that body).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub(crate) raw: CUgraph,
+    pub(crate) id: usize,
+    pub(crate) in_body: bool,
 }
 
 // SAFETY: CUDA graph objects are not internally synchronised (CUDA Runtime API, "Graph object
@@ -163,7 +176,7 @@ impl Drop for Graph {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-fn lock(o: &Owned) -> std::sync::MutexGuard<'_, Vec<Box<dyn Any + Send>>> {
+pub(crate) fn lock(o: &Owned) -> std::sync::MutexGuard<'_, Vec<Box<dyn Any + Send>>> {
     o.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -197,6 +210,7 @@ impl Graph {
             waits: HashMap::new(),
             polls: HashMap::new(),
             kicks: Vec::new(),
+            loops: Vec::new(),
         })
     }
 
@@ -280,10 +294,24 @@ impl Graph {
         lock(&self.owned).push(Box::new(value));
     }
 
-    fn deps(&self, deps: &[Node]) -> Result<Vec<CUgraphNode>> {
+    /// The graph itself as the place nodes go.
+    pub(crate) fn root(&self) -> Target {
+        Target {
+            raw: self.raw,
+            id: self.id,
+            in_body: false,
+        }
+    }
+
+    /// A fresh identifier for a conditional node's body.
+    pub(crate) fn next_id() -> usize {
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn deps(t: Target, deps: &[Node]) -> Result<Vec<CUgraphNode>> {
         deps.iter()
             .map(|n| {
-                if n.graph == self.id {
+                if n.graph == t.id {
                     Ok(n.raw)
                 } else {
                     Err(Error::ForeignNode)
@@ -292,15 +320,26 @@ impl Graph {
             .collect()
     }
 
-    fn node(&self, raw: CUgraphNode) -> Node {
-        Node {
-            raw,
-            graph: self.id,
+    pub(crate) fn node(t: Target, raw: CUgraphNode) -> Node {
+        Node { raw, graph: t.id }
+    }
+
+    /// Refuses a node CUDA does not allow in a conditional node's body.
+    fn allowed(t: Target, node: &'static str) -> Result<()> {
+        if t.in_body {
+            Err(Error::NotAllowedInBody { node })
+        } else {
+            Ok(())
         }
     }
 
-    fn mem_op(&mut self, op: sys::CUstreamBatchMemOpParams, deps: &[Node]) -> Result<CUgraphNode> {
-        let deps = self.deps(deps)?;
+    fn mem_op(
+        &mut self,
+        t: Target,
+        op: sys::CUstreamBatchMemOpParams,
+        deps: &[Node],
+    ) -> Result<CUgraphNode> {
+        let deps = Self::deps(t, deps)?;
         let mut op = op;
         let p = sys::CUDA_BATCH_MEM_OP_NODE_PARAMS {
             ctx: self.device.raw_context(),
@@ -309,7 +348,7 @@ impl Graph {
             flags: 0,
         };
         // SAFETY: the graph is live, the deps are its nodes, `p` points to one valid operation.
-        unsafe { raw::add_batch_mem_op(self.raw, &deps, &p) }
+        unsafe { raw::add_batch_mem_op(t.raw, &deps, &p) }
     }
 
     /// A node that waits until `flag` satisfies `cond` for `value` (`cuStreamWaitValue64` as a
@@ -326,9 +365,21 @@ impl Graph {
         cond: WaitCondition,
         deps: &[Node],
     ) -> Result<Node> {
+        self.wait_host_value_in(self.root(), flag, value, cond, deps)
+    }
+
+    pub(crate) fn wait_host_value_in(
+        &mut self,
+        t: Target,
+        flag: &CompletionFlag,
+        value: u64,
+        cond: WaitCondition,
+        deps: &[Node],
+    ) -> Result<Node> {
+        Self::allowed(t, "wait-value (batch mem-op)")?;
         let mut uses = NodeUses::new(&self.device);
         let address = uses.flag(flag)?;
-        let n = self.mem_op(wait_op(address, value, cond), deps)?;
+        let n = self.mem_op(t, wait_op(address, value, cond), deps)?;
         self.keep(uses);
         self.waits.insert(
             n as usize,
@@ -337,11 +388,11 @@ impl Graph {
                 cond,
             },
         );
-        Ok(self.node(n))
+        Ok(Self::node(t, n))
     }
 
     /// What a node's resources need kept alive, now owned by the graph.
-    fn keep(&mut self, uses: NodeUses) {
+    pub(crate) fn keep(&mut self, uses: NodeUses) {
         lock(&self.owned).extend(uses.into_keep());
     }
 
@@ -363,6 +414,17 @@ impl Graph {
         cond: WaitCondition,
         deps: &[Node],
     ) -> Result<Node> {
+        self.poll_host_value_in(self.root(), flag, value, cond, deps)
+    }
+
+    pub(crate) fn poll_host_value_in(
+        &mut self,
+        t: Target,
+        flag: &CompletionFlag,
+        value: u64,
+        cond: WaitCondition,
+        deps: &[Node],
+    ) -> Result<Node> {
         let gate = self.device.polling_gate_function()?;
         let gate_args = GateArgs::<dyn KernelParam>::new(flag, value, cond, None, None);
         let mut args = LaunchArgs::new();
@@ -370,7 +432,12 @@ impl Graph {
         // SAFETY: `GateArgs` lays out `ferrocuda_gate_poll`'s parameters; without a time limit
         // the null `expired` pointer is never written; the flag is passed as a resource, which
         // the graph keeps.
-        let n = unsafe { self.kernel_raw(&gate, LaunchConfig::single_thread(), &mut args, deps) }?;
+        let n =
+            unsafe { self.kernel_raw(t, &gate, LaunchConfig::single_thread(), &mut args, deps) }?;
+        if t.in_body {
+            // A body's nodes are not updated per launch: `set_wait_value` refuses them.
+            return Ok(n);
+        }
         self.polls.insert(
             n.raw as usize,
             PollNode {
@@ -393,15 +460,27 @@ impl Graph {
         value: u64,
         deps: &[Node],
     ) -> Result<Node> {
-        let mut uses = NodeUses::new(&self.device);
-        let address = uses.flag(flag)?;
-        let n = self.mem_op(write_op(address, value), deps)?;
-        self.keep(uses);
-        Ok(self.node(n))
+        self.write_host_value_in(self.root(), flag, value, deps)
     }
 
-    fn host_node(&mut self, cb: HostCallback, deps: &[Node]) -> Result<Node> {
-        let deps = self.deps(deps)?;
+    pub(crate) fn write_host_value_in(
+        &mut self,
+        t: Target,
+        flag: &CompletionFlag,
+        value: u64,
+        deps: &[Node],
+    ) -> Result<Node> {
+        Self::allowed(t, "write-value (batch mem-op)")?;
+        let mut uses = NodeUses::new(&self.device);
+        let address = uses.flag(flag)?;
+        let n = self.mem_op(t, write_op(address, value), deps)?;
+        self.keep(uses);
+        Ok(Self::node(t, n))
+    }
+
+    fn host_node(&mut self, t: Target, cb: HostCallback, deps: &[Node]) -> Result<Node> {
+        Self::allowed(t, "host")?;
+        let deps = Self::deps(t, deps)?;
         let (f, data) = cb.raw_parts();
         let p = sys::CUDA_HOST_NODE_PARAMS {
             fn_: Some(f),
@@ -409,10 +488,10 @@ impl Graph {
         };
         // SAFETY: the graph is live; `cb` (which `data` points into) is owned by the graph until
         // its last launch has finished.
-        let n = unsafe { raw::add_host(self.raw, &deps, &p) }?;
+        let n = unsafe { raw::add_host(t.raw, &deps, &p) }?;
         lock(&self.owned).push(Box::new(cb.clone()));
         self.callbacks.push(cb);
-        Ok(self.node(n))
+        Ok(Self::node(t, n))
     }
 
     /// A host node: `f` runs on the driver's callback thread each replay, and nodes after it wait
@@ -427,7 +506,7 @@ impl Graph {
         f: impl FnMut() + Send + 'static,
         deps: &[Node],
     ) -> Result<Node> {
-        self.host_node(HostCallback::new(f), deps)
+        self.host_node(self.root(), HostCallback::new(f), deps)
     }
 
     /// The async trampoline as a host node: each replay, a tiny host function hands `f` to a
@@ -466,8 +545,9 @@ impl Graph {
         f: impl FnMut() + Send + 'static,
         deps: &[Node],
     ) -> Result<Node> {
+        let t = self.root();
         let kick = match GraphKickoff::new(&self.device, mode, flag, value, f)? {
-            GraphKickoff::HostFunc(callback) => return self.host_node(callback, deps),
+            GraphKickoff::HostFunc(callback) => return self.host_node(t, callback, deps),
             GraphKickoff::GpuWrite(kick) => kick,
         };
         let (k, counter, slot) = kick.kernel();
@@ -475,7 +555,7 @@ impl Graph {
         args.arg(counter).arg(slot);
         // SAFETY: `ferrocuda_kick(u64* counter, u64* slot)`: both are passed as resources, which
         // the graph keeps (and it owns `kick`, which holds them, until its last launch).
-        let n = unsafe { self.kernel_raw(&k, LaunchConfig::single_thread(), &mut args, deps) }?;
+        let n = unsafe { self.kernel_raw(t, &k, LaunchConfig::single_thread(), &mut args, deps) }?;
         lock(&self.owned).push(Box::new(kick.clone()));
         self.kicks.push(kick);
         Ok(n)
@@ -505,19 +585,20 @@ impl Graph {
         deps: &[Node],
     ) -> Result<Node> {
         // SAFETY: forwarded from the caller.
-        unsafe { self.kernel_raw(f, config, args, deps) }
+        unsafe { self.kernel_raw(self.root(), f, config, args, deps) }
     }
 
     /// # Safety
     /// As [`kernel`](Self::kernel).
-    unsafe fn kernel_raw(
+    pub(crate) unsafe fn kernel_raw(
         &mut self,
+        t: Target,
         f: &Function,
         config: LaunchConfig,
         args: &mut LaunchArgs<'_>,
         deps: &[Node],
     ) -> Result<Node> {
-        let deps = self.deps(deps)?;
+        let deps = Self::deps(t, deps)?;
         if config.cluster.is_some() {
             return Err(Error::Unsupported {
                 what: "cluster launches in graph kernel nodes",
@@ -543,9 +624,9 @@ impl Graph {
         self.device.make_current()?;
         // SAFETY: the graph is live; the caller guarantees the parameters; the driver copies them
         // (they stay valid while `args` is borrowed, through this call).
-        let n = unsafe { raw::add_kernel(self.raw, &deps, &p) }?;
+        let n = unsafe { raw::add_kernel(t.raw, &deps, &p) }?;
         self.keep(uses);
-        Ok(self.node(n))
+        Ok(Self::node(t, n))
     }
 
     /// A node that sets every 32-bit word of `buf` to `value`. The graph keeps `buf`'s memory
@@ -561,13 +642,23 @@ impl Graph {
         value: u32,
         deps: &[Node],
     ) -> Result<Node> {
+        self.memset_u32_in(self.root(), buf, value, deps)
+    }
+
+    pub(crate) fn memset_u32_in<T: Pod>(
+        &mut self,
+        t: Target,
+        buf: &DeviceBuffer<T>,
+        value: u32,
+        deps: &[Node],
+    ) -> Result<Node> {
         if size_of::<T>() != 4 {
             return Err(Error::InvalidArgument(format!(
                 "memset_u32 needs 4-byte elements, not {}-byte ones",
                 size_of::<T>()
             )));
         }
-        let deps = self.deps(deps)?;
+        let deps = Self::deps(t, deps)?;
         let mut uses = NodeUses::new(&self.device);
         let p = sys::CUDA_MEMSET_NODE_PARAMS {
             dst: uses.buffer(buf)?,
@@ -578,9 +669,9 @@ impl Graph {
             height: 1,
         };
         // SAFETY: the graph is live; the range is the buffer's, which the graph keeps below.
-        let n = unsafe { raw::add_memset(self.raw, &deps, &p, self.device.raw_context()) }?;
+        let n = unsafe { raw::add_memset(t.raw, &deps, &p, self.device.raw_context()) }?;
         self.keep(uses);
-        Ok(self.node(n))
+        Ok(Self::node(t, n))
     }
 
     /// A node that copies `src` to `dst` (device to device). The graph keeps both buffers' memory
@@ -596,6 +687,16 @@ impl Graph {
         dst: &DeviceBuffer<T>,
         deps: &[Node],
     ) -> Result<Node> {
+        self.copy_dtod_in(self.root(), src, dst, deps)
+    }
+
+    pub(crate) fn copy_dtod_in<T: Pod>(
+        &mut self,
+        t: Target,
+        src: &DeviceBuffer<T>,
+        dst: &DeviceBuffer<T>,
+        deps: &[Node],
+    ) -> Result<Node> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "copy_dtod",
@@ -603,7 +704,7 @@ impl Graph {
                 actual: src.len(),
             });
         }
-        let deps = self.deps(deps)?;
+        let deps = Self::deps(t, deps)?;
         let mut uses = NodeUses::new(&self.device);
         let p = sys::CUDA_MEMCPY3D {
             srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
@@ -616,9 +717,9 @@ impl Graph {
             ..Default::default()
         };
         // SAFETY: the graph is live; both ranges hold `byte_len` bytes and are kept below.
-        let n = unsafe { raw::add_memcpy(self.raw, &deps, &p, self.device.raw_context()) }?;
+        let n = unsafe { raw::add_memcpy(t.raw, &deps, &p, self.device.raw_context()) }?;
         self.keep(uses);
-        Ok(self.node(n))
+        Ok(Self::node(t, n))
     }
 
     /// The kinds of the graph's nodes (in the driver's order).

@@ -49,6 +49,18 @@
 //! (measured in `docs/graph-replay.md`; the driver's costs in `docs/hardware-facts.md`, both in the
 //! repository).
 //!
+//! # Loops that stay on the GPU
+//!
+//! Conditional nodes run a body graph once ([`Graph::if_then`]), by index ([`Graph::switch`]) or
+//! as long as a [`Condition`] holds ([`Graph::while_loop`]); bodies are built through a
+//! [`Body`] with the same node methods, and nodes CUDA forbids in a body (host nodes, the
+//! driver's wait and write nodes) are refused with [`Error::NotAllowedInBody`].
+//! [`Graph::gated_loop`] is the canonical loop as one launch: per step a kick hands the step to a
+//! host closure on a crate worker, a gate waits for it, and the body's kernels consume it; it
+//! ends after a number of steps, past a time limit, on [`DeviceLoop::stop`] or
+//! [`DeviceLoop::abort`], or when a kernel of the body calls `ferrocuda::end_loop`. No host API
+//! call is made per step. `docs/graph-replay.md` in the repository compares the loop forms.
+//!
 //! # Ownership
 //!
 //! Every closure, flag and buffer a node uses (and anything given to [`Graph::own`]) is owned by
@@ -66,11 +78,16 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod conditional;
+mod device_loop;
 mod error;
 mod exec;
 mod graph;
 mod raw;
 
+pub use conditional::{Body, Condition};
+pub use device_loop::{DeviceLoop, LoopLimits};
 pub use error::{Error, Result};
 pub use exec::GraphExec;
+pub use ferrocuda_driver::{LoopEnd, LoopOutcome};
 pub use graph::{Capture, Graph, Node, NodeType};

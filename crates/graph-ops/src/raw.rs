@@ -119,6 +119,44 @@ pub(crate) unsafe fn add_memcpy(
 }
 
 /// # Safety
+/// `g` is live; `ctx` is its context.
+pub(crate) unsafe fn conditional_handle_create(
+    g: CUgraph,
+    ctx: sys::CUcontext,
+    default: Option<u32>,
+) -> Result<sys::CUgraphConditionalHandle> {
+    let mut h = 0;
+    let (value, flags) = match default {
+        Some(v) => (v, sys::CU_GRAPH_COND_ASSIGN_DEFAULT),
+        None => (0, 0),
+    };
+    cu!(cuGraphConditionalHandleCreate(&mut h, g, ctx, value, flags))?;
+    Ok(h)
+}
+
+/// Adds a node from generic parameters; the driver may write back into `p` (a conditional node's
+/// body graphs).
+///
+/// # Safety
+/// As [`add_kernel`].
+pub(crate) unsafe fn add_node(
+    g: CUgraph,
+    deps: &[CUgraphNode],
+    p: &mut sys::CUgraphNodeParams,
+) -> Result<CUgraphNode> {
+    let mut n = std::ptr::null_mut();
+    cu!(cuGraphAddNode_v2(
+        &mut n,
+        g,
+        deps.as_ptr(),
+        std::ptr::null(),
+        deps.len(),
+        p
+    ))?;
+    Ok(n)
+}
+
+/// # Safety
 /// `g` is live.
 pub(crate) unsafe fn nodes(g: CUgraph) -> Result<Vec<CUgraphNode>> {
     let mut n = 0usize;

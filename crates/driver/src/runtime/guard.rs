@@ -24,7 +24,7 @@
 use crate::error::{DriverError, Error, Result};
 use ferrocuda_sys::{CUresult, Driver};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 thread_local! {
     /// Set while a host function (a driver callback) runs user code on this thread.
@@ -42,6 +42,16 @@ thread_local! {
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// Driver calls in progress on the crate's own threads.
 static IN_DRIVER: AtomicUsize = AtomicUsize::new(0);
+/// Driver calls made through the guard so far, by every thread.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many driver calls ferrocuda (and the sibling crates, which call through this guard) made
+/// in this process so far, on every thread. A relaxed counter: read it before and after some work
+/// to see how many calls that work cost (the gated device loop's benchmark counts the calls per
+/// step this way).
+pub fn driver_calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
 
 /// Marks the current thread as one of the crate's own.
 pub(crate) fn mark_crate_thread() {
@@ -194,6 +204,7 @@ pub fn call(call: &'static str, f: impl FnOnce(&'static Driver) -> CUresult) -> 
 /// Runs one driver call, counted on the crate's own threads and refused once the process exits.
 #[inline]
 fn in_driver(f: impl FnOnce() -> CUresult) -> Result<CUresult> {
+    CALLS.fetch_add(1, Ordering::Relaxed);
     if !CRATE_THREAD.with(Cell::get) {
         if SHUTDOWN.load(Ordering::Relaxed) {
             return Err(Error::Shutdown);

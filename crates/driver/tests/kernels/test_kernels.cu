@@ -83,3 +83,18 @@ extern "C" __global__ void gated_ack(const u64* flag, u64 value, u64 timeout_ns,
 // A kernel fault: the context gets a sticky error and no later work runs (the fault tests, each in
 // a test binary of its own, since the context stays broken for the rest of the process).
 extern "C" __global__ void trap_now() { asm volatile("trap;"); }
+
+// One step of the gated device loop's test (ferrocuda/loop.cuh): the host stored hv = mix(step)
+// before the step's gate passed; the GPU checks it and answers ack = mix(hv ^ step) in mapped
+// memory, which the host checks when it produces the next step. Skips a step that was not
+// produced (the loop ended by stop, abort or time limit).
+#include <ferrocuda/loop.cuh>
+
+extern "C" __global__ void loop_consume(const u64* state, const u64* hv, u64* ack, u64* errors) {
+    if (!ferrocuda::loop_step_ok(state)) return;
+    const u64 step = state[ferrocuda::kLoopKicks];
+    const u64 h = *(volatile const u64*)hv;
+    if (h != mix(step)) errors[0] += 1;
+    *(volatile u64*)ack = mix(h ^ step);
+    __threadfence_system();
+}

@@ -11,7 +11,7 @@ use ferrocuda_bench::{Args, Report, die, now_ns};
 use ferrocuda_driver::{
     CompletionFlag, Device, GateStrategy, KickoffMode, LaunchArgs, LaunchConfig, WaitCondition,
 };
-use ferrocuda_graph::Graph;
+use ferrocuda_graph::{Graph, LoopEnd, LoopLimits};
 
 mod future_wake;
 
@@ -203,6 +203,82 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
     }
 }
 
+/// Steps per launch of the device loop (the C baseline's DEVICE_LOOP_STEPS).
+const DEVICE_LOOP_STEPS: u64 = 20_000;
+
+/// The gated device loop (`Graph::gated_loop`): one launch runs DEVICE_LOOP_STEPS steps of
+/// [kick] [gate] [empty kernel] [ack kernel] in a WHILE conditional node, each step's value
+/// produced by an (empty) host closure on a crate worker. Rows in µs per step (five launches, the
+/// first untimed); `driver_calls_per_step` counts ferrocuda's driver calls from the launch until
+/// the loop's end was seen.
+fn device_loop(e: &Env, _a: &Args, r: &mut Report) {
+    e.reset();
+    let one = 1u64;
+    let mut g = ok_g(Graph::new(&e.dev));
+    let built = g.gated_loop(
+        LoopLimits::steps(DEVICE_LOOP_STEPS),
+        &[],
+        |_| {},
+        |b, gate, _| {
+            // SAFETY: empty_kernel().
+            let k = unsafe {
+                b.kernel(
+                    &e.empty,
+                    LaunchConfig::single_thread(),
+                    &mut LaunchArgs::new(),
+                    &[gate],
+                )
+            }?;
+            let mut args = LaunchArgs::new();
+            args.arg(&e.ack_slot).arg(&one);
+            // SAFETY: ack(u64* host_slot, u64 value), one thread; the slot is a flag (resource).
+            unsafe { b.kernel(&e.ack, LaunchConfig::single_thread(), &mut args, &[k]) }?;
+            Ok(())
+        },
+    );
+    let lp = match built {
+        Ok((_, lp)) => lp,
+        Err(ferrocuda_graph::Error::Driver(ferrocuda_driver::Error::Unsupported { .. })) => {
+            println!("device_loop: skipped, no gated device loop on this device or driver");
+            return;
+        }
+        Err(err) => die(&err.to_string()),
+    };
+    let exec = ok_g(g.instantiate());
+    // The setup's releases done, so that the count below holds the launches' calls alone.
+    ok(ferrocuda_driver::wait_for_releases(
+        std::time::Duration::from_secs(10),
+    ));
+    let mut v = Vec::new();
+    let mut calls = Vec::new();
+    for round in 0..5 {
+        let c0 = ferrocuda_driver::guard::driver_calls();
+        let t0 = now_ns();
+        ok_g(exec.launch(&e.s));
+        let out = lp
+            .wait(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|err| die(&err.to_string()));
+        let c1 = ferrocuda_driver::guard::driver_calls();
+        ok_g(exec.synchronize(&e.s));
+        if out.end != LoopEnd::Completed || out.steps != DEVICE_LOOP_STEPS {
+            die(&format!("device_loop: the launch ended {out:?}"));
+        }
+        if round > 0 {
+            v.push((now_ns() - t0) as f64 / DEVICE_LOOP_STEPS as f64);
+            calls.push((c1 - c0) as f64 / DEVICE_LOOP_STEPS as f64);
+        }
+    }
+    let mut sorted = v.clone();
+    sorted.sort_by(f64::total_cmp);
+    calls.sort_by(f64::total_cmp);
+    let extra = format!(
+        "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"steps_per_launch\":{DEVICE_LOOP_STEPS},\"driver_calls_per_step\":{:.5}",
+        1e9 / sorted[sorted.len() / 2],
+        calls[calls.len() - 1]
+    );
+    r.row("device_loop", "while_4_kernels", &mut v, &extra);
+}
+
 fn ok_g<T>(r: ferrocuda_graph::Result<T>) -> T {
     r.unwrap_or_else(|e| die(&e.to_string()))
 }
@@ -252,6 +328,7 @@ fn main() {
         Bench::new("graph_wait_gate", graph_wait_gate),
         Bench::new("graph_poll_gate", graph_poll_gate),
         Bench::new("canonical_loop", canonical_loop),
+        Bench::new("device_loop", device_loop),
     ]);
     // Names of the other programs' benchmarks (the bundle passes every program the same list) are
     // skipped; with none of ours, there is nothing to run.

@@ -22,6 +22,11 @@ use std::time::Duration;
 /// The crate's own kernels (`gate.cu` beside this file), compiled by `cargo xtask ptx`.
 pub(crate) const GATE_PTX: &str = include_str!("gate.ptx");
 
+/// The gated device loop's kernels (`loop.cu` beside this file), compiled by `cargo xtask ptx` to
+/// one SASS per architecture: they set conditional handles, a call the driver resolves only in
+/// cubins.
+pub(crate) const LOOP_FATBIN: &[u8] = include_bytes!("loop.fatbin");
+
 /// The value that aborts a flag: `2^63 - 1`, the largest a cyclic greater-or-equal comparison
 /// still orders after every epoch below 2^63 (the gate kernels' `kAborted`).
 pub(crate) const ABORTED: u64 = i64::MAX as u64;
@@ -37,6 +42,17 @@ pub(crate) enum GateKernel {
     /// `ferrocuda_kick(u64* counter, u64* slot)`: the trampoline's GPU-write kickoff as a graph
     /// kernel node; one thread.
     Kick,
+    /// `ferrocuda_loop_begin(u64* state, u64 condition, u64 max_steps, const u64* stop,
+    /// const u64* flag)` (`LOOP_FATBIN`): a device loop's launch begins; one thread.
+    LoopBegin,
+    /// `ferrocuda_loop_kick(u64* state, u64* slot)`: a device loop's step is kicked off.
+    LoopKick,
+    /// `ferrocuda_loop_gate(const u64* flag, u64* state, u64 condition, u64 max_steps,
+    /// const u64* stop, u64 limit_ns)`: a device loop's step waits for its value.
+    LoopGate,
+    /// `ferrocuda_loop_end(u64* state, u64* steps, u64* outcome, u64* ended)`: a device loop's
+    /// launch ended.
+    LoopEnd,
 }
 
 impl GateKernel {
@@ -46,6 +62,10 @@ impl GateKernel {
             GateKernel::Poll => "ferrocuda_gate_poll",
             GateKernel::Relay => "ferrocuda_gate_relay",
             GateKernel::Kick => "ferrocuda_kick",
+            GateKernel::LoopBegin => "ferrocuda_loop_begin",
+            GateKernel::LoopKick => "ferrocuda_loop_kick",
+            GateKernel::LoopGate => "ferrocuda_loop_gate",
+            GateKernel::LoopEnd => "ferrocuda_loop_end",
         }
     }
 }
@@ -55,9 +75,10 @@ impl GateKernel {
 pub(crate) trait HostWord: Send + Sync {
     /// Acquire load of the current value.
     fn load(&self) -> u64;
-    /// Release store of `value`; futures waiting for the flag are woken without waiting for the
+    /// Release store of `value`, unless the word holds the abort value (a producer's late signal
+    /// never erases an abort); futures waiting for the word are woken without waiting for the
     /// waiter's next check.
-    fn signal(&self, value: u64);
+    fn signal_unless_aborted(&self, value: u64);
     /// The devices (bit `d`: ordinal `d`) whose fault fails the futures waiting for the word: its
     /// own device and those whose work may write it.
     fn devices(&self) -> u64;

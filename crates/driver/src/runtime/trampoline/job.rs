@@ -168,7 +168,9 @@ impl Job {
         }
         // The flag is signalled whether or not the closure panicked: the waiters it owes must go on.
         if let Some(flag) = &self.flag {
-            flag.signal(self.value);
+            // Never over an abort: whoever aborted the flag (the user, a failed producer) must
+            // still be seen by the waiters.
+            flag.signal_unless_aborted(self.value);
             crate::runtime::trampoline::step_done();
         }
     }
@@ -230,15 +232,18 @@ pub(crate) unsafe extern "C" fn kickoff_entry(data: *mut c_void) {
 
 /// A closure that runs many times (a graph host node's), behind a lock: a `FnMut` may be called
 /// from several replays at once.
-pub(crate) type Body = Mutex<Box<dyn FnMut() + Send>>;
+/// A graph node's closure; its argument is the run's step (the gated device loop's step count, 0
+/// for other nodes).
+pub(crate) type Body = Mutex<Box<dyn FnMut(u64) + Send>>;
 
-pub(crate) fn call(body: &Body, panics: &PanicSink) {
+/// Runs `body` with `step` under [`guard::contain`], reporting a panic to `panics`.
+pub(crate) fn call(body: &Body, panics: &PanicSink, step: u64) {
     let r = guard::contain(|| {
         // A panic inside poisons the mutex; the next run still calls the closure.
         let mut f = Ranked::lock(Rank::HostNode, || {
             body.lock().unwrap_or_else(|p| p.into_inner())
         });
-        f()
+        f(step)
     });
     if let Err(msg) = r {
         panics.report(msg);

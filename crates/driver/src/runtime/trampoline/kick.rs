@@ -11,6 +11,21 @@ use crate::runtime::park::{Rank, Ranked};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+/// What a kick's job stores in its flag after the closure ran.
+pub(crate) enum KickSignal {
+    /// The same value after every run (a graph node that runs once per launch: reset scheme or a
+    /// per-launch value).
+    Value(u64),
+    /// The run's count (the gated device loop: its gate waits for the flag to reach the step's
+    /// kick count). The node runs any number of times per launch, so the notifier watches it
+    /// until `ended`, which the loop's last node bumps once per launch, catches up with the
+    /// launches.
+    Count {
+        /// Launches of the loop that ended (mapped memory the GPU writes).
+        ended: Arc<dyn HostWord>,
+    },
+}
+
 /// One graph async node kicked off by GPU write: a kernel node bumps a device counter and writes
 /// it to `slot`; the notifier runs the body once per new value, then signals the flag.
 pub(crate) struct GraphKick {
@@ -22,7 +37,7 @@ pub(crate) struct GraphKick {
     body: Arc<Body>,
     panics: Arc<PanicSink>,
     flag: Arc<dyn HostWord>,
-    value: u64,
+    signal: KickSignal,
 }
 
 /// The live kicks, for the notifier: it re-reads the list when `version` changed.
@@ -42,8 +57,8 @@ impl GraphKick {
     pub(crate) fn register(
         slot: Arc<dyn HostWord>,
         flag: Arc<dyn HostWord>,
-        value: u64,
-        body: Box<dyn FnMut() + Send>,
+        signal: KickSignal,
+        body: Box<dyn FnMut(u64) + Send>,
     ) -> Arc<GraphKick> {
         let kick = Arc::new(GraphKick {
             slot,
@@ -52,7 +67,7 @@ impl GraphKick {
             body: Arc::new(Mutex::new(body)),
             panics: Arc::default(),
             flag,
-            value,
+            signal,
         });
         let mut l = Ranked::lock(Rank::Leaf, || {
             KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,14 +82,20 @@ impl GraphKick {
     /// is seen.
     pub(crate) fn launched(&self) {
         self.expected.fetch_add(1, Ordering::AcqRel);
-        super::step_enqueued();
+        // A loop's runs are counted as steps when they are dispatched (`poll`): how many a launch
+        // makes is decided on the GPU.
+        if let KickSignal::Value(_) = self.signal {
+            super::step_enqueued();
+        }
         super::wake_notifier();
     }
 
     /// Undoes [`launched`](Self::launched) after a failed launch.
     pub(crate) fn cancel_launch(&self) {
         self.expected.fetch_sub(1, Ordering::AcqRel);
-        super::step_done();
+        if let KickSignal::Value(_) = self.signal {
+            super::step_done();
+        }
     }
 
     /// Panics of the body since the last call: (count, first message).
@@ -82,9 +103,14 @@ impl GraphKick {
         self.panics.take()
     }
 
-    /// Whether a launch is recorded whose run was not dispatched yet.
+    /// Whether a launch is recorded whose run was not dispatched yet (for a loop: a launch that
+    /// has not ended).
     pub(super) fn pending(&self) -> bool {
-        self.seen.load(Ordering::Acquire) < self.expected.load(Ordering::Acquire)
+        let expected = self.expected.load(Ordering::Acquire);
+        match &self.signal {
+            KickSignal::Value(_) => self.seen.load(Ordering::Acquire) < expected,
+            KickSignal::Count { ended } => ended.load() < expected,
+        }
     }
 
     /// Whether the GPU published a count not dispatched yet.
@@ -97,13 +123,20 @@ impl GraphKick {
         let v = self.slot.load();
         let mut any = false;
         while self.seen.load(Ordering::Acquire) < v {
-            self.seen.fetch_add(1, Ordering::AcqRel);
+            let count = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
             let (body, panics) = (self.body.clone(), self.panics.clone());
+            let value = match self.signal {
+                KickSignal::Value(value) => value,
+                KickSignal::Count { .. } => {
+                    super::step_enqueued();
+                    count
+                }
+            };
             let job = Job::new(
-                SmallFn::new(move || call(&body, &panics)),
+                SmallFn::new(move || call(&body, &panics, count)),
                 Arc::default(),
                 Some(self.flag.clone()),
-                self.value,
+                value,
             );
             // Always to a worker: the notifier never runs user code (see the module docs).
             dispatch(job);

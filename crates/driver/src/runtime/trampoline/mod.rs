@@ -50,7 +50,7 @@ mod kick;
 mod ring;
 
 pub(crate) use job::Job;
-pub(crate) use kick::GraphKick;
+pub(crate) use kick::{GraphKick, KickSignal};
 pub use ring::RING_SLOTS;
 use ring::{KickRing, reserve};
 #[cfg(all(test, loom))]
@@ -183,14 +183,18 @@ fn worker(p: &'static Pool) {
             // The spinner takes the job before it gives up the role: `dispatch` then never sees
             // "no spinner" while the job it pushed waits in the queue, and wakes nobody.
             let taken = std::cell::Cell::new(None);
-            let got = spin_while(park::TRAMPOLINE, || in_flight() > 0, || {
-                let job = p.queue.pop();
-                let some = job.is_some();
-                if some {
-                    taken.set(job);
-                }
-                some
-            });
+            let got = spin_while(
+                park::TRAMPOLINE,
+                || in_flight() > 0,
+                || {
+                    let job = p.queue.pop();
+                    let some = job.is_some();
+                    if some {
+                        taken.set(job);
+                    }
+                    some
+                },
+            );
             p.spinner.store(false, Ordering::SeqCst);
             if let Some(job) = taken.into_inner() {
                 // Run the job at once: waking another worker first would put a futex call between
