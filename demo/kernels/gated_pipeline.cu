@@ -55,3 +55,19 @@ extern "C" __global__ void produce_gated(u64* out, u32 n, u64 step, const volati
     }
     produce_body(out, n, step, prev, work_ns);
 }
+
+// The `device-loop` strategy's step, the body of ferrocuda-graph's gated device loop (one graph
+// launch runs every step in a WHILE node): the step comes from the loop's device state (kicks so
+// far, ferrocuda/loop.cuh), so one kernel node produces every step. In iteration i the host job
+// kicked off first computed the value of step i - 1; this kernel then produces step i, reading the
+// value of step i - depth. Iteration last + 1 only lets the host compute the last value.
+#include <ferrocuda/loop.cuh>
+
+extern "C" __global__ void produce_loop(u64* vectors, u32 n, const u64* state,
+                                        const volatile u64* values, u64 depth, u64 last,
+                                        u64 work_ns) {
+    const u64 step = state[ferrocuda::kLoopKicks];
+    if (step > last) return;
+    const u64 prev = step > depth ? step - depth : 0;
+    produce_body(vectors + step * n, n, step, values + prev, work_ns);
+}

@@ -108,6 +108,7 @@ struct Cli {
     json: Option<PathBuf>,
 }
 
+#[derive(Clone)]
 struct Opts {
     steps: u64,
     gpu_us: f64,
@@ -119,6 +120,8 @@ struct Opts {
     fused: bool,
     svg: PathBuf,
     json: Option<PathBuf>,
+    /// Also run `device-loop` (where the device and driver have the gated device loop).
+    device_loop: bool,
 }
 
 impl Cli {
@@ -144,6 +147,7 @@ impl Cli {
             fused: self.gate == Gate::Fused,
             svg: self.svg,
             json: self.json,
+            device_loop: true,
         })
     }
 }
@@ -235,6 +239,8 @@ struct Gpu {
     produce: Function,
     /// `produce` behind a fused gate (`flag+fused`).
     produce_gated: Function,
+    /// `None` where the module lacks it (the fake driver of `cargo xtask demo --smoke`).
+    produce_loop: Option<Function>,
     /// Fused gates that gave up after [`DEADLINE`] add 1 here.
     expired: CompletionFlag,
     shared: Arc<Shared>,
@@ -262,19 +268,25 @@ enum Strategy {
     GpuWrite,
     /// `flag` with the wait fused into the kernel (`--gate fused`).
     FlagFused,
+    /// One launch of a gated device loop runs every step.
+    DeviceLoop,
 }
 
 impl Strategy {
-    const ALL: [Strategy; 4] = [
+    const ALL: [Strategy; 5] = [
         Strategy::Sync,
         Strategy::HostFunc,
         Strategy::Flag,
         Strategy::GpuWrite,
+        Strategy::DeviceLoop,
     ];
 
     /// The strategies a run with these options compares.
     fn chosen(o: &Opts) -> Vec<Strategy> {
         let mut v = Strategy::ALL.to_vec();
+        if !o.device_loop {
+            v.retain(|&s| s != Strategy::DeviceLoop);
+        }
         if o.fused {
             v.push(Strategy::FlagFused);
         }
@@ -288,6 +300,7 @@ impl Strategy {
             Strategy::Flag => "flag",
             Strategy::GpuWrite => "gpuwrite",
             Strategy::FlagFused => "flag+fused",
+            Strategy::DeviceLoop => "device-loop",
         }
     }
 
@@ -298,6 +311,7 @@ impl Strategy {
             Strategy::Flag => "#2ca02c",
             Strategy::GpuWrite => "#1f77b4",
             Strategy::FlagFused => "#9467bd",
+            Strategy::DeviceLoop => "#8c564b",
         }
     }
 }
@@ -315,6 +329,7 @@ impl Gpu {
             stream: dev.new_stream()?,
             produce: module.function("produce")?,
             produce_gated: module.function("produce_gated")?,
+            produce_loop: module.function("produce_loop").ok(),
             expired: CompletionFlag::new(&dev)?,
             _module: module,
             shared: Arc::new(Shared::new(&dev, o.steps, o.len)?),
@@ -385,8 +400,80 @@ impl Gpu {
         }
     }
 
+    /// Runs `steps` steps as one launch of a gated device loop.
+    fn run_device_loop(&self, steps: u64, iterations: u64) -> Result<Outcome> {
+        let Some(produce_loop) = &self.produce_loop else {
+            return Err("device-loop: the module has no produce_loop kernel".into());
+        };
+        self.shared.clear();
+        let sh = self.shared.clone();
+        let mut g = ferrocuda_graph::Graph::new(&self.dev)?;
+        let (vec_dev, val_dev) = (self.shared.vec_dev, self.shared.val_dev);
+        let (len, depth, last, gpu_ns) = (self.len, self.depth, steps, self.gpu_ns);
+        let cfg = LaunchConfig {
+            grid: (1, 1, 1),
+            block: (self.len.min(256), 1, 1),
+            shared_mem_bytes: 0,
+            cluster: None,
+        };
+        // Iteration i computes the value of step i - 1, then produces step i: steps + 1 of them.
+        let limits = ferrocuda_graph::LoopLimits::steps(steps + 1).with_time_limit(DEADLINE);
+        let (_, lp) = g.gated_loop(
+            limits,
+            &[],
+            move |i| {
+                if i >= 2 {
+                    sh.host_step(i - 1, iterations);
+                }
+            },
+            |b, gate, lp| {
+                let mut args = LaunchArgs::new();
+                args.arg(&vec_dev)
+                    .arg(&len)
+                    .arg(lp.state())
+                    .arg(&val_dev)
+                    .arg(&depth)
+                    .arg(&last)
+                    .arg(&gpu_ns);
+                // SAFETY: produce_loop(u64* vectors, u32 n, const u64* state, const volatile u64*
+                // values, u64 depth, u64 last, u64 work_ns): the step read from the loop's state
+                // is at most `last`, so `vectors` (steps + 1 vectors of `len` words) and `values`
+                // (steps + 1 words) are in bounds; both are mapped pinned memory owned by `Shared`,
+                // which the graph owns below.
+                unsafe { b.kernel(produce_loop, cfg, &mut args, &[gate]) }?;
+                b.own(self.shared.clone());
+                Ok(())
+            },
+        )?;
+        let exec = g.instantiate()?;
+        let (start, end) = &self.events[0];
+        let t0 = Instant::now();
+        self.stream.record_event(start)?;
+        exec.launch(&self.stream)?;
+        self.stream.record_event(end)?;
+        let out = lp.wait(DEADLINE)?;
+        exec.synchronize(&self.stream)?;
+        let wall = t0.elapsed().as_secs_f64();
+        if out.end != ferrocuda_driver::LoopEnd::Completed || out.steps != steps + 1 {
+            return Err(format!("device-loop: the launch ended {out:?}").into());
+        }
+        let total_ms = f64::from(start.elapsed_time(end)?);
+        let busy_ms = steps as f64 * self.gpu_ns as f64 / 1e6;
+        let mut values = self.shared.values();
+        values.truncate(steps as usize + 1);
+        Ok(Outcome {
+            steps_per_s: steps as f64 / wall,
+            idle: idle_fraction(busy_ms, total_ms),
+            host_us: self.shared.host_ns.load(Ordering::Relaxed) as f64 / 1e3 / steps as f64,
+            values,
+        })
+    }
+
     /// Runs `steps` steps of `strategy`; `show` draws a progress counter.
     fn run(&self, strategy: Strategy, steps: u64, iterations: u64, show: bool) -> Result<Outcome> {
+        if strategy == Strategy::DeviceLoop {
+            return self.run_device_loop(steps, iterations);
+        }
         self.shared.clear();
         let mut progress = Progress::new(strategy.name(), steps, show);
         // flags[r]: the host values of the steps s = r (mod D) are ready up to flags[r].
@@ -488,6 +575,9 @@ impl Gpu {
                     self.stream
                         .enqueue_host_func(move || sh.host_step(s, iterations))?;
                 }
+                Strategy::DeviceLoop => {
+                    return Err("the device loop is not enqueued per step".into());
+                }
                 Strategy::Flag | Strategy::GpuWrite | Strategy::FlagFused => {
                     self.throttle(s, WINDOW, progress)?;
                     // Step s consumes value s - D: wait for the job that computes it. One flag
@@ -587,6 +677,21 @@ fn no_gpu(why: &str) -> ! {
 /// Runs every strategy at every host-work length; `Ok(false)` if some results differ.
 fn run(o: &Opts) -> Result<bool> {
     let gpu = Gpu::new(o)?;
+    // The gated device loop needs conditional graph nodes and the crate's loop kernels (the fake
+    // driver of the smoke run has neither): the strategy runs where they are.
+    let probe = match &gpu.produce_loop {
+        Some(_) => ferrocuda_driver::LoopKickoff::new(&gpu.dev, |_| {}).map(drop),
+        None => Err(ferrocuda_driver::Error::InvalidArgument(
+            "the demo's module has no produce_loop kernel".into(),
+        )),
+    };
+    if let Err(e) = &probe {
+        println!("device-loop: not run here ({e})");
+    }
+    let o = &Opts {
+        device_loop: probe.is_ok(),
+        ..o.clone()
+    };
     let hw = HostWork::calibrate();
     println!(
         "gated pipeline on {} (driver {}): {} steps, GPU step {} µs, depth {}, {} words a step; host hash {:.0} rounds/µs",
