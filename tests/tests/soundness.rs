@@ -844,3 +844,33 @@ fn fences_see_streams_dropped_at_any_moment() {
         }
     });
 }
+
+/// An abort made while the trampoline's closure still runs survives the signal the worker stores
+/// after the closure: every waiter of the flag learns that the producer gave up (the worker's
+/// store used to overwrite the abort with the step's value).
+#[test]
+fn an_abort_during_the_closure_is_not_overwritten_by_the_trampolines_signal() {
+    deadline(30 * SEC, || {
+        let d = device();
+        for mode in [KickoffMode::GpuWrite, KickoffMode::HostFunc] {
+            let s = d.new_stream().unwrap();
+            s.set_kickoff_mode(mode);
+            let flag = CompletionFlag::new(&d).unwrap();
+            let f = flag.clone();
+            s.enqueue_async_host_func(&flag, 5, move || f.abort())
+                .unwrap();
+            s.synchronize().unwrap();
+            // The worker stores (or not) right after the closure: give it time to.
+            let t = Instant::now();
+            while flag.load() == 0 && t.elapsed() < 10 * SEC {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(flag.load(), CompletionFlag::ABORTED, "{mode:?}");
+            assert!(matches!(
+                flag.wait(WaitCondition::GreaterOrEqual, 5, SEC),
+                Err(Error::Aborted)
+            ));
+        }
+    });
+}
