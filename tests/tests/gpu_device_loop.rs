@@ -160,8 +160,12 @@ fn ten_thousand_steps_in_one_launch_checked_both_ways() {
             slot(&c.ack).load(Ordering::Acquire),
             mix(mix(10_000) ^ 10_000)
         );
+        // No driver call per step: one per step would be 10,000. The count is the process's, on
+        // every thread: the launch's own calls and the crate threads' background polling, which
+        // follows the time the loop takes, not its steps (hundreds in a run of this test on an
+        // H200; 2 to 8 per 20,000-step launch in the benchmark).
         assert!(
-            calls < 50,
+            calls < 10_000 / 10,
             "{calls} driver calls for one launch of 10,000 steps"
         );
         // A second launch continues the step count and completes too.

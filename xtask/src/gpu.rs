@@ -104,6 +104,18 @@ pub const SANITIZE: &[(&str, &str, &str)] = &[
         "interop_cust",
         "--exact ferrocuda_buffer_in_a_cust_kernel_is_kept_alive_by_record_use",
     ),
+    // The gated device loop: every handle dropped while a launch runs, and 10,000 steps whose
+    // kernels read the host's values from mapped memory.
+    (
+        "memcheck",
+        "gpu_device_loop",
+        "--exact dropping_everything_while_the_loop_runs_is_safe",
+    ),
+    (
+        "memcheck",
+        "gpu_device_loop",
+        "--exact ten_thousand_steps_in_one_launch_checked_both_ways",
+    ),
 ];
 
 /// Seconds each test binary may run before the bundle calls it failed.

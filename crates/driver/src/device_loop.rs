@@ -8,10 +8,12 @@
 //!   it to a mapped slot. The crate's notifier sees the new count and hands the step to a worker,
 //!   which runs the host closure with the step's number and then stores that number in the loop's
 //!   flag (never over an abort).
+//!   The kick also reads the host's stop word (after its store, so the read overlaps the host's
+//!   answer) and ends the loop when it is set.
 //! * **gate** (`ferrocuda_loop_gate`) polls the flag until it reaches the kick count (cyclic
 //!   greater-or-equal: epochs, no reset), then counts the step. It ends the loop (clears the
 //!   condition) after the last step, or at once when the flag is aborted, the host asked it to
-//!   stop, or the launch's time limit passed.
+//!   stop (checked every few dozen polls while it waits), or the launch's time limit passed.
 //!
 //! Before the WHILE node, `ferrocuda_loop_begin` resets the launch's words and sets the condition;
 //! after it, `ferrocuda_loop_end` publishes the steps run and the outcome to mapped memory, and
@@ -218,7 +220,10 @@ impl LoopKickoff {
                 i.kernels.begin.clone()
             }
             LoopNode::Kick => {
-                args.arg(&i.state).arg(&i.slot);
+                args.arg(&i.state)
+                    .arg(&i.slot)
+                    .arg(&i.stop)
+                    .arg(&params.condition);
                 i.kernels.kick.clone()
             }
             LoopNode::Gate => {
@@ -258,8 +263,8 @@ impl LoopKickoff {
         self.inner.kick.take_panics()
     }
 
-    /// Asks running and later launches to stop: the loop ends at its next gate (the step that
-    /// gate belongs to is not counted). Stays in force until [`resume`](Self::resume).
+    /// Asks running and later launches to stop: the loop ends at its next kick, or while a gate
+    /// waits (that step is not counted). Stays in force until [`resume`](Self::resume).
     pub fn stop(&self) {
         self.inner.stop.signal(1);
     }

@@ -46,9 +46,9 @@ pub struct DeviceLoop {
 }
 
 impl DeviceLoop {
-    /// Asks running and later launches to stop: the loop ends at its next gate (that step is not
-    /// counted and its value is not produced; `ferrocuda::loop_step_ok` is false in it). Stays in
-    /// force until [`resume`](Self::resume).
+    /// Asks running and later launches to stop: the loop ends at its next kick, or while a gate
+    /// waits (that step is not counted; `ferrocuda::loop_step_ok` is false in it). Stays in force
+    /// until [`resume`](Self::resume).
     pub fn stop(&self) {
         self.kickoff.stop();
     }

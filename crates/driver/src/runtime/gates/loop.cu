@@ -62,33 +62,41 @@ extern "C" __global__ void ferrocuda_loop_begin(u64* state, u64 condition, u64 m
 // First in the body: the step's kickoff. Bumps the kick count and publishes it to the mapped slot
 // the crate's notifier watches; a worker runs the host closure for that step and then stores the
 // count in the loop's flag. The release at system scope makes everything the previous steps did
-// visible to the closure.
-extern "C" __global__ void ferrocuda_loop_kick(u64* state, u64* slot) {
+// visible to the closure. The stop word is read after the store, so its bus round trip overlaps
+// the host's answer instead of lengthening the gate's poll; a stop seen here ends the loop before
+// its gate waits (the step is not counted).
+extern "C" __global__ void ferrocuda_loop_kick(u64* state, u64* slot, const u64* stop,
+                                               u64 condition) {
   const u64 c = state[ferrocuda::kLoopKicks] + 1;
   state[ferrocuda::kLoopKicks] = c;
   state[ferrocuda::kLoopStepOk] = 0;
   store_release_sys(slot, c);
+  if (load_relaxed_sys(stop) != 0) finish(state, condition, ferrocuda::kLoopStopped);
 }
 
 // After the kick: waits until the host produced this step (flag >= the kick count, cyclically),
-// unless the flag is aborted, a stop is requested or the launch's time limit (limit_ns, 0: none)
+// unless the loop already ended (a stop seen by the kick), the flag is aborted, a stop is requested
+// while the gate waits (checked every kStopPolls polls: one bus load per poll keeps the gate's
+// answer as fast as the plain polling gate's), or the launch's time limit (limit_ns, 0: none)
 // passes; those end the loop. Counts the step and ends the loop after `max_steps`.
+constexpr unsigned kStopPolls = 32;
+
 extern "C" __global__ void ferrocuda_loop_gate(const u64* flag, u64* state, u64 condition,
                                                u64 max_steps, const u64* stop, u64 limit_ns) {
+  if (state[ferrocuda::kLoopOutcome] != ferrocuda::kLoopRunning) return;
   const u64 target = state[ferrocuda::kLoopKicks];
   const u64 start = state[ferrocuda::kLoopStart];
-  for (;;) {
-    const u64 s = load_relaxed_sys(stop);
+  for (unsigned polls = 1;; ++polls) {
     const u64 v = ferrocuda::gate_load_acquire_sys(flag);
     if (v == ferrocuda::kAborted) {
       finish(state, condition, ferrocuda::kLoopAborted);
       return;
     }
-    if (s != 0) {
+    if (ferrocuda::gate_holds(v, target, ferrocuda::Cond::kGeq)) break;
+    if (polls % kStopPolls == 0 && stop_requested(stop)) {
       finish(state, condition, ferrocuda::kLoopStopped);
       return;
     }
-    if (ferrocuda::gate_holds(v, target, ferrocuda::Cond::kGeq)) break;
     if (limit_ns != 0 && ferrocuda::gate_globaltimer() - start > limit_ns) {
       finish(state, condition, ferrocuda::kLoopTimedOut);
       return;

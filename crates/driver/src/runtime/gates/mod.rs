@@ -45,7 +45,8 @@ pub(crate) enum GateKernel {
     /// `ferrocuda_loop_begin(u64* state, u64 condition, u64 max_steps, const u64* stop,
     /// const u64* flag)` (`LOOP_FATBIN`): a device loop's launch begins; one thread.
     LoopBegin,
-    /// `ferrocuda_loop_kick(u64* state, u64* slot)`: a device loop's step is kicked off.
+    /// `ferrocuda_loop_kick(u64* state, u64* slot, const u64* stop, u64 condition)`: a device
+    /// loop's step is kicked off.
     LoopKick,
     /// `ferrocuda_loop_gate(const u64* flag, u64* state, u64 condition, u64 max_steps,
     /// const u64* stop, u64 limit_ns)`: a device loop's step waits for its value.
