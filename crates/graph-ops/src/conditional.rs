@@ -51,6 +51,14 @@ impl Condition {
     }
 }
 
+/// The filler of a node with one body, from a closure that builds it.
+fn once(
+    f: impl FnOnce(&mut Body<'_>) -> Result<()>,
+) -> impl FnMut(u32, &mut Body<'_>) -> Result<()> {
+    let mut f = Some(f);
+    move |_, b| f.take().map_or(Ok(()), |f| f(b))
+}
+
 /// What kind of conditional node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -87,7 +95,8 @@ impl Graph {
     /// # use ferrocuda_graph::Graph;
     /// # fn main() -> ferrocuda_graph::Result<()> {
     /// # let device = Device::new(0)?;
-    /// # let module: Module = todo!();
+    /// # let cubin: Vec<u8> = Vec::new();
+    /// let module = Module::from_cubin(&device, &cubin)?; // a cubin: it sets a condition
     /// let step = module.function("step")?; // calls ferrocuda::end_loop(cond) when done
     /// let mut g = Graph::new(&device)?;
     /// let cond = g.condition(Some(1))?;
@@ -110,10 +119,7 @@ impl Graph {
         body: impl FnOnce(&mut Body<'_>) -> Result<()>,
     ) -> Result<Node> {
         let t = self.root();
-        let mut body = Some(body);
-        self.conditional_in(t, Kind::While, cond, 1, deps, |_, b| {
-            body.take().map_or(Ok(()), |f| f(b))
-        })
+        self.conditional_in(t, Kind::While, cond, 1, deps, once(body))
     }
 
     /// An IF node: runs `then` when `cond` is non-zero.
@@ -128,10 +134,7 @@ impl Graph {
         then: impl FnOnce(&mut Body<'_>) -> Result<()>,
     ) -> Result<Node> {
         let t = self.root();
-        let mut then = Some(then);
-        self.conditional_in(t, Kind::If, cond, 1, deps, |_, b| {
-            then.take().map_or(Ok(()), |f| f(b))
-        })
+        self.conditional_in(t, Kind::If, cond, 1, deps, once(then))
     }
 
     /// A SWITCH node of `cases` bodies: runs body `i` when `cond` equals `i` (none when it is
@@ -387,11 +390,8 @@ impl Body<'_> {
         deps: &[Node],
         body: impl FnOnce(&mut Body<'_>) -> Result<()>,
     ) -> Result<Node> {
-        let mut body = Some(body);
         self.g
-            .conditional_in(self.t, Kind::While, cond, 1, deps, |_, b| {
-                body.take().map_or(Ok(()), |f| f(b))
-            })
+            .conditional_in(self.t, Kind::While, cond, 1, deps, once(body))
     }
 
     /// A nested IF node. As [`Graph::if_then`].
@@ -405,11 +405,8 @@ impl Body<'_> {
         deps: &[Node],
         then: impl FnOnce(&mut Body<'_>) -> Result<()>,
     ) -> Result<Node> {
-        let mut then = Some(then);
         self.g
-            .conditional_in(self.t, Kind::If, cond, 1, deps, |_, b| {
-                then.take().map_or(Ok(()), |f| f(b))
-            })
+            .conditional_in(self.t, Kind::If, cond, 1, deps, once(then))
     }
 
     /// A nested SWITCH node. As [`Graph::switch`].
