@@ -93,7 +93,15 @@ impl DeviceStream {
             value,
         );
         let ctx = &self.inner.device.inner.rt;
-        enqueue_step(op, job, Kickoff::Async(self.kickoff_mode(), ctx))
+        enqueue_step(
+            op,
+            job,
+            Kickoff::Async {
+                mode: self.kickoff_mode(),
+                ctx,
+                stream: self.inner.id,
+            },
+        )
     }
 }
 

@@ -2,14 +2,15 @@
 //! notifier's scan, on a ring of two slots so that slots are reused within the model.
 //!
 //! Covered: the real [`reserve`], [`Ticket::cancel`] and [`Ring::scan`] (the ticket counter, the
-//! full check against `low`, publishing a job, the swap that makes its taker the only owner, the
-//! done marks and the advance of `low`). The GPU's write of a ticket into its slot is a release
+//! full check against `low`, publishing a job with its lane, the notifier taking tickets into
+//! lanes, the swap that makes its taker the only owner, the done marks and the advance of `low`).
+//! The two threads enqueue on two lanes (streams). The GPU's write of a ticket into its slot is a release
 //! store by the enqueuing thread after its enqueue (the real write has a system-wide fence before
 //! it). Not covered: the notifier's and the workers' spinning and parking (`awake`, `Sleepers`:
 //! the notifier here is awake throughout), the graph kickoffs polled in the same loop, and the
 //! ring's allocation.
 
-use super::{Ring, Slot, Ticket, reserve};
+use super::{Ring, Slot, Ticket, Watch, reserve};
 use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use loom::thread;
 
@@ -79,7 +80,7 @@ fn loom_ring_dispatches_each_job_once_or_hands_it_back() {
             thread::spawn(move || {
                 let mut fates = Vec::new();
                 for n in 0..2 {
-                    match reserve(r, Box::new(Job(n))) {
+                    match reserve(r, 1, Box::new(Job(n))) {
                         Ok(t) => {
                             gpu_writes(r, &t);
                             fates.push((n, Fate::Enqueued));
@@ -94,7 +95,7 @@ fn loom_ring_dispatches_each_job_once_or_hands_it_back() {
         let two = {
             let finished = finished.clone();
             thread::spawn(move || {
-                let fate = match reserve(r, Box::new(Job(2))) {
+                let fate = match reserve(r, 2, Box::new(Job(2))) {
                     Ok(t) => {
                         let job = t.cancel().expect("an unwritten ticket's job comes back");
                         (job.0, Fate::Cancelled)
@@ -107,9 +108,10 @@ fn loom_ring_dispatches_each_job_once_or_hands_it_back() {
         };
 
         let mut dispatched = Vec::new();
+        let mut watch = Watch::new();
         loop {
             let done = finished.load(SeqCst) == 2;
-            r.scan(|job| dispatched.push(job.0));
+            r.scan(&mut watch, |job| dispatched.push(job.0));
             assert_low_passes_only_done_tickets(r);
             if done && !r.pending() {
                 break;

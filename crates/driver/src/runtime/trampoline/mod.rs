@@ -52,7 +52,7 @@ mod ring;
 pub(crate) use job::Job;
 pub(crate) use kick::{GraphKick, KickSignal};
 pub use ring::RING_SLOTS;
-use ring::{KickRing, reserve};
+use ring::{KickRing, Watch, reserve};
 #[cfg(all(test, loom))]
 use ring::{Ring, Slot, Ticket};
 
@@ -245,8 +245,13 @@ pub(crate) enum Kickoff<'c> {
     /// On the driver's callback thread, holding the stream (`cuLaunchHostFunc`).
     Blocking,
     /// On a worker, the stream moving on at once, kicked off as `mode` says; `ctx` is the
-    /// stream's (the ring is allocated under it on first use).
-    Async(KickoffMode, &'c Context),
+    /// stream's (the ring is allocated under it on first use), `stream` its identity (the ring's
+    /// lane: a stream's GPU writes land in the order it enqueued them).
+    Async {
+        mode: KickoffMode,
+        ctx: &'c Context,
+        stream: u64,
+    },
 }
 
 /// The trampoline's one entry point for a stream step: `enqueue` puts `job`'s kickoff on the
@@ -257,9 +262,9 @@ pub(crate) fn enqueue(
     how: Kickoff<'_>,
     enqueue: impl FnOnce(Enqueue) -> Result<()>,
 ) -> Result<()> {
-    let (mode, ctx) = match how {
+    let (mode, ctx, stream) = match how {
         Kickoff::Blocking => return host_func(job, job::host_func_entry, enqueue),
-        Kickoff::Async(mode, ctx) => (mode, ctx),
+        Kickoff::Async { mode, ctx, stream } => (mode, ctx, stream),
     };
     start_workers();
     step_enqueued();
@@ -273,7 +278,7 @@ pub(crate) fn enqueue(
             return Err(e);
         }
     };
-    let ticket = match reserve(ring, job) {
+    let ticket = match reserve(ring, stream, job) {
         Ok(t) => t,
         // More than RING_SLOTS steps in flight: this one is kicked off by a host function.
         Err(job) => return host_func(job, job::kickoff_entry, enqueue),
@@ -320,6 +325,7 @@ fn wake_notifier() {
 
 fn notifier(r: &'static KickRing) {
     let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
+    let mut watch = Watch::new();
     let mut version = usize::MAX;
     loop {
         let v = KICKS.version.load(Ordering::Acquire);
@@ -343,7 +349,7 @@ fn notifier(r: &'static KickRing) {
         }
         // Always to a worker: the notifier never runs user code, so a closure that blocks cannot
         // hold back another stream's kickoff (see the module docs).
-        dispatched |= r.scan(dispatch);
+        dispatched |= r.scan(&mut watch, dispatch);
         if dispatched {
             continue;
         }
@@ -355,7 +361,7 @@ fn notifier(r: &'static KickRing) {
         if spin_while(park::TRAMPOLINE, pending, || {
             kicks.iter().any(|k| k.ready())
                 || KICKS.version.load(Ordering::Acquire) != version
-                || r.ready()
+                || r.ready(&watch)
         }) {
             continue;
         }
