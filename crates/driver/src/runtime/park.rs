@@ -45,10 +45,9 @@
 //!    panic sink.
 
 use crate::error::{Error, Result};
+use crate::runtime::sync;
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::Thread;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How a loop waits: a spin window after the last progress, then sleeps from `sleep_min`
@@ -214,25 +213,38 @@ pub(crate) fn wait_until<T>(
 
 /// Threads of one kind that park when idle; [`wake_one`](Self::wake_one) unparks one (a syscall
 /// only if one is parked).
+///
+/// The worker pool's loom model (`trampoline/pool.rs`) runs it with loom's parking.
 pub(crate) struct Sleepers {
-    list: Mutex<Vec<Thread>>,
-    count: AtomicUsize,
+    list: sync::Mutex<Vec<sync::thread::Thread>>,
+    count: sync::atomic::AtomicUsize,
     /// Threads unparked by [`wake_one`](Self::wake_one) so far (each one a futex call on the
     /// waking thread): how tests see that a hot path makes none.
-    woken: AtomicUsize,
+    woken: sync::atomic::AtomicUsize,
 }
 
 impl Sleepers {
     /// No thread parked.
+    #[cfg(not(all(test, loom)))]
     pub(crate) const fn new() -> Self {
         Sleepers {
-            list: Mutex::new(Vec::new()),
-            count: AtomicUsize::new(0),
-            woken: AtomicUsize::new(0),
+            list: sync::Mutex::new(Vec::new()),
+            count: sync::atomic::AtomicUsize::new(0),
+            woken: sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    fn lock(&self) -> Ranked<std::sync::MutexGuard<'_, Vec<Thread>>> {
+    /// No thread parked (loom's types cannot be built in a constant).
+    #[cfg(all(test, loom))]
+    pub(crate) fn new() -> Self {
+        Sleepers {
+            list: sync::Mutex::new(Vec::new()),
+            count: sync::atomic::AtomicUsize::new(0),
+            woken: sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> Ranked<sync::MutexGuard<'_, Vec<sync::thread::Thread>>> {
         Ranked::lock(Rank::Leaf, || {
             self.list.lock().unwrap_or_else(|p| p.into_inner())
         })
@@ -240,23 +252,32 @@ impl Sleepers {
 
     /// Parks the current thread unless `has_work()` after registering (no lost wake-ups: a wake
     /// between the check and the park leaves the thread's park token set).
+    ///
+    /// The waker stores its work (a queued job, a step in flight), then calls
+    /// [`wake_one`](Self::wake_one), which loads the count; this thread stores the count, then
+    /// loads the work in `has_work`. A sequentially consistent fence on each side between the
+    /// store and the load makes at least one of them see the other's store: the waker sees this
+    /// thread registered, or this thread sees the work.
     pub(crate) fn park_unless(&self, has_work: impl Fn() -> bool) {
         {
             let mut l = self.lock();
-            l.push(std::thread::current());
+            l.push(sync::thread::current());
             self.count.store(l.len(), Ordering::SeqCst);
         }
+        sync::atomic::fence(Ordering::SeqCst);
         if !has_work() {
-            std::thread::park();
+            sync::thread::park();
         }
-        let me = std::thread::current().id();
+        let me = sync::thread::current().id();
         let mut l = self.lock();
         l.retain(|t| t.id() != me);
         self.count.store(l.len(), Ordering::SeqCst);
     }
 
-    /// Unparks one parked thread, if any.
+    /// Unparks one parked thread, if any. Call it after storing the work the thread is woken
+    /// for (see [`park_unless`](Self::park_unless) for the fence).
     pub(crate) fn wake_one(&self) {
+        sync::atomic::fence(Ordering::SeqCst);
         if self.count.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -296,7 +317,7 @@ pub(crate) fn spin_while(
         } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= policy.spin {
             return false;
         }
-        std::hint::spin_loop();
+        sync::hint::spin_loop();
     }
 }
 
@@ -466,6 +487,7 @@ mod tests {
         assert!(matches!(e, Err(Error::Aborted)));
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn a_woken_sleeper_returns_and_a_ready_one_does_not_park() {
         static S: Sleepers = Sleepers::new();

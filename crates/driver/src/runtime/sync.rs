@@ -3,8 +3,8 @@
 //! its own), std's otherwise, so that the normal build is plain std.
 //!
 //! Only the state a model drives goes through here (the waiter's registry and its counters, the
-//! kickoff ring, the reclaimer's handoff, a host buffer's pending copies); the threads, their
-//! parking and everything else use std directly.
+//! kickoff ring, the trampoline's worker pool and its parking, the reclaimer's handoff, a host
+//! buffer's pending copies); everything else uses std directly.
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
@@ -14,9 +14,26 @@ pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 /// Atomics, as in `std::sync::atomic`.
 pub(crate) mod atomic {
     #[cfg(all(test, loom))]
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, fence};
     #[cfg(not(all(test, loom)))]
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, fence};
+}
+
+/// Threads' parking, as in `std::thread` (the worker pool's model parks and unparks).
+pub(crate) mod thread {
+    #[cfg(all(test, loom))]
+    pub(crate) use loom::thread::{Thread, current, park};
+    #[cfg(not(all(test, loom)))]
+    pub(crate) use std::thread::{Thread, current, park};
+}
+
+/// The spin hint, as in `std::hint`; loom's yields to its scheduler, so that a modelled spin
+/// loop lets the other threads run.
+pub(crate) mod hint {
+    #[cfg(all(test, loom))]
+    pub(crate) use loom::hint::spin_loop;
+    #[cfg(not(all(test, loom)))]
+    pub(crate) use std::hint::spin_loop;
 }
 
 /// `std::collections::HashMap`; under loom with a fixed hasher, because loom replays every

@@ -3,7 +3,8 @@
 //! | file | what |
 //! | --- | --- |
 //! | `job.rs` | [`Job`] (a closure stored inline, its panic sink, the flag it signals), the host-function entry points, a graph host node's [`Body`] |
-//! | `mod.rs` | [`KickoffMode`], the worker pool ([`dispatch`]), the notifier thread |
+//! | `mod.rs` | [`KickoffMode`], the process's worker pool ([`dispatch`]), the notifier thread |
+//! | `pool.rs` | the worker pool's protocol ([`Pool`]: one spinning worker, the others parked) |
 //! | `ring.rs` | the GPU-write kickoff's ring of mapped slots ([`reserve`], [`Ticket`]) |
 //! | `kick.rs` | graph kernel nodes that kick off by GPU write ([`GraphKick`]) |
 //!
@@ -35,22 +36,23 @@
 //! or handed back, and a slot is reused only once its last ticket is done.
 
 use super::context::Context;
-use super::park::{self, Rank, Ranked, Sleepers, spin_while};
+use super::park::{self, Rank, Ranked, spin_while};
 use super::raw::CUdeviceptr;
 use crate::error::Result;
-use crossbeam_queue::SegQueue;
 use kick::KICKS;
 use std::ffi::c_void;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub(crate) mod job;
 mod kick;
+mod pool;
 mod ring;
 
 pub(crate) use job::Job;
 pub(crate) use kick::{GraphKick, KickSignal};
+use pool::{Pool, Work};
 pub use ring::RING_SLOTS;
 use ring::{KickRing, Watch, reserve};
 #[cfg(all(test, loom))]
@@ -121,35 +123,25 @@ pub(crate) fn in_flight() -> usize {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
-struct Pool {
-    queue: SegQueue<Box<Job>>,
-    sleepers: Sleepers,
-    /// One worker at a time spins for jobs; the others park.
-    spinner: AtomicBool,
-    started: OnceLock<()>,
-}
-
-fn pool() -> &'static Pool {
-    static P: Pool = Pool {
-        queue: SegQueue::new(),
-        sleepers: Sleepers::new(),
-        spinner: AtomicBool::new(false),
-        started: OnceLock::new(),
-    };
-    P.started.get_or_init(|| {
+/// The process's worker pool (`pool.rs`), its threads started on first use.
+fn pool() -> &'static Pool<Job> {
+    static P: OnceLock<Pool<Job>> = OnceLock::new();
+    static STARTED: OnceLock<()> = OnceLock::new();
+    let p = P.get_or_init(Pool::new);
+    STARTED.get_or_init(|| {
         for i in 0..worker_count() {
             let spawned = std::thread::Builder::new()
                 .name(format!("ferrocuda-worker-{i}"))
-                .spawn(|| {
+                .spawn(move || {
                     crate::runtime::guard::mark_crate_thread();
-                    worker(&P)
+                    p.work(park::TRAMPOLINE, || in_flight() > 0, || false)
                 });
             if let Err(e) = spawned {
                 tracing::warn!(%e, "could not start a ferrocuda worker thread");
             }
         }
     });
-    &P
+    p
 }
 
 /// Number of trampoline workers: closures run concurrently up to this many
@@ -162,53 +154,9 @@ fn worker_count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)))
 }
 
-impl Pool {
-    fn wake_spinner(&self) {
-        if !self.spinner.load(Ordering::SeqCst) {
-            self.sleepers.wake_one();
-        }
-    }
-}
-
-fn worker(p: &'static Pool) {
-    loop {
-        if let Some(job) = p.queue.pop() {
-            job.run_and_recycle();
-            continue;
-        }
-        if p.spinner
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            // The spinner takes the job before it gives up the role: `dispatch` then never sees
-            // "no spinner" while the job it pushed waits in the queue, and wakes nobody.
-            let taken = std::cell::Cell::new(None);
-            let got = spin_while(
-                park::TRAMPOLINE,
-                || in_flight() > 0,
-                || {
-                    let job = p.queue.pop();
-                    let some = job.is_some();
-                    if some {
-                        taken.set(job);
-                    }
-                    some
-                },
-            );
-            p.spinner.store(false, Ordering::SeqCst);
-            if let Some(job) = taken.into_inner() {
-                // Run the job at once: waking another worker first would put a futex call between
-                // the GPU's kickoff and the closure of every step. While this worker runs the
-                // job nobody spins, so a job dispatched meanwhile wakes a parked worker
-                // (`dispatch`), off this step's path; back-to-back short jobs wake nobody.
-                job.run_and_recycle();
-                continue;
-            }
-            debug_assert!(!got);
-        }
-        p.sleepers.park_unless(|| {
-            !p.queue.is_empty() || (in_flight() > 0 && !p.spinner.load(Ordering::SeqCst))
-        });
+impl Work for Job {
+    fn run(self: Box<Self>) {
+        self.run_and_recycle();
     }
 }
 
@@ -219,13 +167,7 @@ pub(crate) fn start_workers() {
 
 /// Gives `job` to a worker. Never blocks; makes no driver call.
 pub(crate) fn dispatch(job: Box<Job>) {
-    let p = pool();
-    p.queue.push(job);
-    // No spinner, and the job still queued (a spinner that just took it cleared the flag): wake a
-    // worker. A job already taken needs nobody woken.
-    if !p.spinner.load(Ordering::SeqCst) && !p.queue.is_empty() {
-        p.sleepers.wake_one();
-    }
+    pool().dispatch(job);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,12 +315,15 @@ fn notifier(r: &'static KickRing) {
 
 #[cfg(all(test, loom))]
 mod loom_model;
+#[cfg(all(test, loom))]
+mod pool_loom_model;
 
 #[cfg(test)]
 mod tests {
     use super::job::{PanicSink, SmallFn};
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
     use std::time::Instant;
 
     fn worker_cpu_ticks() -> u64 {
