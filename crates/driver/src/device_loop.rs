@@ -7,13 +7,13 @@
 //! * **kick** (`ferrocuda_loop_kick`) bumps the loop's kick count in device memory and publishes
 //!   it to a mapped slot. The crate's notifier sees the new count and hands the step to a worker,
 //!   which runs the host closure with the step's number and then stores that number in the loop's
-//!   flag (never over an abort).
-//!   The kick also reads the host's stop word (after its store, so the read overlaps the host's
-//!   answer) and ends the loop when it is set.
+//!   flag (never over an abort). The kick reads no mapped memory: the gate's launch waits for
+//!   it, so a bus round trip there would lengthen every step.
 //! * **gate** (`ferrocuda_loop_gate`) polls the flag until it reaches the kick count (cyclic
 //!   greater-or-equal: epochs, no reset), then counts the step. It ends the loop (clears the
 //!   condition) after the last step, or at once when the flag is aborted, the host asked it to
-//!   stop (checked every few dozen polls while it waits), or the launch's time limit passed.
+//!   stop, or the launch's time limit passed. The stop word is loaded beside the flag on the
+//!   first poll (both loads in flight at once) and every few dozen polls after it.
 //!
 //! Before the WHILE node, `ferrocuda_loop_begin` resets the launch's words and sets the condition;
 //! after it, `ferrocuda_loop_end` publishes the steps run and the outcome to mapped memory, and

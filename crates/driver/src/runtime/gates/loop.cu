@@ -62,42 +62,46 @@ extern "C" __global__ void ferrocuda_loop_begin(u64* state, u64 condition, u64 m
 // First in the body: the step's kickoff. Bumps the kick count and publishes it to the mapped slot
 // the crate's notifier watches; a worker runs the host closure for that step and then stores the
 // count in the loop's flag. The release at system scope makes everything the previous steps did
-// visible to the closure. The stop word is read after the store, so its bus round trip overlaps
-// the host's answer instead of lengthening the gate's poll; a stop seen here ends the loop before
-// its gate waits (the step is not counted).
+// visible to the closure. It reads no mapped memory: a bus read here would lengthen every step by
+// its round trip (the gate's launch waits for this kernel), so the stop word is the gate's.
 extern "C" __global__ void ferrocuda_loop_kick(u64* state, u64* slot, const u64* stop,
                                                u64 condition) {
   const u64 c = state[ferrocuda::kLoopKicks] + 1;
   state[ferrocuda::kLoopKicks] = c;
-  state[ferrocuda::kLoopStepOk] = 0;
   store_release_sys(slot, c);
-  if (load_relaxed_sys(stop) != 0) finish(state, condition, ferrocuda::kLoopStopped);
 }
 
 // After the kick: waits until the host produced this step (flag >= the kick count, cyclically),
-// unless the loop already ended (a stop seen by the kick), the flag is aborted, a stop is requested
-// while the gate waits (checked every kStopPolls polls: one bus load per poll keeps the gate's
-// answer as fast as the plain polling gate's), or the launch's time limit (limit_ns, 0: none)
-// passes; those end the loop. Counts the step and ends the loop after `max_steps`.
+// unless the flag is aborted, a stop is requested, or the launch's time limit (limit_ns, 0: none)
+// passes; those end the loop, and the step is not counted. The stop word is loaded with the
+// first poll's flag load (both in flight at once, so watching it does not lengthen the gate's
+// answer) and then every kStopPolls polls: a stop is seen by the next step's gate however soon
+// the host answers. Counts the step and ends the loop after `max_steps`. Only the gate writes
+// the step's "produced" word that `loop_step_ok` reads.
 constexpr unsigned kStopPolls = 32;
 
 extern "C" __global__ void ferrocuda_loop_gate(const u64* flag, u64* state, u64 condition,
                                                u64 max_steps, const u64* stop, u64 limit_ns) {
-  if (state[ferrocuda::kLoopOutcome] != ferrocuda::kLoopRunning) return;
   const u64 target = state[ferrocuda::kLoopKicks];
-  const u64 start = state[ferrocuda::kLoopStart];
-  for (unsigned polls = 1;; ++polls) {
+  for (unsigned polls = 0;; ++polls) {
+    const bool check_stop = polls % kStopPolls == 0;
+    // The relaxed load first: the acquire load below would order it after itself.
+    const u64 stopped = check_stop ? load_relaxed_sys(stop) : 0;
     const u64 v = ferrocuda::gate_load_acquire_sys(flag);
     if (v == ferrocuda::kAborted) {
+      state[ferrocuda::kLoopStepOk] = 0;
       finish(state, condition, ferrocuda::kLoopAborted);
       return;
     }
-    if (ferrocuda::gate_holds(v, target, ferrocuda::Cond::kGeq)) break;
-    if (polls % kStopPolls == 0 && stop_requested(stop)) {
+    if (stopped != 0) {
+      state[ferrocuda::kLoopStepOk] = 0;
       finish(state, condition, ferrocuda::kLoopStopped);
       return;
     }
-    if (limit_ns != 0 && ferrocuda::gate_globaltimer() - start > limit_ns) {
+    if (ferrocuda::gate_holds(v, target, ferrocuda::Cond::kGeq)) break;
+    if (limit_ns != 0 &&
+        ferrocuda::gate_globaltimer() - state[ferrocuda::kLoopStart] > limit_ns) {
+      state[ferrocuda::kLoopStepOk] = 0;
       finish(state, condition, ferrocuda::kLoopTimedOut);
       return;
     }
@@ -108,7 +112,8 @@ extern "C" __global__ void ferrocuda_loop_gate(const u64* flag, u64* state, u64 
   state[ferrocuda::kLoopSteps] = steps;
   if (steps >= max_steps) {
     finish(state, condition, ferrocuda::kLoopCompleted);
-  } else if (limit_ns != 0 && ferrocuda::gate_globaltimer() - start > limit_ns) {
+  } else if (limit_ns != 0 &&
+             ferrocuda::gate_globaltimer() - state[ferrocuda::kLoopStart] > limit_ns) {
     finish(state, condition, ferrocuda::kLoopTimedOut);
   }
 }
