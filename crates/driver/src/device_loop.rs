@@ -5,9 +5,12 @@
 //! [kick] → [gate] → the user's consume and ack kernels:
 //!
 //! * **kick** (`ferrocuda_loop_kick`) bumps the loop's kick count in device memory and publishes
-//!   it to a mapped slot. The crate's notifier sees the new count and hands the step to a worker,
-//!   which runs the host closure with the step's number and then stores that number in the loop's
-//!   flag (never over an abort). The kick reads no mapped memory: the gate's launch waits for
+//!   it to a mapped slot. The loop's own crate thread (`ferrocuda-loop`, spinning while a launch
+//!   runs) sees the new count, runs the host closure with the step's number itself (no hand-off
+//!   on the step's path) and then stores that number in the loop's flag (never over an abort).
+//!   The thread serves this loop alone, so a closure that blocks holds back no other stream. If
+//!   the thread cannot be started, the notifier and the workers answer instead. The kick reads
+//!   no mapped memory: the gate's launch waits for
 //!   it, so a bus round trip there would lengthen every step.
 //! * **gate** (`ferrocuda_loop_gate`) polls the flag until it reaches the kick count (cyclic
 //!   greater-or-equal: epochs, no reset), then counts the step. It ends the loop (clears the
@@ -17,7 +20,7 @@
 //!
 //! Before the WHILE node, `ferrocuda_loop_begin` resets the launch's words and sets the condition;
 //! after it, `ferrocuda_loop_end` publishes the steps run and the outcome to mapped memory, and
-//! bumps the count of ended launches, which tells the notifier to stop watching the slot.
+//! bumps the count of ended launches, which tells the loop's thread to stop watching the slot.
 //!
 //! No host API call is made per step: the host only answers kicks by storing to pinned memory.
 //! The kernels are `loop.cu` in `runtime/gates`, shipped as a fatbin (one SASS per architecture)
@@ -136,7 +139,7 @@ struct Inner {
     state: DeviceBuffer<u64>,
     /// The mapped slot the kick writes its count to.
     slot: CompletionFlag,
-    /// The step's value: the worker stores the step's count after the closure ran.
+    /// The step's value: the loop's thread stores the step's count after the closure ran.
     flag: CompletionFlag,
     /// Non-zero: the host asked the loop to stop.
     stop: CompletionFlag,
@@ -148,8 +151,15 @@ struct Inner {
     launches: AtomicU64,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle (and every graph owning one) is gone: no launch will be recorded.
+        self.kick.close();
+    }
+}
+
 impl LoopKickoff {
-    /// A loop whose steps run `f` on a crate worker, with the step's number (counting from 1
+    /// A loop whose steps run `f` on a crate thread, with the step's number (counting from 1
     /// over every launch of the loop); the step's gate passes once `f` returned (or panicked: the
     /// panic is reported by [`take_panics`](Self::take_panics)).
     ///
@@ -245,8 +255,8 @@ impl LoopKickoff {
         }
     }
 
-    /// Records one more launch of a graph holding the loop, just before it: the crate's notifier
-    /// watches the loop's kicks until that launch ended.
+    /// Records one more launch of a graph holding the loop, just before it: the loop's thread
+    /// watches its kicks until that launch ended.
     pub fn launched(&self) {
         self.inner.launches.fetch_add(1, Ordering::AcqRel);
         self.inner.kick.launched();
@@ -275,8 +285,8 @@ impl LoopKickoff {
     }
 
     /// Aborts the loop's flag: the gate waiting for a step's value ends the loop, reporting
-    /// [`LoopEnd::Aborted`], and so does every later launch. The workers' signals never overwrite
-    /// the abort.
+    /// [`LoopEnd::Aborted`], and so does every later launch. The loop thread's signals never
+    /// overwrite the abort.
     pub fn abort(&self) {
         self.inner.flag.abort();
     }

@@ -3,13 +3,22 @@
 //!
 //! The api side's `GpuKickoff` owns the kernel and its device counter; the runtime side keeps
 //! what the notifier needs ([`GraphKick`]): the slot and the flag, as [`HostWord`]s.
+//!
+//! A gated device loop's kick ([`KickSignal::Count`]) is answered by a thread of its own instead
+//! (`ferrocuda-loop`): it watches the loop's slot while a launch runs and runs the step's closure
+//! itself, then signals, as the raw loop's spinning thread does: handing each step from the
+//! notifier to a worker put cache-line transfers between threads on every step's path
+//! (`docs/benchmarks.md` has the measurement). The thread serves that one loop, whose progress
+//! waits for its closure anyway, so a closure that blocks holds back no other stream; it spins while a launch of the loop runs (and
+//! [`GRACE`](super::GRACE) after), parks otherwise, and ends once the loop's handles are gone and
+//! its last launch ended.
 
 use super::dispatch;
 use super::job::{Body, Job, PanicSink, SmallFn, call};
 use crate::runtime::gates::HostWord;
-use crate::runtime::park::{Rank, Ranked};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use crate::runtime::park::{self, Rank, Ranked, spin_while};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// What a kick's job stores in its flag after the closure ran.
 pub(crate) enum KickSignal {
@@ -38,6 +47,11 @@ pub(crate) struct GraphKick {
     panics: Arc<PanicSink>,
     flag: Arc<dyn HostWord>,
     signal: KickSignal,
+    /// A loop's own thread, when it answers the kick (see the module docs).
+    answerer: OnceLock<std::thread::Thread>,
+    /// No launch will be recorded any more (the loop's handles are gone): its thread ends once the
+    /// last launch ended.
+    closed: AtomicBool,
 }
 
 /// The live kicks, for the notifier: it re-reads the list when `version` changed.
@@ -68,7 +82,25 @@ impl GraphKick {
             panics: Arc::default(),
             flag,
             signal,
+            answerer: OnceLock::new(),
+            closed: AtomicBool::new(false),
         });
+        if let KickSignal::Count { .. } = kick.signal {
+            let k = kick.clone();
+            match std::thread::Builder::new()
+                .name("ferrocuda-loop".into())
+                .spawn(move || {
+                    crate::runtime::guard::mark_crate_thread();
+                    k.answer()
+                }) {
+                Ok(t) => {
+                    let _ = kick.answerer.set(t.thread().clone());
+                    return kick;
+                }
+                // No thread of its own: the notifier and the workers answer it.
+                Err(e) => tracing::warn!(%e, "could not start a ferrocuda-loop thread"),
+            }
+        }
         let mut l = Ranked::lock(Rank::Leaf, || {
             KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
         });
@@ -87,7 +119,53 @@ impl GraphKick {
         if let KickSignal::Value(_) = self.signal {
             super::step_enqueued();
         }
-        super::wake_notifier();
+        match self.answerer.get() {
+            // A token if it spins, a futex call if it parked: once per launch.
+            Some(t) => t.unpark(),
+            None => super::wake_notifier(),
+        }
+    }
+
+    /// No more launches will be recorded: the loop's own thread ends once the last one ended.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(t) = self.answerer.get() {
+            t.unpark();
+        }
+    }
+
+    /// The loop's own thread (see the module docs): runs the closure of every new count, then
+    /// signals it; spins while a launch runs, parks otherwise; ends once closed and idle.
+    fn answer(self: Arc<Self>) {
+        loop {
+            let v = self.slot.load();
+            let mut any = false;
+            while self.seen.load(Ordering::Acquire) < v {
+                let count = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
+                call(&self.body, &self.panics, count);
+                // Never over an abort, as a worker's signal.
+                self.flag.signal_unless_aborted(count);
+                any = true;
+            }
+            if any {
+                continue;
+            }
+            let done = || self.closed.load(Ordering::Acquire) && !self.pending();
+            if done() && !self.ready() {
+                return;
+            }
+            // Spin while a launch runs, and for the grace window after it.
+            if spin_while(
+                park::TRAMPOLINE,
+                || self.pending(),
+                || self.ready() || done(),
+            ) {
+                continue;
+            }
+            // `launched` and `close` unpark after their store: a token set since the checks
+            // above makes this return at once.
+            std::thread::park();
+        }
     }
 
     /// Undoes [`launched`](Self::launched) after a failed launch.
@@ -145,5 +223,97 @@ impl GraphKick {
             any = true;
         }
         any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::waiter::WaitHistory;
+    use std::time::{Duration, Instant};
+
+    /// A word in ordinary memory standing in for a flag's mapped slot.
+    #[derive(Default)]
+    struct Word(AtomicU64, WaitHistory);
+
+    impl HostWord for Word {
+        fn load(&self) -> u64 {
+            self.0.load(Ordering::Acquire)
+        }
+        fn signal_unless_aborted(&self, value: u64) {
+            self.0.store(value, Ordering::Release);
+        }
+        fn devices(&self) -> u64 {
+            0
+        }
+        fn history(&self) -> &WaitHistory {
+            &self.1
+        }
+    }
+
+    fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::hint::spin_loop();
+        }
+    }
+
+    /// A device loop's kick is answered by a thread of its own that runs each step's closure
+    /// itself, in order, and signals the step's count (no hand-off to a worker on the step's
+    /// path); once the loop's handles are gone and its launch ended, the thread ends and drops
+    /// the closure.
+    #[test]
+    fn a_loop_kick_runs_its_steps_on_its_own_thread_and_ends_with_the_loop() {
+        let (slot, flag, ended) = (
+            Arc::new(Word::default()),
+            Arc::new(Word::default()),
+            Arc::new(Word::default()),
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let body = {
+            let seen = seen.clone();
+            move |step: u64| {
+                let name = std::thread::current().name().map(str::to_owned);
+                seen.lock().unwrap().push((step, name));
+            }
+        };
+        let kick = GraphKick::register(
+            slot.clone(),
+            flag.clone(),
+            KickSignal::Count {
+                ended: ended.clone(),
+            },
+            Box::new(body),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Two launches of 300 steps, as the GPU runs them: kick, wait for the flag, next kick.
+        let mut step = 0;
+        for launch in 1..=2 {
+            kick.launched();
+            for _ in 0..300 {
+                step += 1;
+                slot.0.store(step, Ordering::Release);
+                wait_for("the step's signal", deadline, || flag.load() == step);
+            }
+            ended.0.store(launch, Ordering::Release);
+        }
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 600);
+            for (i, (s, name)) in seen.iter().enumerate() {
+                assert_eq!(*s, i as u64 + 1, "steps out of order");
+                assert_eq!(
+                    name.as_deref(),
+                    Some("ferrocuda-loop"),
+                    "step {s} ran elsewhere"
+                );
+            }
+        }
+        // The loop's handles go: the thread finishes and releases the kick and its closure.
+        kick.close();
+        drop(kick);
+        wait_for("the loop thread to end", deadline, || {
+            Arc::strong_count(&seen) == 1 && Arc::strong_count(&flag) == 1
+        });
     }
 }
