@@ -171,13 +171,34 @@ impl Op {
         matches!(self, Op::Copy2d | Op::Transpose)
     }
 
+    /// Bytes of one row of a load box. A stage holds its tile as `tile().1 / box_row_bytes()`
+    /// boxes side by side, box-major in shared memory (`tile_load.cuh`): 512 bytes for copy and
+    /// row sums, 128 for transpose (one 16-byte chunk per lane of a quarter warp).
+    pub const fn box_row_bytes(self) -> u32 {
+        match self {
+            Op::Copy2d | Op::RowSum => 512,
+            Op::Transpose => 128,
+        }
+    }
+
+    /// The box of a TMA load of a `tile` (rows, bytes per row) of this op, (rows, columns) in
+    /// elements.
+    pub const fn load_box(self, tile: (u32, u32), element: ElementType) -> (u32, u32) {
+        (tile.0, self.box_row_bytes() / element.size() as u32)
+    }
+
     /// The box of a [`Store::Tma`] store in the destination, (rows, columns) in elements, and
-    /// whether it is 128-byte swizzled in shared memory, as in the op's `.cu` file: copy stores
-    /// the tile as one dense box; transpose stores its transposed tile (tile columns x tile rows)
-    /// as boxes 128 bytes wide, swizzled so that writing them into shared memory is
+    /// whether it is 128-byte swizzled in shared memory, as in the op's `.cuh` file: copy stores
+    /// the tile as its load boxes; transpose stores its transposed tile as boxes 128 bytes wide
+    /// and one load box's columns high, swizzled so that writing them into shared memory is
     /// conflict-free.
     pub const fn store_box(self, element: ElementType) -> (u32, u32, bool) {
-        let (rows, cols) = self.tile_elements(element);
+        self.store_box_of(self.tile(), element)
+    }
+
+    /// [`store_box`](Self::store_box) for a `tile` (rows, bytes per row) of this op.
+    pub const fn store_box_of(self, tile: (u32, u32), element: ElementType) -> (u32, u32, bool) {
+        let (rows, cols) = self.load_box(tile, element);
         match self {
             Op::Copy2d | Op::RowSum => (rows, cols, false),
             Op::Transpose => (cols, 128 / element.size() as u32, true),
@@ -198,7 +219,18 @@ impl Op {
 
     /// Work items (what one block takes at a time) for a `rows` x `cols` source.
     pub fn work_items(self, element: ElementType, rows: u32, cols: u32) -> u64 {
-        let (tr, tc) = self.tile_elements(element);
+        self.work_items_of(self.tile(), element, rows, cols)
+    }
+
+    /// [`work_items`](Self::work_items) for a `tile` (rows, bytes per row) of this op.
+    pub fn work_items_of(
+        self,
+        tile: (u32, u32),
+        element: ElementType,
+        rows: u32,
+        cols: u32,
+    ) -> u64 {
+        let (tr, tc) = (tile.0, tile.1 / element.size() as u32);
         let row_tiles = u64::from(rows.div_ceil(tr));
         match self {
             Op::Copy2d | Op::Transpose => row_tiles * u64::from(cols.div_ceil(tc)),
@@ -441,10 +473,16 @@ mod tests {
                 .unwrap_or_else(|_| panic!("no `{name} = <number>` in the source"))
         };
         for op in Op::ALL {
-            let path = format!("{}/cuda/{}.cu", env!("CARGO_MANIFEST_DIR"), op.name());
-            let src = std::fs::read_to_string(&path).expect("the op's CUDA source is readable");
-            let tile = (constant(&src, "kTileRows"), constant(&src, "kTileRowBytes"));
+            let path = format!(
+                "{}/cuda/include/ferrocuda/{}.cuh",
+                env!("CARGO_MANIFEST_DIR"),
+                op.name()
+            );
+            let src = std::fs::read_to_string(&path).expect("the op's CUDA header is readable");
+            // The template's default arguments are the built-in tile.
+            let tile = (constant(&src, "kRows"), constant(&src, "kRowBytes"));
             assert_eq!(tile, op.tile(), "{path}");
+            assert_eq!(constant(&src, "kBoxRowBytes"), op.box_row_bytes(), "{path}");
         }
         let body = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -100,7 +100,7 @@ pub use kernel::{
     Transfer, grid_size, resident_per_sm,
 };
 #[cfg(feature = "launch")]
-pub use launch::{Kernels, Pipeline};
+pub use launch::{Kernels, Pipeline, Variant};
 pub use tensor_map::{L2Promotion, Swizzle, TensorMap, TensorMapBuilder, shared_memory_bytes};
 
 #[cfg(test)]
