@@ -1,4 +1,4 @@
-// The ferrocuda_row_sum_* entry points: RowSum (ferrocuda/row_sum.cuh) at its default tile.
+// The ferrocuda_row_sum_* entry points: RowSum (ferrocuda/row_sum.cuh) at its built-in tile.
 #include "ferrocuda/row_sum.cuh"
 
-FERROCUDA_TILE_KERNELS(row_sum, ferrocuda::RowSum)
+FERROCUDA_TILE_KERNELS(row_sum, ferrocuda::BuiltinRowSum)

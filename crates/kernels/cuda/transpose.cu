@@ -1,4 +1,5 @@
-// The ferrocuda_transpose_* entry points: Transpose (ferrocuda/transpose.cuh) at its default tile.
+// The ferrocuda_transpose_* entry points: Transpose (ferrocuda/transpose.cuh) at its built-in
+// tile.
 #include "ferrocuda/transpose.cuh"
 
-FERROCUDA_TILE_KERNELS(transpose, ferrocuda::Transpose)
+FERROCUDA_TILE_KERNELS(transpose, ferrocuda::BuiltinTranspose)

@@ -145,24 +145,28 @@ impl Op {
         }
     }
 
-    /// The tile one stage holds: (rows, bytes per row), as in the op's `.cu` file.
-    pub const fn tile(self) -> (u32, u32) {
-        match self {
-            Op::Copy2d | Op::RowSum => (32, 512),
-            Op::Transpose => (128, 128),
+    /// The tile one stage holds for `element`: (rows, bytes per row), as built in by the op's
+    /// `.cuh` file (`k<Op>Rows<Element>`, `k<Op>RowBytes<Element>`). Every tile is 16 KiB: copy
+    /// 8 rows x 2 KiB, row sums 32 x 512 bytes, transpose 64 x 256 bytes for f32 and 128 x 128
+    /// for bf16 (the shapes that measured fastest; docs/kernels.md).
+    pub const fn tile(self, element: ElementType) -> (u32, u32) {
+        match (self, element.size()) {
+            (Op::Copy2d, _) => (8, 2048),
+            (Op::RowSum, _) => (32, 512),
+            (Op::Transpose, 4) => (64, 256),
+            (Op::Transpose, _) => (128, 128),
         }
     }
 
     /// The tile in elements of `element`: (rows, columns).
     pub const fn tile_elements(self, element: ElementType) -> (u32, u32) {
-        let (rows, row_bytes) = self.tile();
+        let (rows, row_bytes) = self.tile(element);
         (rows, row_bytes / element.size() as u32)
     }
 
-    /// Bytes of one stage.
+    /// Bytes of one stage (the same for every op and element type).
     pub const fn tile_bytes(self) -> u64 {
-        let (rows, row_bytes) = self.tile();
-        rows as u64 * row_bytes as u64
+        16 * 1024
     }
 
     /// Whether the op can store its output with [`Store::Tma`] (copy and transpose; row sums
@@ -181,45 +185,60 @@ impl Op {
         }
     }
 
-    /// The box of a TMA load of a `tile` (rows, bytes per row) of this op, (rows, columns) in
+    /// Rows of one TMA load box of the built-in tile (`kCopy2dLoadBoxRows`; the tile's rows for
+    /// the other ops). Copy loads its 8 x 2 KiB tile as 1-row boxes, issued row by row, so the
+    /// copy engine reads 2 KiB runs in order as the cp.async lanes do.
+    pub const fn load_box_rows(self, element: ElementType) -> u32 {
+        match self {
+            Op::Copy2d => 1,
+            Op::RowSum | Op::Transpose => self.tile(element).0,
+        }
+    }
+
+    /// The box of a TMA load of `box_rows` rows of a tile of this op, (rows, columns) in
     /// elements.
-    pub const fn load_box(self, tile: (u32, u32), element: ElementType) -> (u32, u32) {
-        (tile.0, self.box_row_bytes() / element.size() as u32)
+    pub const fn load_box(self, box_rows: u32, element: ElementType) -> (u32, u32) {
+        (box_rows, self.box_row_bytes() / element.size() as u32)
     }
 
     /// The box of a [`Store::Tma`] store in the destination, (rows, columns) in elements, and
     /// whether it is 128-byte swizzled in shared memory, as in the op's `.cuh` file: copy stores
-    /// the tile as its load boxes; transpose stores its transposed tile as boxes 128 bytes wide
-    /// and one load box's columns high, swizzled so that writing them into shared memory is
-    /// conflict-free.
+    /// the tile as whole-height boxes of the load width; transpose stores its transposed tile as
+    /// boxes 128 bytes wide and one load box's columns high, swizzled so that writing them into
+    /// shared memory is conflict-free.
     pub const fn store_box(self, element: ElementType) -> (u32, u32, bool) {
-        self.store_box_of(self.tile(), element)
+        self.store_box_of(self.tile(element), element)
     }
 
     /// [`store_box`](Self::store_box) for a `tile` (rows, bytes per row) of this op.
     pub const fn store_box_of(self, tile: (u32, u32), element: ElementType) -> (u32, u32, bool) {
-        let (rows, cols) = self.load_box(tile, element);
+        let (rows, cols) = self.load_box(tile.0, element);
         match self {
             Op::Copy2d | Op::RowSum => (rows, cols, false),
             Op::Transpose => (cols, 128 / element.size() as u32, true),
         }
     }
 
-    /// The L2 promotion of the source tensor map's loads. A transpose box row is 128 bytes (one
-    /// line) of a source row, and the neighbouring line belongs to another tile: promoting to
-    /// 256 bytes made the TMA transpose read 25-30% more from DRAM than the matrix holds
-    /// (docs/kernels.md). Copy and row-sum box rows are 512 bytes: 256-byte promotion fetches
-    /// nothing they do not use.
-    pub const fn l2_promotion(self) -> crate::L2Promotion {
+    /// The L2 promotion of the source tensor map's loads for `element`. Row sums: none (with
+    /// 256-byte promotion the TMA row sums ran 4-5% slower, at an L2 hit rate of 25% instead of
+    /// under 1%; docs/kernels.md). Transpose: its box rows are 128 bytes (one line) of a source
+    /// row; with the bf16 tile (128 bytes wide) the neighbouring line belongs to another tile,
+    /// and 256-byte promotion made the TMA transpose read 25-30% more from DRAM than the matrix
+    /// holds, so 128 bytes; the f32 tile is 256 bytes wide, its two boxes read the two lines of a
+    /// 256-byte block, and 256-byte promotion serves the second. Copy: 256 bytes (its box rows
+    /// are 512 bytes).
+    pub const fn l2_promotion(self, element: ElementType) -> crate::L2Promotion {
         match self {
+            Op::RowSum => crate::L2Promotion::None,
+            Op::Transpose if self.tile(element).1 >= 256 => crate::L2Promotion::B256,
             Op::Transpose => crate::L2Promotion::B128,
-            Op::Copy2d | Op::RowSum => crate::L2Promotion::B256,
+            Op::Copy2d => crate::L2Promotion::B256,
         }
     }
 
     /// Work items (what one block takes at a time) for a `rows` x `cols` source.
     pub fn work_items(self, element: ElementType, rows: u32, cols: u32) -> u64 {
-        self.work_items_of(self.tile(), element, rows, cols)
+        self.work_items_of(self.tile(element), element, rows, cols)
     }
 
     /// [`work_items`](Self::work_items) for a `tile` (rows, bytes per row) of this op.
@@ -479,9 +498,22 @@ mod tests {
                 op.name()
             );
             let src = std::fs::read_to_string(&path).expect("the op's CUDA header is readable");
-            // The template's default arguments are the built-in tile.
-            let tile = (constant(&src, "kRows"), constant(&src, "kRowBytes"));
-            assert_eq!(tile, op.tile(), "{path}");
+            // `kCopy2dRowsF32 = 8;` ...: the built-in tile of each element type.
+            let camel: String = op
+                .name()
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            for (e, suffix) in [(ElementType::F32, "F32"), (ElementType::Bf16, "Bf16")] {
+                let tile = (
+                    constant(&src, &format!("k{camel}Rows{suffix}")),
+                    constant(&src, &format!("k{camel}RowBytes{suffix}")),
+                );
+                assert_eq!(tile, op.tile(e), "{path} {suffix}");
+                if op == Op::Copy2d {
+                    assert_eq!(constant(&src, "kCopy2dLoadBoxRows"), op.load_box_rows(e));
+                }
+            }
             assert_eq!(constant(&src, "kBoxRowBytes"), op.box_row_bytes(), "{path}");
         }
         let body = std::fs::read_to_string(concat!(
@@ -551,10 +583,14 @@ mod tests {
     fn tma_boxes_of_every_op_are_valid_tensor_map_boxes() {
         for op in Op::ALL {
             for e in [ElementType::F32, ElementType::Bf16] {
-                let (r, c) = op.tile_elements(e);
+                let (r, c) = op.load_box(op.load_box_rows(e), e);
                 let m = crate::TensorMapBuilder::matrix(e, 0, (1000, 1000), 4096, (r, c));
                 assert!(m.validate().is_ok(), "{op:?} {e:?}: {:?}", m.validate());
-                assert_eq!(m.box_bytes(), op.tile_bytes());
+                // The boxes of one tile fill its stage: what the full barrier expects.
+                let (rows, row_bytes) = op.tile(e);
+                let boxes = u64::from(rows / r) * u64::from(row_bytes / op.box_row_bytes());
+                assert_eq!(rows % r, 0);
+                assert_eq!(m.box_bytes() * boxes, op.tile_bytes());
             }
         }
     }

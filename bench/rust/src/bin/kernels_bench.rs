@@ -7,11 +7,12 @@
 //! `FERROCUDA_KBENCH_ONCE=1` every configuration is launched exactly once, with no warm-up
 //! (for a profiler that should see each kernel and store once, e.g. `ncu` without a filter).
 //!
-//! Benchmark `kernel_sweep` (asked for by name, not part of `all`) times the tile-shape, item-order,
-//! grid and L2-promotion variants of `bench/raw/kernel_variants.cuh` (in the bench cubin), each
-//! first checked on two small odd-shaped matrices against a CPU reference (a mismatch is printed
-//! as `WRONG` and the variant is not timed), then on the same 1 GiB matrices, and a plain
-//! grid-stride copy without shared memory. `FERROCUDA_KBENCH_FILTER=a,b` runs only the
+//! Benchmark `kernel_sweep` (asked for by name, not part of `all`) times the built-in kernels on
+//! grids of 1 and 2 blocks per SM (`b_*` rows) and the variants of `bench/raw/kernel_variants.cuh`
+//! (in the bench cubin: the built-in tiles before the sweep, `v_*` rows), each first checked on two
+//! small odd-shaped matrices against a CPU reference (a mismatch is printed as `WRONG` and the
+//! configuration is not timed), then on the same 1 GiB matrices, and a plain grid-stride copy
+//! without shared memory. `FERROCUDA_KBENCH_FILTER=a,b` runs only the
 //! configurations whose row name contains `a` or `b` (both benchmarks).
 
 use ferrocuda_bench::{Args, Report, die, print_table, table};
@@ -257,26 +258,28 @@ fn main() {
     print_table(&bandwidth);
 }
 
-/// Copy tiles of the sweep: (rows, bytes per row), 16 KiB each.
-const COPY_TILES: [(u32, u32); 5] = [(32, 512), (16, 1024), (8, 2048), (4, 4096), (1, 16384)];
-/// Row-sum tiles of the sweep.
-const ROW_SUM_TILES: [(u32, u32); 4] = [(32, 512), (16, 1024), (8, 2048), (4, 4096)];
-/// Transpose tiles of the sweep: (rows, bytes per row, destination run of an item group).
-const TRANSPOSE_TILES: [(u32, u32, u32); 7] = [
-    (128, 128, 2048),
-    (128, 128, 4096),
-    (128, 128, 8192),
-    (128, 128, 16384),
-    (64, 256, 2048),
-    (64, 256, 4096),
-    (64, 256, 8192),
+/// Variant kernels of the sweep: (op, shape name, tile (rows, bytes per row), rows per TMA load
+/// box), as instantiated in `bench/raw/kernel_variants.cuh`: the built-in tiles before the sweep
+/// and the built-in copy tile loaded in whole-tile boxes.
+const VARIANTS: [(Op, &str, (u32, u32), u32); 4] = [
+    (Op::Copy2d, "r32x512i32", (32, 512), 32),
+    (Op::Copy2d, "r8x2048i8", (8, 2048), 8),
+    (Op::RowSum, "r32x512", (32, 512), 32),
+    (Op::Transpose, "r128x128g4096", (128, 128), 128),
 ];
 
-/// One variant kernel of the sweep with how to launch it.
+/// Grid caps of the sweep: 1 and 2 blocks per SM of the H200's 132.
+const CAPS: [u32; 2] = [132, 264];
+
+/// One configuration of the sweep with how to launch it.
 struct Config {
-    /// Row name: `v_<op>_<shape>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>][_<promotion>]`.
+    /// Row name: `b_<op>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>]` for the built-in
+    /// kernels, `v_<op>_<shape>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>][_<promotion>]`
+    /// for the variants.
     name: String,
-    variant: std::rc::Rc<Variant>,
+    op: Op,
+    /// `None`: the built-in kernel.
+    variant: Option<std::rc::Rc<Variant>>,
     pipeline: Pipeline,
     promotion: Option<L2Promotion>,
 }
@@ -289,71 +292,111 @@ fn elem_name<T: Element>() -> &'static str {
 fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
     let e = elem_name::<T>();
     let mut out = Vec::new();
-    let mut shapes: Vec<(Op, String, (u32, u32))> = Vec::new();
-    for (r, b) in COPY_TILES {
-        shapes.push((Op::Copy2d, format!("r{r}x{b}"), (r, b)));
-    }
-    for (r, b) in ROW_SUM_TILES {
-        shapes.push((Op::RowSum, format!("r{r}x{b}"), (r, b)));
-    }
-    for (r, b, g) in TRANSPOSE_TILES {
-        shapes.push((Op::Transpose, format!("r{r}x{b}g{g}"), (r, b)));
-    }
-    for (op, shape, tile) in shapes {
+    let cap = |c: u32| NonZeroU32::new(c).unwrap_or(NonZeroU32::MIN);
+    let stores = |op: Op| -> &'static [Store] {
+        if op == Op::RowSum {
+            &[Store::Threads]
+        } else {
+            &Store::ALL
+        }
+    };
+    let store_tag = |op: Op, store: Store| {
+        if op == Op::RowSum {
+            String::new()
+        } else {
+            format!("_{}", store.name())
+        }
+    };
+    // The built-in kernels on capped grids (every stage count; TMA stores, and thread stores at 4
+    // stages).
+    for op in Op::ALL {
         for transfer in Transfer::ALL {
             for stages in Stages::ALL {
-                let t = transfer.name();
-                let sn = stages.get();
-                let kname = format!("kbv_{}_{shape}_{t}_{e}_s{sn}", op.name());
-                let v = std::rc::Rc::new(ok(
-                    k.variant::<T>(module, &kname, op, transfer, stages, tile)
-                ));
-                let stores: &[Store] = if op == Op::RowSum {
-                    &[Store::Threads]
-                } else {
-                    &Store::ALL
-                };
-                for &store in stores {
-                    let st = if op == Op::RowSum {
-                        String::new()
-                    } else {
-                        format!("_{}", store.name())
-                    };
-                    let base = format!("v_{}_{shape}{st}_{t}_{e}_s{sn}", op.name());
-                    let p = Pipeline::new(transfer, stages).with_store(store);
-                    let mut push = |suffix: String, p: Pipeline, promotion| {
-                        out.push(Config {
-                            name: format!("{base}{suffix}"),
-                            variant: v.clone(),
-                            pipeline: p,
-                            promotion,
-                        });
-                    };
-                    push(String::new(), p, None);
-                    let main_store = store == Store::Tma || op == Op::RowSum;
-                    // Fewer blocks per SM (1 and 2 of the 132 SMs' worth), at 4 stages.
-                    if sn == 4 && main_store && op == Op::Copy2d && (tile.0 == 32 || tile.0 == 8) {
-                        for cap in [132u32, 264] {
-                            let c = NonZeroU32::new(cap).unwrap_or(NonZeroU32::MIN);
-                            push(format!("_cap{cap}"), p.with_max_blocks(c), None);
-                        }
+                for &store in stores(op) {
+                    if store == Store::Threads && op != Op::RowSum && stages != Stages::FOUR {
+                        continue;
                     }
-                    // Other L2 promotions of the TMA loads, at 4 stages.
-                    if sn == 4 && main_store && transfer == Transfer::Tma {
-                        let others: &[(L2Promotion, &str)] = match op {
-                            Op::Transpose if tile.1 == 256 => &[(L2Promotion::B256, "p256")],
-                            Op::Transpose => &[],
-                            _ => &[(L2Promotion::None, "pnone"), (L2Promotion::B128, "p128")],
-                        };
-                        for &(promo, tag) in others {
-                            push(format!("_{tag}"), p, Some(promo));
-                        }
+                    let base = format!(
+                        "b_{}{}_{}_{e}_s{}",
+                        op.name(),
+                        store_tag(op, store),
+                        transfer.name(),
+                        stages.get()
+                    );
+                    for c in CAPS {
+                        out.push(Config {
+                            name: format!("{base}_cap{c}"),
+                            op,
+                            variant: None,
+                            pipeline: Pipeline::new(transfer, stages)
+                                .with_store(store)
+                                .with_max_blocks(cap(c)),
+                            promotion: None,
+                        });
                     }
                 }
             }
         }
     }
+    // The variants at 4 stages: default grid and one block per SM; row sums with 256-byte
+    // promotion (the built-in before the sweep).
+    for (op, shape, tile, box_rows) in VARIANTS {
+        for transfer in Transfer::ALL {
+            let stages = Stages::FOUR;
+            let t = transfer.name();
+            let kname = format!("kbv_{}_{shape}_{t}_{e}_s4", op.name());
+            let v = std::rc::Rc::new(ok(
+                k.variant::<T>(module, &kname, op, transfer, stages, tile, box_rows)
+            ));
+            for &store in stores(op) {
+                let base = format!("v_{}_{shape}{}_{t}_{e}_s4", op.name(), store_tag(op, store));
+                let p = Pipeline::new(transfer, stages).with_store(store);
+                let promotion = (op == Op::RowSum).then_some(L2Promotion::B256);
+                for (suffix, p) in [
+                    (String::new(), p),
+                    ("_cap132".to_owned(), p.with_max_blocks(cap(132))),
+                ] {
+                    out.push(Config {
+                        name: format!("{base}{suffix}"),
+                        op,
+                        variant: Some(v.clone()),
+                        pipeline: p,
+                        promotion,
+                    });
+                }
+            }
+        }
+    }
     out
+}
+
+impl Config {
+    /// Launches the configuration on `src` (`layout`) into `dst` (copy, transpose; pitch
+    /// `dst_pitch`) or `sums` (row sums).
+    #[allow(clippy::too_many_arguments)]
+    fn launch<T: Element>(
+        &self,
+        k: &Kernels,
+        s: &DeviceStream,
+        src: &DeviceBuffer<T>,
+        layout: MatrixLayout,
+        dst: &mut DeviceBuffer<T>,
+        dst_pitch: u32,
+        sums: &mut DeviceBuffer<f32>,
+    ) {
+        let p = self.pipeline;
+        match (&self.variant, self.op) {
+            (Some(v), Op::RowSum) => {
+                ok(k.launch_variant(s, v, p, self.promotion, src, layout, sums, 0))
+            }
+            (Some(v), _) => {
+                ok(k.launch_variant(s, v, p, self.promotion, src, layout, dst, dst_pitch))
+            }
+            (None, Op::Copy2d) => ok(k.copy_2d(s, p, src, layout, dst, dst_pitch)),
+            (None, Op::Transpose) => ok(k.transpose(s, p, src, layout, dst, dst_pitch)),
+            (None, Op::RowSum) => ok(k.row_sum(s, p, src, layout, sums)),
+        }
+    }
 }
 
 /// A deterministic pseudo-random matrix of small integers (exact in bf16 and in f32 sums).
@@ -377,7 +420,7 @@ fn check<T: Element + FromF32 + PartialEq + Copy>(
     s: &DeviceStream,
     c: &Config,
 ) -> bool {
-    let op = c.variant_op();
+    let op = c.op;
     [(517u32, 1032u32), (520, 1029)]
         .into_iter()
         .all(|(rows, cols)| {
@@ -386,73 +429,38 @@ fn check<T: Element + FromF32 + PartialEq + Copy>(
             let src = ok(s.clone_htod(&host));
             let poison = <T as FromF32>::from_f32(-7777.0);
             let at = |r: u32, c: u32| host[(r * layout.pitch + c) as usize];
-            match op {
-                Op::RowSum => {
-                    let mut out = ok(s.clone_htod(&vec![-7777.0f32; rows as usize]));
-                    ok(k.launch_variant(
-                        s,
-                        &c.variant,
-                        c.pipeline,
-                        c.promotion,
-                        &src,
-                        layout,
-                        &mut out,
-                        0,
-                    ));
-                    let mut got = vec![0f32; rows as usize];
-                    ok(s.copy_dtoh(&out, &mut got));
-                    (0..rows).all(|r| {
-                        let want: f64 = (0..cols)
-                            .map(|cc| f64::from(FromF32::to_f32(at(r, cc))))
-                            .sum();
-                        f64::from(got[r as usize]) == want
-                    })
-                }
-                Op::Copy2d | Op::Transpose => {
-                    let out_layout = if op == Op::Copy2d {
-                        layout
-                    } else {
-                        MatrixLayout::aligned::<T>(cols, rows)
-                    };
-                    let n = out_layout.span() as usize;
-                    let mut out = ok(s.clone_htod(&vec![poison; n]));
-                    ok(k.launch_variant(
-                        s,
-                        &c.variant,
-                        c.pipeline,
-                        c.promotion,
-                        &src,
-                        layout,
-                        &mut out,
-                        out_layout.pitch,
-                    ));
-                    let mut got = vec![poison; n];
-                    ok(s.copy_dtoh(&out, &mut got));
-                    (0..out_layout.rows).all(|r| {
-                        (0..out_layout.cols).all(|cc| {
-                            let want = if op == Op::Copy2d {
-                                at(r, cc)
-                            } else {
-                                at(cc, r)
-                            };
-                            got[(r * out_layout.pitch + cc) as usize] == want
-                        })
-                    })
-                }
+            let out_layout = match op {
+                Op::Copy2d => layout,
+                Op::Transpose => MatrixLayout::aligned::<T>(cols, rows),
+                Op::RowSum => MatrixLayout::aligned::<T>(1, 1),
+            };
+            let n = out_layout.span() as usize;
+            let mut out = ok(s.clone_htod(&vec![poison; n]));
+            let mut sums = ok(s.clone_htod(&vec![-7777.0f32; rows as usize]));
+            c.launch(k, s, &src, layout, &mut out, out_layout.pitch, &mut sums);
+            if op == Op::RowSum {
+                let mut got = vec![0f32; rows as usize];
+                ok(s.copy_dtoh(&sums, &mut got));
+                return (0..rows).all(|r| {
+                    let want: f64 = (0..cols)
+                        .map(|cc| f64::from(FromF32::to_f32(at(r, cc))))
+                        .sum();
+                    f64::from(got[r as usize]) == want
+                });
             }
+            let mut got = vec![poison; n];
+            ok(s.copy_dtoh(&out, &mut got));
+            (0..out_layout.rows).all(|r| {
+                (0..out_layout.cols).all(|cc| {
+                    let want = if op == Op::Copy2d {
+                        at(r, cc)
+                    } else {
+                        at(cc, r)
+                    };
+                    got[(r * out_layout.pitch + cc) as usize] == want
+                })
+            })
         })
-}
-
-impl Config {
-    fn variant_op(&self) -> Op {
-        if self.name.starts_with("v_copy2d") {
-            Op::Copy2d
-        } else if self.name.starts_with("v_row_sum") {
-            Op::RowSum
-        } else {
-            Op::Transpose
-        }
-    }
 }
 
 /// The sweep for element type `T` (benchmark `kernel_sweep`).
@@ -483,41 +491,20 @@ fn sweep<T: Element + FromF32 + PartialEq + Copy>(
             eprintln!("{}: WRONG result on the small matrices", c.name);
             continue;
         }
-        let (moved, ms) = if c.variant_op() == Op::RowSum {
-            let ms = time_ms(s, dev, || {
-                ok(k.launch_variant(
-                    s,
-                    &c.variant,
-                    c.pipeline,
-                    c.promotion,
-                    &src,
-                    layout,
-                    &mut sums,
-                    0,
-                ))
-            });
-            (bytes, ms)
+        let moved = if c.op == Op::RowSum {
+            bytes
         } else {
-            let ms = time_ms(s, dev, || {
-                ok(k.launch_variant(
-                    s,
-                    &c.variant,
-                    c.pipeline,
-                    c.promotion,
-                    &src,
-                    layout,
-                    &mut dst,
-                    layout.pitch,
-                ))
-            });
-            (2.0 * bytes, ms)
+            2.0 * bytes
         };
+        let ms = time_ms(s, dev, || {
+            c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
+        });
         add_row(r, bandwidth, "kernel_sweep", &c.name, moved, ms, memcpy_gbs);
     }
-    // The plain grid-stride copy of the same bytes (16-byte vectors), at several grids.
+    // The plain grid-stride copy of the same bytes (16-byte vectors).
     let f = ok(module.function("kbv_plain_copy"));
     let n16 = (layout.span() * size_of::<T>() as u64 / 16) as u64;
-    for blocks_per_sm in [4u32, 8, 16, 32] {
+    for blocks_per_sm in [32u32] {
         let name = format!("v_plain_copy_{}_b{blocks_per_sm}", elem_name::<T>());
         if !selected(&name) {
             continue;

@@ -1,7 +1,9 @@
 // ferrocuda/copy2d.cuh: 2D tiled copy through the ring pipeline, the bandwidth probe.
 //
-// Tile: kRows rows x kRowBytes bytes, 16 KiB (default 32 rows x 512 bytes: f32 128 columns,
-// bf16 256), loaded as boxes of 512 bytes per row (tile_load.cuh), box-major in the stage.
+// Tile: kRows rows x kRowBytes bytes, 16 KiB (built in: 8 rows x 2048 bytes, f32 512 columns,
+// bf16 1024), loaded as boxes of 512 bytes per row (tile_load.cuh), box-major in the stage; TMA
+// loads are issued as boxes of kIssueRows rows (built in: 1, so the copy engine reads the tile row
+// by row, 2 KiB runs in order, as the cp.async producer lanes do).
 // TMA store (MatrixArgs::tma_store): the loaded stage is the output tile; one consumer thread
 // stores it through the destination tensor map (one store per box, box = the load box) and
 // nothing passes through registers. Thread stores: the stage's 32 box rows of 512 bytes are
@@ -13,13 +15,22 @@
 
 namespace ferrocuda {
 
-template <class E, uint32_t kRows = 32, uint32_t kRowBytes = 512>
+// The built-in tile (the crate's entry points; `Op::tile` and `Op::load_box_rows` on the host
+// must match: a unit test reads these lines).
+constexpr uint32_t kCopy2dRowsF32 = 8;
+constexpr uint32_t kCopy2dRowBytesF32 = 2048;
+constexpr uint32_t kCopy2dRowsBf16 = 8;
+constexpr uint32_t kCopy2dRowBytesBf16 = 2048;
+constexpr uint32_t kCopy2dLoadBoxRows = 1;
+
+template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kIssueRows = kRows>
 struct Copy2d {
   using Elem = E;
   using T = typename E::T;
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 512;
+  static constexpr uint32_t kLoadBoxRows = kIssueRows;
   static constexpr uint32_t kBoxes = kTileRowBytes / kBoxRowBytes;
   static constexpr uint32_t kBoxCols = kBoxRowBytes / E::kBytes;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
@@ -96,3 +107,11 @@ struct Copy2d {
 
 }  // namespace ferrocuda
 
+
+namespace ferrocuda {
+/// Copy2d at the built-in tile of element type E.
+template <class E>
+using BuiltinCopy2d =
+    Copy2d<E, E::kBytes == 4 ? kCopy2dRowsF32 : kCopy2dRowsBf16,
+           E::kBytes == 4 ? kCopy2dRowBytesF32 : kCopy2dRowBytesBf16, kCopy2dLoadBoxRows>;
+}  // namespace ferrocuda

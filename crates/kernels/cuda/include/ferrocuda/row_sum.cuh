@@ -1,5 +1,5 @@
 // ferrocuda/row_sum.cuh: row sums through the ring pipeline: dst[r] = sum over c of src[r][c],
-// accumulated in f32, written as f32. A work item is a band of kRows rows (default 32); its
+// accumulated in f32, written as f32. A work item is a band of kRows rows (built in: 32); its
 // column tiles (kRows rows x kRowBytes bytes, 16 KiB, loaded as 512-byte-wide boxes, box-major
 // in the stage) stream through the ring. Consumer warp w owns rows w, w+4, ...: each lane keeps
 // one f32 partial sum per owned row over its 16-byte column slices, and the warp reduces them
@@ -10,12 +10,20 @@
 
 namespace ferrocuda {
 
-template <class E, uint32_t kRows = 32, uint32_t kRowBytes = 512>
+// The built-in tile (the crate's entry points; `Op::tile` on the host must match: a unit test
+// reads these lines).
+constexpr uint32_t kRowSumRowsF32 = 32;
+constexpr uint32_t kRowSumRowBytesF32 = 512;
+constexpr uint32_t kRowSumRowsBf16 = 32;
+constexpr uint32_t kRowSumRowBytesBf16 = 512;
+
+template <class E, uint32_t kRows, uint32_t kRowBytes>
 struct RowSum {
   using Elem = E;
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 512;
+  static constexpr uint32_t kLoadBoxRows = kRows;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Rows of the band each consumer warp owns.
   static constexpr uint32_t kRowsPerWarp = kTileRows / kConsumerWarps;
@@ -86,3 +94,10 @@ struct RowSum {
 
 }  // namespace ferrocuda
 
+
+namespace ferrocuda {
+/// RowSum at the built-in tile of element type E.
+template <class E>
+using BuiltinRowSum = RowSum<E, E::kBytes == 4 ? kRowSumRowsF32 : kRowSumRowsBf16,
+                             E::kBytes == 4 ? kRowSumRowBytesF32 : kRowSumRowBytesBf16>;
+}  // namespace ferrocuda

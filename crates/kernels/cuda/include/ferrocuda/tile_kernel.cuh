@@ -11,6 +11,8 @@
 //   kTileRows, kTileRowBytes          the tile shape: kTileRows rows of kTileRowBytes bytes
 //   kBoxRowBytes                      the width of one load box; a stage holds the tile as
 //                                     kTileRowBytes / kBoxRowBytes boxes, box-major (tile_load.cuh)
+//   kLoadBoxRows                      rows of one TMA load box (kTileRows, or fewer to issue the
+//                                     tile's loads row group by row group)
 //   Op(const MatrixArgs&)             per-CTA setup
 //   num_items(), tiles_per_item()     the work decomposition
 //   origin(item, t, &row, &col)       the tile's first row and column, in elements
@@ -53,7 +55,7 @@ struct BF16 {
 
 template <bool kTma, class Op>
 using LoaderFor = typename std::conditional<
-    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes>,
+    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows>,
     CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads>>::type;
 
 /// Alignment of every stage in shared memory, and the slack the kernel asks for to reach it.
@@ -181,8 +183,8 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
     ferrocuda::run_tile_pipeline<false, OP, S>(nullptr, &dst_map, args);                        \
   }
 
-/// The entry points ferrocuda_<name>_{tma,cpasync}_<elem>_s<S> of OP<ELEM> (the op's default
-/// tile shape).
+/// The entry points ferrocuda_<name>_{tma,cpasync}_<elem>_s<S> of OP<ELEM> (the op's built-in
+/// tile for that element type).
 #define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                    \
   FERROCUDA_TILE_ENTRY_POINTS(ferrocuda_##name##_tma_##elem##_s##S,                       \
                               ferrocuda_##name##_cpasync_##elem##_s##S, OP<ferrocuda::ELEM>, S)

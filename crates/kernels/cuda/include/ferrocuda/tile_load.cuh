@@ -9,7 +9,9 @@
 // zeros with either loader, so consumers may read the whole tile and bounds-check only what they
 // write.
 //
-//   TmaTileLoader      one thread, one `cp.async.bulk.tensor.2d` per box; the copy engine
+//   TmaTileLoader      one thread, one `cp.async.bulk.tensor.2d` per box of kBoxRows rows (the
+//                      whole tile's rows, or fewer: issued row group by row group, so the
+//                      copy engine walks the tile's rows in order); the copy engine
 //                      zero-fills the part of a box outside the tensor map's bounds and
 //                      completes the stage's transaction bytes on its full barrier
 //   CpAsyncTileLoader  every producer thread, 16-byte `cp.async.cg` per chunk; consecutive
@@ -43,12 +45,14 @@ struct MatrixArgs {
 };
 
 /// Loads a tile with the tensor copy engine. `map` describes the source matrix with box
-/// {kBoxRowBytes / element size, kRows}.
-template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes>
+/// {kBoxRowBytes / element size, kBoxRows}. Boxes are issued row group by row group (kBoxRows
+/// rows each), left to right within a group; each lands at its place in the box-major stage.
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kBoxRows>
 struct TmaTileLoader {
   using Handler = TmaBarrierHandler;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
   static constexpr uint32_t kBoxes = kRowBytes / kBoxRowBytes;
+  static_assert(kRows % kBoxRows == 0, "a tile is whole row groups");
   static_assert(kBoxRowBytes % 16 == 0, "TMA boxes are a multiple of 16 bytes wide");
   static_assert(kBoxes * kBoxRowBytes == kRowBytes, "a tile row is whole boxes");
 
@@ -63,12 +67,15 @@ struct TmaTileLoader {
                                               uint32_t elem_bytes, uint32_t /*thread*/) {
     const uint32_t box_cols = kBoxRowBytes / elem_bytes;
 #pragma unroll
-    for (uint32_t b = 0; b < kBoxes; ++b) {
-      asm volatile(
-          "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-          " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst) + b * kRows * kBoxRowBytes),
-          "l"(map), "r"(col + b * box_cols), "r"(row), "r"(smem_addr(full))
-          : "memory");
+    for (uint32_t g = 0; g < kRows; g += kBoxRows) {
+#pragma unroll
+      for (uint32_t b = 0; b < kBoxes; ++b) {
+        asm volatile(
+            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+            " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst) + (b * kRows + g) * kBoxRowBytes),
+            "l"(map), "r"(col + b * box_cols), "r"(row + g), "r"(smem_addr(full))
+            : "memory");
+      }
     }
   }
 };
@@ -95,7 +102,9 @@ struct CpAsyncTileLoader {
     const uint32_t row_bytes = a.cols * elem_bytes;
     const uint32_t col_byte = col * elem_bytes;
     const uint32_t base = smem_addr(dst);
-#pragma unroll
+    // Unrolled by 16, not fully: fully unrolled, the chunk addresses of the f32 64 x 256
+    // transpose tile pushed its kernel into a spill.
+#pragma unroll 16
     for (uint32_t k = 0; k < kChunks / kThreads; ++k) {
       const uint32_t i = k * kThreads + thread;
       const uint32_t tr = i / kChunksPerRow;  // tile row

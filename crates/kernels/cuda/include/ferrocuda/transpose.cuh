@@ -1,7 +1,7 @@
 // ferrocuda/transpose.cuh: 2D transpose through the ring pipeline: dst[c][r] = src[r][c].
 //
-// Tile: kRows rows x kRowBytes bytes, 16 KiB (default 128 rows x 128 bytes: f32 32 columns,
-// bf16 64), loaded as boxes 128 bytes wide (kRowBytes / 128 of them, box-major in the stage,
+// Tile: kRows rows x kRowBytes bytes, 16 KiB (built in: f32 64 rows x 256 bytes, 64 columns;
+// bf16 128 rows x 128 bytes, 64 columns), loaded as boxes 128 bytes wide (kRowBytes / 128 of them, box-major in the stage,
 // tile_load.cuh). The stage is then 128 "stage rows" of 128 bytes, 8 16-byte chunks each: stage
 // row v is row v % kRows of box v / kRows. Everything below speaks of stage rows; with one box
 // they are the tile's rows. Each lane
@@ -36,13 +36,23 @@
 
 namespace ferrocuda {
 
-template <class E, uint32_t kRows = 128, uint32_t kRowBytes = 128, uint32_t kGroupBytes = 4096>
+// The built-in tile (the crate's entry points; `Op::tile` on the host must match: a unit test
+// reads these lines). A tile reads kRows-row runs of kRowBytes and writes runs of kRows x element
+// size: f32 at 64 x 256 reads and writes 256-byte runs; bf16 at 128 x 128 reads 128-byte runs
+// and writes 256-byte ones (bf16 at 64 x 256 would write 128-byte runs).
+constexpr uint32_t kTransposeRowsF32 = 64;
+constexpr uint32_t kTransposeRowBytesF32 = 256;
+constexpr uint32_t kTransposeRowsBf16 = 128;
+constexpr uint32_t kTransposeRowBytesBf16 = 128;
+
+template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kGroupBytes = 4096>
 struct Transpose {
   using Elem = E;
   using T = typename E::T;
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 128;
+  static constexpr uint32_t kLoadBoxRows = kRows;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Source columns of one load box (one 128-byte stage row).
   static constexpr uint32_t kSubCols = kBoxRowBytes / E::kBytes;
@@ -242,3 +252,11 @@ struct Transpose {
 
 }  // namespace ferrocuda
 
+
+namespace ferrocuda {
+/// Transpose at the built-in tile of element type E.
+template <class E>
+using BuiltinTranspose =
+    Transpose<E, E::kBytes == 4 ? kTransposeRowsF32 : kTransposeRowsBf16,
+              E::kBytes == 4 ? kTransposeRowBytesF32 : kTransposeRowBytesBf16>;
+}  // namespace ferrocuda
