@@ -220,19 +220,42 @@ impl Op {
     }
 
     /// The L2 promotion of the source tensor map's loads for `element`. Row sums: none (with
-    /// 256-byte promotion the TMA row sums ran 4-5% slower, at an L2 hit rate of 25% instead of
-    /// under 1%; docs/kernels.md). Transpose: its box rows are 128 bytes (one line) of a source
+    /// 256-byte promotion the TMA row sums ran slower at the same bytes, with a far higher L2
+    /// hit rate; docs/kernels.md). Transpose: its box rows are 128 bytes (one line) of a source
     /// row; with the bf16 tile (128 bytes wide) the neighbouring line belongs to another tile,
-    /// and 256-byte promotion made the TMA transpose read 25-30% more from DRAM than the matrix
+    /// and 256-byte promotion made the TMA transpose read far more from DRAM than the matrix
     /// holds, so 128 bytes; the f32 tile is 256 bytes wide, its two boxes read the two lines of a
     /// 256-byte block, and 256-byte promotion serves the second. Copy: 256 bytes (its box rows
     /// are 512 bytes).
     pub const fn l2_promotion(self, element: ElementType) -> crate::L2Promotion {
+        self.l2_promotion_of(self.tile(element))
+    }
+
+    /// [`l2_promotion`](Self::l2_promotion) for a `tile` (rows, bytes per row) of this op.
+    pub const fn l2_promotion_of(self, tile: (u32, u32)) -> crate::L2Promotion {
         match self {
             Op::RowSum => crate::L2Promotion::None,
-            Op::Transpose if self.tile(element).1 >= 256 => crate::L2Promotion::B256,
+            Op::Transpose if tile.1 >= 256 => crate::L2Promotion::B256,
             Op::Transpose => crate::L2Promotion::B128,
             Op::Copy2d => crate::L2Promotion::B256,
+        }
+    }
+
+    /// At most this many blocks of the op per SM, below what fits (`None`: as many as fit), for
+    /// a launch with `transfer`, `stages` and `store`. The cp.async copy with TMA stores at four
+    /// stages runs on one block per SM: with three, as fit, its DRAM efficiency was that of every
+    /// other copy configuration, and with one it was the fastest copy measured on an H200; every
+    /// other configuration measured the same or slower on capped grids (docs/kernels.md, "The
+    /// sweep").
+    pub const fn max_blocks_per_sm(
+        self,
+        transfer: Transfer,
+        stages: Stages,
+        store: Store,
+    ) -> Option<u32> {
+        match (self, transfer, stages.get(), store) {
+            (Op::Copy2d, Transfer::CpAsync, 4, Store::Tma) => Some(1),
+            _ => None,
         }
     }
 
@@ -362,7 +385,7 @@ impl MatrixLayout {
     /// sectors they only partly use and two tiles write the two halves of one sector at
     /// different times; with rows on 128-byte lines but not on 512-byte boundaries, bf16 copies
     /// and transposes of a 23170 x 23170 matrix still ran 5% and 2% slower than with this pitch
-    /// (docs/kernels.md, "What ncu shows", bf16 copy).
+    /// (docs/kernels.md, "What ncu showed then", bf16 copy).
     pub fn aligned<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
         let per_512 = (512 / T::DTYPE.size()) as u32;
         MatrixLayout {
@@ -525,6 +548,24 @@ mod tests {
             (constant(&body, "kConsumerWarps") + 1) * 32,
             THREADS_PER_BLOCK
         );
+    }
+
+    #[test]
+    fn only_the_four_stage_cp_async_copy_with_tma_stores_is_capped() {
+        for op in Op::ALL {
+            for transfer in Transfer::ALL {
+                for stages in Stages::ALL {
+                    for store in Store::ALL {
+                        let capped = op == Op::Copy2d
+                            && transfer == Transfer::CpAsync
+                            && stages == Stages::FOUR
+                            && store == Store::Tma;
+                        let want = if capped { Some(1) } else { None };
+                        assert_eq!(op.max_blocks_per_sm(transfer, stages, store), want);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -435,7 +435,15 @@ impl Kernels {
                 cols: src_layout.cols,
             });
         }
-        let (function, resident) = (spec.function, spec.resident);
+        let (function, mut resident) = (spec.function, spec.resident);
+        let store = if tma_store != 0 {
+            Store::Tma
+        } else {
+            Store::Threads
+        };
+        if let Some(cap) = op.max_blocks_per_sm(pipeline.transfer, pipeline.stages, store) {
+            resident = resident.min(cap);
+        }
         let mut grid = grid_size(items, self.sm_count, resident);
         if let Some(cap) = pipeline.max_blocks {
             grid = grid.min(cap.get());
@@ -614,7 +622,7 @@ impl Kernels {
             box_rows: variant.box_rows,
             function: &variant.function,
             resident: variant.resident,
-            promotion: promotion.unwrap_or(op.l2_promotion(T::DTYPE)),
+            promotion: promotion.unwrap_or(op.l2_promotion_of(variant.tile)),
         };
         self.launch_spec(stream, spec, pipeline, src, src_layout, dst, dst_layout)
     }

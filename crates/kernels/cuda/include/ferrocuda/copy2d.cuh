@@ -30,6 +30,7 @@ struct Copy2d {
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 512;
+  static constexpr uint32_t kCpAsyncUnroll = 32;
   static constexpr uint32_t kLoadBoxRows = kIssueRows;
   static constexpr uint32_t kBoxes = kTileRowBytes / kBoxRowBytes;
   static constexpr uint32_t kBoxCols = kBoxRowBytes / E::kBytes;

@@ -23,6 +23,7 @@ struct RowSum {
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 512;
+  static constexpr uint32_t kCpAsyncUnroll = 32;
   static constexpr uint32_t kLoadBoxRows = kRows;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Rows of the band each consumer warp owns.

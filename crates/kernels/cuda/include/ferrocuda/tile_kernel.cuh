@@ -13,6 +13,8 @@
 //                                     kTileRowBytes / kBoxRowBytes boxes, box-major (tile_load.cuh)
 //   kLoadBoxRows                      rows of one TMA load box (kTileRows, or fewer to issue the
 //                                     tile's loads row group by row group)
+//   kCpAsyncUnroll                    chunks of a cp.async producer lane's loop unrolled (its 32
+//                                     chunks, or fewer where that would spill)
 //   Op(const MatrixArgs&)             per-CTA setup
 //   num_items(), tiles_per_item()     the work decomposition
 //   origin(item, t, &row, &col)       the tile's first row and column, in elements
@@ -56,7 +58,8 @@ struct BF16 {
 template <bool kTma, class Op>
 using LoaderFor = typename std::conditional<
     kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows>,
-    CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads>>::type;
+    CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads,
+                      Op::kCpAsyncUnroll>>::type;
 
 /// Alignment of every stage in shared memory, and the slack the kernel asks for to reach it.
 constexpr uint32_t kStageAlign = 1024;

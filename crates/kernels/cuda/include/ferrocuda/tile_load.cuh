@@ -81,7 +81,10 @@ struct TmaTileLoader {
 };
 
 /// Loads a tile with 16-byte cp.async copies spread over kThreads producer threads.
-template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kThreads>
+/// kUnroll: how many chunks of a lane's loop are unrolled (all of them, kChunks / kThreads, but
+/// for ops whose kernels would spill then).
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kThreads,
+          uint32_t kUnroll = kRows * kRowBytes / 16 / kThreads>
 struct CpAsyncTileLoader {
   using Handler = CpAsyncBarrierHandler<kThreads>;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
@@ -102,9 +105,7 @@ struct CpAsyncTileLoader {
     const uint32_t row_bytes = a.cols * elem_bytes;
     const uint32_t col_byte = col * elem_bytes;
     const uint32_t base = smem_addr(dst);
-    // Unrolled by 16, not fully: fully unrolled, the chunk addresses of the f32 64 x 256
-    // transpose tile pushed its kernel into a spill.
-#pragma unroll 16
+#pragma unroll(kUnroll)
     for (uint32_t k = 0; k < kChunks / kThreads; ++k) {
       const uint32_t i = k * kThreads + thread;
       const uint32_t tr = i / kChunksPerRow;  // tile row

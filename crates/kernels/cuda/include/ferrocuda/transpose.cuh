@@ -1,13 +1,12 @@
 // ferrocuda/transpose.cuh: 2D transpose through the ring pipeline: dst[c][r] = src[r][c].
 //
-// Tile: kRows rows x kRowBytes bytes, 16 KiB (built in: f32 64 rows x 256 bytes, 64 columns;
-// bf16 128 rows x 128 bytes, 64 columns), loaded as boxes 128 bytes wide (kRowBytes / 128 of them, box-major in the stage,
-// tile_load.cuh). The stage is then 128 "stage rows" of 128 bytes, 8 16-byte chunks each: stage
-// row v is row v % kRows of box v / kRows. Everything below speaks of stage rows; with one box
-// they are the tile's rows. Each lane
-// transposes square blocks of kR x kR elements in registers, kR = 16 / element size (f32 4x4,
-// bf16 8x8): it reads kR tile rows of one chunk (kR 16-byte loads) and writes kR 16-byte
-// vectors, one into each of kR destination rows.
+// Tile: kRows rows x kRowBytes bytes, 16 KiB (built in: f32 64 rows x 256 bytes, 64 columns; bf16
+// 128 rows x 128 bytes, 64 columns), loaded as boxes 128 bytes wide (kRowBytes / 128 of them,
+// box-major in the stage, tile_load.cuh). The stage is then 128 "stage rows" of 128 bytes, 8
+// 16-byte chunks each: stage row v is row v % kRows of box v / kRows. Everything below speaks of
+// stage rows; with one box they are the tile's rows. Each lane transposes square blocks of kR x kR
+// elements in registers, kR = 16 / element size (f32 4x4, bf16 8x8): it reads kR stage rows of one
+// chunk (kR 16-byte loads) and writes kR 16-byte vectors, one into each of kR destination rows.
 //
 // Lane = 8p + q: q picks the chunk (tile columns q*kR ..), p the block of rows. Warp w owns stage
 // rows 32w .. 32w + 31, in 32 / (4 kR) passes of 4 kR rows (f32: 2 passes of 16 rows, bf16: 1
@@ -15,8 +14,9 @@
 // (one per bank group), so the 16-byte loads are conflict-free on the dense layout both loaders
 // write. Global memory: in one store instruction the four lanes with the same q write 4 x 16
 // contiguous bytes of one destination row: 8 rows x 64 bytes, full 32-byte sectors (the old
-// mapping wrote 32 rows x 16 bytes per instruction, half sectors). A tile's 128 rows fill
-// 512 contiguous bytes (f32; 256 for bf16) of each destination row it touches.
+// mapping wrote 32 rows x 16 bytes per instruction, half sectors). A tile's kRows rows fill
+// kRows x element size contiguous bytes (256 for both built-in tiles) of each destination row it
+// touches.
 //
 // TMA store (MatrixArgs::tma_store): the same lanes read the same blocks into registers, the
 // consumer warps meet at a barrier, and each lane writes its kR column vectors back into the
@@ -53,6 +53,10 @@ struct Transpose {
   static constexpr uint32_t kTileRowBytes = kRowBytes;
   static constexpr uint32_t kBoxRowBytes = 128;
   static constexpr uint32_t kLoadBoxRows = kRows;
+  /// Half the producer loop unrolled: fully unrolled, the f32 64 x 256 kernel spilled. (A
+  /// partial unroll made the cp.async copy and row sums slower, the transpose not measurably;
+  /// docs/kernels.md.)
+  static constexpr uint32_t kCpAsyncUnroll = 16;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Source columns of one load box (one 128-byte stage row).
   static constexpr uint32_t kSubCols = kBoxRowBytes / E::kBytes;
@@ -89,13 +93,14 @@ struct Transpose {
     return ((a.rows + kTileRows - 1) / kTileRows) * col_tiles;
   }
   __device__ uint32_t tiles_per_item() const { return 1; }
-  /// Item order: groups of kGroupBands row bands, walked column tile by column tile and, inside
-  /// a column tile, band by band. The items in flight at once (one per block, consecutive) then
-  /// cover kGroupBands row bands x (grid / kGroupBands) column tiles: each source row is read in
-  /// runs of (grid / kGroupBands) x 128 bytes and each destination row written in runs of
-  /// kGroupBands x kTileRows elements = kGroupBytes (default 4 KiB). Row-band-major order (consecutive items along one
-  /// band) read whole source rows but wrote only 512 (f32) or 256 (bf16) bytes of each of up to
-  /// all destination rows at once: the whole output, spread over every DRAM page and TLB entry.
+  /// Item order: groups of kGroupBands row bands, walked column tile by column tile and, inside a
+  /// column tile, band by band. The items in flight at once (one per block, consecutive) then cover
+  /// kGroupBands row bands x (grid / kGroupBands) column tiles: each source row is read in runs of
+  /// (grid / kGroupBands) x 128 bytes and each destination row written in runs of kGroupBands x
+  /// kTileRows elements = kGroupBytes (default 4 KiB). Row-band-major order (consecutive items
+  /// along one band) read whole source rows but wrote only 512 (f32) or 256 (bf16) bytes of each of
+  /// up to all destination rows at once: the whole output, spread over every DRAM page and TLB
+  /// entry.
   static constexpr uint32_t kGroupBands = kGroupBytes / (kTileRows * E::kBytes);
   __device__ void origin(uint32_t item, uint32_t, uint32_t& row, uint32_t& col) const {
     const uint32_t row_tiles = (a.rows + kTileRows - 1) / kTileRows;
