@@ -144,3 +144,6 @@ extern "C" __global__ void loop_gate(const u64 *host_flag, u64 *dev_state, u64 h
     dev_state[1] = s;
     if (s >= n) cudaGraphSetConditional((cudaGraphConditionalHandle)handle, 0);
 }
+
+// ---- the kernels benchmark's variants of ferrocuda-kernels' pipeline kernels ----
+#include "kernel_variants.cuh"

@@ -174,6 +174,15 @@ pub enum Error {
         /// Its length in elements.
         len: u64,
     },
+    /// A kernel variant's tile is not one the op templates build (16 KiB of whole load boxes), or
+    /// a launch of it names another transfer, depth or element type than it was resolved for.
+    #[error("a {rows} x {row_bytes}-byte tile variant does not fit this op or launch")]
+    Variant {
+        /// Tile rows.
+        rows: u32,
+        /// Bytes per tile row.
+        row_bytes: u32,
+    },
     /// The crate was built without real cubins (docs.rs), so no kernel can be loaded.
     #[error("this build of ferrocuda-kernels has no cubins (built with DOCS_RS set)")]
     NoCubins,

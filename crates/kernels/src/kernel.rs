@@ -145,24 +145,28 @@ impl Op {
         }
     }
 
-    /// The tile one stage holds: (rows, bytes per row), as in the op's `.cu` file.
-    pub const fn tile(self) -> (u32, u32) {
-        match self {
-            Op::Copy2d | Op::RowSum => (32, 512),
-            Op::Transpose => (128, 128),
+    /// The tile one stage holds for `element`: (rows, bytes per row), as built in by the op's
+    /// `.cuh` file (`k<Op>Rows<Element>`, `k<Op>RowBytes<Element>`). Every tile is 16 KiB: copy
+    /// 8 rows x 2 KiB, row sums 32 x 512 bytes, transpose 64 x 256 bytes for f32 and 128 x 128
+    /// for bf16 (the shapes that measured fastest; docs/kernels.md).
+    pub const fn tile(self, element: ElementType) -> (u32, u32) {
+        match (self, element.size()) {
+            (Op::Copy2d, _) => (8, 2048),
+            (Op::RowSum, _) => (32, 512),
+            (Op::Transpose, 4) => (64, 256),
+            (Op::Transpose, _) => (128, 128),
         }
     }
 
     /// The tile in elements of `element`: (rows, columns).
     pub const fn tile_elements(self, element: ElementType) -> (u32, u32) {
-        let (rows, row_bytes) = self.tile();
+        let (rows, row_bytes) = self.tile(element);
         (rows, row_bytes / element.size() as u32)
     }
 
-    /// Bytes of one stage.
+    /// Bytes of one stage (the same for every op and element type).
     pub const fn tile_bytes(self) -> u64 {
-        let (rows, row_bytes) = self.tile();
-        rows as u64 * row_bytes as u64
+        16 * 1024
     }
 
     /// Whether the op can store its output with [`Store::Tma`] (copy and transpose; row sums
@@ -171,34 +175,104 @@ impl Op {
         matches!(self, Op::Copy2d | Op::Transpose)
     }
 
+    /// Bytes of one row of a load box. A stage holds its tile as `tile().1 / box_row_bytes()`
+    /// boxes side by side, box-major in shared memory (`tile_load.cuh`): 512 bytes for copy and
+    /// row sums, 128 for transpose (one 16-byte chunk per lane of a quarter warp).
+    pub const fn box_row_bytes(self) -> u32 {
+        match self {
+            Op::Copy2d | Op::RowSum => 512,
+            Op::Transpose => 128,
+        }
+    }
+
+    /// Rows of one TMA load box of the built-in tile (`kCopy2dLoadBoxRows`; the tile's rows for
+    /// the other ops). Copy loads its 8 x 2 KiB tile as 1-row boxes, issued row by row, so the
+    /// copy engine reads 2 KiB runs in order as the cp.async lanes do.
+    pub const fn load_box_rows(self, element: ElementType) -> u32 {
+        match self {
+            Op::Copy2d => 1,
+            Op::RowSum | Op::Transpose => self.tile(element).0,
+        }
+    }
+
+    /// The box of a TMA load of `box_rows` rows of a tile of this op, (rows, columns) in
+    /// elements.
+    pub const fn load_box(self, box_rows: u32, element: ElementType) -> (u32, u32) {
+        (box_rows, self.box_row_bytes() / element.size() as u32)
+    }
+
     /// The box of a [`Store::Tma`] store in the destination, (rows, columns) in elements, and
-    /// whether it is 128-byte swizzled in shared memory, as in the op's `.cu` file: copy stores
-    /// the tile as one dense box; transpose stores its transposed tile (tile columns x tile rows)
-    /// as boxes 128 bytes wide, swizzled so that writing them into shared memory is
-    /// conflict-free.
+    /// whether it is 128-byte swizzled in shared memory, as in the op's `.cuh` file: copy stores
+    /// the tile as whole-height boxes of the load width; transpose stores its transposed tile as
+    /// boxes 128 bytes wide and one load box's columns high, swizzled so that writing them into
+    /// shared memory is conflict-free.
     pub const fn store_box(self, element: ElementType) -> (u32, u32, bool) {
-        let (rows, cols) = self.tile_elements(element);
+        self.store_box_of(self.tile(element), element)
+    }
+
+    /// [`store_box`](Self::store_box) for a `tile` (rows, bytes per row) of this op.
+    pub const fn store_box_of(self, tile: (u32, u32), element: ElementType) -> (u32, u32, bool) {
+        let (rows, cols) = self.load_box(tile.0, element);
         match self {
             Op::Copy2d | Op::RowSum => (rows, cols, false),
             Op::Transpose => (cols, 128 / element.size() as u32, true),
         }
     }
 
-    /// The L2 promotion of the source tensor map's loads. A transpose box row is 128 bytes (one
-    /// line) of a source row, and the neighbouring line belongs to another tile: promoting to
-    /// 256 bytes made the TMA transpose read 25-30% more from DRAM than the matrix holds
-    /// (docs/kernels.md). Copy and row-sum box rows are 512 bytes: 256-byte promotion fetches
-    /// nothing they do not use.
-    pub const fn l2_promotion(self) -> crate::L2Promotion {
+    /// The L2 promotion of the source tensor map's loads for `element`. Row sums: none (with
+    /// 256-byte promotion the TMA row sums ran slower at the same bytes, with a far higher L2
+    /// hit rate; docs/kernels.md). Transpose: its box rows are 128 bytes (one line) of a source
+    /// row; with the bf16 tile (128 bytes wide) the neighbouring line belongs to another tile,
+    /// and 256-byte promotion made the TMA transpose read far more from DRAM than the matrix
+    /// holds, so 128 bytes; the f32 tile is 256 bytes wide, its two boxes read the two lines of a
+    /// 256-byte block, and 256-byte promotion serves the second. Copy: 256 bytes (its box rows
+    /// are 512 bytes).
+    pub const fn l2_promotion(self, element: ElementType) -> crate::L2Promotion {
+        self.l2_promotion_of(self.tile(element))
+    }
+
+    /// [`l2_promotion`](Self::l2_promotion) for a `tile` (rows, bytes per row) of this op.
+    pub const fn l2_promotion_of(self, tile: (u32, u32)) -> crate::L2Promotion {
         match self {
+            Op::RowSum => crate::L2Promotion::None,
+            Op::Transpose if tile.1 >= 256 => crate::L2Promotion::B256,
             Op::Transpose => crate::L2Promotion::B128,
-            Op::Copy2d | Op::RowSum => crate::L2Promotion::B256,
+            Op::Copy2d => crate::L2Promotion::B256,
+        }
+    }
+
+    /// At most this many blocks of the op per SM, below what fits (`None`: as many as fit), for
+    /// a launch with `transfer`, `stages` and `store`. The cp.async copy with TMA stores at four
+    /// stages runs on one block per SM: with three, as fit, its DRAM efficiency was that of every
+    /// other copy configuration, and with one it was the fastest copy measured on an H200; every
+    /// other configuration measured the same or slower on capped grids (docs/kernels.md, "The
+    /// sweep").
+    pub const fn max_blocks_per_sm(
+        self,
+        transfer: Transfer,
+        stages: Stages,
+        store: Store,
+    ) -> Option<u32> {
+        match (self, transfer, stages.get(), store) {
+            (Op::Copy2d, Transfer::CpAsync, 4, Store::Tma) => Some(1),
+            _ => None,
         }
     }
 
     /// Work items (what one block takes at a time) for a `rows` x `cols` source.
     pub fn work_items(self, element: ElementType, rows: u32, cols: u32) -> u64 {
-        let (tr, tc) = self.tile_elements(element);
+        self.work_items_of(self.tile(element), element, rows, cols)
+    }
+
+    /// [`work_items`](Self::work_items) for a `tile` (rows, bytes per row) of this op.
+    pub fn work_items_of(
+        self,
+        tile: (u32, u32),
+        element: ElementType,
+        rows: u32,
+        cols: u32,
+    ) -> u64 {
+        let (tr, tc) = (tile.0, tile.1 / element.size() as u32);
         let row_tiles = u64::from(rows.div_ceil(tr));
         match self {
             Op::Copy2d | Op::Transpose => row_tiles * u64::from(cols.div_ceil(tc)),
@@ -311,7 +385,7 @@ impl MatrixLayout {
     /// sectors they only partly use and two tiles write the two halves of one sector at
     /// different times; with rows on 128-byte lines but not on 512-byte boundaries, bf16 copies
     /// and transposes of a 23170 x 23170 matrix still ran 5% and 2% slower than with this pitch
-    /// (docs/kernels.md, "What ncu shows", bf16 copy).
+    /// (docs/kernels.md, "What ncu showed then", bf16 copy).
     pub fn aligned<T: Element>(rows: u32, cols: u32) -> MatrixLayout {
         let per_512 = (512 / T::DTYPE.size()) as u32;
         MatrixLayout {
@@ -441,10 +515,29 @@ mod tests {
                 .unwrap_or_else(|_| panic!("no `{name} = <number>` in the source"))
         };
         for op in Op::ALL {
-            let path = format!("{}/cuda/{}.cu", env!("CARGO_MANIFEST_DIR"), op.name());
-            let src = std::fs::read_to_string(&path).expect("the op's CUDA source is readable");
-            let tile = (constant(&src, "kTileRows"), constant(&src, "kTileRowBytes"));
-            assert_eq!(tile, op.tile(), "{path}");
+            let path = format!(
+                "{}/cuda/include/ferrocuda/{}.cuh",
+                env!("CARGO_MANIFEST_DIR"),
+                op.name()
+            );
+            let src = std::fs::read_to_string(&path).expect("the op's CUDA header is readable");
+            // `kCopy2dRowsF32 = 8;` ...: the built-in tile of each element type.
+            let camel: String = op
+                .name()
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            for (e, suffix) in [(ElementType::F32, "F32"), (ElementType::Bf16, "Bf16")] {
+                let tile = (
+                    constant(&src, &format!("k{camel}Rows{suffix}")),
+                    constant(&src, &format!("k{camel}RowBytes{suffix}")),
+                );
+                assert_eq!(tile, op.tile(e), "{path} {suffix}");
+                if op == Op::Copy2d {
+                    assert_eq!(constant(&src, "kCopy2dLoadBoxRows"), op.load_box_rows(e));
+                }
+            }
+            assert_eq!(constant(&src, "kBoxRowBytes"), op.box_row_bytes(), "{path}");
         }
         let body = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -455,6 +548,24 @@ mod tests {
             (constant(&body, "kConsumerWarps") + 1) * 32,
             THREADS_PER_BLOCK
         );
+    }
+
+    #[test]
+    fn only_the_four_stage_cp_async_copy_with_tma_stores_is_capped() {
+        for op in Op::ALL {
+            for transfer in Transfer::ALL {
+                for stages in Stages::ALL {
+                    for store in Store::ALL {
+                        let capped = op == Op::Copy2d
+                            && transfer == Transfer::CpAsync
+                            && stages == Stages::FOUR
+                            && store == Store::Tma;
+                        let want = if capped { Some(1) } else { None };
+                        assert_eq!(op.max_blocks_per_sm(transfer, stages, store), want);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -513,10 +624,14 @@ mod tests {
     fn tma_boxes_of_every_op_are_valid_tensor_map_boxes() {
         for op in Op::ALL {
             for e in [ElementType::F32, ElementType::Bf16] {
-                let (r, c) = op.tile_elements(e);
+                let (r, c) = op.load_box(op.load_box_rows(e), e);
                 let m = crate::TensorMapBuilder::matrix(e, 0, (1000, 1000), 4096, (r, c));
                 assert!(m.validate().is_ok(), "{op:?} {e:?}: {:?}", m.validate());
-                assert_eq!(m.box_bytes(), op.tile_bytes());
+                // The boxes of one tile fill its stage: what the full barrier expects.
+                let (rows, row_bytes) = op.tile(e);
+                let boxes = u64::from(rows / r) * u64::from(row_bytes / op.box_row_bytes());
+                assert_eq!(rows % r, 0);
+                assert_eq!(m.box_bytes() * boxes, op.tile_bytes());
             }
         }
     }

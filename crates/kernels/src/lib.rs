@@ -29,7 +29,7 @@
 //!
 //! | handler | `prepare_stage` | `complete_stage` |
 //! | --- | --- | --- |
-//! | [`Transfer::Tma`] | arrive with the tile's bytes as expected transactions | nothing: the copy engine completes the bytes on the barrier |
+//! | [`Transfer::Tma`] | arrive with the stage's bytes (all its boxes) as expected transactions | nothing: the copy engine completes the bytes on the barrier |
 //! | [`Transfer::CpAsync`] | nothing: cp.async has no byte count to announce | `cp.async.mbarrier.arrive.noinc`: the hardware arrives for this thread once its copies land |
 //!
 //! `docs/kernels.md` in the repository explains phases, fences, the layout rules and lists each
@@ -55,7 +55,7 @@
 //! (the pitch `cuMemAllocPitch` gives), which is faster whenever the smallest pitch is not a
 //! multiple of 512 bytes (bf16 rows of 23170 elements copied measurably slower on 16-byte and on
 //! 128-byte pitches than on 512-byte ones; `docs/kernels.md` in the repository, "What ncu
-//! shows", has the numbers and says why).
+//! showed then", has the numbers and says why).
 //!
 //! # Building
 //!
@@ -100,7 +100,7 @@ pub use kernel::{
     Transfer, grid_size, resident_per_sm,
 };
 #[cfg(feature = "launch")]
-pub use launch::{Kernels, Pipeline};
+pub use launch::{Kernels, Pipeline, Variant};
 pub use tensor_map::{L2Promotion, Swizzle, TensorMap, TensorMapBuilder, shared_memory_bytes};
 
 #[cfg(test)]

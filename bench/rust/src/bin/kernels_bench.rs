@@ -6,10 +6,23 @@
 //! default; `ststore`: ordinary stores from the consumer threads). With
 //! `FERROCUDA_KBENCH_ONCE=1` every configuration is launched exactly once, with no warm-up
 //! (for a profiler that should see each kernel and store once, e.g. `ncu` without a filter).
+//!
+//! Benchmark `kernel_sweep` (asked for by name, not part of `all`) times the built-in kernels on
+//! grids of 1 and 2 blocks per SM (`b_*` rows) and the variants of `bench/raw/kernel_variants.cuh`
+//! (in the bench cubin: the built-in tiles before the sweep, `v_*` rows), each first checked on two
+//! small odd-shaped matrices against a CPU reference (a mismatch is printed as `WRONG` and the
+//! configuration is not timed), then on the same 1 GiB matrices, and a plain grid-stride copy
+//! without shared memory. `FERROCUDA_KBENCH_FILTER=a,b` runs only the
+//! configurations whose row name contains `a` or `b` (both benchmarks).
 
 use ferrocuda_bench::{Args, Report, die, print_table, table};
-use ferrocuda_driver::{Device, DeviceBuffer, DeviceEvent, DeviceStream};
-use ferrocuda_kernels::{Element, Kernels, MatrixLayout, Pipeline, Stages, Store, Transfer};
+use ferrocuda_driver::{
+    Device, DeviceBuffer, DeviceEvent, DeviceStream, LaunchArgs, LaunchConfig, Module,
+};
+use ferrocuda_kernels::{
+    Element, Kernels, L2Promotion, MatrixLayout, Op, Pipeline, Stages, Store, Transfer, Variant,
+};
+use std::num::NonZeroU32;
 
 const RUNS: usize = 20;
 const WARMUP: usize = 3;
@@ -17,6 +30,15 @@ const WARMUP: usize = 3;
 /// `FERROCUDA_KBENCH_ONCE=1`: one launch per configuration, no warm-up (for a profiler).
 fn once() -> bool {
     std::env::var_os("FERROCUDA_KBENCH_ONCE").is_some_and(|v| v == "1")
+}
+
+/// Whether a configuration named `name` runs (`FERROCUDA_KBENCH_FILTER`, comma-separated
+/// substrings; unset or empty: all).
+fn selected(name: &str) -> bool {
+    match std::env::var("FERROCUDA_KBENCH_FILTER") {
+        Ok(f) if !f.is_empty() => f.split(',').any(|p| name.contains(p)),
+        _ => true,
+    }
 }
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -47,15 +69,22 @@ fn time_ms(s: &DeviceStream, dev: &Device, mut f: impl FnMut()) -> f64 {
 /// Host values of the element types.
 trait FromF32 {
     fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
 }
 impl FromF32 for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    fn to_f32(self) -> f32 {
+        self
+    }
 }
 impl FromF32 for half::bf16 {
     fn from_f32(v: f32) -> Self {
         half::bf16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
     }
 }
 
@@ -98,88 +127,91 @@ fn rows<T: Element + FromF32>(
     let mut sums: DeviceBuffer<f32> = ok(s.alloc(n.next_multiple_of(4) as usize));
     for transfer in Transfer::ALL {
         for stages in Stages::ALL {
+            let regime = |op: &str| format!("{op}_{}_{tname}_s{}", transfer.name(), stages.get());
             let mut cases: Vec<(String, f64, f64)> = Vec::new();
+            let mut case = |op: String, moved: f64, f: &mut dyn FnMut()| {
+                if selected(&regime(&op)) {
+                    cases.push((op, moved, time_ms(s, dev, f)));
+                }
+            };
             for store in Store::ALL {
                 let p = Pipeline::new(transfer, stages).with_store(store);
                 let tag = |op: &str| format!("{op}_{}", store.name());
-                cases.push((
-                    tag("copy2d"),
-                    2.0 * bytes,
-                    time_ms(s, dev, || {
-                        ok(k.copy_2d(s, p, &src, layout, &mut dst, layout.pitch))
-                    }),
-                ));
-                cases.push((
-                    tag("transpose"),
-                    2.0 * bytes,
-                    time_ms(s, dev, || {
-                        ok(k.transpose(s, p, &src, layout, &mut dst, layout.pitch))
-                    }),
-                ));
+                case(tag("copy2d"), 2.0 * bytes, &mut || {
+                    ok(k.copy_2d(s, p, &src, layout, &mut dst, layout.pitch))
+                });
+                case(tag("transpose"), 2.0 * bytes, &mut || {
+                    ok(k.transpose(s, p, &src, layout, &mut dst, layout.pitch))
+                });
                 // Layout A/B (4 stages, full runs only): rows off the sector grid (pitch16), and
                 // rows on 128-byte lines but not on 512-byte boundaries (pitch128, bf16 only).
                 if stages == Stages::FOUR && !once() {
-                    cases.push((
-                        tag("copy2d_pitch16"),
-                        2.0 * bytes,
-                        time_ms(s, dev, || {
-                            ok(k.copy_2d(s, p, &src, misaligned, &mut dst, misaligned.pitch))
-                        }),
-                    ));
-                    cases.push((
-                        tag("transpose_pitch16"),
-                        2.0 * bytes,
-                        time_ms(s, dev, || {
-                            ok(k.transpose(s, p, &src, misaligned, &mut dst, misaligned.pitch))
-                        }),
-                    ));
+                    case(tag("copy2d_pitch16"), 2.0 * bytes, &mut || {
+                        ok(k.copy_2d(s, p, &src, misaligned, &mut dst, misaligned.pitch))
+                    });
+                    case(tag("transpose_pitch16"), 2.0 * bytes, &mut || {
+                        ok(k.transpose(s, p, &src, misaligned, &mut dst, misaligned.pitch))
+                    });
                     if pitch128.pitch != layout.pitch {
-                        cases.push((
-                            tag("copy2d_pitch128"),
-                            2.0 * bytes,
-                            time_ms(s, dev, || {
-                                ok(k.copy_2d(s, p, &src, pitch128, &mut dst, pitch128.pitch))
-                            }),
-                        ));
-                        cases.push((
-                            tag("transpose_pitch128"),
-                            2.0 * bytes,
-                            time_ms(s, dev, || {
-                                ok(k.transpose(s, p, &src, pitch128, &mut dst, pitch128.pitch))
-                            }),
-                        ));
+                        case(tag("copy2d_pitch128"), 2.0 * bytes, &mut || {
+                            ok(k.copy_2d(s, p, &src, pitch128, &mut dst, pitch128.pitch))
+                        });
+                        case(tag("transpose_pitch128"), 2.0 * bytes, &mut || {
+                            ok(k.transpose(s, p, &src, pitch128, &mut dst, pitch128.pitch))
+                        });
                     }
                 }
             }
             let p = Pipeline::new(transfer, stages);
-            cases.push((
-                "row_sum".to_owned(),
-                bytes,
-                time_ms(s, dev, || ok(k.row_sum(s, p, &src, layout, &mut sums))),
-            ));
+            case("row_sum".to_owned(), bytes, &mut || {
+                ok(k.row_sum(s, p, &src, layout, &mut sums))
+            });
             for (op, moved, ms) in cases {
-                let gbs = moved / (ms * 1e6);
-                let regime = format!("{op}_{}_{tname}_s{}", transfer.name(), stages.get());
-                bandwidth.add_row([
-                    regime.clone(),
-                    format!("{ms:.3}"),
-                    format!("{gbs:.1}"),
-                    format!("{:.3}", gbs / memcpy_gbs),
-                ]);
-                let mut v = [ms * 1e6];
-                r.row(
+                add_row(
+                    r,
+                    bandwidth,
                     "kernel_bandwidth",
-                    &regime,
-                    &mut v,
-                    &format!("\"rate\":{gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":{:.4},\"bytes\":{moved}", gbs / memcpy_gbs),
+                    &regime(&op),
+                    moved,
+                    ms,
+                    memcpy_gbs,
                 );
             }
         }
     }
 }
 
+/// One row of the table and of the JSON lines.
+fn add_row(
+    r: &mut Report,
+    bandwidth: &mut comfy_table::Table,
+    bench: &str,
+    regime: &str,
+    moved: f64,
+    ms: f64,
+    memcpy_gbs: f64,
+) {
+    let gbs = moved / (ms * 1e6);
+    bandwidth.add_row([
+        regime.to_owned(),
+        format!("{ms:.3}"),
+        format!("{gbs:.1}"),
+        format!("{:.3}", gbs / memcpy_gbs),
+    ]);
+    let mut v = [ms * 1e6];
+    r.row(
+        bench,
+        regime,
+        &mut v,
+        &format!(
+            "\"rate\":{gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":{:.4},\"bytes\":{moved}",
+            gbs / memcpy_gbs
+        ),
+    );
+}
+
 fn main() {
-    let Some(args) = Args::parse_lenient(&["kernel_bandwidth"]) else {
+    let Some(args) = Args::parse_lenient(&["kernel_bandwidth", "kernel_sweep"]) else {
         return; // only other programs' benchmarks were asked for
     };
     let dev = ok(Device::new(0));
@@ -210,8 +242,296 @@ fn main() {
         &format!("\"rate\":{memcpy_gbs:.1},\"rate_unit\":\"GB/s\",\"vs_memcpy\":1.0"),
     );
     drop((a, b));
-    rows::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, "f32", memcpy_gbs);
-    rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
+    // `all` (no names) is the table of the built-in kernels; the sweep runs only when named.
+    if args.wants("kernel_bandwidth") {
+        rows::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, "f32", memcpy_gbs);
+        rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
+    }
+    if args.names.iter().any(|n| n == "kernel_sweep") {
+        let image =
+            std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
+        let module = ok(Module::from_cubin(&dev, &image));
+        sweep::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        sweep::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+    }
     ok(s.synchronize());
     print_table(&bandwidth);
+}
+
+/// Variant kernels of the sweep: (op, shape name, tile (rows, bytes per row), rows per TMA load
+/// box), as instantiated in `bench/raw/kernel_variants.cuh`: the built-in tiles before the sweep
+/// and the built-in copy tile loaded in whole-tile boxes.
+const VARIANTS: [(Op, &str, (u32, u32), u32); 4] = [
+    (Op::Copy2d, "r32x512i32", (32, 512), 32),
+    (Op::Copy2d, "r8x2048i8", (8, 2048), 8),
+    (Op::RowSum, "r32x512", (32, 512), 32),
+    (Op::Transpose, "r128x128g4096", (128, 128), 128),
+];
+
+/// Grid caps of the sweep: 1 and 2 blocks per SM of the H200's 132.
+const CAPS: [u32; 2] = [132, 264];
+
+/// One configuration of the sweep with how to launch it.
+struct Config {
+    /// Row name: `b_<op>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>]` for the built-in
+    /// kernels, `v_<op>_<shape>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>][_<promotion>]`
+    /// for the variants.
+    name: String,
+    op: Op,
+    /// `None`: the built-in kernel.
+    variant: Option<std::rc::Rc<Variant>>,
+    pipeline: Pipeline,
+    promotion: Option<L2Promotion>,
+}
+
+fn elem_name<T: Element>() -> &'static str {
+    if size_of::<T>() == 4 { "f32" } else { "bf16" }
+}
+
+/// Every configuration of the sweep for element type `T`.
+fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
+    let e = elem_name::<T>();
+    let mut out = Vec::new();
+    let cap = |c: u32| NonZeroU32::new(c).unwrap_or(NonZeroU32::MIN);
+    let stores = |op: Op| -> &'static [Store] {
+        if op == Op::RowSum {
+            &[Store::Threads]
+        } else {
+            &Store::ALL
+        }
+    };
+    let store_tag = |op: Op, store: Store| {
+        if op == Op::RowSum {
+            String::new()
+        } else {
+            format!("_{}", store.name())
+        }
+    };
+    // The built-in kernels on capped grids (every stage count; TMA stores, and thread stores at 4
+    // stages).
+    for op in Op::ALL {
+        for transfer in Transfer::ALL {
+            for stages in Stages::ALL {
+                for &store in stores(op) {
+                    if store == Store::Threads && op != Op::RowSum && stages != Stages::FOUR {
+                        continue;
+                    }
+                    let base = format!(
+                        "b_{}{}_{}_{e}_s{}",
+                        op.name(),
+                        store_tag(op, store),
+                        transfer.name(),
+                        stages.get()
+                    );
+                    for c in CAPS {
+                        out.push(Config {
+                            name: format!("{base}_cap{c}"),
+                            op,
+                            variant: None,
+                            pipeline: Pipeline::new(transfer, stages)
+                                .with_store(store)
+                                .with_max_blocks(cap(c)),
+                            promotion: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // The variants at 4 stages: default grid and one block per SM; row sums with 256-byte
+    // promotion (the built-in before the sweep).
+    for (op, shape, tile, box_rows) in VARIANTS {
+        for transfer in Transfer::ALL {
+            let stages = Stages::FOUR;
+            let t = transfer.name();
+            let kname = format!("kbv_{}_{shape}_{t}_{e}_s4", op.name());
+            let v = std::rc::Rc::new(ok(
+                k.variant::<T>(module, &kname, op, transfer, stages, tile, box_rows)
+            ));
+            for &store in stores(op) {
+                let base = format!("v_{}_{shape}{}_{t}_{e}_s4", op.name(), store_tag(op, store));
+                let p = Pipeline::new(transfer, stages).with_store(store);
+                let promotion = (op == Op::RowSum).then_some(L2Promotion::B256);
+                for (suffix, p) in [
+                    (String::new(), p),
+                    ("_cap132".to_owned(), p.with_max_blocks(cap(132))),
+                ] {
+                    out.push(Config {
+                        name: format!("{base}{suffix}"),
+                        op,
+                        variant: Some(v.clone()),
+                        pipeline: p,
+                        promotion,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Config {
+    /// Launches the configuration on `src` (`layout`) into `dst` (copy, transpose; pitch
+    /// `dst_pitch`) or `sums` (row sums).
+    #[allow(clippy::too_many_arguments)]
+    fn launch<T: Element>(
+        &self,
+        k: &Kernels,
+        s: &DeviceStream,
+        src: &DeviceBuffer<T>,
+        layout: MatrixLayout,
+        dst: &mut DeviceBuffer<T>,
+        dst_pitch: u32,
+        sums: &mut DeviceBuffer<f32>,
+    ) {
+        let p = self.pipeline;
+        match (&self.variant, self.op) {
+            (Some(v), Op::RowSum) => {
+                ok(k.launch_variant(s, v, p, self.promotion, src, layout, sums, 0))
+            }
+            (Some(v), _) => {
+                ok(k.launch_variant(s, v, p, self.promotion, src, layout, dst, dst_pitch))
+            }
+            (None, Op::Copy2d) => ok(k.copy_2d(s, p, src, layout, dst, dst_pitch)),
+            (None, Op::Transpose) => ok(k.transpose(s, p, src, layout, dst, dst_pitch)),
+            (None, Op::RowSum) => ok(k.row_sum(s, p, src, layout, sums)),
+        }
+    }
+}
+
+/// A deterministic pseudo-random matrix of small integers (exact in bf16 and in f32 sums).
+fn matrix<T: Element + FromF32>(len: usize, seed: u64) -> Vec<T> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            <T as FromF32>::from_f32((x % 31) as f32 - 15.0)
+        })
+        .collect()
+}
+
+/// Runs `c` on two small odd-shaped matrices (one whose destination rows are whole 16-byte
+/// pieces, so TMA stores are used, and one whose are not) with poisoned outputs, against a CPU
+/// reference. True when every element of both is right.
+fn check<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    s: &DeviceStream,
+    c: &Config,
+) -> bool {
+    let op = c.op;
+    [(517u32, 1032u32), (520, 1029)]
+        .into_iter()
+        .all(|(rows, cols)| {
+            let layout = MatrixLayout::aligned::<T>(rows, cols);
+            let host = matrix::<T>(layout.span() as usize, u64::from(rows * cols));
+            let src = ok(s.clone_htod(&host));
+            let poison = <T as FromF32>::from_f32(-7777.0);
+            let at = |r: u32, c: u32| host[(r * layout.pitch + c) as usize];
+            let out_layout = match op {
+                Op::Copy2d => layout,
+                Op::Transpose => MatrixLayout::aligned::<T>(cols, rows),
+                Op::RowSum => MatrixLayout::aligned::<T>(1, 1),
+            };
+            let n = out_layout.span() as usize;
+            let mut out = ok(s.clone_htod(&vec![poison; n]));
+            let mut sums = ok(s.clone_htod(&vec![-7777.0f32; rows as usize]));
+            c.launch(k, s, &src, layout, &mut out, out_layout.pitch, &mut sums);
+            if op == Op::RowSum {
+                let mut got = vec![0f32; rows as usize];
+                ok(s.copy_dtoh(&sums, &mut got));
+                return (0..rows).all(|r| {
+                    let want: f64 = (0..cols)
+                        .map(|cc| f64::from(FromF32::to_f32(at(r, cc))))
+                        .sum();
+                    f64::from(got[r as usize]) == want
+                });
+            }
+            let mut got = vec![poison; n];
+            ok(s.copy_dtoh(&out, &mut got));
+            (0..out_layout.rows).all(|r| {
+                (0..out_layout.cols).all(|cc| {
+                    let want = if op == Op::Copy2d {
+                        at(r, cc)
+                    } else {
+                        at(cc, r)
+                    };
+                    got[(r * out_layout.pitch + cc) as usize] == want
+                })
+            })
+        })
+}
+
+/// The sweep for element type `T` (benchmark `kernel_sweep`).
+#[allow(clippy::too_many_arguments)]
+fn sweep<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    dev: &Device,
+    s: &DeviceStream,
+    r: &mut Report,
+    bandwidth: &mut comfy_table::Table,
+    module: &Module,
+    memcpy_gbs: f64,
+) {
+    let n = ((1u64 << 30) / size_of::<T>() as u64).isqrt() as u32;
+    let layout = MatrixLayout::aligned::<T>(n, n);
+    let bytes = f64::from(n) * f64::from(n) * size_of::<T>() as f64;
+    let host = matrix::<T>(layout.span() as usize, 0x9e37_79b9);
+    let src = ok(s.clone_htod(&host));
+    drop(host);
+    let mut dst: DeviceBuffer<T> = ok(s.alloc(layout.span() as usize));
+    let mut sums: DeviceBuffer<f32> = ok(s.alloc(n.next_multiple_of(4) as usize));
+    for c in configs::<T>(k, module) {
+        if !selected(&c.name) {
+            continue;
+        }
+        if !once() && !check::<T>(k, s, &c) {
+            bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
+            eprintln!("{}: WRONG result on the small matrices", c.name);
+            continue;
+        }
+        let moved = if c.op == Op::RowSum {
+            bytes
+        } else {
+            2.0 * bytes
+        };
+        let ms = time_ms(s, dev, || {
+            c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
+        });
+        add_row(r, bandwidth, "kernel_sweep", &c.name, moved, ms, memcpy_gbs);
+    }
+    // The plain grid-stride copy of the same bytes (16-byte vectors).
+    let f = ok(module.function("kbv_plain_copy"));
+    let n16 = (layout.span() * size_of::<T>() as u64 / 16) as u64;
+    for blocks_per_sm in [32u32] {
+        let name = format!("v_plain_copy_{}_b{blocks_per_sm}", elem_name::<T>());
+        if !selected(&name) {
+            continue;
+        }
+        let cfg = LaunchConfig {
+            grid: (132 * blocks_per_sm, 1, 1),
+            block: (256, 1, 1),
+            shared_mem_bytes: 0,
+            cluster: None,
+        };
+        let ms = time_ms(s, dev, || {
+            let mut args = LaunchArgs::new();
+            args.arg(&src).arg(&dst).arg(&n16);
+            // SAFETY: kbv_plain_copy(const uint4* src, uint4* dst, u64 n16) reads and writes n16
+            // 16-byte vectors; both buffers hold layout.span() elements, n16 * 16 bytes, and
+            // start 16-byte aligned (driver allocations). The stream keeps them alive.
+            ok(unsafe { s.launch(&f, cfg, &mut args) });
+        });
+        add_row(
+            r,
+            bandwidth,
+            "kernel_sweep",
+            &name,
+            2.0 * bytes,
+            ms,
+            memcpy_gbs,
+        );
+    }
+    drop((src, dst, sums));
 }

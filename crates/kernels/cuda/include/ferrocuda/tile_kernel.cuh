@@ -8,7 +8,13 @@
 // of the producer is stage k of the consumers.
 //
 // An `Op` provides:
-//   kTileRows, kTileRowBytes          the tile shape (shared memory row = kTileRowBytes)
+//   kTileRows, kTileRowBytes          the tile shape: kTileRows rows of kTileRowBytes bytes
+//   kBoxRowBytes                      the width of one load box; a stage holds the tile as
+//                                     kTileRowBytes / kBoxRowBytes boxes, box-major (tile_load.cuh)
+//   kLoadBoxRows                      rows of one TMA load box (kTileRows, or fewer to issue the
+//                                     tile's loads row group by row group)
+//   kCpAsyncUnroll                    chunks of a cp.async producer lane's loop unrolled (its 32
+//                                     chunks, or fewer where that would spill)
 //   Op(const MatrixArgs&)             per-CTA setup
 //   num_items(), tiles_per_item()     the work decomposition
 //   origin(item, t, &row, &col)       the tile's first row and column, in elements
@@ -51,8 +57,9 @@ struct BF16 {
 
 template <bool kTma, class Op>
 using LoaderFor = typename std::conditional<
-    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes>,
-    CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, kProducerThreads>>::type;
+    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows>,
+    CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads,
+                      Op::kCpAsyncUnroll>>::type;
 
 /// Alignment of every stage in shared memory, and the slack the kernel asks for to reach it.
 constexpr uint32_t kStageAlign = 1024;
@@ -156,31 +163,36 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
 
 }  // namespace ferrocuda
 
-/// Defines the extern "C" entry points of one op for both transfers, f32 and bf16, 2..4 stages:
-/// ferrocuda_<name>_{tma,cpasync}_{f32,bf16}_s{2,3,4}. TMA kernels take the source tensor map
-/// first; then every kernel takes the destination tensor map (read only when `tma_store` is
-/// nonzero and the op stores with TMA), then (src, dst, rows, cols, src_pitch, dst_pitch,
-/// tma_store), pitches in elements. TMA kernels read the source only through the map; `src` is
-/// passed to them too so that every launch names the buffers it touches.
-#define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                          \
+/// Defines the two extern "C" entry points (TMA, cp.async) of the tile op type OP (an Op as above,
+/// a single name: alias a template with several arguments first) at S stages. TMA kernels take
+/// the source tensor map first; then every kernel takes the destination tensor map (read only
+/// when `tma_store` is nonzero and the op stores with TMA), then (src, dst, rows, cols, src_pitch,
+/// dst_pitch, tma_store), pitches in elements. TMA kernels read the source only through the map;
+/// `src` is passed to them too so that every launch names the buffers it touches.
+#define FERROCUDA_TILE_ENTRY_POINTS(tma_name, cpasync_name, OP, S)                              \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      ferrocuda_##name##_tma_##elem##_s##S(                                                    \
-          const __grid_constant__ CUtensorMap src_map,                                          \
-          const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,              \
-          uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,                 \
-          uint32_t tma_store) {                                                                 \
+      tma_name(const __grid_constant__ CUtensorMap src_map,                                      \
+               const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,          \
+               uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,             \
+               uint32_t tma_store) {                                                             \
     const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_tile_pipeline<true, OP<ferrocuda::ELEM>, S>(&src_map, &dst_map, args);      \
+    ferrocuda::run_tile_pipeline<true, OP, S>(&src_map, &dst_map, args);                        \
   }                                                                                             \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      ferrocuda_##name##_cpasync_##elem##_s##S(                                                \
-          const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,              \
-          uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,                 \
-          uint32_t tma_store) {                                                                 \
+      cpasync_name(const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,      \
+                   uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,         \
+                   uint32_t tma_store) {                                                         \
     const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_tile_pipeline<false, OP<ferrocuda::ELEM>, S>(nullptr, &dst_map, args);     \
+    ferrocuda::run_tile_pipeline<false, OP, S>(nullptr, &dst_map, args);                        \
   }
 
+/// The entry points ferrocuda_<name>_{tma,cpasync}_<elem>_s<S> of OP<ELEM> (the op's built-in
+/// tile for that element type).
+#define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                    \
+  FERROCUDA_TILE_ENTRY_POINTS(ferrocuda_##name##_tma_##elem##_s##S,                       \
+                              ferrocuda_##name##_cpasync_##elem##_s##S, OP<ferrocuda::ELEM>, S)
+
+/// Every entry point of one op: both transfers, f32 and bf16, 2..4 stages.
 #define FERROCUDA_TILE_KERNELS(name, OP)          \
   FERROCUDA_TILE_KERNEL(name, OP, F32, f32, 2)    \
   FERROCUDA_TILE_KERNEL(name, OP, F32, f32, 3)    \

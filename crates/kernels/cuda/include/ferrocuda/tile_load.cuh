@@ -1,15 +1,23 @@
 // ferrocuda/tile_load.cuh: moving one 2D tile of a row-major matrix into a pipeline stage.
 //
-// A tile is kRows rows of kRowBytes bytes, stored densely in shared memory (row r at
-// r * kRowBytes). Elements outside the matrix arrive as zeros with either loader, so consumers
-// may read the whole tile and bounds-check only what they write.
+// A tile is kRows rows of kRowBytes bytes of the matrix. A stage holds it as kRowBytes /
+// kBoxRowBytes boxes side by side in the matrix, box-major in shared memory: box b (matrix
+// columns b * kBoxRowBytes .. of the tile, in bytes) at b * kRows * kBoxRowBytes, its row r at
+// r * kBoxRowBytes within. With one box (kBoxRowBytes == kRowBytes) that is the dense row-major
+// tile. Wide tiles (a few rows of several KiB, long contiguous runs of the matrix) need several
+// boxes because a TMA box row is at most 256 elements. Elements outside the matrix arrive as
+// zeros with either loader, so consumers may read the whole tile and bounds-check only what they
+// write.
 //
-//   TmaTileLoader      one thread, one `cp.async.bulk.tensor.2d` per tile; the copy engine
-//                      zero-fills the part of the box outside the tensor map's bounds and
+//   TmaTileLoader      one thread, one `cp.async.bulk.tensor.2d` per box of kBoxRows rows (the
+//                      whole tile's rows, or fewer: issued row group by row group, so the
+//                      copy engine walks the tile's rows in order); the copy engine
+//                      zero-fills the part of a box outside the tensor map's bounds and
 //                      completes the stage's transaction bytes on its full barrier
-//   CpAsyncTileLoader  every producer thread, 16-byte `cp.async.cg` per chunk; chunks past the
-//                      last row or column get a smaller source size (zero-fill of the rest),
-//                      so no byte outside the matrix is read
+//   CpAsyncTileLoader  every producer thread, 16-byte `cp.async.cg` per chunk; consecutive
+//                      threads take consecutive chunks of a tile row; chunks past the last row or
+//                      column get a smaller source size (zero-fill of the rest), so no byte
+//                      outside the matrix is read
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
@@ -37,12 +45,16 @@ struct MatrixArgs {
 };
 
 /// Loads a tile with the tensor copy engine. `map` describes the source matrix with box
-/// {kRowBytes / element size, kRows}.
-template <uint32_t kRows, uint32_t kRowBytes>
+/// {kBoxRowBytes / element size, kBoxRows}. Boxes are issued row group by row group (kBoxRows
+/// rows each), left to right within a group; each lands at its place in the box-major stage.
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kBoxRows>
 struct TmaTileLoader {
   using Handler = TmaBarrierHandler;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
-  static_assert(kRowBytes % 16 == 0, "TMA boxes are a multiple of 16 bytes wide");
+  static constexpr uint32_t kBoxes = kRowBytes / kBoxRowBytes;
+  static_assert(kRows % kBoxRows == 0, "a tile is whole row groups");
+  static_assert(kBoxRowBytes % 16 == 0, "TMA boxes are a multiple of 16 bytes wide");
+  static_assert(kBoxes * kBoxRowBytes == kRowBytes, "a tile row is whole boxes");
 
   /// Hints the tensor map into the cache ahead of the first copy.
   __device__ __forceinline__ static void prefetch(const CUtensorMap* map) {
@@ -52,23 +64,35 @@ struct TmaTileLoader {
   /// Issued by the one elected producer thread. `row`/`col` are in elements.
   __device__ __forceinline__ static void load(void* dst, const CUtensorMap* map, const MatrixArgs&,
                                               uint32_t row, uint32_t col, uint64_t* full,
-                                              uint32_t /*elem_bytes*/, uint32_t /*thread*/) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-        " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst)),
-        "l"(map), "r"(col), "r"(row), "r"(smem_addr(full))
-        : "memory");
+                                              uint32_t elem_bytes, uint32_t /*thread*/) {
+    const uint32_t box_cols = kBoxRowBytes / elem_bytes;
+#pragma unroll
+    for (uint32_t g = 0; g < kRows; g += kBoxRows) {
+#pragma unroll
+      for (uint32_t b = 0; b < kBoxes; ++b) {
+        asm volatile(
+            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+            " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst) + (b * kRows + g) * kBoxRowBytes),
+            "l"(map), "r"(col + b * box_cols), "r"(row + g), "r"(smem_addr(full))
+            : "memory");
+      }
+    }
   }
 };
 
 /// Loads a tile with 16-byte cp.async copies spread over kThreads producer threads.
-template <uint32_t kRows, uint32_t kRowBytes, uint32_t kThreads>
+/// kUnroll: how many chunks of a lane's loop are unrolled (all of them, kChunks / kThreads, but
+/// for ops whose kernels would spill then).
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kThreads,
+          uint32_t kUnroll = kRows * kRowBytes / 16 / kThreads>
 struct CpAsyncTileLoader {
   using Handler = CpAsyncBarrierHandler<kThreads>;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
   static constexpr uint32_t kChunksPerRow = kRowBytes / 16;
+  static constexpr uint32_t kChunksPerBoxRow = kBoxRowBytes / 16;
   static constexpr uint32_t kChunks = kRows * kChunksPerRow;
   static_assert(kRowBytes % 16 == 0 && kChunks % kThreads == 0, "chunks must split evenly");
+  static_assert(kBoxRowBytes % 16 == 0 && kRowBytes % kBoxRowBytes == 0, "whole boxes");
 
   __device__ __forceinline__ static void prefetch(const CUtensorMap*) {}
 
@@ -81,18 +105,23 @@ struct CpAsyncTileLoader {
     const uint32_t row_bytes = a.cols * elem_bytes;
     const uint32_t col_byte = col * elem_bytes;
     const uint32_t base = smem_addr(dst);
-#pragma unroll
+#pragma unroll(kUnroll)
     for (uint32_t k = 0; k < kChunks / kThreads; ++k) {
       const uint32_t i = k * kThreads + thread;
-      const uint32_t r = row + i / kChunksPerRow;
-      const uint32_t cb = col_byte + (i % kChunksPerRow) * 16;
+      const uint32_t tr = i / kChunksPerRow;  // tile row
+      const uint32_t tc = i % kChunksPerRow;  // chunk of the tile row
+      const uint32_t r = row + tr;
+      const uint32_t cb = col_byte + tc * 16;
+      // Box-major stage: box tc / kChunksPerBoxRow, its row tr, chunk tc % kChunksPerBoxRow.
+      const uint32_t s = ((tc / kChunksPerBoxRow) * kRows + tr) * kBoxRowBytes +
+                         (tc % kChunksPerBoxRow) * 16;
       uint32_t valid = 0;
       if (r < a.rows && cb < row_bytes) {
         valid = min(16u, row_bytes - cb);
       }
       // With a source size of 0 nothing is read; any mapped address will do.
       const char* g = valid != 0 ? src + uint64_t(r) * pitch + cb : src;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + i * 16), "l"(g),
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + s), "l"(g),
                    "r"(valid)
                    : "memory");
     }
