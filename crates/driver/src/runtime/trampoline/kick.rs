@@ -9,9 +9,10 @@
 //! itself, then signals, as the raw loop's spinning thread does: handing each step from the
 //! notifier to a worker put cache-line transfers between threads on every step's path
 //! (`docs/benchmarks.md` has the measurement). The thread serves that one loop, whose progress
-//! waits for its closure anyway, so a closure that blocks holds back no other stream; it spins while a launch of the loop runs (and
-//! [`GRACE`](super::GRACE) after), parks otherwise, and ends once the loop's handles are gone and
-//! its last launch ended.
+//! waits for its closure anyway, so a closure that blocks holds back no other stream; it spins
+//! while a launch of the loop runs (and [`GRACE`](super::GRACE) after), parks otherwise, and ends
+//! once the loop's handles are gone and its last launch ended. Its counting of new runs is the
+//! notifier's (`GraphKick::poll`) with the closure run in place of the dispatch.
 
 use super::dispatch;
 use super::job::{Body, Job, PanicSink, SmallFn, call};

@@ -432,8 +432,8 @@ mod tests {
 
     proptest! {
         /// Random reserves on three streams, failed enqueues, GPU writes in each stream's order
-        /// (now and then one from further back, as when threads enqueue on one stream) and passes in
-        /// between: every enqueued job is dispatched exactly once, no handed-back job is, and once
+        /// (now and then one from further back, as when threads enqueue on one stream) and passes
+        /// in between: every enqueued job is dispatched exactly once, no handed-back job is, and once
         /// everything was written the ring drains (`low` reaches `next`).
         #[test]
         fn every_ticket_is_dispatched_exactly_once_in_any_order(
