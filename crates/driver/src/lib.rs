@@ -193,7 +193,8 @@ pub use runtime::guard::{driver_held, in_host_function};
 pub use runtime::pinned::{pinned_bytes, pinned_cached_bytes};
 pub use runtime::reclaim::{defer_drop, pending_releases, wait_for_releases};
 pub use runtime::trampoline::{
-    GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS,
+    GRACE as TRAMPOLINE_GRACE, KickoffMode, RING_SLOTS as KICKOFF_RING_SLOTS, TrampolineStats,
+    trampoline_stats,
 };
 pub use runtime::waiter::{pending_futures, set_waiter_spin, waiter_spin};
 pub use stream::{DeviceStream, FlagSource, GateStrategy};

@@ -294,7 +294,6 @@ impl Sleepers {
     }
 
     /// How many threads [`wake_one`](Self::wake_one) unparked so far.
-    #[cfg(test)]
     pub(crate) fn woken(&self) -> usize {
         self.woken.load(Ordering::Relaxed)
     }

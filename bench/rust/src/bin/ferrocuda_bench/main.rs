@@ -115,6 +115,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
     ready.signal(1);
     let mut v = Vec::new();
     let mut enq = Vec::new();
+    let s0 = ferrocuda_driver::trampoline_stats();
     for round in 0..5 {
         let t0 = now_ns();
         for _ in 0..n {
@@ -153,9 +154,10 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         s[s.len() / 2] / 1e3
     };
     let extra = format!(
-        "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2}",
+        "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
         rate(&v),
-        median_us(&enq)
+        median_us(&enq),
+        wakeups(s0, 5 * n)
     );
     r.row("canonical_loop", "stream", &mut v, &extra);
     // Graph: one launch per step, with either kickoff.
@@ -179,6 +181,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         let exec = ok_g(g.instantiate());
         let mut v = Vec::new();
         let mut enq = Vec::new();
+        let s0 = ferrocuda_driver::trampoline_stats();
         for round in 0..5 {
             let t0 = now_ns();
             for _ in 0..n {
@@ -195,12 +198,27 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
             }
         }
         let extra = format!(
-            "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2}",
+            "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
             rate(&v),
-            median_us(&enq)
+            median_us(&enq),
+            wakeups(s0, 5 * n)
         );
         r.row("canonical_loop", regime, &mut v, &extra);
     }
+}
+
+/// The trampoline's counters per step since `s0`, over `steps` steps, as JSON fields: jobs handed
+/// to the worker pool, and wake-ups of parked workers and of the notifier (each one a futex call,
+/// and a thread that runs only once scheduled: on a step's path, tens of µs).
+fn wakeups(s0: ferrocuda_driver::TrampolineStats, steps: u64) -> String {
+    let s1 = ferrocuda_driver::trampoline_stats();
+    let per = |a: u64, b: u64| (b - a) as f64 / steps as f64;
+    format!(
+        "\"dispatched_per_step\":{:.4},\"worker_wakeups_per_step\":{:.4},\"notifier_wakeups_per_step\":{:.4}",
+        per(s0.dispatched, s1.dispatched),
+        per(s0.worker_wakeups, s1.worker_wakeups),
+        per(s0.notifier_wakeups, s1.notifier_wakeups)
+    )
 }
 
 /// Steps per launch of the device loop (the C baseline's DEVICE_LOOP_STEPS).

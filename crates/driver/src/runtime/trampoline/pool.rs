@@ -9,6 +9,10 @@
 //!   the closure of every step).
 //! * [`Pool::dispatch`] pushes the job, then wakes a parked worker only when nobody spins and the
 //!   job is still queued: a job a spinner already took needs nobody woken.
+//! * [`Pool::wake_spinner`] (a step was enqueued) wakes a parked worker only when no worker is
+//!   awake, spinning or running a job: one that runs a job spins again when the job ends. Waking
+//!   another then would make the workers trade the role on every step, and a step kicked off
+//!   while the woken one is still being scheduled would wait for it.
 //! * A worker parks only after it has registered as parked and seen no queued job (and, while
 //!   steps are in flight, seen the spinning role taken): a dispatch between its check and its
 //!   park leaves its park token set, so no job waits in the queue while every worker sleeps.
@@ -17,7 +21,7 @@
 //! protocol with loom's atomics, queue and parking.
 
 use crate::runtime::park::{Policy, Sleepers, spin_while};
-use crate::runtime::sync::atomic::{AtomicBool, fence};
+use crate::runtime::sync::atomic::{AtomicBool, AtomicUsize, fence};
 use std::sync::atomic::Ordering;
 
 /// What a worker runs.
@@ -68,6 +72,10 @@ pub(crate) struct Pool<J> {
     pub(super) sleepers: Sleepers,
     /// One worker at a time spins for jobs; the others park.
     pub(super) spinner: AtomicBool,
+    /// Workers running a job now.
+    running: AtomicUsize,
+    /// Jobs dispatched so far (a statistic, not part of the protocol).
+    dispatched: std::sync::atomic::AtomicU64,
 }
 
 impl<J: Work> Pool<J> {
@@ -77,11 +85,19 @@ impl<J: Work> Pool<J> {
             queue: Queue::new(),
             sleepers: Sleepers::new(),
             spinner: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            dispatched: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Jobs dispatched so far.
+    pub(crate) fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Relaxed)
     }
 
     /// Gives `job` to a worker. Never blocks; makes no driver call.
     pub(crate) fn dispatch(&self, job: Box<J>) {
+        self.dispatched.fetch_add(1, Ordering::Relaxed);
         self.queue.push(job);
         // The push before the load of the role; a spinner that gives the role up stores it, then
         // (registering to park) loads the queue: fences on both sides (here and in
@@ -94,13 +110,22 @@ impl<J: Work> Pool<J> {
         }
     }
 
-    /// Wakes a worker to spin, if nobody does (steps were enqueued).
+    /// Wakes a worker to spin, if none is awake (steps were enqueued).
     pub(crate) fn wake_spinner(&self) {
-        // The caller's step count before the load of the role (as in `dispatch`).
+        // The caller's step count before the loads of the role and of the running count (as in
+        // `dispatch`); a worker ending a job stores the count, then loads the steps in flight
+        // (`work`): one of the two sees the other, so the step finds a spinner either way.
         fence(Ordering::SeqCst);
-        if !self.spinner.load(Ordering::SeqCst) {
+        if !self.spinner.load(Ordering::SeqCst) && self.running.load(Ordering::SeqCst) == 0 {
             self.sleepers.wake_one();
         }
+    }
+
+    /// Runs `job`, counted as running while it runs.
+    fn run(&self, job: Box<J>) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        job.run();
+        self.running.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// A worker's loop: runs jobs, spins (by `policy`) while `busy()` says steps are in flight
@@ -109,7 +134,7 @@ impl<J: Work> Pool<J> {
     pub(crate) fn work(&self, policy: Policy, busy: impl Fn() -> bool, stop: impl Fn() -> bool) {
         while !stop() {
             if let Some(job) = self.queue.pop() {
-                job.run();
+                self.run(job);
                 continue;
             }
             if self
@@ -119,6 +144,8 @@ impl<J: Work> Pool<J> {
             {
                 // The spinner takes the job before it gives up the role: `dispatch` then never
                 // sees "no spinner" while the job it pushed waits in the queue, and wakes nobody.
+                // It counts itself running before it gives the role up, so that `wake_spinner`
+                // never sees it neither spinning nor running.
                 let taken = std::cell::Cell::new(None);
                 let got = spin_while(
                     policy,
@@ -127,6 +154,7 @@ impl<J: Work> Pool<J> {
                         let job = self.queue.pop();
                         let some = job.is_some();
                         if some {
+                            self.running.fetch_add(1, Ordering::SeqCst);
                             taken.set(job);
                         }
                         some
@@ -138,6 +166,7 @@ impl<J: Work> Pool<J> {
                     // dispatched meanwhile wakes a parked worker (`dispatch`), off this step's
                     // path; back-to-back short jobs wake nobody.
                     job.run();
+                    self.running.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
                 debug_assert!(!got);
@@ -153,6 +182,101 @@ impl<J: Work> Pool<J> {
     pub(crate) fn wake_all(&self, workers: usize) {
         for _ in 0..workers {
             self.sleepers.wake_one();
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::runtime::park::TRAMPOLINE;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    /// A job that marks itself started, then runs until it is released.
+    struct Hold {
+        started: Arc<AtomicUsize>,
+        release: Arc<AtomicBool>,
+    }
+
+    impl Work for Hold {
+        fn run(self: Box<Self>) {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// A step enqueued while the only awake worker runs a job wakes no parked worker: the worker
+    /// takes the spinning role again when its job ends. (Waking one made the workers trade the
+    /// role on every step, each step then waiting for a woken thread to be scheduled.) A job
+    /// dispatched while that worker is still busy does wake one, so it never waits behind it.
+    #[test]
+    fn a_step_enqueued_while_a_worker_runs_a_job_wakes_nobody() {
+        let pool = Arc::new(Pool::<Hold>::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        // Steps in flight for the whole test: an awake worker spins.
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    pool.work(TRAMPOLINE, || true, || stop.load(Ordering::SeqCst))
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        wait_for("one spinner and one parked worker", deadline, || {
+            pool.spinner.load(Ordering::SeqCst) && pool.sleepers.parked() == 1
+        });
+        let (started, release) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let hold = || {
+            Box::new(Hold {
+                started: started.clone(),
+                release: release.clone(),
+            })
+        };
+        pool.dispatch(hold());
+        wait_for("the job to start", deadline, || {
+            started.load(Ordering::SeqCst) == 1
+        });
+        let woken = pool.sleepers.woken();
+        // The next step is enqueued while the job runs.
+        pool.wake_spinner();
+        assert_eq!(
+            pool.sleepers.woken(),
+            woken,
+            "a worker was woken while the awake one runs a job"
+        );
+        // A job dispatched now must not wait for the running one: a parked worker is woken.
+        pool.dispatch(hold());
+        wait_for("the second job to start", deadline, || {
+            started.load(Ordering::SeqCst) == 2
+        });
+        assert_eq!(pool.sleepers.woken(), woken + 1);
+        release.store(true, Ordering::SeqCst);
+        // Both jobs done, a worker takes the spinning role again, with no wake-up.
+        wait_for("a spinner again", deadline, || {
+            pool.spinner.load(Ordering::SeqCst)
+        });
+        assert_eq!(pool.sleepers.woken(), woken + 1);
+        stop.store(true, Ordering::SeqCst);
+        for _ in 0..2 {
+            pool.sleepers.wake_one();
+        }
+        for w in workers {
+            w.join().expect("a worker panicked");
         }
     }
 }
