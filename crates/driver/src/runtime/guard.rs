@@ -272,6 +272,36 @@ pub(crate) fn contain<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String
     }
 }
 
+/// A user value (a closure and its captures) that a crate thread may drop: its drop runs under
+/// [`contain`], so a panicking `Drop` is logged and the dropping thread goes on.
+pub(crate) struct Contained<T>(Option<T>);
+
+impl<T> Contained<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Contained(Some(value))
+    }
+}
+
+impl<T> std::ops::Deref for Contained<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // `None` only inside `drop`.
+        self.0
+            .as_ref()
+            .expect("a contained value is present until dropped")
+    }
+}
+
+impl<T> Drop for Contained<T> {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take()
+            && let Err(msg) = contain(|| drop(v))
+        {
+            tracing::debug!(%msg, "dropping a user closure panicked");
+        }
+    }
+}
+
 /// Drops a panic payload; if its `Drop` panics in turn, that second payload is leaked.
 pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
     if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {

@@ -17,6 +17,7 @@
 use super::dispatch;
 use super::job::{Body, Job, PanicSink, SmallFn, call};
 use crate::runtime::gates::HostWord;
+use crate::runtime::guard::Contained;
 use crate::runtime::park::{self, Rank, Ranked, spin_while};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -44,7 +45,8 @@ pub(crate) struct GraphKick {
     expected: AtomicU64,
     /// Runs dispatched.
     seen: AtomicU64,
-    body: Arc<Body>,
+    /// The user's closure: the kick's last handle may drop on a crate thread.
+    body: Contained<Arc<Body>>,
     panics: Arc<PanicSink>,
     flag: Arc<dyn HostWord>,
     signal: KickSignal,
@@ -79,7 +81,7 @@ impl GraphKick {
             slot,
             expected: AtomicU64::new(0),
             seen: AtomicU64::new(0),
-            body: Arc::new(Mutex::new(body)),
+            body: Contained::new(Arc::new(Mutex::new(body))),
             panics: Arc::default(),
             flag,
             signal,
@@ -203,7 +205,7 @@ impl GraphKick {
         let mut any = false;
         while self.seen.load(Ordering::Acquire) < v {
             let count = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
-            let (body, panics) = (self.body.clone(), self.panics.clone());
+            let (body, panics) = (Arc::clone(&self.body), self.panics.clone());
             let value = match self.signal {
                 KickSignal::Value(value) => value,
                 KickSignal::Count { .. } => {
@@ -250,6 +252,34 @@ mod tests {
         fn history(&self) -> &WaitHistory {
             &self.1
         }
+    }
+
+    /// Panics when dropped (a closure capture with a hostile `Drop`).
+    struct PanicOnDrop;
+
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("a capture's Drop panicked");
+        }
+    }
+
+    /// The last handle of a kick may drop on a crate thread (the notifier's list, a loop's own
+    /// thread): the user's closure then drops there, and a panicking `Drop` among its captures
+    /// must not unwind that thread.
+    #[test]
+    fn a_kick_whose_closure_panics_on_drop_drops_without_unwinding() {
+        let (slot, flag) = (Arc::new(Word::default()), Arc::new(Word::default()));
+        let capture = PanicOnDrop;
+        let kick = GraphKick::register(
+            slot,
+            flag,
+            KickSignal::Value(1),
+            Box::new(move |_| {
+                let _ = &capture;
+            }),
+        );
+        let dropped = std::thread::spawn(move || drop(kick)).join();
+        assert!(dropped.is_ok(), "dropping the kick unwound its thread");
     }
 
     fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
