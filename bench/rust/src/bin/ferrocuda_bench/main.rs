@@ -208,14 +208,15 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
 }
 
 /// The trampoline's counters per step since `s0`, over `steps` steps, as JSON fields: jobs handed
-/// to the worker pool, and wake-ups of parked workers and of the notifier (each one a futex call,
+/// to the worker pool, graph kickoff runs the spinning worker ran itself, and wake-ups of parked workers and of the notifier (each one a futex call,
 /// and a thread that runs only once scheduled: on a step's path, tens of µs).
 fn wakeups(s0: ferrocuda_driver::TrampolineStats, steps: u64) -> String {
     let s1 = ferrocuda_driver::trampoline_stats();
     let per = |a: u64, b: u64| (b - a) as f64 / steps as f64;
     format!(
-        "\"dispatched_per_step\":{:.4},\"worker_wakeups_per_step\":{:.4},\"notifier_wakeups_per_step\":{:.4}",
+        "\"dispatched_per_step\":{:.4},\"claimed_by_spinner_per_step\":{:.4},\"worker_wakeups_per_step\":{:.4},\"notifier_wakeups_per_step\":{:.4}",
         per(s0.dispatched, s1.dispatched),
+        per(s0.claimed_by_spinner, s1.claimed_by_spinner),
         per(s0.worker_wakeups, s1.worker_wakeups),
         per(s0.notifier_wakeups, s1.notifier_wakeups)
     )

@@ -1,5 +1,6 @@
 //! The GPU-write kickoff of graph nodes: a kernel node publishes a new count to a mapped slot on
-//! each run; the notifier dispatches one job per new count, and the job signals the node's flag.
+//! each run; each new count is claimed once ([`GraphKick::claim`]), by the spinning worker, which
+//! runs the job itself, or by the notifier, which dispatches it; the job signals the node's flag.
 //!
 //! The api side's `GpuKickoff` owns the kernel and its device counter; the runtime side keeps
 //! what the notifier needs ([`GraphKick`]): the slot and the flag, as [`HostWord`]s.
@@ -11,11 +12,12 @@
 //! (`docs/benchmarks.md` has the measurement). The thread serves that one loop, whose progress
 //! waits for its closure anyway, so a closure that blocks holds back no other stream; it spins
 //! while a launch of the loop runs (and [`GRACE`](super::GRACE) after), parks otherwise, and ends
-//! once the loop's handles are gone and its last launch ended. Its counting of new runs is the
-//! notifier's (`GraphKick::poll`) with the closure run in place of the dispatch.
+//! once the loop's handles are gone and its last launch ended. It claims runs as the others do,
+//! and runs the closure in place of building a job.
 
 use super::dispatch;
 use super::job::{Body, Job, PanicSink, SmallFn, call};
+use super::pool::Claims;
 use crate::runtime::gates::HostWord;
 use crate::runtime::guard::Contained;
 use crate::runtime::park::{self, Rank, Ranked, spin_while};
@@ -43,8 +45,8 @@ pub(crate) struct GraphKick {
     slot: Arc<dyn HostWord>,
     /// Launches of graphs containing the node (so the notifier knows to spin).
     expected: AtomicU64,
-    /// Runs dispatched.
-    seen: AtomicU64,
+    /// Runs claimed (by the notifier, a spinning worker or the loop's own thread).
+    claims: Claims,
     /// The user's closure: the kick's last handle may drop on a crate thread.
     body: Contained<Arc<Body>>,
     panics: Arc<PanicSink>,
@@ -80,7 +82,7 @@ impl GraphKick {
         let kick = Arc::new(GraphKick {
             slot,
             expected: AtomicU64::new(0),
-            seen: AtomicU64::new(0),
+            claims: Claims::new(),
             body: Contained::new(Arc::new(Mutex::new(body))),
             panics: Arc::default(),
             flag,
@@ -141,10 +143,8 @@ impl GraphKick {
     /// signals it; spins while a launch runs, parks otherwise; ends once closed and idle.
     fn answer(self: Arc<Self>) {
         loop {
-            let v = self.slot.load();
             let mut any = false;
-            while self.seen.load(Ordering::Acquire) < v {
-                let count = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
+            while let Some(count) = self.claims.claim(self.slot.load()) {
                 call(&self.body, &self.panics, count);
                 // Never over an abort, as a worker's signal.
                 self.flag.signal_unless_aborted(count);
@@ -189,38 +189,42 @@ impl GraphKick {
     pub(super) fn pending(&self) -> bool {
         let expected = self.expected.load(Ordering::Acquire);
         match &self.signal {
-            KickSignal::Value(_) => self.seen.load(Ordering::Acquire) < expected,
+            KickSignal::Value(_) => self.claims.seen() < expected,
             KickSignal::Count { ended } => ended.load() < expected,
         }
     }
 
-    /// Whether the GPU published a count not dispatched yet.
+    /// Whether the GPU published a count not claimed yet.
     pub(super) fn ready(&self) -> bool {
-        self.slot.load() > self.seen.load(Ordering::Acquire)
+        self.slot.load() > self.claims.seen()
+    }
+
+    /// Claims the next count the GPU published, if any, as the job that runs the closure and
+    /// then signals (the notifier dispatches it; a spinning worker runs it itself).
+    pub(super) fn claim(&self) -> Option<Box<Job>> {
+        let count = self.claims.claim(self.slot.load())?;
+        let (body, panics) = (Arc::clone(&self.body), self.panics.clone());
+        let value = match self.signal {
+            KickSignal::Value(value) => value,
+            KickSignal::Count { .. } => {
+                super::step_enqueued();
+                count
+            }
+        };
+        Some(Job::new(
+            SmallFn::new(move || call(&body, &panics, count)),
+            // The closure reports its own panics (`call`); the job's sink is never used, so
+            // one shared sink spares an allocation per run.
+            self.panics.clone(),
+            Some(self.flag.clone()),
+            value,
+        ))
     }
 
     /// Dispatches one job per new count; returns whether any was dispatched.
     pub(super) fn poll(&self) -> bool {
-        let v = self.slot.load();
         let mut any = false;
-        while self.seen.load(Ordering::Acquire) < v {
-            let count = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
-            let (body, panics) = (Arc::clone(&self.body), self.panics.clone());
-            let value = match self.signal {
-                KickSignal::Value(value) => value,
-                KickSignal::Count { .. } => {
-                    super::step_enqueued();
-                    count
-                }
-            };
-            let job = Job::new(
-                SmallFn::new(move || call(&body, &panics, count)),
-                // The closure reports its own panics (`call`); the job's sink is never used, so
-                // one shared sink spares an allocation per run.
-                self.panics.clone(),
-                Some(self.flag.clone()),
-                value,
-            );
+        while let Some(job) = self.claim() {
             // Always to a worker: the notifier never runs user code (see the module docs).
             dispatch(job);
             any = true;
@@ -252,6 +256,53 @@ mod tests {
         fn history(&self) -> &WaitHistory {
             &self.1
         }
+    }
+
+    /// A graph kick's run is claimed by the worker that spins while steps are in flight, the
+    /// moment it sees the GPU's write, and run there: no hand-off from the notifier to a worker
+    /// on the step's path. (Unit tests run no notifier: a run nobody else claims would never be
+    /// signalled.)
+    #[test]
+    fn a_spinning_worker_runs_a_kicked_graph_run_itself() {
+        let _serial = super::super::tests::POOL_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        super::super::start_workers();
+        let (slot, flag) = (Arc::new(Word::default()), Arc::new(Word::default()));
+        let ran_on = Arc::new(Mutex::new(Vec::new()));
+        let kick = {
+            let ran_on = ran_on.clone();
+            GraphKick::register(
+                slot.clone(),
+                flag.clone(),
+                KickSignal::Value(7),
+                Box::new(move |_| {
+                    let name = std::thread::current().name().map(str::to_owned);
+                    ran_on.lock().unwrap().push(name);
+                }),
+            )
+        };
+        let in_flight = super::super::in_flight();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for run in 1..=200 {
+            kick.launched();
+            // The GPU's kick.
+            slot.0.store(run, Ordering::Release);
+            wait_for("the run's signal", deadline, || flag.load() == 7);
+            flag.0.store(0, Ordering::Release);
+        }
+        let ran_on = ran_on.lock().unwrap();
+        assert_eq!(ran_on.len(), 200);
+        for name in ran_on.iter() {
+            assert!(
+                name.as_deref()
+                    .is_some_and(|n| n.starts_with("ferrocuda-worker")),
+                "a run ran on {name:?}"
+            );
+        }
+        wait_for("the steps to be done", deadline, || {
+            super::super::in_flight() == in_flight
+        });
     }
 
     /// Panics when dropped (a closure capture with a hostile `Drop`).

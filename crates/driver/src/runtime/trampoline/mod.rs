@@ -17,7 +17,8 @@
 //!
 //! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
 //!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
-//!   job to a worker. The notifier never runs a user closure itself: a closure that blocks would
+//!   job to a worker. (A graph node kicked off by GPU write is watched by the spinning worker too,
+//!   which runs a run it claims itself: [`GraphKick`], `pool.rs`.) The notifier never runs a user closure itself: a closure that blocks would
 //!   stall every other stream's kickoff behind it. No host function is involved, so the process
 //!   keeps its fast event calls (once a host function has run between kernels, every event
 //!   record, synchronize and query costs more for the rest of the process:
@@ -52,7 +53,7 @@ mod ring;
 
 pub(crate) use job::Job;
 pub(crate) use kick::{GraphKick, KickSignal};
-use pool::{Pool, Work};
+use pool::{Pool, Source, Work};
 pub use ring::RING_SLOTS;
 use ring::{KickRing, Watch, reserve};
 #[cfg(all(test, loom))]
@@ -120,6 +121,9 @@ pub const GRACE: Duration = park::TRAMPOLINE.spin;
 pub struct TrampolineStats {
     /// Steps handed to the worker pool (by the notifier, or by a host-function kickoff).
     pub dispatched: u64,
+    /// Runs of graph nodes kicked off by GPU write that the spinning worker saw and ran itself,
+    /// with no hand-off from the notifier.
+    pub claimed_by_spinner: u64,
     /// Parked workers woken so far.
     pub worker_wakeups: u64,
     /// Times the parked notifier was woken so far.
@@ -138,6 +142,7 @@ pub fn trampoline_stats() -> TrampolineStats {
     };
     TrampolineStats {
         dispatched,
+        claimed_by_spinner: SPINNER_CLAIMS.load(Ordering::Relaxed),
         worker_wakeups,
         notifier_wakeups,
     }
@@ -177,7 +182,12 @@ fn pool() -> &'static Pool<Job> {
                 .name(format!("ferrocuda-worker-{i}"))
                 .spawn(move || {
                     crate::runtime::guard::mark_crate_thread();
-                    p.work(park::TRAMPOLINE, || in_flight() > 0, || false)
+                    p.work(
+                        park::TRAMPOLINE,
+                        || in_flight() > 0,
+                        || false,
+                        &KickWatch::default(),
+                    )
                 });
             if let Err(e) = spawned {
                 tracing::warn!(%e, "could not start a ferrocuda worker thread");
@@ -186,6 +196,58 @@ fn pool() -> &'static Pool<Job> {
     });
     p
 }
+
+/// What a spinning worker watches besides the job queue: the registered graph kicks, whose runs
+/// it claims and runs itself (`pool.rs`, "Source"). It holds the kicks only while it spins
+/// (`release`), so a parked worker keeps no closure alive; the list of them it refreshes when a
+/// kick was registered.
+#[derive(Default)]
+struct KickWatch {
+    /// The [`KICKS`] version `known` was read at (0: never read; a kick's registration makes it
+    /// at least 1).
+    version: std::cell::Cell<usize>,
+    known: std::cell::RefCell<Vec<std::sync::Weak<GraphKick>>>,
+    /// The live kicks of `known`, while the worker spins.
+    held: std::cell::RefCell<Option<Vec<std::sync::Arc<GraphKick>>>>,
+}
+
+impl Source<Job> for KickWatch {
+    fn claim(&self) -> Option<Box<Job>> {
+        let v = KICKS.version.load(Ordering::Acquire);
+        if v != self.version.get() {
+            self.version.set(v);
+            let list = Ranked::lock(Rank::Leaf, || {
+                KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
+            });
+            *self.known.borrow_mut() = list.clone();
+            drop(list);
+            // The kicks held from the old list drop here, after the lock is released.
+            self.release();
+        }
+        let mut held = self.held.borrow_mut();
+        let kicks = held.get_or_insert_with(|| {
+            self.known
+                .borrow()
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect()
+        });
+        let job = kicks.iter().find_map(|k| k.claim());
+        if job.is_some() {
+            SPINNER_CLAIMS.fetch_add(1, Ordering::Relaxed);
+        }
+        job
+    }
+
+    fn release(&self) {
+        // A kick's last handle may drop here: its closure drops under containment.
+        let held = self.held.borrow_mut().take();
+        drop(held);
+    }
+}
+
+/// Graph-kick runs a spinning worker claimed and ran itself (a statistic).
+static SPINNER_CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Number of trampoline workers: closures run concurrently up to this many
 /// (`FERROCUDA_WORKERS` overrides; default 2 to 4 by available cores).
@@ -308,10 +370,15 @@ fn wake_notifier() {
     }
 }
 
+/// How long the notifier leaves a graph kick's run to the spinning worker before it dispatches
+/// the run itself.
+const LEAVE_TO_SPINNER: Duration = Duration::from_micros(20);
+
 fn notifier(r: &'static KickRing) {
     let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
     let mut watch = Watch::new();
     let mut version = usize::MAX;
+    let mut left_since: Option<std::time::Instant> = None;
     loop {
         let v = KICKS.version.load(Ordering::Acquire);
         if v != version {
@@ -327,10 +394,24 @@ fn notifier(r: &'static KickRing) {
             kicks = fresh;
         }
         kicks.retain(|k| std::sync::Arc::strong_count(k) > 1 || k.pending());
-        // Every kick is polled (no short-circuit): each may have runs to dispatch.
+        // While a worker spins, it claims the kicks' runs itself (`KickWatch`): the notifier
+        // leaves them to it, unless a run has waited for it longer than `LEAVE_TO_SPINNER` (it
+        // may be giving the role up, or not yet know a kick registered since it looked).
+        let spinner = POOL.get().is_some_and(|p| p.spinner.load(Ordering::SeqCst));
+        let leave = spinner && left_since.is_none_or(|t| t.elapsed() < LEAVE_TO_SPINNER);
         let mut dispatched = false;
-        for k in &kicks {
-            dispatched |= k.poll();
+        if leave {
+            if kicks.iter().any(|k| k.ready()) {
+                left_since.get_or_insert_with(std::time::Instant::now);
+            } else {
+                left_since = None;
+            }
+        } else {
+            left_since = None;
+            // Every kick is polled (no short-circuit): each may have runs to dispatch.
+            for k in &kicks {
+                dispatched |= k.poll();
+            }
         }
         // Always to a worker: the notifier never runs user code, so a closure that blocks cannot
         // hold back another stream's kickoff (see the module docs).
@@ -375,7 +456,7 @@ mod tests {
 
     /// The pool is the process's: its tests must not overlap (one counts the workers' CPU while
     /// idle, another keeps steps in flight).
-    static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    pub(super) static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn run_one(runs: &Arc<AtomicUsize>, sink: &Arc<PanicSink>) {
         let r = runs.clone();

@@ -17,17 +17,77 @@
 //!   steps are in flight, seen the spinning role taken): a dispatch between its check and its
 //!   park leaves its park token set, so no job waits in the queue while every worker sleeps.
 //!
+//! * The spinner watches more than the queue: a [`Source`] of runs that the GPU published where
+//!   the notifier watches too (graph kicks). A run is [claimed](Claims::claim) by exactly one
+//!   thread; the spinner runs the runs it claims itself, so a step kicked off while a worker spins
+//!   reaches its closure with no hand-off between threads, as the raw loop's spinning thread does.
+//!
 //! The pool is generic over its job so that the loom model (`pool_loom_model.rs`) runs the real
 //! protocol with loom's atomics, queue and parking.
 
 use crate::runtime::park::{Policy, Sleepers, spin_while};
-use crate::runtime::sync::atomic::{AtomicBool, AtomicUsize, fence};
+use crate::runtime::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 use std::sync::atomic::Ordering;
 
 /// What a worker runs.
 pub(crate) trait Work: Send {
     /// Runs the job (containing the user's panics) and disposes of it.
     fn run(self: Box<Self>);
+}
+
+/// Jobs the spinning worker claims besides the queue's (see the module docs).
+pub(crate) trait Source<J> {
+    /// A job claimed now, if one is ready.
+    fn claim(&self) -> Option<Box<J>>;
+    /// The worker gives the spinning role up: it lets go of what it watched.
+    fn release(&self) {}
+}
+
+/// No jobs besides the queue's.
+#[cfg_attr(not(all(test, loom)), allow(dead_code))]
+pub(crate) struct QueueOnly;
+
+impl<J> Source<J> for QueueOnly {
+    fn claim(&self) -> Option<Box<J>> {
+        None
+    }
+}
+
+/// The runs of one GPU-written count (a graph kick's slot) that crate threads have claimed: each
+/// count up to the published one is claimed by exactly one thread, in order.
+pub(crate) struct Claims {
+    seen: AtomicU64,
+}
+
+impl Claims {
+    /// Nothing claimed.
+    pub(crate) fn new() -> Self {
+        Claims {
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Claims the next count if it is at most `published`; returns it.
+    pub(crate) fn claim(&self, published: u64) -> Option<u64> {
+        let mut seen = self.seen.load(Ordering::Acquire);
+        while seen < published {
+            match self.seen.compare_exchange_weak(
+                seen,
+                seen + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(seen + 1),
+                Err(now) => seen = now,
+            }
+        }
+        None
+    }
+
+    /// Counts claimed so far.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Acquire)
+    }
 }
 
 /// The job queue: crossbeam's lock-free queue; under loom, which cannot see into crossbeam's
@@ -129,9 +189,15 @@ impl<J: Work> Pool<J> {
     }
 
     /// A worker's loop: runs jobs, spins (by `policy`) while `busy()` says steps are in flight
-    /// and nobody else spins, parks otherwise; returns once `stop()` (the process's workers never
-    /// stop; the model's do).
-    pub(crate) fn work(&self, policy: Policy, busy: impl Fn() -> bool, stop: impl Fn() -> bool) {
+    /// and nobody else spins, watching the queue and `source`, parks otherwise; returns once
+    /// `stop()` (the process's workers never stop; the model's do).
+    pub(crate) fn work(
+        &self,
+        policy: Policy,
+        busy: impl Fn() -> bool,
+        stop: impl Fn() -> bool,
+        source: &impl Source<J>,
+    ) {
         while !stop() {
             if let Some(job) = self.queue.pop() {
                 self.run(job);
@@ -151,7 +217,7 @@ impl<J: Work> Pool<J> {
                     policy,
                     || busy() && !stop(),
                     || {
-                        let job = self.queue.pop();
+                        let job = self.queue.pop().or_else(|| source.claim());
                         let some = job.is_some();
                         if some {
                             self.running.fetch_add(1, Ordering::SeqCst);
@@ -161,6 +227,7 @@ impl<J: Work> Pool<J> {
                     },
                 );
                 self.spinner.store(false, Ordering::SeqCst);
+                source.release();
                 if let Some(job) = taken.into_inner() {
                     // Run the job at once. While this worker runs it nobody spins, so a job
                     // dispatched meanwhile wakes a parked worker (`dispatch`), off this step's
@@ -229,7 +296,12 @@ mod tests {
             .map(|_| {
                 let (pool, stop) = (pool.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    pool.work(TRAMPOLINE, || true, || stop.load(Ordering::SeqCst))
+                    pool.work(
+                        TRAMPOLINE,
+                        || true,
+                        || stop.load(Ordering::SeqCst),
+                        &QueueOnly,
+                    )
                 })
             })
             .collect();

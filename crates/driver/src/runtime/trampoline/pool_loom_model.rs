@@ -6,11 +6,17 @@
 //! The spinner spins while steps are in flight for at most [`SPINS`] looks (a loom model cannot
 //! spin without bound), then as if the window after the last step had passed: the shortest
 //! window is the one where a lost wake-up would show. Not covered: the window's length, and the
-//! notifier, which dispatches like any other thread.
+//! notifier's own loop, which dispatches like any other thread.
+//!
+//! A third model kicks its steps off as the GPU does a graph kick's: it publishes a count, and
+//! the spinning worker (through a [`Source`] over the real [`Claims`]) and the publishing thread,
+//! standing in for the notifier, race to claim each run; the notifier dispatches what it claims.
+//! The notifier's leaving the runs to a spinner for a while is not modelled: it only delays its
+//! claim, and the model lets it claim at once.
 
-use super::pool::{Pool, Work};
+use super::pool::{Claims, Pool, QueueOnly, Source, Work};
 use crate::runtime::park::Policy;
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use loom::sync::{Arc, Notify};
 use loom::thread;
 use std::time::Duration;
@@ -43,27 +49,79 @@ impl Work for Step {
     }
 }
 
-fn model(jobs: usize, from_two_threads: bool) {
+/// A graph kick's runs as the spinning worker claims them: the count the "GPU" published and the
+/// real claim protocol.
+struct Kicked {
+    published: Arc<AtomicU64>,
+    claims: Arc<Claims>,
+    step: Step,
+}
+
+impl Step {
+    fn again(&self) -> Box<Step> {
+        Box::new(Step {
+            runs: self.runs.clone(),
+            in_flight: self.in_flight.clone(),
+            all_ran: self.all_ran.clone(),
+            jobs: self.jobs,
+        })
+    }
+}
+
+impl Source<Step> for Kicked {
+    fn claim(&self) -> Option<Box<Step>> {
+        self.claims
+            .claim(self.published.load(SeqCst))
+            .map(|_| self.step.again())
+    }
+}
+
+/// How the model's steps reach the workers.
+#[derive(Clone, Copy)]
+enum Kick {
+    /// Dispatched, from the main thread.
+    Dispatch,
+    /// Dispatched, one of them from a second thread.
+    DispatchFromTwoThreads,
+    /// Published as a graph kick's count, claimed by the spinner or by the main thread.
+    Published,
+}
+
+fn model(jobs: usize, kick: Kick) {
+    let from_two_threads = matches!(kick, Kick::DispatchFromTwoThreads);
     let pool = Arc::new(Pool::<Step>::new());
     let runs = Arc::new(AtomicUsize::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let all_ran = Arc::new(Notify::new());
+    let published = Arc::new(AtomicU64::new(0));
+    let claims = Arc::new(Claims::new());
     const WORKERS: usize = 2;
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
             let (pool, in_flight, stop) = (pool.clone(), in_flight.clone(), stop.clone());
+            let kicked = Kicked {
+                published: published.clone(),
+                claims: claims.clone(),
+                step: Step {
+                    runs: runs.clone(),
+                    in_flight: in_flight.clone(),
+                    all_ran: all_ran.clone(),
+                    jobs,
+                },
+            };
             thread::spawn(move || {
                 let spins = std::cell::Cell::new(SPINS);
-                pool.work(
-                    NO_WINDOW,
-                    || {
-                        let left = spins.get();
-                        spins.set(left.saturating_sub(1));
-                        left > 0 && in_flight.load(SeqCst) > 0
-                    },
-                    || stop.load(SeqCst),
-                )
+                let busy = || {
+                    let left = spins.get();
+                    spins.set(left.saturating_sub(1));
+                    left > 0 && in_flight.load(SeqCst) > 0
+                };
+                let stop = || stop.load(SeqCst);
+                match kick {
+                    Kick::Published => pool.work(NO_WINDOW, busy, stop, &kicked),
+                    _ => pool.work(NO_WINDOW, busy, stop, &QueueOnly),
+                }
             })
         })
         .collect();
@@ -74,17 +132,28 @@ fn model(jobs: usize, from_two_threads: bool) {
             in_flight.clone(),
             all_ran.clone(),
         );
+        let (published, claims) = (published.clone(), claims.clone());
         move || {
             // As `step_enqueued`: counted in flight, a spinner woken, then the job dispatched
             // (by the notifier when the GPU kicks it off).
             in_flight.fetch_add(1, SeqCst);
             pool.wake_spinner();
-            pool.dispatch(Box::new(Step {
+            let step = Step {
                 runs: runs.clone(),
                 in_flight: in_flight.clone(),
                 all_ran: all_ran.clone(),
                 jobs,
-            }));
+            };
+            match kick {
+                Kick::Published => {
+                    // The GPU's write, then the notifier's pass: it dispatches a run it claims.
+                    let now = published.fetch_add(1, SeqCst) + 1;
+                    if claims.claim(now).is_some() {
+                        pool.dispatch(Box::new(step));
+                    }
+                }
+                _ => pool.dispatch(Box::new(step)),
+            }
         }
     };
     let other = from_two_threads.then(|| {
@@ -110,6 +179,13 @@ fn model(jobs: usize, from_two_threads: bool) {
     }
     assert_eq!(runs.load(SeqCst), jobs, "a job ran twice");
     assert_eq!(in_flight.load(SeqCst), 0);
+    if let Kick::Published = kick {
+        assert_eq!(
+            claims.seen(),
+            jobs as u64,
+            "a run was claimed twice or never"
+        );
+    }
 }
 
 /// Two steps dispatched back to back against two workers: each runs exactly once, and none waits
@@ -119,7 +195,7 @@ fn model(jobs: usize, from_two_threads: bool) {
 fn loom_pool_runs_every_job_once_and_loses_no_wake_up() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
-    b.check(|| model(2, false));
+    b.check(|| model(2, Kick::Dispatch));
 }
 
 /// The same with the two steps dispatched from two threads at once.
@@ -127,5 +203,15 @@ fn loom_pool_runs_every_job_once_and_loses_no_wake_up() {
 fn loom_pool_runs_jobs_dispatched_from_two_threads() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(2);
-    b.check(|| model(2, true));
+    b.check(|| model(2, Kick::DispatchFromTwoThreads));
+}
+
+/// Two steps kicked off as a graph kick's runs: each run is claimed once, by the spinning worker
+/// (which runs it itself) or by the notifier (which dispatches it), and runs exactly once; none is
+/// left unclaimed while every worker parks.
+#[test]
+fn loom_pool_runs_each_published_run_once_whoever_claims_it() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| model(2, Kick::Published));
 }
