@@ -305,6 +305,42 @@ mod tests {
         });
     }
 
+    /// A spinning worker holds the kicks it watches only for a while: a kick whose last handle
+    /// the user dropped releases its closure while steps of others keep the worker spinning.
+    #[test]
+    fn a_dropped_kick_is_released_while_the_worker_keeps_spinning() {
+        let _serial = super::super::tests::POOL_TESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        super::super::start_workers();
+        let token = Arc::new(());
+        let kick = {
+            let token = token.clone();
+            GraphKick::register(
+                Arc::new(Word::default()),
+                Arc::new(Word::default()),
+                KickSignal::Value(1),
+                Box::new(move |_| {
+                    let _ = &token;
+                }),
+            )
+        };
+        // A step of another stream in flight: a worker spins (and watches the kick).
+        super::super::step_enqueued();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        wait_for("a spinner", deadline, || {
+            super::super::POOL
+                .get()
+                .is_some_and(|p| p.spinner.load(Ordering::SeqCst))
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        drop(kick);
+        wait_for("the closure to be released", deadline, || {
+            Arc::strong_count(&token) == 1
+        });
+        super::super::step_done();
+    }
+
     /// Panics when dropped (a closure capture with a hostile `Drop`).
     struct PanicOnDrop;
 

@@ -199,10 +199,13 @@ fn pool() -> &'static Pool<Job> {
 
 /// What a spinning worker watches besides the job queue: the registered graph kicks, whose runs
 /// it claims and runs itself (`pool.rs`, "Source"). It holds the kicks only while it spins
-/// (`release`), so a parked worker keeps no closure alive; the list of them it refreshes when a
-/// kick was registered.
+/// (`release`), and lets them go every [`KickWatch::HOLD_LOOKS`] looks even while it spins, so
+/// a kick whose handles the user dropped releases its closure soon; the list of them it
+/// refreshes when a kick was registered.
 #[derive(Default)]
 struct KickWatch {
+    /// Looks since the kicks were taken.
+    looks: std::cell::Cell<u32>,
     /// The [`KICKS`] version `known` was read at (0: never read; a kick's registration makes it
     /// at least 1).
     version: std::cell::Cell<usize>,
@@ -211,8 +214,19 @@ struct KickWatch {
     held: std::cell::RefCell<Option<Vec<std::sync::Arc<GraphKick>>>>,
 }
 
+impl KickWatch {
+    /// How many looks a spinning worker holds the kicks for before it takes them anew (a look
+    /// takes up to a few hundred nanoseconds: the kicks are let go within milliseconds).
+    const HOLD_LOOKS: u32 = 1 << 14;
+}
+
 impl Source<Job> for KickWatch {
     fn claim(&self) -> Option<Box<Job>> {
+        let looks = self.looks.get() + 1;
+        self.looks.set(looks);
+        if looks >= Self::HOLD_LOOKS {
+            self.release();
+        }
         let v = KICKS.version.load(Ordering::Acquire);
         if v != self.version.get() {
             self.version.set(v);
@@ -240,6 +254,7 @@ impl Source<Job> for KickWatch {
     }
 
     fn release(&self) {
+        self.looks.set(0);
         // A kick's last handle may drop here: its closure drops under containment.
         let held = self.held.borrow_mut().take();
         drop(held);
