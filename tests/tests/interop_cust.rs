@@ -236,7 +236,8 @@ fn graph_captured_on_a_cust_stream_replays_the_gate_and_the_cust_kernel() {
 /// stream-ordered, after the kernel). The work behind the gate (cust's kernel, the trampoline's
 /// kickoff, a flag write) still runs once the gate opens, nothing touches a destroyed stream or
 /// freed memory (the fake counts such uses; the GPU bundle runs this under memcheck), and cust's
-/// stream is destroyed once the crate is done with it. cust's module stays until the gate opened:
+/// stream is destroyed once the crate is done with it, as cust would destroy it: a stream
+/// destroyed with work queued finishes that work. cust's module stays until the gate opened:
 /// unloading one blocks behind the pending wait.
 #[test]
 fn handles_dropped_while_the_gate_is_closed_keep_the_cust_stream_until_the_work_ran() {
@@ -272,8 +273,10 @@ fn handles_dropped_while_the_gate_is_closed_keep_the_cust_stream_until_the_work_
         // owner of cust's stream) and cust's context go now.
         x.drop_async(cu).unwrap();
         drop(added);
+        assert!(!destroyed(raw), "the wrapper holds cust's stream");
+        // The wrapper goes: the crate destroys cust's stream once its fences are recorded there,
+        // which may be at once (the queued work still runs, as after any cuStreamDestroy).
         drop(stream);
-        assert!(!destroyed(raw), "the crate holds cust's stream");
         drop(ctx);
         std::thread::sleep(Duration::from_millis(10) * slack());
         assert_eq!(done.load(), 0, "the work passed a closed gate");
