@@ -457,13 +457,19 @@ pub fn grid_size(items: u64, sm_count: u32, resident_per_sm: u32) -> u32 {
 /// 1 KiB reserved per block), threads (2048 per SM) and `registers` per thread (64K per SM,
 /// allocated per warp in units of 256; 0 when unknown: no register limit).
 pub fn resident_per_sm(id: &KernelId, registers: u32) -> u32 {
+    resident_per_sm_of(
+        id.op.tile_bytes() * u64::from(id.stages.get()) + STAGE_ALIGN,
+        registers,
+    )
+}
+
+/// [`resident_per_sm`] of a pipeline kernel that asks for `dynamic_shared` bytes of dynamic
+/// shared memory (its stages and the [`STAGE_ALIGN`] slack).
+pub(crate) fn resident_per_sm_of(dynamic_shared: u64, registers: u32) -> u32 {
     const SM_SHARED: u64 = 228 * 1024;
     const RESERVED_PER_BLOCK: u64 = 1024;
     const SM_REGISTERS: u32 = 64 * 1024;
-    let per_block = id.op.tile_bytes() * u64::from(id.stages.get())
-        + STAGE_ALIGN
-        + STATIC_SHARED_BYTES
-        + RESERVED_PER_BLOCK;
+    let per_block = dynamic_shared + STATIC_SHARED_BYTES + RESERVED_PER_BLOCK;
     let by_smem = (SM_SHARED / per_block) as u32;
     let by_threads = 2048 / THREADS_PER_BLOCK;
     let warps_per_block = THREADS_PER_BLOCK / 32;
