@@ -559,8 +559,38 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
             return Err(format!("{}: kernel `{k}` has no SASS", out.display()));
         }
     }
+    let odd = odd_descriptor_functions(&sass);
+    if !odd.is_empty() {
+        return Err(format!(
+            "{}: a memory descriptor at an odd uniform register (`desc[UR<odd>]`, an illegal \
+             instruction on the H200) in {odd:?}",
+            out.display()
+        ));
+    }
     eprintln!("cubin: {} kernels assembled for sm_90a", kernels.len());
     Ok(())
+}
+
+/// The functions of a `cuobjdump -sass` listing with an instruction whose 64-bit memory
+/// descriptor (`desc[URn]`) starts at an odd uniform register. ptxas 13.0 emitted such
+/// instructions for `cp.async ... .L2::cache_hint` in partly unrolled loops, and the H200 stopped
+/// the kernel with an illegal instruction; a pair must start at an even register.
+fn odd_descriptor_functions(sass: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut function = "";
+    for line in sass.lines() {
+        if let Some(name) = line.split("Function : ").nth(1) {
+            function = name.trim();
+        }
+        let odd = line.split("desc[UR").skip(1).any(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().is_ok_and(|n| n % 2 == 1)
+        });
+        if odd && out.last().is_none_or(|f| f != function) {
+            out.push(function.to_owned());
+        }
+    }
+    out
 }
 
 /// `cargo build --release` of [`RUST_PROGRAMS`]; (impl name, executable).
@@ -623,3 +653,22 @@ python3 "$here/report.py" "$json" || fail=$((fail+1))
 echo "results: $json"
 [ "$fail" = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::odd_descriptor_functions;
+
+    #[test]
+    fn descriptors_at_odd_uniform_registers_are_found() {
+        let sass = "\tFunction : good\n\
+            /*0010*/ LDGSTS.E.BYPASS.128.ZFILL [R39], desc[UR8][R60.64], P5 ;\n\
+            /*0020*/ STG.E desc[UR4][R38.64], R16 ;\n\
+            \tFunction : bad\n\
+            /*0010*/ LDGSTS.E.BYPASS.128.ZFILL [R19+UR0], desc[UR1][R66.64], P5 ;\n\
+            /*0020*/ LDGSTS.E.BYPASS.128.ZFILL [R22+UR0], desc[UR11][R68.64], P3 ;\n";
+        assert_eq!(odd_descriptor_functions(sass), vec!["bad".to_owned()]);
+        assert!(
+            odd_descriptor_functions("\tFunction : f\n STG.E desc[UR10][R2.64], R1 ;\n").is_empty()
+        );
+    }
+}

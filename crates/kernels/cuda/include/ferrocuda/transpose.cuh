@@ -58,8 +58,10 @@ struct Transpose {
   static constexpr uint32_t kLoadBoxRows = kRows;
   /// Half the producer loop unrolled: fully unrolled, the f32 64 x 256 kernel spilled. (A
   /// partial unroll made the cp.async copy and row sums slower, the transpose not measurably;
-  /// docs/kernels.md.)
-  static constexpr uint32_t kCpAsyncUnroll = 16;
+  /// docs/kernels.md.) With an L2 hint on the loads, a quarter: at half, ptxas 13.0 put the
+  /// cache-policy descriptor of the hinted LDGSTS at an odd uniform register (`desc[UR1]`), and
+  /// such a kernel stopped with an illegal instruction on the H200.
+  static constexpr uint32_t kCpAsyncUnroll = kLoad == L2Hint::kNone ? 16 : 8;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Source columns of one load box (one 128-byte stage row).
   static constexpr uint32_t kSubCols = kBoxRowBytes / E::kBytes;
