@@ -601,6 +601,24 @@ mod tests {
     }
 
     #[test]
+    fn residency_of_deeper_and_wider_rings_counts_their_shared_memory() {
+        let kib = 1024;
+        // The built-in kernels' count and the byte-count form agree.
+        for id in KernelId::all() {
+            let bytes = u64::from(id.dynamic_shared_bytes().expect("built kernels fit"));
+            assert_eq!(resident_per_sm(&id, 0), resident_per_sm_of(bytes, 0));
+        }
+        // Sweep variants: 6 and 8 stages of 16 KiB, 2 to 4 stages of 32 KiB.
+        assert_eq!(resident_per_sm_of(6 * 16 * kib + STAGE_ALIGN, 0), 2);
+        assert_eq!(resident_per_sm_of(8 * 16 * kib + STAGE_ALIGN, 0), 1);
+        assert_eq!(resident_per_sm_of(2 * 32 * kib + STAGE_ALIGN, 0), 3);
+        assert_eq!(resident_per_sm_of(3 * 32 * kib + STAGE_ALIGN, 0), 2);
+        assert_eq!(resident_per_sm_of(4 * 32 * kib + STAGE_ALIGN, 0), 1);
+        // 128 registers: 4096 per warp, 16 warps, 3 blocks of 5.
+        assert_eq!(resident_per_sm_of(2 * 32 * kib + STAGE_ALIGN, 128), 3);
+    }
+
+    #[test]
     fn store_boxes_are_valid_tensor_map_boxes() {
         for op in Op::ALL.into_iter().filter(|op| op.has_tma_store()) {
             for e in [ElementType::F32, ElementType::Bf16] {
