@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! DIR/run                        runs every program of DIR/programs, then prints the comparison
+//! DIR/kernel_sweep               the kernels program's sweep in one device call: both of its
+//!                                benchmarks twice, then ncu on the best rows (needs ncu)
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
 //! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
@@ -501,8 +503,90 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     let report_py = root.join("bench/report.py");
     std::fs::copy(&report_py, dir.join("report.py")).map_err(util::io(&report_py))?;
     write("run", &RUN.replace("__DEADLINE__", &DEADLINE_S.to_string()))?;
-    util::run(Command::new("chmod").arg("+x").arg(dir.join("run")))
+    write("kernel_sweep", KERNEL_SWEEP)?;
+    util::run(
+        Command::new("chmod")
+            .arg("+x")
+            .arg(dir.join("run"))
+            .arg(dir.join("kernel_sweep")),
+    )
 }
+
+/// The bundle's `kernel_sweep`: the kernels program's two benchmarks twice, then ncu on the best
+/// sweep rows (bench/README.md).
+const KERNEL_SWEEP: &str = r##"#!/usr/bin/env bash
+# ferrocuda benchmark bundle, written by `cargo xtask bench`: the kernels' sweep in one device
+# call (docs/kernels.md, "The third sweep"). The built-in kernels (`kernel_bandwidth`) and every
+# row of `kernel_sweep`, two rounds, a summary, then ncu on the best variant row of each (op,
+# element type) and on two built-in rows for reference. Writes env.txt, k.jsonl, sweep.log,
+# summary.txt, ncu.csv and ncu.err under $OUT (or /tmp/kernel_sweep). Needs ncu at
+# /usr/local/cuda/bin. FERROCUDA_KBENCH_FILTER, if set, narrows the timed rows.
+#
+#   kernel_sweep
+set -u
+B=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/kernel_sweep}
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+  cat "$B/COMMIT"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-280}
+t0=$(date +%s)
+timeout 600 "$B/run" --only kernels --rounds 2 --json "$OUT/k.jsonl" kernel_bandwidth kernel_sweep \
+  > "$OUT/sweep.log" 2>&1
+echo "sweep rc=$? in $(( $(date +%s) - t0 )) s; WRONG rows: $(grep -c WRONG "$OUT/sweep.log")"
+grep -E "failed|error" "$OUT/sweep.log" | head -5
+# Every row as "name min-max" over the rounds; BEST lines per (op, element, built-in or variant).
+python3 - "$OUT/k.jsonl" "$OUT/pick" > "$OUT/summary.txt" <<'PY'
+import collections, json, sys
+v = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if 'vs_memcpy' in d:
+        v[d['regime']].append(d['vs_memcpy'])
+best = {}
+for k, x in v.items():
+    print(f"{k} {min(x):.3f}-{max(x):.3f}")
+    if k[:2] in ('v_', 'b_'):
+        op = 'copy2d' if 'copy2d' in k else 'transpose' if 'transpose' in k else 'row_sum'
+        key = (op, 'bf16' if '_bf16_' in k else 'f32', k[:2])
+        if key not in best or min(x) > best[key][1]:
+            best[key] = (k, min(x))
+for key, (k, m) in sorted(best.items()):
+    print('BEST', *key, k, f"{m:.3f}")
+open(sys.argv[2], 'w').write(','.join(
+    k for (op, e, t), (k, m) in best.items() if t == 'v_' and op != 'row_sum'))
+PY
+grep BEST "$OUT/summary.txt"
+pick=$(cat "$OUT/pick")
+echo "ncu on: $pick"
+FERROCUDA_KBENCH_ONCE=1 \
+FERROCUDA_KBENCH_FILTER="$pick,b_copy2d_tmastore_tma_f32_s4_cap264,b_transpose_tmastore_cpasync_bf16_s4_cap264" \
+  timeout 200 /usr/local/cuda/bin/ncu --clock-control none -k regex:'kbv_|ferrocuda_' -c 12 --csv \
+  --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__cycles_active_read.sum,dram__cycles_active_write.sum,dram__cycles_elapsed.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \
+  "$B/bin/kernels" --cubin "$B/cubin/bench_kernels.cubin" --json /tmp/ncu.jsonl --commit ncu kernel_sweep \
+  > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+echo "ncu rc=$?"
+# One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
+python3 - "$OUT/ncu.csv" <<'PY'
+import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit()
+h = rows[0]
+m = collections.OrderedDict()
+for r in rows[1:]:
+    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
+        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
+for (i, k, g), d in m.items():
+    el = float(d['dram__cycles_elapsed.sum'])
+    rd = float(d['dram__cycles_active_read.sum']) / el * 100
+    wr = float(d['dram__cycles_active_write.sum']) / el * 100
+    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
+          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
+          d['lts__t_sector_hit_rate.pct'])
+PY
+"##;
 
 /// The C baseline: host `cc`, C11, warnings are errors, nothing CUDA linked (libcuda is dlopened).
 fn build_raw(tk: &setup::Toolkit, out: &Path) -> Result<(), String> {
@@ -559,8 +643,38 @@ fn build_cubin(tk: &setup::Toolkit, cu: &Path, out: &Path) -> Result<(), String>
             return Err(format!("{}: kernel `{k}` has no SASS", out.display()));
         }
     }
+    let odd = odd_descriptor_functions(&sass);
+    if !odd.is_empty() {
+        return Err(format!(
+            "{}: a memory descriptor at an odd uniform register (`desc[UR<odd>]`, an illegal \
+             instruction on the H200) in {odd:?}",
+            out.display()
+        ));
+    }
     eprintln!("cubin: {} kernels assembled for sm_90a", kernels.len());
     Ok(())
+}
+
+/// The functions of a `cuobjdump -sass` listing with an instruction whose 64-bit memory
+/// descriptor (`desc[URn]`) starts at an odd uniform register. ptxas 13.0 emitted such
+/// instructions for `cp.async ... .L2::cache_hint` in partly unrolled loops, and the H200 stopped
+/// the kernel with an illegal instruction; a pair must start at an even register.
+fn odd_descriptor_functions(sass: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut function = "";
+    for line in sass.lines() {
+        if let Some(name) = line.split("Function : ").nth(1) {
+            function = name.trim();
+        }
+        let odd = line.split("desc[UR").skip(1).any(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().is_ok_and(|n| n % 2 == 1)
+        });
+        if odd && out.last().is_none_or(|f| f != function) {
+            out.push(function.to_owned());
+        }
+    }
+    out
 }
 
 /// `cargo build --release` of [`RUST_PROGRAMS`]; (impl name, executable).
@@ -623,3 +737,22 @@ python3 "$here/report.py" "$json" || fail=$((fail+1))
 echo "results: $json"
 [ "$fail" = 0 ] || { echo "failed: ${failed[*]}"; exit 1; }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::odd_descriptor_functions;
+
+    #[test]
+    fn descriptors_at_odd_uniform_registers_are_found() {
+        let sass = "\tFunction : good\n\
+            /*0010*/ LDGSTS.E.BYPASS.128.ZFILL [R39], desc[UR8][R60.64], P5 ;\n\
+            /*0020*/ STG.E desc[UR4][R38.64], R16 ;\n\
+            \tFunction : bad\n\
+            /*0010*/ LDGSTS.E.BYPASS.128.ZFILL [R19+UR0], desc[UR1][R66.64], P5 ;\n\
+            /*0020*/ LDGSTS.E.BYPASS.128.ZFILL [R22+UR0], desc[UR11][R68.64], P3 ;\n";
+        assert_eq!(odd_descriptor_functions(sass), vec!["bad".to_owned()]);
+        assert!(
+            odd_descriptor_functions("\tFunction : f\n STG.E desc[UR10][R2.64], R1 ;\n").is_empty()
+        );
+    }
+}

@@ -174,8 +174,9 @@ pub enum Error {
         /// Its length in elements.
         len: u64,
     },
-    /// A kernel variant's tile is not one the op templates build (16 KiB of whole load boxes), or
-    /// a launch of it names another transfer, depth or element type than it was resolved for.
+    /// A kernel variant's tile or depth is not one the op templates build (16 KiB of whole load
+    /// boxes, or 32 KiB for transpose; 2 to 8 stages), or a launch of it names another transfer
+    /// or element type than it was resolved for.
     #[error("a {rows} x {row_bytes}-byte tile variant does not fit this op or launch")]
     Variant {
         /// Tile rows.

@@ -457,13 +457,19 @@ pub fn grid_size(items: u64, sm_count: u32, resident_per_sm: u32) -> u32 {
 /// 1 KiB reserved per block), threads (2048 per SM) and `registers` per thread (64K per SM,
 /// allocated per warp in units of 256; 0 when unknown: no register limit).
 pub fn resident_per_sm(id: &KernelId, registers: u32) -> u32 {
+    resident_per_sm_of(
+        id.op.tile_bytes() * u64::from(id.stages.get()) + STAGE_ALIGN,
+        registers,
+    )
+}
+
+/// [`resident_per_sm`] of a pipeline kernel that asks for `dynamic_shared` bytes of dynamic
+/// shared memory (its stages and the [`STAGE_ALIGN`] slack).
+pub(crate) fn resident_per_sm_of(dynamic_shared: u64, registers: u32) -> u32 {
     const SM_SHARED: u64 = 228 * 1024;
     const RESERVED_PER_BLOCK: u64 = 1024;
     const SM_REGISTERS: u32 = 64 * 1024;
-    let per_block = id.op.tile_bytes() * u64::from(id.stages.get())
-        + STAGE_ALIGN
-        + STATIC_SHARED_BYTES
-        + RESERVED_PER_BLOCK;
+    let per_block = dynamic_shared + STATIC_SHARED_BYTES + RESERVED_PER_BLOCK;
     let by_smem = (SM_SHARED / per_block) as u32;
     let by_threads = 2048 / THREADS_PER_BLOCK;
     let warps_per_block = THREADS_PER_BLOCK / 32;
@@ -592,6 +598,24 @@ mod tests {
         // 64 registers: 2048 per warp, 32 warps, 6 blocks of 5; 72: 28 warps, 5 blocks.
         assert_eq!(resident_per_sm(&id(Stages::TWO), 64), 6);
         assert_eq!(resident_per_sm(&id(Stages::TWO), 72), 5);
+    }
+
+    #[test]
+    fn residency_of_deeper_and_wider_rings_counts_their_shared_memory() {
+        let kib = 1024;
+        // The built-in kernels' count and the byte-count form agree.
+        for id in KernelId::all() {
+            let bytes = u64::from(id.dynamic_shared_bytes().expect("built kernels fit"));
+            assert_eq!(resident_per_sm(&id, 0), resident_per_sm_of(bytes, 0));
+        }
+        // Sweep variants: 6 and 8 stages of 16 KiB, 2 to 4 stages of 32 KiB.
+        assert_eq!(resident_per_sm_of(6 * 16 * kib + STAGE_ALIGN, 0), 2);
+        assert_eq!(resident_per_sm_of(8 * 16 * kib + STAGE_ALIGN, 0), 1);
+        assert_eq!(resident_per_sm_of(2 * 32 * kib + STAGE_ALIGN, 0), 3);
+        assert_eq!(resident_per_sm_of(3 * 32 * kib + STAGE_ALIGN, 0), 2);
+        assert_eq!(resident_per_sm_of(4 * 32 * kib + STAGE_ALIGN, 0), 1);
+        // 128 registers: 4096 per warp, 16 warps, 3 blocks of 5.
+        assert_eq!(resident_per_sm_of(2 * 32 * kib + STAGE_ALIGN, 128), 3);
     }
 
     #[test]

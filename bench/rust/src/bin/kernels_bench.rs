@@ -268,6 +268,91 @@ const VARIANTS: [(Op, &str, (u32, u32), u32); 4] = [
     (Op::Transpose, "r128x128g4096", (128, 128), 128),
 ];
 
+/// The third sweep's variants (`bench/raw/kernel_variants.cuh`): (op, element type (`""` for
+/// both), shape name, tile (rows, bytes per row), rows per TMA load box, depths). L2 eviction
+/// hints on the built-in tiles (`h<load><store>`), deeper rings, contiguous item spans per block
+/// (`c`) and 32 KiB transpose stages (128 x 256 B).
+#[allow(clippy::type_complexity)]
+const SWEEP3: &[(Op, &str, &str, (u32, u32), u32, &[u32])] = &[
+    (Op::Copy2d, "", "r8x2048i1hfn", (8, 2048), 1, &[4]),
+    (Op::Copy2d, "", "r8x2048i1hnf", (8, 2048), 1, &[4]),
+    (Op::Copy2d, "", "r8x2048i1hff", (8, 2048), 1, &[4]),
+    (Op::Copy2d, "", "r8x2048i1hfl", (8, 2048), 1, &[4]),
+    (Op::Copy2d, "", "r8x2048i1hnl", (8, 2048), 1, &[4]),
+    (Op::Copy2d, "", "r8x2048i1", (8, 2048), 1, &[6, 8]),
+    (Op::Copy2d, "", "r8x2048i1c", (8, 2048), 1, &[4]),
+    (Op::Transpose, "f32", "r64x256g4096hfn", (64, 256), 64, &[4]),
+    (Op::Transpose, "f32", "r64x256g4096hnf", (64, 256), 64, &[4]),
+    (Op::Transpose, "f32", "r64x256g4096hff", (64, 256), 64, &[4]),
+    (Op::Transpose, "f32", "r64x256g4096hfl", (64, 256), 64, &[4]),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096hfn",
+        (128, 128),
+        128,
+        &[4],
+    ),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096hnf",
+        (128, 128),
+        128,
+        &[4],
+    ),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096hff",
+        (128, 128),
+        128,
+        &[4],
+    ),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096hfl",
+        (128, 128),
+        128,
+        &[4],
+    ),
+    (Op::Transpose, "f32", "r64x256g4096", (64, 256), 64, &[6, 8]),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096",
+        (128, 128),
+        128,
+        &[6, 8],
+    ),
+    (Op::Transpose, "f32", "r64x256g4096c", (64, 256), 64, &[4]),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x128g4096c",
+        (128, 128),
+        128,
+        &[4],
+    ),
+    (
+        Op::Transpose,
+        "",
+        "r128x256g4096",
+        (128, 256),
+        128,
+        &[2, 3, 4],
+    ),
+    (
+        Op::Transpose,
+        "bf16",
+        "r128x256g4096hff",
+        (128, 256),
+        128,
+        &[3],
+    ),
+];
+
 /// Grid caps of the sweep: 1 and 2 blocks per SM of the H200's 132.
 const CAPS: [u32; 2] = [132, 264];
 
@@ -345,9 +430,15 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
             let stages = Stages::FOUR;
             let t = transfer.name();
             let kname = format!("kbv_{}_{shape}_{t}_{e}_s4", op.name());
-            let v = std::rc::Rc::new(ok(
-                k.variant::<T>(module, &kname, op, transfer, stages, tile, box_rows)
-            ));
+            let v = std::rc::Rc::new(ok(k.variant::<T>(
+                module,
+                &kname,
+                op,
+                transfer,
+                stages.get(),
+                tile,
+                box_rows,
+            )));
             for &store in stores(op) {
                 let base = format!("v_{}_{shape}{}_{t}_{e}_s4", op.name(), store_tag(op, store));
                 let p = Pipeline::new(transfer, stages).with_store(store);
@@ -363,6 +454,42 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                         pipeline: p,
                         promotion,
                     });
+                }
+            }
+        }
+    }
+    // The third sweep: every depth listed, both transfers and stores, default grid and one
+    // block per SM. (The pipeline's stages are the variant's own; `Stages::FOUR` stands in.)
+    for &(op, only, shape, tile, box_rows, depths) in SWEEP3 {
+        if !only.is_empty() && only != e {
+            continue;
+        }
+        for transfer in Transfer::ALL {
+            let t = transfer.name();
+            for &stages in depths {
+                let kname = format!("kbv_{}_{shape}_{t}_{e}_s{stages}", op.name());
+                let v = std::rc::Rc::new(ok(
+                    k.variant::<T>(module, &kname, op, transfer, stages, tile, box_rows)
+                ));
+                for &store in stores(op) {
+                    let base = format!(
+                        "v_{}_{shape}{}_{t}_{e}_s{stages}",
+                        op.name(),
+                        store_tag(op, store)
+                    );
+                    let p = Pipeline::new(transfer, Stages::FOUR).with_store(store);
+                    for (suffix, p) in [
+                        (String::new(), p),
+                        ("_cap132".to_owned(), p.with_max_blocks(cap(132))),
+                    ] {
+                        out.push(Config {
+                            name: format!("{base}{suffix}"),
+                            op,
+                            variant: Some(v.clone()),
+                            pipeline: p,
+                            promotion: None,
+                        });
+                    }
                 }
             }
         }

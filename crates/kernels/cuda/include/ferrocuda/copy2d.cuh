@@ -23,9 +23,12 @@ constexpr uint32_t kCopy2dRowsBf16 = 8;
 constexpr uint32_t kCopy2dRowBytesBf16 = 2048;
 constexpr uint32_t kCopy2dLoadBoxRows = 1;
 
-template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kIssueRows = kRows>
+/// kLoad, kStore: the L2 priorities of the tile loads and of the stores (cache_hint.cuh).
+template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kIssueRows = kRows,
+          L2Hint kLoad = L2Hint::kNone, L2Hint kStore = L2Hint::kNone>
 struct Copy2d {
   using Elem = E;
+  static constexpr L2Hint kLoadHint = kLoad;
   using T = typename E::T;
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
@@ -81,7 +84,7 @@ struct Copy2d {
       }
       T* p = dst + uint64_t(r) * a.dst_pitch + c;
       if (c + kVec <= a.cols) {
-        *reinterpret_cast<uint4*>(p) = v[j].v;
+        store16<kStore>(p, v[j].v);
       } else {
 #pragma unroll
         for (uint32_t k = 0; k < kVec; ++k) {
@@ -101,7 +104,8 @@ struct Copy2d {
                              uint32_t col) const {
 #pragma unroll
     for (uint32_t b = 0; b < kBoxes; ++b) {
-      tma_store_2d(dst_map, tile + b * kTileRows * kBoxRowBytes, col + b * kBoxCols, row);
+      tma_store_2d<kStore>(dst_map, tile + b * kTileRows * kBoxRowBytes, col + b * kBoxCols,
+                           row);
     }
   }
 };

@@ -24,6 +24,10 @@
 //                                     (every consumer thread; may use consumer_barrier and must
 //                                     fence its own shared-memory writes for the async proxy)
 //     store_tile(dst_map, tile, row, col)  issues the TMA store(s) of that tile (one thread)
+// and may provide (else the defaults):
+//   kLoadHint                         the L2 priority of the tile loads (L2Hint::kNone)
+//   kContiguousItems                  true: CTA b walks the contiguous span of items
+//                                     [b n / grid, (b + 1) n / grid) (false: b, b + grid, ...)
 //
 // Stages start on 1024-byte boundaries (the 128-byte swizzle's pattern repeats every 1024 bytes
 // and a swizzled box must start on one): the kernel rounds the dynamic shared memory's base up,
@@ -55,11 +59,68 @@ struct BF16 {
   static constexpr uint32_t kBytes = 2;
 };
 
+/// Op::kLoadHint if the op has one (the L2 priority of its tile loads), else L2Hint::kNone.
+template <class Op, class = void>
+struct LoadHintOf {
+  static constexpr L2Hint value = L2Hint::kNone;
+};
+template <class Op>
+struct LoadHintOf<Op, std::void_t<decltype(Op::kLoadHint)>> {
+  static constexpr L2Hint value = Op::kLoadHint;
+};
+
+/// Op::kContiguousItems if the op has it, else false: whether a block walks a contiguous span of
+/// work items (items [b * n / grid, (b + 1) * n / grid)) instead of b, b + grid, ...
+template <class Op, class = void>
+struct ContiguousItemsOf {
+  static constexpr bool value = false;
+};
+template <class Op>
+struct ContiguousItemsOf<Op, std::void_t<decltype(Op::kContiguousItems)>> {
+  static constexpr bool value = Op::kContiguousItems;
+};
+
+/// `Op` with each block walking a contiguous span of work items.
+template <class Op>
+struct ContiguousItems : Op {
+  static constexpr bool kContiguousItems = true;
+  using Op::Op;
+};
+
+/// The work items of a block: first_item, first_item + item_step, ... below end_item. Round
+/// robin (b, b + grid, ...) unless kContiguous: then the span [b n / grid, (b + 1) n / grid).
+template <bool kContiguous>
+__device__ __forceinline__ uint32_t first_item(uint32_t items) {
+  if constexpr (kContiguous) {
+    return static_cast<uint32_t>(uint64_t(items) * blockIdx.x / gridDim.x);
+  } else {
+    return blockIdx.x;
+  }
+}
+template <bool kContiguous>
+__device__ __forceinline__ uint32_t end_item(uint32_t items) {
+  if constexpr (kContiguous) {
+    return static_cast<uint32_t>(uint64_t(items) * (blockIdx.x + 1) / gridDim.x);
+  } else {
+    return items;
+  }
+}
+template <bool kContiguous>
+__device__ __forceinline__ uint32_t item_step() {
+  if constexpr (kContiguous) {
+    return 1;
+  } else {
+    return gridDim.x;
+  }
+}
+
 template <bool kTma, class Op>
 using LoaderFor = typename std::conditional<
-    kTma, TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows>,
+    kTma,
+    TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows,
+                  LoadHintOf<Op>::value>,
     CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads,
-                      Op::kCpAsyncUnroll>>::type;
+                      Op::kCpAsyncUnroll, LoadHintOf<Op>::value>>::type;
 
 /// Alignment of every stage in shared memory, and the slack the kernel asks for to reach it.
 constexpr uint32_t kStageAlign = 1024;
@@ -95,6 +156,7 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
   const Op op(args);
   const uint32_t items = op.num_items();
   const uint32_t tiles = op.tiles_per_item();
+  constexpr bool kContiguous = ContiguousItemsOf<Op>::value;
 
   if (warp == kConsumerWarps) {
     // Producer warp: TMA uses one elected lane, cp.async every lane.
@@ -102,7 +164,8 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
     if (issuer) {
       Loader::prefetch(map);
       PipelineState<kStages> st;
-      for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
+      for (uint32_t item = first_item<kContiguous>(items); item < end_item<kContiguous>(items);
+           item += item_step<kContiguous>()) {
         for (uint32_t t = 0; t < tiles; ++t) {
           uint32_t row, col;
           op.origin(item, t, row, col);
@@ -121,7 +184,8 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
     // Uniform over the block: every consumer thread takes the same branch.
     const bool tma_store = Op::kTmaStore && args.tma_store != 0;
     const bool storer = threadIdx.x == 0;
-    for (uint32_t item = blockIdx.x; item < items; item += gridDim.x) {
+    for (uint32_t item = first_item<kContiguous>(items); item < end_item<kContiguous>(items);
+           item += item_step<kContiguous>()) {
       typename Op::Acc acc;
       op.begin(acc);
       for (uint32_t t = 0; t < tiles; ++t) {

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "barrier_handler.cuh"
+#include "cache_hint.cuh"
 #include "mbarrier.cuh"
 
 namespace ferrocuda {
@@ -47,7 +48,9 @@ struct MatrixArgs {
 /// Loads a tile with the tensor copy engine. `map` describes the source matrix with box
 /// {kBoxRowBytes / element size, kBoxRows}. Boxes are issued row group by row group (kBoxRows
 /// rows each), left to right within a group; each lands at its place in the box-major stage.
-template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kBoxRows>
+/// kHint: the L2 eviction priority of the loads (cache_hint.cuh).
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kBoxRows,
+          L2Hint kHint = L2Hint::kNone>
 struct TmaTileLoader {
   using Handler = TmaBarrierHandler;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
@@ -70,11 +73,21 @@ struct TmaTileLoader {
     for (uint32_t g = 0; g < kRows; g += kBoxRows) {
 #pragma unroll
       for (uint32_t b = 0; b < kBoxes; ++b) {
-        asm volatile(
-            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-            " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_addr(dst) + (b * kRows + g) * kBoxRowBytes),
-            "l"(map), "r"(col + b * box_cols), "r"(row + g), "r"(smem_addr(full))
-            : "memory");
+        const uint32_t s = smem_addr(dst) + (b * kRows + g) * kBoxRowBytes;
+        if constexpr (kHint == L2Hint::kNone) {
+          asm volatile(
+              "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+              " [%0], [%1, {%2, %3}], [%4];" ::"r"(s),
+              "l"(map), "r"(col + b * box_cols), "r"(row + g), "r"(smem_addr(full))
+              : "memory");
+        } else {
+          asm volatile(
+              "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+              ".L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(s),
+              "l"(map), "r"(col + b * box_cols), "r"(row + g), "r"(smem_addr(full)),
+              "l"(l2_policy<kHint>())
+              : "memory");
+        }
       }
     }
   }
@@ -82,9 +95,9 @@ struct TmaTileLoader {
 
 /// Loads a tile with 16-byte cp.async copies spread over kThreads producer threads.
 /// kUnroll: how many chunks of a lane's loop are unrolled (all of them, kChunks / kThreads, but
-/// for ops whose kernels would spill then).
+/// for ops whose kernels would spill then). kHint: the L2 eviction priority of the loads.
 template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes, uint32_t kThreads,
-          uint32_t kUnroll = kRows * kRowBytes / 16 / kThreads>
+          uint32_t kUnroll = kRows * kRowBytes / 16 / kThreads, L2Hint kHint = L2Hint::kNone>
 struct CpAsyncTileLoader {
   using Handler = CpAsyncBarrierHandler<kThreads>;
   static constexpr uint32_t kBytes = kRows * kRowBytes;
@@ -121,9 +134,16 @@ struct CpAsyncTileLoader {
       }
       // With a source size of 0 nothing is read; any mapped address will do.
       const char* g = valid != 0 ? src + uint64_t(r) * pitch + cb : src;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + s), "l"(g),
-                   "r"(valid)
-                   : "memory");
+      if constexpr (kHint == L2Hint::kNone) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(base + s), "l"(g),
+                     "r"(valid)
+                     : "memory");
+      } else {
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;" ::"r"(
+                         base + s),
+                     "l"(g), "r"(valid), "l"(l2_policy<kHint>())
+                     : "memory");
+      }
     }
   }
 };

@@ -22,18 +22,29 @@
 
 #include <cstdint>
 
+#include "cache_hint.cuh"
 #include "mbarrier.cuh"
 
 namespace ferrocuda {
 
 /// Stores the box at shared address `src` to the tensor of `map` at coordinates {c0, c1}
-/// (innermost first, in elements). Issued by one thread; part of the thread's bulk group.
+/// (innermost first, in elements), with the L2 eviction priority kHint. Issued by one thread;
+/// part of the thread's bulk group.
+template <L2Hint kHint = L2Hint::kNone>
 __device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, const void* src, uint32_t c0,
                                              uint32_t c1) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(map),
-      "r"(c0), "r"(c1), "r"(smem_addr(src))
-      : "memory");
+  if constexpr (kHint == L2Hint::kNone) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(map),
+        "r"(c0), "r"(c1), "r"(smem_addr(src))
+        : "memory");
+  } else {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.global.shared::cta.bulk_group.L2::cache_hint"
+        " [%0, {%1, %2}], [%3], %4;" ::"l"(map),
+        "r"(c0), "r"(c1), "r"(smem_addr(src)), "l"(l2_policy<kHint>())
+        : "memory");
+  }
 }
 
 /// Closes the thread's current bulk group (the stores issued since the last commit).

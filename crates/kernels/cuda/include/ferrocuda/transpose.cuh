@@ -45,9 +45,12 @@ constexpr uint32_t kTransposeRowBytesF32 = 256;
 constexpr uint32_t kTransposeRowsBf16 = 128;
 constexpr uint32_t kTransposeRowBytesBf16 = 128;
 
-template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kGroupBytes = 4096>
+/// kLoad, kStore: the L2 priorities of the tile loads and of the stores (cache_hint.cuh).
+template <class E, uint32_t kRows, uint32_t kRowBytes, uint32_t kGroupBytes = 4096,
+          L2Hint kLoad = L2Hint::kNone, L2Hint kStore = L2Hint::kNone>
 struct Transpose {
   using Elem = E;
+  static constexpr L2Hint kLoadHint = kLoad;
   using T = typename E::T;
   static constexpr uint32_t kTileRows = kRows;
   static constexpr uint32_t kTileRowBytes = kRowBytes;
@@ -55,8 +58,10 @@ struct Transpose {
   static constexpr uint32_t kLoadBoxRows = kRows;
   /// Half the producer loop unrolled: fully unrolled, the f32 64 x 256 kernel spilled. (A
   /// partial unroll made the cp.async copy and row sums slower, the transpose not measurably;
-  /// docs/kernels.md.)
-  static constexpr uint32_t kCpAsyncUnroll = 16;
+  /// docs/kernels.md.) With an L2 hint on the loads, a quarter: at half, ptxas 13.0 put the
+  /// cache-policy descriptor of the hinted LDGSTS at an odd uniform register (`desc[UR1]`), and
+  /// such a kernel stopped with an illegal instruction on the H200.
+  static constexpr uint32_t kCpAsyncUnroll = kLoad == L2Hint::kNone ? 16 : 8;
   static constexpr uint32_t kTileCols = kTileRowBytes / E::kBytes;
   /// Source columns of one load box (one 128-byte stage row).
   static constexpr uint32_t kSubCols = kBoxRowBytes / E::kBytes;
@@ -65,7 +70,8 @@ struct Transpose {
   static constexpr uint32_t kRowsPerWarp = kStageRows / kConsumerWarps;
   static constexpr uint32_t kPasses = kRowsPerWarp / (4 * kR);
   static_assert(kBoxRowBytes == 8 * 16, "lane % 8 picks one of 8 chunks of a stage row");
-  static_assert(kStageRows * kBoxRowBytes == 16384, "16 KiB stages");
+  static_assert(kStageRows * kBoxRowBytes == 16384 || kStageRows * kBoxRowBytes == 32768,
+                "16 KiB stages (the built-in tiles) or 32 KiB (sweep variants)");
   static_assert(kPasses * 4 * kR == kRowsPerWarp, "passes must cover the warp's rows");
   static constexpr bool kTmaStore = true;
   /// TMA store boxes: kBoxCols destination columns (128 bytes, the 128-byte swizzle's span) x
@@ -162,7 +168,7 @@ struct Transpose {
         out.v = column(in, j);
         T* d = dst + uint64_t(c) * a.dst_pitch + r0;
         if (n == kR) {
-          *reinterpret_cast<uint4*>(d) = out.v;
+          store16<kStore>(d, out.v);
         } else {
 #pragma unroll
           for (uint32_t k = 0; k < kR; ++k) {
@@ -249,8 +255,8 @@ struct Transpose {
 #pragma unroll
     for (uint32_t k = 0; k < kBoxes; ++k) {
       const uint32_t v = k * kBoxCols;
-      tma_store_2d(dst_map, tile + k * kBoxBytes, row + v % kTileRows,
-                   col + (v / kTileRows) * kSubCols);
+      tma_store_2d<kStore>(dst_map, tile + k * kBoxBytes, row + v % kTileRows,
+                           col + (v / kTileRows) * kSubCols);
     }
   }
 };
