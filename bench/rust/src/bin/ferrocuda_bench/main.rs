@@ -116,6 +116,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
     let mut v = Vec::new();
     let mut enq = Vec::new();
     let s0 = ferrocuda_driver::trampoline_stats();
+    let c0 = ferrocuda_driver::guard::driver_calls();
     for round in 0..5 {
         let t0 = now_ns();
         for _ in 0..n {
@@ -157,7 +158,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
         rate(&v),
         median_us(&enq),
-        wakeups(s0, 5 * n)
+        wakeups(s0, c0, 5 * n)
     );
     r.row("canonical_loop", "stream", &mut v, &extra);
     // Graph: one launch per step, with either kickoff.
@@ -182,6 +183,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         let mut v = Vec::new();
         let mut enq = Vec::new();
         let s0 = ferrocuda_driver::trampoline_stats();
+        let c0 = ferrocuda_driver::guard::driver_calls();
         for round in 0..5 {
             let t0 = now_ns();
             for _ in 0..n {
@@ -201,20 +203,30 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
             "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
             rate(&v),
             median_us(&enq),
-            wakeups(s0, 5 * n)
+            wakeups(s0, c0, 5 * n)
         );
         r.row("canonical_loop", regime, &mut v, &extra);
+        // The C baseline destroys each row's graph before the next row: so does this one (the
+        // crate releases an executable once the GPU is past its launches, on its own thread).
+        drop(exec);
+        drop(g);
+        ok(ferrocuda_driver::wait_for_releases(
+            std::time::Duration::from_secs(10),
+        ));
     }
 }
 
-/// The trampoline's counters per step since `s0`, over `steps` steps, as JSON fields: jobs handed
+/// The driver calls (since `c0`) and the trampoline's counters (since `s0`) per step, over
+/// `steps` steps, as JSON fields: the calls made from every thread of the crate, jobs handed
 /// to the worker pool, graph kickoff runs the spinning worker ran itself, and wake-ups of parked workers and of the notifier (each one a futex call,
 /// and a thread that runs only once scheduled: on a step's path, tens of µs).
-fn wakeups(s0: ferrocuda_driver::TrampolineStats, steps: u64) -> String {
+fn wakeups(s0: ferrocuda_driver::TrampolineStats, c0: u64, steps: u64) -> String {
     let s1 = ferrocuda_driver::trampoline_stats();
+    let c1 = ferrocuda_driver::guard::driver_calls();
     let per = |a: u64, b: u64| (b - a) as f64 / steps as f64;
     format!(
-        "\"dispatched_per_step\":{:.4},\"claimed_by_spinner_per_step\":{:.4},\"worker_wakeups_per_step\":{:.4},\"notifier_wakeups_per_step\":{:.4}",
+        "\"driver_calls_per_step\":{:.4},\"dispatched_per_step\":{:.4},\"claimed_by_spinner_per_step\":{:.4},\"worker_wakeups_per_step\":{:.4},\"notifier_wakeups_per_step\":{:.4}",
+        per(c0, c1),
         per(s0.dispatched, s1.dispatched),
         per(s0.claimed_by_spinner, s1.claimed_by_spinner),
         per(s0.worker_wakeups, s1.worker_wakeups),
