@@ -386,8 +386,10 @@ fn wake_notifier() {
 }
 
 /// How long the notifier leaves a graph kick's run to the spinning worker before it dispatches
-/// the run itself.
-const LEAVE_TO_SPINNER: Duration = Duration::from_micros(20);
+/// the run itself: a spinning worker claims a run well within a microsecond of the GPU's write,
+/// so a run still unclaimed after this long has a spinner that is not running (descheduled, or
+/// giving the role up), and waiting longer only delays the step.
+const LEAVE_TO_SPINNER: Duration = Duration::from_micros(2);
 
 fn notifier(r: &'static KickRing) {
     let mut kicks: Vec<std::sync::Arc<GraphKick>> = Vec::new();
