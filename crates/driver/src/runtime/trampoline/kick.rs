@@ -235,6 +235,7 @@ impl GraphKick {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{serial_pool, wait_for};
     use super::*;
     use crate::runtime::waiter::WaitHistory;
     use std::time::{Duration, Instant};
@@ -264,10 +265,7 @@ mod tests {
     /// signalled.)
     #[test]
     fn a_spinning_worker_runs_a_kicked_graph_run_itself() {
-        let _serial = super::super::tests::POOL_TESTS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        super::super::start_workers();
+        let _serial = serial_pool();
         let (slot, flag) = (Arc::new(Word::default()), Arc::new(Word::default()));
         let ran_on = Arc::new(Mutex::new(Vec::new()));
         let kick = {
@@ -309,10 +307,7 @@ mod tests {
     /// the user dropped releases its closure while steps of others keep the worker spinning.
     #[test]
     fn a_dropped_kick_is_released_while_the_worker_keeps_spinning() {
-        let _serial = super::super::tests::POOL_TESTS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        super::super::start_workers();
+        let _serial = serial_pool();
         let token = Arc::new(());
         let kick = {
             let token = token.clone();
@@ -367,13 +362,6 @@ mod tests {
         );
         let dropped = std::thread::spawn(move || drop(kick)).join();
         assert!(dropped.is_ok(), "dropping the kick unwound its thread");
-    }
-
-    fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::hint::spin_loop();
-        }
     }
 
     /// A device loop's kick is answered by a thread of its own that runs each step's closure

@@ -473,7 +473,22 @@ mod tests {
 
     /// The pool is the process's: its tests must not overlap (one counts the workers' CPU while
     /// idle, another keeps steps in flight).
-    pub(super) static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Takes the process pool for one test (see `POOL_TESTS`), its workers started.
+    pub(super) fn serial_pool() -> std::sync::MutexGuard<'static, ()> {
+        let serial = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        start_workers();
+        serial
+    }
+
+    /// Waits (yielding) until `cond`, failing the test at `deadline`.
+    pub(super) fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::yield_now();
+        }
+    }
 
     fn run_one(runs: &Arc<AtomicUsize>, sink: &Arc<PanicSink>) {
         let r = runs.clone();

@@ -255,6 +255,7 @@ impl<J: Work> Pool<J> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::super::tests::wait_for;
     use super::*;
     use crate::runtime::park::TRAMPOLINE;
     use std::sync::Arc;
@@ -273,13 +274,6 @@ mod tests {
             while !self.release.load(Ordering::SeqCst) {
                 std::thread::yield_now();
             }
-        }
-    }
-
-    fn wait_for(what: &str, deadline: Instant, cond: impl Fn() -> bool) {
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::yield_now();
         }
     }
 
