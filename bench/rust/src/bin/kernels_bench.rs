@@ -356,6 +356,27 @@ const SWEEP3: &[(Op, &str, &str, (u32, u32), u32, &[u32])] = &[
 /// Grid caps of the sweep: 1 and 2 blocks per SM of the H200's 132.
 const CAPS: [u32; 2] = [132, 264];
 
+/// Pushes variant `v` as row `base` on `p`'s grid and as `base_cap132` on one block per SM.
+fn push_both_grids(
+    out: &mut Vec<Config>,
+    base: &str,
+    op: Op,
+    v: &std::rc::Rc<Variant>,
+    p: Pipeline,
+    promotion: Option<L2Promotion>,
+) {
+    let one_per_sm = NonZeroU32::new(132).unwrap_or(NonZeroU32::MIN);
+    for (suffix, p) in [("", p), ("_cap132", p.with_max_blocks(one_per_sm))] {
+        out.push(Config {
+            name: format!("{base}{suffix}"),
+            op,
+            variant: Some(v.clone()),
+            pipeline: p,
+            promotion,
+        });
+    }
+}
+
 /// One configuration of the sweep with how to launch it.
 struct Config {
     /// Row name: `b_<op>[_<store>]_<transfer>_<elem>_s<stages>[_cap<blocks>]` for the built-in
@@ -443,18 +464,7 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                 let base = format!("v_{}_{shape}{}_{t}_{e}_s4", op.name(), store_tag(op, store));
                 let p = Pipeline::new(transfer, stages).with_store(store);
                 let promotion = (op == Op::RowSum).then_some(L2Promotion::B256);
-                for (suffix, p) in [
-                    (String::new(), p),
-                    ("_cap132".to_owned(), p.with_max_blocks(cap(132))),
-                ] {
-                    out.push(Config {
-                        name: format!("{base}{suffix}"),
-                        op,
-                        variant: Some(v.clone()),
-                        pipeline: p,
-                        promotion,
-                    });
-                }
+                push_both_grids(&mut out, &base, op, &v, p, promotion);
             }
         }
     }
@@ -478,18 +488,7 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                         store_tag(op, store)
                     );
                     let p = Pipeline::new(transfer, Stages::FOUR).with_store(store);
-                    for (suffix, p) in [
-                        (String::new(), p),
-                        ("_cap132".to_owned(), p.with_max_blocks(cap(132))),
-                    ] {
-                        out.push(Config {
-                            name: format!("{base}{suffix}"),
-                            op,
-                            variant: Some(v.clone()),
-                            pipeline: p,
-                            promotion: None,
-                        });
-                    }
+                    push_both_grids(&mut out, &base, op, &v, p, None);
                 }
             }
         }
