@@ -61,6 +61,13 @@ void env_init(env_t *e, int ordinal, const char *cubin_path) {
     /* Non-blocking: no implicit synchronisation with the legacy default stream. */
     CU(cuStreamCreate, &e->s, CU_STREAM_NON_BLOCKING);
     CU(cuStreamCreate, &e->s2, CU_STREAM_NON_BLOCKING);
+    /* RAW_EXTRA_STREAMS=N: N more streams that stay idle, as a library's internal ones (an
+     * experiment: does a context's stream count change how its host-value waits behave?). */
+    const char *extra = getenv("RAW_EXTRA_STREAMS");
+    for (int i = 0; extra != NULL && i < atoi(extra) && i < 16; i++) {
+        CUstream idle;
+        CU(cuStreamCreate, &idle, CU_STREAM_NON_BLOCKING);
+    }
 
     void *host = NULL;
     CU(cuMemHostAlloc, &host, SLOT_COUNT * sizeof(uint64_t),
