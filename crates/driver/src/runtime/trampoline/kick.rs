@@ -70,6 +70,16 @@ pub(super) static KICKS: Kicks = Kicks {
     version: AtomicUsize::new(0),
 };
 
+impl Kicks {
+    /// The registered kicks now (weak: the list keeps none alive), read under the list's lock.
+    pub(super) fn snapshot(&self) -> Vec<Weak<GraphKick>> {
+        Ranked::lock(Rank::Leaf, || {
+            self.list.lock().unwrap_or_else(|p| p.into_inner())
+        })
+        .clone()
+    }
+}
+
 impl GraphKick {
     /// A kick whose GPU writes land in `slot`, running `body` once per new count and then
     /// signalling `value` on `flag`; registered with the notifier.

@@ -18,11 +18,11 @@
 //! * **`GpuWrite`** (default): the stream writes the step's ticket into a slot of a ring in mapped
 //!   pinned memory (`cuStreamWriteValue64`); the crate's *notifier* thread sees it and hands the
 //!   job to a worker. (A graph node kicked off by GPU write is watched by the spinning worker too,
-//!   which runs a run it claims itself: [`GraphKick`], `pool.rs`.) The notifier never runs a user closure itself: a closure that blocks would
-//!   stall every other stream's kickoff behind it. No host function is involved, so the process
-//!   keeps its fast event calls (once a host function has run between kernels, every event
-//!   record, synchronize and query costs more for the rest of the process:
-//!   `docs/hardware-facts.md` in the repository, "Event calls").
+//!   which runs a run it claims itself: [`GraphKick`], `pool.rs`.) The notifier never runs a
+//!   user closure itself: a closure that blocks would stall every other stream's kickoff behind
+//!   it. No host function is involved, so the process keeps its fast event calls (once a host
+//!   function has run between kernels, every event record, synchronize and query costs more for
+//!   the rest of the process: `docs/hardware-facts.md` in the repository, "Event calls").
 //! * **`HostFunc`** (MAX's way): `cuLaunchHostFunc` of a tiny callback that hands the job to a worker.
 //!
 //! Both thread kinds spend CPU only while work is in flight: while a step is enqueued and not yet
@@ -37,7 +37,7 @@
 //! or handed back, and a slot is reused only once its last ticket is done.
 
 use super::context::Context;
-use super::park::{self, Rank, Ranked, spin_while};
+use super::park::{self, spin_while};
 use super::raw::CUdeviceptr;
 use crate::error::Result;
 use kick::KICKS;
@@ -230,11 +230,7 @@ impl Source<Job> for KickWatch {
         let v = KICKS.version.load(Ordering::Acquire);
         if v != self.version.get() {
             self.version.set(v);
-            let list = Ranked::lock(Rank::Leaf, || {
-                KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
-            });
-            *self.known.borrow_mut() = list.clone();
-            drop(list);
+            *self.known.borrow_mut() = KICKS.snapshot();
             // The kicks held from the old list drop here, after the lock is released.
             self.release();
         }
@@ -400,14 +396,13 @@ fn notifier(r: &'static KickRing) {
         let v = KICKS.version.load(Ordering::Acquire);
         if v != version {
             version = v;
-            let fresh: Vec<_> = Ranked::lock(Rank::Leaf, || {
-                KICKS.list.lock().unwrap_or_else(|p| p.into_inner())
-            })
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
+            let fresh: Vec<_> = KICKS
+                .snapshot()
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
             // The old list drops after the lock is released: a kick's last handle can drop
-            // here, and with it the user's closure.
+            // here, and with it the user's closure (under containment).
             kicks = fresh;
         }
         kicks.retain(|k| std::sync::Arc::strong_count(k) > 1 || k.pending());

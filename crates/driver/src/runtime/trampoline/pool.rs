@@ -227,6 +227,8 @@ impl<J: Work> Pool<J> {
                     },
                 );
                 self.spinner.store(false, Ordering::SeqCst);
+                // Let go of what it watched before the job runs, not after: a job that blocks
+                // must not keep the closures of kicks whose graphs were dropped alive.
                 source.release();
                 if let Some(job) = taken.into_inner() {
                     // Run the job at once. While this worker runs it nobody spins, so a job
