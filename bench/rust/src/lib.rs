@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod ferrocuda;
 pub mod loops;
+pub mod threads;
 
 use std::fmt::Write as _;
 use std::io::Write as _;

@@ -7,6 +7,7 @@
 use ferrocuda_bench::backend::Backend;
 use ferrocuda_bench::ferrocuda::{Env, ok};
 use ferrocuda_bench::loops::{self, Bench, Regime};
+use ferrocuda_bench::threads::Threads;
 use ferrocuda_bench::{Args, Report, die, now_ns};
 use ferrocuda_driver::{
     CompletionFlag, Device, GateStrategy, KickoffMode, LaunchArgs, LaunchConfig, WaitCondition,
@@ -95,11 +96,17 @@ fn graph_gate(e: &Env, a: &Args, r: &mut Report, bench: &str, poll: bool) {
         });
         g.own(count);
         let exec = ok_g(g.instantiate());
+        let t0 = Threads::snapshot();
         let mut v = loops::gate_regime(e, a, bench, regime, |i| {
             ok_g(exec.set_wait_value(gate, i));
             ok_g(exec.launch(&e.s));
         });
-        r.row(bench, regime.name(), &mut v, "");
+        r.row(
+            bench,
+            regime.name(),
+            &mut v,
+            &Threads::snapshot().since(&t0),
+        );
         ok(e.s.synchronize());
     }
 }
@@ -117,6 +124,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
     let mut enq = Vec::new();
     let s0 = ferrocuda_driver::trampoline_stats();
     let c0 = ferrocuda_driver::guard::driver_calls();
+    let t0 = Threads::snapshot();
     for round in 0..5 {
         let t0 = now_ns();
         for _ in 0..n {
@@ -155,10 +163,11 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         s[s.len() / 2] / 1e3
     };
     let extra = format!(
-        "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
+        "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{},{}",
         rate(&v),
         median_us(&enq),
-        wakeups(s0, c0, 5 * n)
+        wakeups(s0, c0, 5 * n),
+        Threads::snapshot().since(&t0)
     );
     r.row("canonical_loop", "stream", &mut v, &extra);
     // Graph: one launch per step, with either kickoff.
@@ -184,6 +193,7 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         let mut enq = Vec::new();
         let s0 = ferrocuda_driver::trampoline_stats();
         let c0 = ferrocuda_driver::guard::driver_calls();
+        let t0 = Threads::snapshot();
         for round in 0..5 {
             let t0 = now_ns();
             for _ in 0..n {
@@ -200,10 +210,11 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
             }
         }
         let extra = format!(
-            "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{}",
+            "\"rate\":{:.1},\"rate_unit\":\"steps/s\",\"enqueue_us_per_step\":{:.2},{},{}",
             rate(&v),
             median_us(&enq),
-            wakeups(s0, c0, 5 * n)
+            wakeups(s0, c0, 5 * n),
+            Threads::snapshot().since(&t0)
         );
         r.row("canonical_loop", regime, &mut v, &extra);
         // The C baseline destroys each row's graph before the next row: so does this one (the
