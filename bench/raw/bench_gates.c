@@ -160,7 +160,7 @@ static void step_graph_replay(env_t *e, void *ctx, uint64_t i) {
 }
 
 static void graph_gate_finish(graph_gate_t *g, env_t *e, const char *bench, enqueue_fn step) {
-    CU(cuGraphInstantiateWithFlags, &g->exec, g->graph, 0);
+    graph_instantiate(&g->exec, g->graph);
     run_gate(e, bench, step, g);
     env_sync(e);
     CU(cuGraphExecDestroy, g->exec);

@@ -270,7 +270,7 @@ static void run_canonical_loop(env_t *e, loop_t kind) {
             void *args[] = {&count, &kick};
             add_kernel_node(graph, &kn, 1, e->ack_inc, 1, args);
         }
-        CU(cuGraphInstantiateWithFlags, &exec, graph, 0);
+        graph_instantiate(&exec, graph);
     }
     size_t n = g_samples;
     samples_t s = samples_new(4), enq = samples_new(4);
@@ -392,7 +392,7 @@ void bench_device_loop(env_t *e) {
     void *ack_args[] = {&ack, &one};
     add_kernel_node(body, &c, 1, e->ack, 1, ack_args);
     CUgraphExec exec;
-    CU(cuGraphInstantiateWithFlags, &exec, graph, 0);
+    graph_instantiate(&exec, graph);
 
     count_worker_t cw = {.ticket = &e->host[SLOT_KICK], .flag = &e->host[SLOT_FLAG], .stop = 0};
     pthread_t thread;

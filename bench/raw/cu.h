@@ -58,6 +58,8 @@
     X(cuGraphAddNode)                                                                              \
     X(cuGraphConditionalHandleCreate)                                                              \
     X(cuGraphInstantiateWithFlags)                                                                 \
+    X(cuUserObjectCreate)                                                                          \
+    X(cuGraphRetainUserObject)                                                                     \
     X(cuGraphExecBatchMemOpNodeSetParams)                                                          \
     X(cuGraphExecDestroy)                                                                          \
     X(cuGraphLaunch)

@@ -125,3 +125,14 @@ void env_check_gpu_errors(env_t *e, const char *bench) {
 void launch1(CUfunction f, unsigned threads, CUstream s, void **args) {
     CU(cuLaunchKernel, f, 1, 1, 1, threads, 1, 1, 0, s, args, NULL);
 }
+
+static void CUDA_CB drop_nothing(void *p) { (void)p; }
+
+void graph_instantiate(CUgraphExec *exec, CUgraph graph) {
+    if (getenv("RAW_USER_OBJECT") != NULL) {
+        CUuserObject o;
+        CU(cuUserObjectCreate, &o, NULL, drop_nothing, 1, CU_USER_OBJECT_NO_DESTRUCTOR_SYNC);
+        CU(cuGraphRetainUserObject, graph, o, 1, CU_GRAPH_USER_OBJECT_MOVE);
+    }
+    CU(cuGraphInstantiateWithFlags, exec, graph, 0);
+}

@@ -70,6 +70,11 @@ static inline CUdeviceptr scratch_dev(const env_t *e, int word) {
 /* Launches f as a grid of 1 block of `threads` threads on stream s. */
 /* Synchronizes both benchmark streams. */
 void env_sync(env_t *e);
+
+/* cuGraphInstantiateWithFlags(exec, graph, 0). With RAW_USER_OBJECT=1 the graph first takes a user
+ * object (an empty one, as a library's graph holds what its nodes use): an experiment, does a
+ * graph's user object change its launches' latency? */
+void graph_instantiate(CUgraphExec *exec, CUgraph graph);
 void launch1(CUfunction f, unsigned threads, CUstream s, void **args);
 /* Adds a one-block kernel node of `threads` threads (bench_gates.c); `args` are copied. */
 CUgraphNode add_kernel_node(CUgraph g, const CUgraphNode *dep, size_t ndeps, CUfunction f,

@@ -213,6 +213,7 @@ int main(int argc, char **argv) {
     cu_load();
     env_t e;
     env_init(&e, device, cubin);
+    pin_main_thread();
     report_open(json, e.name, e.driver_version, commit);
 
     /* 1. Fresh process: nothing but module load and allocation has happened. */

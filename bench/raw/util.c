@@ -4,6 +4,7 @@
 #include "cu.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,9 +119,9 @@ void report(const char *bench, const char *regime, samples_t *s, const char *ext
         fprintf(g_json,
                 "{\"impl\":\"raw\",\"bench\":\"%s\",\"regime\":\"%s\",\"state\":\"%s\","
                 "\"p50_us\":%.4f,\"p90_us\":%.4f,\"p99_us\":%.4f,\"min_us\":%.4f,\"max_us\":%.4f,"
-                "\"n\":%zu%s%s}\n",
-                bench, regime, g_state, p50, p90, p99, min, max, s->n, extra ? "," : "",
-                extra ? extra : "");
+                "\"n\":%zu,\"cpu\":%d%s%s}\n",
+                bench, regime, g_state, p50, p90, p99, min, max, s->n, sched_getcpu(),
+                extra ? "," : "", extra ? extra : "");
         fflush(g_json);
     }
 }
@@ -177,5 +178,19 @@ void report_close(void) {
     if (g_json != NULL) {
         fclose(g_json);
         g_json = NULL;
+    }
+}
+
+void pin_main_thread(void) {
+    const char *v = getenv("BENCH_PIN_MAIN_CPU");
+    if (v == NULL) {
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(atoi(v), &set);
+    /* pid 0: the calling thread alone. */
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        die("BENCH_PIN_MAIN_CPU=%s: sched_setaffinity failed", v);
     }
 }

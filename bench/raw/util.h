@@ -55,6 +55,9 @@ void report(const char *bench, const char *regime, samples_t *s, const char *ext
 
 /* Opens the JSON-lines file (append) and writes the header line (GPU, driver, commit). */
 void report_open(const char *path, const char *gpu, int driver_version, const char *commit);
+/* BENCH_PIN_MAIN_CPU=N: pins the calling thread (only it: the driver's threads keep their CPUs)
+ * to CPU N, to measure how the CPU of the thread that launches and spins changes the rows. */
+void pin_main_thread(void);
 void report_close(void);
 
 /* Sample counts, from the command line. */

@@ -251,10 +251,11 @@ impl Report {
             format!("{p99:.3}"),
         ]);
         let mut l = format!(
-            "{{\"impl\":\"{}\",\"bench\":\"{bench}\",\"regime\":\"{regime}\",\"state\":\"{}\",\"p50_us\":{p50:.4},\"p90_us\":{p90:.4},\"p99_us\":{p99:.4},\"min_us\":{min:.4},\"max_us\":{max:.4},\"n\":{}",
+            "{{\"impl\":\"{}\",\"bench\":\"{bench}\",\"regime\":\"{regime}\",\"state\":\"{}\",\"p50_us\":{p50:.4},\"p90_us\":{p90:.4},\"p99_us\":{p99:.4},\"min_us\":{min:.4},\"max_us\":{max:.4},\"n\":{},\"cpu\":{}",
             self.imp,
             self.state,
-            samples_ns.len()
+            samples_ns.len(),
+            threads::current_cpu()
         );
         if !extra.is_empty() {
             let _ = write!(l, ",{extra}");

@@ -119,6 +119,41 @@ impl Threads {
     }
 }
 
+/// The CPU the calling thread runs on now (`sched_getcpu`), -1 where it cannot be told.
+pub fn current_cpu() -> i32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
+    unsafe { libc::sched_getcpu() }
+}
+
+/// `BENCH_PIN_MAIN_CPU=N`: pins the calling thread, and only it (threads started before keep
+/// their CPUs, as the driver's own do), to CPU N ([`pin_to`]), to measure how the CPU of the
+/// thread that launches and spins changes the rows. Exits with a message on a bad value.
+pub fn pin_from_env() {
+    let Ok(v) = std::env::var("BENCH_PIN_MAIN_CPU") else {
+        return;
+    };
+    let pinned = v.parse().ok().filter(|&cpu| pin_to(cpu));
+    if pinned.is_none() {
+        crate::die(&format!(
+            "BENCH_PIN_MAIN_CPU={v}: not a CPU this process may run on"
+        ));
+    }
+}
+
+/// Pins the calling thread to CPU `cpu`; false if the CPU is out of range or not allowed.
+pub fn pin_to(cpu: usize) -> bool {
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return false;
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (cpu is in range,
+    // checked above); sched_setaffinity(0, ..) reads the set for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// The clock tick rate of `/proc` times: USER_HZ, which Linux fixes at 100 on x86_64.
 fn clock_ticks_per_second() -> f64 {
     100.0
@@ -164,6 +199,31 @@ mod tests {
         let mine = after.0.get(&me).expect("this thread is listed");
         assert!(mine.voluntary > before.0[&me].voluntary, "{json}");
         assert!(json.contains(&format!("\"tid\":{me},")), "{json}");
+    }
+
+    #[test]
+    fn a_pinned_thread_runs_on_its_cpu_and_a_bad_cpu_is_refused() {
+        std::thread::spawn(|| {
+            // The highest CPU this process may use (the affinity mask may have holes).
+            // SAFETY: sched_getaffinity(0, ..) fills the zeroed set for the calling thread.
+            let allowed = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                assert_eq!(
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                    0
+                );
+                (0..libc::CPU_SETSIZE as usize)
+                    .rev()
+                    .find(|&c| libc::CPU_ISSET(c, &set))
+                    .expect("some CPU is allowed")
+            };
+            assert!(pin_to(allowed));
+            std::thread::yield_now();
+            assert_eq!(current_cpu(), allowed as i32);
+            assert!(!pin_to(1 << 20));
+        })
+        .join()
+        .unwrap();
     }
 
     /// This thread's id, from `/proc/thread-self`.

@@ -378,6 +378,7 @@ fn main() {
         return;
     };
     let e = ok(Env::new(&args.cubin));
+    ferrocuda_bench::threads::pin_from_env();
     let mut r = Report::open(
         "ferrocuda",
         &args,
