@@ -75,6 +75,33 @@ pub fn stream_destroyed(stream: sys::CUstream) -> bool {
     unsafe { destroyed(stream) != 0 }
 }
 
+/// How many user-object references graph `g` holds now (the fake counts them; CUDA has no query).
+///
+/// # Panics
+///
+/// As [`device`], or when the driver lacks `fake_cuda_graph_user_objects`.
+pub fn graph_user_objects(g: sys::CUgraph) -> usize {
+    static COUNT: OnceLock<unsafe extern "C" fn(sys::CUgraph) -> usize> = OnceLock::new();
+    // SAFETY: the fake defines `size_t fake_cuda_graph_user_objects(CUgraph)`.
+    let count = COUNT.get_or_init(|| unsafe { fake_fn(b"fake_cuda_graph_user_objects\0") });
+    // SAFETY: the caller passes a live graph; the fake reads its references under its lock.
+    unsafe { count(g) }
+}
+
+/// How many user-object references executable `e` holds now: each one makes the real driver
+/// track every launch's completion on its event thread.
+///
+/// # Panics
+///
+/// As [`device`], or when the driver lacks `fake_cuda_exec_user_objects`.
+pub fn exec_user_objects(e: sys::CUgraphExec) -> usize {
+    static COUNT: OnceLock<unsafe extern "C" fn(sys::CUgraphExec) -> usize> = OnceLock::new();
+    // SAFETY: the fake defines `size_t fake_cuda_exec_user_objects(CUgraphExec)`.
+    let count = COUNT.get_or_init(|| unsafe { fake_fn(b"fake_cuda_exec_user_objects\0") });
+    // SAFETY: the caller passes a live executable; the fake reads its references under its lock.
+    unsafe { count(e) }
+}
+
 /// The fake driver's function `name` (NUL-terminated), of type `F`.
 ///
 /// # Safety

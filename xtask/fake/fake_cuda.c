@@ -1824,6 +1824,22 @@ CUresult cuGraphReleaseUserObject(CUgraph g, CUuserObject o, unsigned count) {
     return r;
 }
 
+/* For tests: how many user-object references a graph or an executable holds now. */
+size_t fake_cuda_graph_user_objects(CUgraph g) {
+    pthread_mutex_lock(&g_mu);
+    size_t n = 0;
+    for (size_t i = 0; i < g->nrefs; i++) n += g->refs[i].count;
+    pthread_mutex_unlock(&g_mu);
+    return n;
+}
+size_t fake_cuda_exec_user_objects(CUgraphExec e) {
+    pthread_mutex_lock(&g_mu);
+    size_t n = 0;
+    for (size_t i = 0; i < e->nrefs; i++) n += e->refs[i].count;
+    pthread_mutex_unlock(&g_mu);
+    return n;
+}
+
 /* ---- cuGetProcAddress: base name -> the versioned entry point the header maps it to (the one
  * cudaVersion 13000 gets). cuCtxSynchronize is left out: at 13000 it is cuCtxSynchronize_v2,
  * which takes a context. ---- */

@@ -186,7 +186,7 @@ pub use module::{
     Module, ResourceParam,
 };
 #[doc(hidden)]
-pub use resource::{NodeUses, hand_to_graph};
+pub use resource::{CaptureKeeps, NodeUses, hand_to_graph};
 pub use runtime::context::forget_current_context;
 pub use runtime::gates::WaitCondition;
 pub use runtime::guard::{driver_held, in_host_function};

@@ -312,9 +312,89 @@ impl Drop for StreamOp<'_, '_> {
     }
 }
 
-/// Moves `keep` into graph `g` as one user object, released through the reclaimer once the graph
-/// and its executables are gone and their launches have finished. Also how ferrocuda-graph makes
-/// a graph own what its nodes use (not part of the supported API).
+/// The graphs being captured whose owner keeps what the capture's operations use
+/// ([`CaptureKeeps`]), by graph handle, with what was collected so far. One lock covers both the
+/// lookup and the push, so an operation's keeps land either in the list its owner takes or, once
+/// taken, in a user object of the graph: never in between.
+type Sinks = std::collections::HashMap<usize, Vec<Keep>>;
+
+fn lock_sinks() -> Ranked<std::sync::MutexGuard<'static, Sinks>> {
+    static SINKS: std::sync::OnceLock<std::sync::Mutex<Sinks>> = std::sync::OnceLock::new();
+    Ranked::lock(crate::runtime::park::Rank::Leaf, || {
+        SINKS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    })
+}
+
+/// Collects what the operations recorded into one capture keep alive, for an owner that keeps it
+/// itself (ferrocuda-graph's `Graph::capture`; not part of the supported API): while it lives,
+/// [`hand_to_graph`] gives that capture's keeps to it instead of making CUDA user objects. A
+/// user object in a graph makes the driver track the completion of every launch of its
+/// executables on its event thread: time on each launch, and tens of µs where the launching
+/// thread runs on the CPU that takes the GPU's interrupts (docs/benchmarks.md). Whoever takes
+/// the keeps ([`take`](Self::take)) must hold them until every launch of every executable of the
+/// graph has finished.
+#[doc(hidden)]
+pub struct CaptureKeeps {
+    graph: usize,
+}
+
+impl CaptureKeeps {
+    /// Starts collecting for the capture `stream` is recording (call it right after
+    /// [`DeviceStream::begin_capture`](crate::DeviceStream::begin_capture)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Driver`] (`CUDA_ERROR_ILLEGAL_STATE`) if the stream is not capturing or its graph
+    /// already has a collector, or the driver's error if it cannot say.
+    pub fn collect(stream: &crate::DeviceStream) -> Result<CaptureKeeps> {
+        let Some(g) = stream
+            .inner
+            .capture_graph("CaptureKeeps::collect", UnderCapture::Record)?
+        else {
+            return Err(illegal_state());
+        };
+        let mut sinks = lock_sinks();
+        if sinks.contains_key(&(g as usize)) {
+            return Err(illegal_state());
+        }
+        sinks.insert(g as usize, Vec::new());
+        Ok(CaptureKeeps { graph: g as usize })
+    }
+
+    /// Ends the collection and returns what the capture's operations keep alive. Call it once the
+    /// capture has ended: an operation recorded after it owns its resources by user object.
+    pub fn take(self) -> Vec<Box<dyn Any + Send>> {
+        // The registry's guard is gone before `self` drops (its `Drop` takes the lock again).
+        let taken = lock_sinks().remove(&self.graph);
+        taken.unwrap_or_default()
+    }
+}
+
+fn illegal_state() -> Error {
+    crate::error::DriverError::new(
+        "cuStreamGetCaptureInfo_v3",
+        ferrocuda_sys::CUresult::CUDA_ERROR_ILLEGAL_STATE,
+    )
+    .into()
+}
+
+impl Drop for CaptureKeeps {
+    /// Ends the collection if [`take`](Self::take) did not (a capture given up): what was
+    /// collected is released behind a fence.
+    fn drop(&mut self) {
+        let rest = lock_sinks().remove(&self.graph);
+        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+            crate::runtime::reclaim::defer_drop(rest);
+        }
+    }
+}
+
+/// Moves `keep` into graph `g`: to the graph's collector where its owner keeps what it uses
+/// ([`CaptureKeeps`]), else as one user object, released through the reclaimer once the graph
+/// and its executables are gone and their launches have finished (not part of the supported API).
 ///
 /// # Errors
 ///
@@ -325,6 +405,14 @@ impl Drop for StreamOp<'_, '_> {
 /// `g` is a live graph (being built or captured).
 #[doc(hidden)]
 pub unsafe fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Result<()> {
+    let mut keep = keep;
+    {
+        let mut sinks = lock_sinks();
+        if let Some(sink) = sinks.get_mut(&(g as usize)) {
+            sink.append(&mut keep);
+            return Ok(());
+        }
+    }
     let data = Box::into_raw(Box::new(keep));
     // SAFETY: `release_keep` reclaims `data` exactly once, makes no CUDA call (it hands the values
     // to the reclaimer), and may run on any thread.

@@ -31,8 +31,8 @@ use std::sync::Arc;
 /// shared::<std::sync::Mutex<ferrocuda_graph::GraphExec>>();
 /// ```
 ///
-/// Dropping it never blocks: the driver frees an executable that is still running when its
-/// launches complete, and what the graph owns lives until then.
+/// Dropping it never blocks: the executable and what the graph owns are released on the driver
+/// crate's reclaimer thread once the GPU is past every launch enqueued before the drop.
 pub struct GraphExec {
     raw: CUgraphExec,
     device: Device,
@@ -42,9 +42,9 @@ pub struct GraphExec {
     polls: HashMap<usize, PollNode>,
     kicks: Vec<ferrocuda_driver::GpuKickoff>,
     loops: Vec<ferrocuda_driver::LoopKickoff>,
-    /// Keeps what the graph owns alive at least as long as the executable handle (the user object
-    /// keeps it alive past the last launch).
-    _owned: Arc<Owned>,
+    /// What the graph owns: handed to the reclaimer with the handle when the executable drops,
+    /// and released once the GPU is past every launch enqueued before.
+    owned: Arc<Owned>,
 }
 
 // SAFETY: an executable graph may be used from any thread, one call at a time (CUDA Runtime API,
@@ -67,7 +67,10 @@ impl Drop for RawExec {
 
 impl Drop for GraphExec {
     fn drop(&mut self) {
-        ferrocuda_driver::defer_drop(RawExec(self.raw));
+        // Every launch was enqueued before this drop (`launch` borrows `self`) on a stream of the
+        // crate, so the reclaimer's fence covers them all: the executable is destroyed, then what
+        // the graph owns is let go of (the tuple drops in order), once the GPU is past them.
+        ferrocuda_driver::defer_drop((RawExec(self.raw), self.owned.clone()));
     }
 }
 
@@ -82,7 +85,7 @@ impl GraphExec {
             polls: g.polls.clone(),
             kicks: g.kicks.clone(),
             loops: g.loops.clone(),
-            _owned: g.owned.clone(),
+            owned: g.owned.clone(),
         }
     }
 
@@ -225,7 +228,9 @@ impl GraphExec {
         self.take_panics()
     }
 
-    /// The raw handle (owned by `self`).
+    /// The raw handle (owned by `self`). A launch made through it outside this crate is not
+    /// covered by the release of what the graph owns (the crate docs, "Ownership"): it must have
+    /// finished before `self` drops.
     pub fn as_raw(&self) -> CUgraphExec {
         self.raw
     }

@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Everything a graph owns: kept alive until the last launch of any executable of the graph has
-/// finished (a CUDA user object retained by the graph drops it, through the driver crate's
-/// reclaimer, never on the driver's thread).
+/// finished. The graph and each executable hold it; each hands its hold to the driver crate's
+/// reclaimer when dropped, which lets go of it once the GPU is past every launch enqueued before
+/// (a fence). No CUDA user object carries it: with one, the driver tracks the completion of every
+/// launch on its event thread (docs/benchmarks.md, "The 37-41 µs mode").
 pub(crate) type Owned = Mutex<Vec<Box<dyn Any + Send>>>;
 
 /// A node of a [`Graph`], for dependencies and per-launch updates.
@@ -169,8 +171,10 @@ impl Drop for RawGraph {
 impl Drop for Graph {
     fn drop(&mut self) {
         // Destroying the template is deferred to the driver crate's reclaimer: never a driver call
-        // on a thread that might be inside a host function or about to signal a flag.
-        ferrocuda_driver::defer_drop(RawGraph(self.raw));
+        // on a thread that might be inside a host function or about to signal a flag. What it
+        // owns goes along (a template is never launched; executables hold their own share), so
+        // that no owned value's drop runs here either.
+        ferrocuda_driver::defer_drop((RawGraph(self.raw), self.owned.clone()));
     }
 }
 
@@ -192,20 +196,11 @@ impl Graph {
     }
 
     fn from_raw(device: &Device, g: CUgraph) -> Result<Graph> {
-        let owned: Arc<Owned> = Arc::default();
-        // The graph owns `owned` through a user object: released (after a fence) once the graph
-        // and every executable of it are gone and their launches have finished.
-        // SAFETY: `g` is live (just created or captured).
-        if let Err(e) = unsafe { ferrocuda_driver::hand_to_graph(g, vec![Box::new(owned.clone())]) }
-        {
-            ferrocuda_driver::defer_drop(RawGraph(g));
-            return Err(e.into());
-        }
         Ok(Graph {
             raw: g,
             device: device.clone(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            owned,
+            owned: Arc::default(),
             callbacks: Vec::new(),
             waits: HashMap::new(),
             polls: HashMap::new(),
@@ -261,6 +256,8 @@ impl Graph {
             }
         }
         let mut ending = Ending(Some(stream));
+        // What the captured operations use comes to the graph's owner, not into user objects.
+        let keeps = ferrocuda_driver::CaptureKeeps::collect(stream)?;
         let mut cap = Capture {
             stream,
             owned: Vec::new(),
@@ -279,7 +276,7 @@ impl Graph {
             (Ok(()), Err(e)) => return Err(e.into()),
         };
         let graph = Self::from_raw(stream.device(), g)?;
-        lock(&graph.owned).extend(cap.owned);
+        lock(&graph.owned).extend(cap.owned.into_iter().chain(keeps.take()));
         Ok(graph)
     }
 
@@ -750,7 +747,9 @@ impl Graph {
         Ok(GraphExec::new(e, self))
     }
 
-    /// The raw handle (owned by `self`).
+    /// The raw handle (owned by `self`). It owns nothing the nodes use (the crate docs,
+    /// "Ownership"): an executable instantiated from it outside this crate must be destroyed, and
+    /// its launches finished, before `self` drops.
     pub fn as_raw(&self) -> CUgraph {
         self.raw
     }

@@ -64,9 +64,16 @@
 //! # Ownership
 //!
 //! Every closure, flag and buffer a node uses (and anything given to [`Graph::own`]) is owned by
-//! the graph through a CUDA user object: it is released, by the driver crate's reclaimer, only
-//! after the last launch of any executable of the graph has finished — even if the user dropped
-//! the graph and the executable while replays were still queued.
+//! the graph: it is released, by the driver crate's reclaimer, only after the last launch of any
+//! executable of the graph has finished — even if the user dropped the graph and the executable
+//! while replays were still queued. The graph and each executable hold it, and hand their hold to
+//! the reclaimer when dropped, which lets go of it behind a fence over every stream of the crate.
+//! It is not a CUDA user object: with one, the driver tracks the completion of every launch on
+//! its event thread, which costs each launch time (and tens of µs where the launching thread runs
+//! on the CPU that takes the GPU's interrupts). So the raw handles ([`Graph::as_raw`],
+//! [`GraphExec::as_raw`]) own nothing: an executable instantiated or launched through them
+//! outside this crate must not outlive the [`Graph`] or [`GraphExec`] it came from, nor run after
+//! they are dropped.
 //!
 //! The GPU tests of this crate live in the workspace's `tests/` package (`gpu_graph.rs`).
 #![deny(missing_docs)]
