@@ -594,8 +594,8 @@ PY
 
 /// The bundle's `kernel_place`: the kernels program's `kernel_place` twice, a summary that sets
 /// each placement-only row beside its real transpose, then ncu on three such pairs (the rows
-/// `NCU_ROWS` of bench/rust/src/bin/kernels_bench.rs names). Every step has a time limit; in all
-/// at most 8 min 30 s.
+/// `NCU_ROWS` of bench/rust/src/bin/kernels_bench.rs names). Every step has a time limit, 500 s
+/// in all.
 const KERNEL_PLACE: &str = r##"#!/usr/bin/env bash
 # ferrocuda benchmark bundle, written by `cargo xtask bench`: the placement-only experiment in one
 # device call (docs/kernels.md, "Placement-only transposes (the experiment)"). Every row of
@@ -603,7 +603,7 @@ const KERNEL_PLACE: &str = r##"#!/usr/bin/env bash
 # row beside the real transpose of the same tile, transfer, depth and grid); then ncu on three
 # such pairs. Writes env.txt, k.jsonl, place.log, summary.txt, ncu.csv, ncu.err and ncu.txt under
 # $OUT (or /tmp/kernel_place). Needs ncu at /usr/local/cuda/bin. FERROCUDA_KBENCH_FILTER, if set,
-# narrows the timed rows. Every step has a time limit: at most 510 s in all.
+# narrows the timed rows. Every step has a time limit, 500 s in all.
 #
 #   OUT=DIR kernel_place
 set -u
