@@ -8,7 +8,8 @@
 // with, after the shape, h<load><store> for L2 eviction hints on the loads and stores (n none,
 // f evict_first, l evict_last; ferrocuda/cache_hint.cuh) and c for a contiguous span of work items
 // per block (ferrocuda::ContiguousItems); depths up to 8 stages and 32 KiB transpose stages; and
-// kbv_plain_copy, a grid-stride copy without shared memory (what an SM copy kernel reaches).
+// kbv_plain_copy, a grid-stride copy without shared memory (what an SM copy kernel reaches); and
+// placement-only transposes (`place` after the shape: kbv::TileSwap).
 #pragma once
 
 #include <ferrocuda/copy2d.cuh>
@@ -132,6 +133,74 @@ KBV_PAIR(transpose_r128x256g4096, KbvTr32_bf16, bf16, 2)
 KBV_PAIR(transpose_r128x256g4096, KbvTr32_bf16, bf16, 3)
 KBV_PAIR(transpose_r128x256g4096, KbvTr32_bf16, bf16, 4)
 KBV_PAIR(transpose_r128x256g4096hff, KbvTr32Hff_bf16, bf16, 3)
+
+// ---- Placement-only transposes (docs/kernels.md, "Placement-only transposes (the experiment)"):
+// the transpose without the transposing, to split what the DRAM address pattern costs from what
+// the in-SM work costs. kbv_transpose_r<rows>x<row bytes>g4096place_{tma,cpasync}_<elem>_s<S>,
+// square tiles only (f32 64 x 256 B = 64 x 64, bf16 128 x 256 B = 128 x 128), thread stores only.
+namespace kbv {
+/// `Transpose`'s loads, item order (`origin`), stage layout and destination tiles, but a block
+/// swap instead of a transpose: source element (row + i, col + k) of the tile at origin (row, col)
+/// goes to destination (col + i, row + k). The lane that loaded chunk q of stage rows
+/// rb .. rb + kR - 1 stores each loaded chunk unchanged: in[i] to destination row col + (source
+/// row offset of stage row rb + i), column row + (source column offset of chunk q). A tile then
+/// writes the same destination 16-byte pieces as the transpose (the square tile covers the same
+/// kRows x kRows block of the destination), with the same kR 16-byte stores per lane and pass;
+/// only the assignment of pieces to lanes differs: one store instruction writes 4 rows x 128
+/// bytes (lanes with the same p share a row) where the transpose writes 8 rows x 64 bytes. No
+/// register shuffles, no bounds checks: the host launches it only on matrices whose rows and
+/// columns are multiples of the tile side (`Kernels::placement_variant`), and never with TMA
+/// stores (kTmaStore is false: a tma_store argument would be ignored).
+template <class E, uint32_t kRows, uint32_t kRowBytes>
+struct TileSwap : ferrocuda::Transpose<E, kRows, kRowBytes> {
+  using Base = ferrocuda::Transpose<E, kRows, kRowBytes>;
+  using typename Base::Acc;
+  using typename Base::Chunk;
+  using T = typename Base::T;
+  using Base::Base;
+  static constexpr bool kTmaStore = false;
+  static constexpr uint32_t kR = Base::kR;
+  static_assert(Base::kTileRows == Base::kTileCols, "a block swap needs a square tile");
+  static_assert(Base::kTileRows % kR == 0, "a lane's kR stage rows lie in one load box");
+
+  __device__ void consume(const uint8_t* tile, uint32_t row, uint32_t col, uint32_t warp,
+                          uint32_t lane, Acc&) const {
+    T* dst = static_cast<T*>(this->a.dst);
+    const uint32_t pitch = this->a.dst_pitch;
+    const uint32_t p = lane / 8;
+    const uint32_t q = lane % 8;
+#pragma unroll
+    for (uint32_t h = 0; h < Base::kPasses; ++h) {
+      // The transpose's loads: the same stage rows and chunk.
+      const uint32_t rb = warp * Base::kRowsPerWarp + h * 4 * kR + p * kR;
+      Chunk in[kR];
+#pragma unroll
+      for (uint32_t i = 0; i < kR; ++i) {
+        in[i].v = *reinterpret_cast<const uint4*>(tile + (rb + i) * Base::kBoxRowBytes + q * 16);
+      }
+      // Stage row v is row v % kRows of box v / kRows, and box b holds source columns
+      // col + b * kSubCols ..: stage row rb + i is source row row + i0 + i, and chunk q of it
+      // source columns col + k0 .. col + k0 + kR - 1.
+      constexpr bool kOneBox = Base::kStageRows == Base::kTileRows;
+      const uint32_t i0 = kOneBox ? rb : rb % Base::kTileRows;
+      const uint32_t k0 = (kOneBox ? 0 : (rb / Base::kTileRows) * Base::kSubCols) + q * kR;
+      T* const d = dst + uint64_t(col + i0) * pitch + row + k0;
+#pragma unroll
+      for (uint32_t i = 0; i < kR; ++i) {
+        ferrocuda::store16<ferrocuda::L2Hint::kNone>(d + uint64_t(i) * pitch, in[i].v);
+      }
+    }
+  }
+};
+}  // namespace kbv
+
+using KbvPlace_f32 = kbv::TileSwap<kbv::F32, 64, 256>;
+using KbvPlace_bf16 = kbv::TileSwap<kbv::BF16, 128, 256>;
+KBV_PAIR(transpose_r64x256g4096place, KbvPlace_f32, f32, 2)
+KBV_PAIR(transpose_r64x256g4096place, KbvPlace_f32, f32, 3)
+KBV_PAIR(transpose_r64x256g4096place, KbvPlace_f32, f32, 4)
+KBV_PAIR(transpose_r128x256g4096place, KbvPlace_bf16, bf16, 2)
+KBV_PAIR(transpose_r128x256g4096place, KbvPlace_bf16, bf16, 3)
 
 // A grid-stride copy of n16 16-byte vectors, 4 loads in flight per thread before its stores.
 extern "C" __global__ void __launch_bounds__(256) kbv_plain_copy(const uint4 *src, uint4 *dst,

@@ -8,6 +8,8 @@
 //! DIR/run                        runs every program of DIR/programs, then prints the comparison
 //! DIR/kernel_sweep               the kernels program's sweep in one device call: both of its
 //!                                benchmarks twice, then ncu on the best rows (needs ncu)
+//! DIR/kernel_place               the placement-only experiment in one device call: its
+//!                                benchmark twice, then ncu on three pairs of rows (needs ncu)
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
 //! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
@@ -504,11 +506,13 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     std::fs::copy(&report_py, dir.join("report.py")).map_err(util::io(&report_py))?;
     write("run", &RUN.replace("__DEADLINE__", &DEADLINE_S.to_string()))?;
     write("kernel_sweep", KERNEL_SWEEP)?;
+    write("kernel_place", KERNEL_PLACE)?;
     util::run(
         Command::new("chmod")
             .arg("+x")
             .arg(dir.join("run"))
-            .arg(dir.join("kernel_sweep")),
+            .arg(dir.join("kernel_sweep"))
+            .arg(dir.join("kernel_place")),
     )
 }
 
@@ -586,6 +590,87 @@ for (i, k, g), d in m.items():
           f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
           d['lts__t_sector_hit_rate.pct'])
 PY
+"##;
+
+/// The bundle's `kernel_place`: the kernels program's `kernel_place` twice, a summary that sets
+/// each placement-only row beside its real transpose, then ncu on three such pairs (the rows
+/// `NCU_ROWS` of bench/rust/src/bin/kernels_bench.rs names). Every step has a time limit, 500 s
+/// in all.
+const KERNEL_PLACE: &str = r##"#!/usr/bin/env bash
+# ferrocuda benchmark bundle, written by `cargo xtask bench`: the placement-only experiment in one
+# device call (docs/kernels.md, "Placement-only transposes (the experiment)"). Every row of
+# `kernel_place`, two rounds; a summary (each row's range over the rounds, and each placement-only
+# row beside the real transpose of the same tile, transfer, depth and grid); then ncu on three
+# such pairs. Writes env.txt, k.jsonl, place.log, summary.txt, ncu.csv, ncu.err and ncu.txt under
+# $OUT (or /tmp/kernel_place). Needs ncu at /usr/local/cuda/bin. FERROCUDA_KBENCH_FILTER, if set,
+# narrows the timed rows. Every step has a time limit, 500 s in all.
+#
+#   OUT=DIR kernel_place
+set -u
+B=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/kernel_place}
+mkdir -p "$OUT"
+{ date -u; timeout 20 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+  cat "$B/COMMIT"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-120}
+t0=$(date +%s)
+timeout 260 "$B/run" --only kernels --rounds 2 --json "$OUT/k.jsonl" kernel_place \
+  > "$OUT/place.log" 2>&1
+echo "place rc=$? in $(( $(date +%s) - t0 )) s; WRONG rows: $(grep -c WRONG "$OUT/place.log")"
+grep -E "failed|error|refused" "$OUT/place.log" | head -5
+# Every row as "name min-max" over the rounds, then PAIR lines: placement-only, real, difference.
+timeout 20 python3 - "$OUT/k.jsonl" > "$OUT/summary.txt" <<'PY'
+import collections, json, sys
+v = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if d.get('bench') in ('kernel_place', 'kernel_bandwidth') and 'vs_memcpy' in d:
+        v[d['regime']].append(d['vs_memcpy'])
+for k, x in v.items():
+    print(f"{k} {min(x):.3f}-{max(x):.3f}")
+for k, x in v.items():
+    if 'place_' not in k:
+        continue
+    real = k.replace('v_transpose_r64x256g4096place_', 'b_transpose_').replace('place_', '_')
+    if real in v:
+        y = v[real]
+        print('PAIR', k, f"{min(x):.3f}-{max(x):.3f}", real, f"{min(y):.3f}-{max(y):.3f}",
+              f"diff {min(x) - max(y):+.3f}..{max(x) - min(y):+.3f}")
+PY
+cat "$OUT/summary.txt"
+# Three pairs, one launch each: f32 cp.async 4 stages default grid, f32 cp.async 2 stages one
+# block per SM, bf16 128 x 256 B cp.async 3 stages one block per SM (placement-only, real).
+pick='v_transpose_r64x256g4096place_ststore_cpasync_f32_s4$,b_transpose_ststore_cpasync_f32_s4$'
+pick="$pick"',v_transpose_r64x256g4096place_ststore_cpasync_f32_s2_cap132$,b_transpose_ststore_cpasync_f32_s2_cap132$'
+pick="$pick"',v_transpose_r128x256g4096place_ststore_cpasync_bf16_s3_cap132$,v_transpose_r128x256g4096_ststore_cpasync_bf16_s3_cap132$'
+echo "ncu on: $pick"
+FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
+  timeout 180 /usr/local/cuda/bin/ncu --clock-control none -k regex:'kbv_|ferrocuda_' -c 6 --csv \
+  --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__cycles_active_read.sum,dram__cycles_active_write.sum,dram__cycles_elapsed.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \
+  "$B/bin/kernels" --cubin "$B/cubin/bench_kernels.cubin" --json /tmp/ncu.jsonl --commit ncu kernel_place \
+  > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+echo "ncu rc=$?"
+# One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
+timeout 20 python3 - "$OUT/ncu.csv" > "$OUT/ncu.txt" <<'PY'
+import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit()
+h = rows[0]
+m = collections.OrderedDict()
+for r in rows[1:]:
+    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
+        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
+for (i, k, g), d in m.items():
+    el = float(d['dram__cycles_elapsed.sum'])
+    rd = float(d['dram__cycles_active_read.sum']) / el * 100
+    wr = float(d['dram__cycles_active_write.sum']) / el * 100
+    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
+          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
+          d['lts__t_sector_hit_rate.pct'])
+PY
+cat "$OUT/ncu.txt"
 "##;
 
 /// The C baseline: host `cc`, C11, warnings are errors, nothing CUDA linked (libcuda is dlopened).
@@ -740,7 +825,43 @@ echo "results: $json"
 
 #[cfg(test)]
 mod tests {
-    use super::odd_descriptor_functions;
+    use super::{KERNEL_PLACE, KERNEL_SWEEP, RUN, odd_descriptor_functions};
+
+    #[test]
+    fn bundle_scripts_parse_and_kernel_place_profiles_the_programs_pairs() {
+        for (name, text) in [
+            ("run", RUN),
+            ("kernel_sweep", KERNEL_SWEEP),
+            ("kernel_place", KERNEL_PLACE),
+        ] {
+            let out = std::process::Command::new("bash")
+                .args(["-n", "-c", text])
+                .output()
+                .expect("bash runs");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The rows kernels_bench says the script profiles, each anchored at its end so that its
+        // `_cap132` sibling is not profiled too.
+        let bench = include_str!("../../bench/rust/src/bin/kernels_bench.rs");
+        let list = bench
+            .split("const NCU_ROWS")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("kernels_bench.rs has NCU_ROWS");
+        let rows: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+        assert_eq!(rows.len(), 6);
+        for row in rows {
+            assert!(
+                KERNEL_PLACE.contains(&format!("{row}$")),
+                "{row} is not profiled"
+            );
+        }
+        assert!(KERNEL_PLACE.contains("-c 6 "));
+    }
 
     #[test]
     fn descriptors_at_odd_uniform_registers_are_found() {

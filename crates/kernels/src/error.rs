@@ -184,6 +184,24 @@ pub enum Error {
         /// Bytes per tile row.
         row_bytes: u32,
     },
+    /// A placement-only transpose variant (the kernels benchmark's experiment) was launched with
+    /// TMA stores or on a matrix that is not whole tiles: its kernel checks no edges and stores
+    /// from threads only. Launch it with [`Store::Threads`](crate::Store::Threads) on a matrix
+    /// whose rows and columns are multiples of the tile side.
+    #[error(
+        "the placement-only transpose of {side} x {side} tiles takes thread stores and rows and \
+         columns that are multiples of {side}, not a {rows} x {cols} matrix with Store::{store:?}"
+    )]
+    WholeTiles {
+        /// The tile's side in elements.
+        side: u32,
+        /// Rows of the source.
+        rows: u32,
+        /// Columns of the source.
+        cols: u32,
+        /// The store asked for.
+        store: crate::Store,
+    },
     /// The crate was built without real cubins (docs.rs), so no kernel can be loaded.
     #[error("this build of ferrocuda-kernels has no cubins (built with DOCS_RS set)")]
     NoCubins,

@@ -439,6 +439,30 @@ impl MatrixLayout {
     }
 }
 
+/// Whether a placement-only transpose variant of `side` x `side`-element tiles may run on a
+/// `rows` x `cols` source with `store`: only with thread stores and whole tiles, because its
+/// kernel checks no edges and has no TMA store (the kernels benchmark's `kbv::TileSwap`).
+///
+/// # Errors
+///
+/// [`Error::WholeTiles`] otherwise.
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn check_whole_tiles(side: u32, rows: u32, cols: u32, store: Store) -> Result<()> {
+    if store != Store::Threads
+        || side == 0
+        || !rows.is_multiple_of(side)
+        || !cols.is_multiple_of(side)
+    {
+        return Err(Error::WholeTiles {
+            side,
+            rows,
+            cols,
+            store,
+        });
+    }
+    Ok(())
+}
+
 /// Blocks to launch: at most `resident` per SM over `sm_count` SMs (the kernels loop over the
 /// rest), at least one, and balanced: the fewest blocks that take the same number of rounds
 /// (`ceil(items / cap)` work items each, at most) as a full grid would.
@@ -631,6 +655,27 @@ mod tests {
                 // The boxes of one tile fill the stage exactly.
                 assert_eq!(op.tile_bytes() % m.box_bytes(), 0);
             }
+        }
+    }
+
+    #[test]
+    fn placement_variants_take_only_whole_tiles_and_thread_stores() {
+        for side in [64, 128] {
+            assert!(check_whole_tiles(side, 2 * side, 3 * side, Store::Threads).is_ok());
+            for (rows, cols) in [(2 * side, 3 * side + 8), (side - 1, side), (side, 1)] {
+                assert!(matches!(
+                    check_whole_tiles(side, rows, cols, Store::Threads),
+                    Err(Error::WholeTiles { side: s, rows: r, cols: c, .. })
+                        if (s, r, c) == (side, rows, cols)
+                ));
+            }
+            assert!(matches!(
+                check_whole_tiles(side, side, side, Store::Tma),
+                Err(Error::WholeTiles {
+                    store: Store::Tma,
+                    ..
+                })
+            ));
         }
     }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gate::FusedGate;
 use crate::kernel::{
     KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store, THREADS_PER_BLOCK,
-    Transfer, grid_size, resident_per_sm, resident_per_sm_of,
+    Transfer, check_whole_tiles, grid_size, resident_per_sm, resident_per_sm_of,
 };
 use crate::tensor_map::{L2Promotion, Swizzle, TensorMap, TensorMapBuilder, shared_memory_bytes};
 use ferrocuda_driver::{
@@ -477,7 +477,10 @@ impl Kernels {
         // (rows x cols of `src` at `src_pitch`; the source map describes the same region) or
         // writes (`dst_layout`; the destination map describes exactly that region and the copy
         // engine clips its boxes to it) lies inside the two buffers, whose rows start 16-byte
-        // aligned; the kernel never touches columns past `cols`. The destination map is read only
+        // aligned; the kernel never touches columns past `cols` (a placement-only variant, which
+        // checks no edges, reaches here only on whole tiles: `launch_variant` checked that, and
+        // the destination's rows and columns are the source's columns and rows, multiples of the
+        // tile side as well). The destination map is read only
         // when `tma_store` is 1, and then it was encoded above. The stream keeps the buffers named
         // in `args` alive until the kernel has run.
         unsafe { stream.launch(function, cfg, &mut args)? };
@@ -517,6 +520,9 @@ pub struct Variant {
     box_rows: u32,
     shared: u32,
     resident: u32,
+    /// A placement-only transpose ([`Kernels::placement_variant`]): launched only with thread
+    /// stores on whole tiles.
+    whole_tiles: bool,
 }
 
 /// The deepest ring a [`Variant`] may have.
@@ -575,6 +581,37 @@ impl Kernels {
             box_rows,
             shared,
             resident,
+            whole_tiles: false,
+        })
+    }
+
+    /// [`variant`](Self::variant) for a placement-only transpose of the kernels benchmark (in the
+    /// repository, `kbv::TileSwap` of `bench/raw/kernel_variants.cuh`): the transpose's loads,
+    /// item order and destination tiles, with each tile's blocks swapped instead of transposed.
+    /// Its tile must be square in elements of `T`. Its kernel checks no edges and has no TMA
+    /// store, so [`launch_variant`](Self::launch_variant) runs it only with
+    /// [`Store::Threads`] on a matrix whose rows and columns are multiples of the tile side.
+    ///
+    /// # Errors
+    ///
+    /// As [`variant`](Self::variant); [`Error::Variant`] for a tile that is not square.
+    #[doc(hidden)]
+    pub fn placement_variant<T: Element>(
+        &self,
+        module: &Module,
+        name: &str,
+        transfer: Transfer,
+        stages: u32,
+        tile: (u32, u32),
+    ) -> Result<Variant> {
+        let (rows, row_bytes) = tile;
+        if u64::from(row_bytes) != u64::from(rows) * T::DTYPE.size() {
+            return Err(Error::Variant { rows, row_bytes });
+        }
+        let v = self.variant::<T>(module, name, Op::Transpose, transfer, stages, tile, rows)?;
+        Ok(Variant {
+            whole_tiles: true,
+            ..v
         })
     }
 
@@ -588,7 +625,9 @@ impl Kernels {
     /// # Errors
     ///
     /// As [`copy_2d`](Self::copy_2d); [`Error::Variant`] if the transfer, `T` or `U` does not
-    /// match the variant.
+    /// match the variant; [`Error::WholeTiles`] for a placement-only variant
+    /// ([`placement_variant`](Self::placement_variant)) with TMA stores or on a matrix that is not
+    /// whole tiles.
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)] // a benchmark hook, the launchers' arguments plus two
     pub fn launch_variant<T: Element, U: Element>(
@@ -613,6 +652,15 @@ impl Kernels {
                 rows: variant.tile.0,
                 row_bytes: variant.tile.1,
             });
+        }
+        if variant.whole_tiles {
+            // The kernel writes whole tiles unchecked: nothing else may reach it.
+            check_whole_tiles(
+                variant.tile.0,
+                src_layout.rows,
+                src_layout.cols,
+                pipeline.store,
+            )?;
         }
         let dst_layout = match op {
             Op::Copy2d => MatrixLayout {

@@ -13,7 +13,19 @@
 //! small odd-shaped matrices against a CPU reference (a mismatch is printed as `WRONG` and the
 //! configuration is not timed), then on the same 1 GiB matrices, and a plain grid-stride copy
 //! without shared memory. `FERROCUDA_KBENCH_FILTER=a,b` runs only the
-//! configurations whose row name contains `a` or `b` (both benchmarks).
+//! configurations whose row name contains `a` or `b`, or ends with `a` when written `a$` (every
+//! benchmark of the program).
+//!
+//! Benchmark `kernel_place` (by name, like `kernel_sweep`) is the placement-only experiment
+//! (docs/kernels.md, "Placement-only transposes (the experiment)"): placement-only transposes
+//! (`kbv::TileSwap`: the transpose's loads, item order and destination tiles, each tile's blocks
+//! swapped instead of transposed; rows `v_transpose_<shape>place_*`) beside the real transposes
+//! of the same tile, transfer, depth, thread stores and grid, and two built-in copies, on square
+//! matrices of 1 GiB whose side is a multiple of the tile's (f32 16384, bf16 23168). Each
+//! placement-only kernel is first checked against a CPU block swap on a 256 x 384 matrix with a
+//! poisoned destination (`WRONG` rows are not timed), the other rows as in the sweep; and the
+//! launcher must refuse a placement-only launch with TMA stores or on a shape that is not whole
+//! tiles, or the program stops.
 
 use ferrocuda_bench::{Args, Report, die, print_table, table};
 use ferrocuda_driver::{
@@ -36,9 +48,19 @@ fn once() -> bool {
 /// substrings; unset or empty: all).
 fn selected(name: &str) -> bool {
     match std::env::var("FERROCUDA_KBENCH_FILTER") {
-        Ok(f) if !f.is_empty() => f.split(',').any(|p| name.contains(p)),
+        Ok(f) if !f.is_empty() => filter_matches(&f, name),
         _ => true,
     }
+}
+
+/// Whether `name` matches one of the comma-separated patterns of `filter`: a pattern matches a
+/// name that contains it, or, written with a trailing `$`, a name that ends with the rest (so
+/// that `.._s4$` picks a row without picking its `.._s4_cap132` sibling).
+fn filter_matches(filter: &str, name: &str) -> bool {
+    filter.split(',').any(|p| match p.strip_suffix('$') {
+        Some(end) => name.ends_with(end),
+        None => name.contains(p),
+    })
 }
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -211,7 +233,8 @@ fn add_row(
 }
 
 fn main() {
-    let Some(args) = Args::parse_lenient(&["kernel_bandwidth", "kernel_sweep"]) else {
+    let Some(args) = Args::parse_lenient(&["kernel_bandwidth", "kernel_sweep", "kernel_place"])
+    else {
         return; // only other programs' benchmarks were asked for
     };
     let dev = ok(Device::new(0));
@@ -247,12 +270,19 @@ fn main() {
         rows::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, "f32", memcpy_gbs);
         rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
     }
-    if args.names.iter().any(|n| n == "kernel_sweep") {
+    let named = |b: &str| args.names.iter().any(|n| n == b);
+    if named("kernel_sweep") || named("kernel_place") {
         let image =
             std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
         let module = ok(Module::from_cubin(&dev, &image));
-        sweep::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
-        sweep::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        if named("kernel_sweep") {
+            sweep::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+            sweep::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        }
+        if named("kernel_place") {
+            place::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+            place::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        }
     }
     ok(s.synchronize());
     print_table(&bandwidth);
@@ -373,6 +403,7 @@ fn push_both_grids(
             variant: Some(v.clone()),
             pipeline: p,
             promotion,
+            placement: false,
         });
     }
 }
@@ -388,6 +419,9 @@ struct Config {
     variant: Option<std::rc::Rc<Variant>>,
     pipeline: Pipeline,
     promotion: Option<L2Promotion>,
+    /// A placement-only transpose (`kernel_place`): checked against the block swap
+    /// ([`swap_source`]), launched on whole tiles only.
+    placement: bool,
 }
 
 fn elem_name<T: Element>() -> &'static str {
@@ -438,6 +472,7 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                                 .with_store(store)
                                 .with_max_blocks(cap(c)),
                             promotion: None,
+                            placement: false,
                         });
                     }
                 }
@@ -660,4 +695,365 @@ fn sweep<T: Element + FromF32 + PartialEq + Copy>(
         );
     }
     drop((src, dst, sums));
+}
+
+/// The placement-only transposes of `kernel_place` (`kbv::TileSwap` in
+/// `bench/raw/kernel_variants.cuh`): (element type, shape name of the placement-only kernel,
+/// its square tile (rows, bytes per row), shape name of the real transpose at that tile (`""`:
+/// the built-in kernel), depths).
+#[allow(clippy::type_complexity)]
+const PLACE: &[(&str, &str, (u32, u32), &str, &[u32])] = &[
+    ("f32", "r64x256g4096place", (64, 256), "", &[2, 3, 4]),
+    (
+        "bf16",
+        "r128x256g4096place",
+        (128, 256),
+        "r128x256g4096",
+        &[2, 3],
+    ),
+];
+
+/// One row of `kernel_place` before its kernel is resolved.
+#[derive(Debug, Clone, PartialEq)]
+struct PlaceRow {
+    name: String,
+    op: Op,
+    /// The bench cubin's kernel (`None`: the built-in one).
+    kernel: Option<String>,
+    placement: bool,
+    /// (rows, bytes per row) of the variant's tile.
+    tile: (u32, u32),
+    transfer: Transfer,
+    stages: Stages,
+    /// `Some(132)`: one block per SM of the H200 (`_cap132`).
+    max_blocks: Option<u32>,
+}
+
+/// The side of `e`'s placement-only tile in elements.
+fn place_side(e: &str, elem_bytes: u32) -> u32 {
+    PLACE
+        .iter()
+        .find(|p| p.0 == e)
+        .map_or(1, |p| p.2.1 / elem_bytes)
+}
+
+/// Every row of `kernel_place` for element type `e` (`"f32"`, `"bf16"`), in running order: the
+/// built-in copies (cp.async, 4 stages, one block per SM; TMA, 3 stages, default grid), then for
+/// each transfer, depth and grid the placement-only transpose and, next to it, the real one.
+/// Every row stores from threads.
+fn place_rows(e: &str) -> Vec<PlaceRow> {
+    let Some(&(_, shape, tile, real, depths)) = PLACE.iter().find(|p| p.0 == e) else {
+        return Vec::new();
+    };
+    let stages_of = |n: u32| Stages::new(n).unwrap_or(Stages::FOUR); // PLACE lists 2..=4 only
+    let st = Store::Threads.name();
+    let mut out = Vec::new();
+    for (transfer, stages, max_blocks) in [
+        (Transfer::CpAsync, Stages::FOUR, Some(132)),
+        (Transfer::Tma, Stages::THREE, None),
+    ] {
+        let cap = max_blocks.map_or(String::new(), |c| format!("_cap{c}"));
+        out.push(PlaceRow {
+            name: format!(
+                "b_copy2d_{st}_{}_{e}_s{}{cap}",
+                transfer.name(),
+                stages.get()
+            ),
+            op: Op::Copy2d,
+            kernel: None,
+            placement: false,
+            tile: (8, 2048),
+            transfer,
+            stages,
+            max_blocks,
+        });
+    }
+    for transfer in Transfer::ALL {
+        let t = transfer.name();
+        for &n in depths {
+            for max_blocks in [None, Some(132)] {
+                let cap = max_blocks.map_or(String::new(), |c| format!("_cap{c}"));
+                let row = |name: String, kernel: Option<String>, placement: bool| PlaceRow {
+                    name,
+                    op: Op::Transpose,
+                    kernel,
+                    placement,
+                    tile,
+                    transfer,
+                    stages: stages_of(n),
+                    max_blocks,
+                };
+                out.push(row(
+                    format!("v_transpose_{shape}_{st}_{t}_{e}_s{n}{cap}"),
+                    Some(format!("kbv_transpose_{shape}_{t}_{e}_s{n}")),
+                    true,
+                ));
+                out.push(if real.is_empty() {
+                    row(format!("b_transpose_{st}_{t}_{e}_s{n}{cap}"), None, false)
+                } else {
+                    row(
+                        format!("v_transpose_{real}_{st}_{t}_{e}_s{n}{cap}"),
+                        Some(format!("kbv_transpose_{real}_{t}_{e}_s{n}")),
+                        false,
+                    )
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The selected rows of `kernel_place` for `T`, their kernels resolved in `module` (one
+/// [`Variant`] per kernel, shared by its two grids).
+fn place_configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
+    let mut variants: std::collections::HashMap<String, std::rc::Rc<Variant>> =
+        std::collections::HashMap::new();
+    place_rows(elem_name::<T>())
+        .into_iter()
+        .filter(|row| selected(&row.name))
+        .map(|row| {
+            let variant = row.kernel.as_ref().map(|name| {
+                variants
+                    .entry(name.clone())
+                    .or_insert_with(|| {
+                        let (t, n) = (row.transfer, row.stages.get());
+                        std::rc::Rc::new(ok(if row.placement {
+                            k.placement_variant::<T>(module, name, t, n, row.tile)
+                        } else {
+                            k.variant::<T>(module, name, row.op, t, n, row.tile, row.tile.0)
+                        }))
+                    })
+                    .clone()
+            });
+            let mut pipeline = Pipeline::new(row.transfer, row.stages).with_store(Store::Threads);
+            if let Some(c) = row.max_blocks.and_then(NonZeroU32::new) {
+                pipeline = pipeline.with_max_blocks(c);
+            }
+            Config {
+                name: row.name,
+                op: row.op,
+                variant,
+                pipeline,
+                promotion: None,
+                placement: row.placement,
+            }
+        })
+        .collect()
+}
+
+/// The source element (row, column) that a block swap of `side` x `side` tiles puts at
+/// destination (`r`, `c`): source (row + i, col + k) of the tile at origin (row, col) goes to
+/// destination (col + i, row + k). Its own inverse, as the transpose is.
+fn swap_source(side: u32, r: u32, c: u32) -> (u32, u32) {
+    (c / side * side + r % side, r / side * side + c % side)
+}
+
+/// Runs placement-only configuration `c` on a 256 x 384 matrix (whole tiles of side 64 or 128)
+/// with a poisoned destination, against the CPU block swap. True when every element is right.
+fn check_place<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    s: &DeviceStream,
+    c: &Config,
+    side: u32,
+) -> bool {
+    let (rows, cols) = (256u32, 384u32);
+    let layout = MatrixLayout::aligned::<T>(rows, cols);
+    let host = matrix::<T>(layout.span() as usize, 0x5eed);
+    let src = ok(s.clone_htod(&host));
+    let out_layout = MatrixLayout::aligned::<T>(cols, rows);
+    let poison = <T as FromF32>::from_f32(-7777.0);
+    let n = out_layout.span() as usize;
+    let mut out = ok(s.clone_htod(&vec![poison; n]));
+    let mut sums = ok(s.clone_htod(&[0f32; 4]));
+    c.launch(k, s, &src, layout, &mut out, out_layout.pitch, &mut sums);
+    let mut got = vec![poison; n];
+    ok(s.copy_dtoh(&out, &mut got));
+    (0..out_layout.rows).all(|r| {
+        (0..out_layout.cols).all(|cc| {
+            let (sr, sc) = swap_source(side, r, cc);
+            got[(r * out_layout.pitch + cc) as usize] == host[(sr * layout.pitch + sc) as usize]
+        })
+    })
+}
+
+/// Stops the program unless the launcher refuses placement-only configuration `c` on a shape
+/// that is not whole tiles and with TMA stores, launching nothing (the destination stays
+/// poisoned): its kernel checks no edges.
+fn check_place_refused<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    s: &DeviceStream,
+    c: &Config,
+    side: u32,
+) {
+    let Some(v) = &c.variant else {
+        return;
+    };
+    let poison = <T as FromF32>::from_f32(-7777.0);
+    for (rows, cols, store) in [
+        (2 * side, 3 * side + 8, Store::Threads),
+        (2 * side + 1, 3 * side, Store::Threads),
+        (2 * side, 3 * side, Store::Tma),
+    ] {
+        let layout = MatrixLayout::aligned::<T>(rows, cols);
+        let src = ok(s.clone_htod(&matrix::<T>(layout.span() as usize, 7)));
+        let out_layout = MatrixLayout::aligned::<T>(cols, rows);
+        let n = out_layout.span() as usize;
+        let mut out = ok(s.clone_htod(&vec![poison; n]));
+        let p = c.pipeline.with_store(store);
+        let r = k.launch_variant(s, v, p, None, &src, layout, &mut out, out_layout.pitch);
+        let mut got = vec![poison; n];
+        ok(s.copy_dtoh(&out, &mut got));
+        if !matches!(r, Err(ferrocuda_kernels::Error::WholeTiles { .. }))
+            || got.iter().any(|g| *g != poison)
+        {
+            die(&format!(
+                "{}: a {rows} x {cols} launch with {store:?} stores was not refused ({:?})",
+                c.name,
+                r.err()
+            ));
+        }
+    }
+}
+
+/// The placement-only experiment for element type `T` (benchmark `kernel_place`).
+#[allow(clippy::too_many_arguments)]
+fn place<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    dev: &Device,
+    s: &DeviceStream,
+    r: &mut Report,
+    bandwidth: &mut comfy_table::Table,
+    module: &Module,
+    memcpy_gbs: f64,
+) {
+    let configs = place_configs::<T>(k, module);
+    if configs.is_empty() {
+        return;
+    }
+    let side = place_side(elem_name::<T>(), size_of::<T>() as u32);
+    if !once()
+        && let Some(c) = configs.iter().find(|c| c.placement)
+    {
+        check_place_refused::<T>(k, s, c, side);
+    }
+    // 1 GiB square, the side rounded down to whole tiles (f32 16384, bf16 23168).
+    let n = ((1u64 << 30) / size_of::<T>() as u64).isqrt() as u32 / side * side;
+    let layout = MatrixLayout::aligned::<T>(n, n);
+    let bytes = f64::from(n) * f64::from(n) * size_of::<T>() as f64;
+    let host = matrix::<T>(layout.span() as usize, 0x9e37_79b9);
+    let src = ok(s.clone_htod(&host));
+    drop(host);
+    let mut dst: DeviceBuffer<T> = ok(s.alloc(layout.span() as usize));
+    let mut sums: DeviceBuffer<f32> = ok(s.alloc(4));
+    for c in configs {
+        if !once() {
+            let right = if c.placement {
+                check_place::<T>(k, s, &c, side)
+            } else {
+                check::<T>(k, s, &c)
+            };
+            if !right {
+                bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
+                eprintln!("{}: WRONG result on the small matrices", c.name);
+                continue;
+            }
+        }
+        let ms = time_ms(s, dev, || {
+            c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
+        });
+        add_row(
+            r,
+            bandwidth,
+            "kernel_place",
+            &c.name,
+            2.0 * bytes,
+            ms,
+            memcpy_gbs,
+        );
+    }
+    drop((src, dst, sums));
+}
+
+/// The rows the bundle's `kernel_place` script profiles with ncu (xtask/src/bench.rs; a test
+/// there checks that it names these): pairs of a placement-only kernel and its real transpose.
+#[cfg(test)]
+const NCU_ROWS: [&str; 6] = [
+    "v_transpose_r64x256g4096place_ststore_cpasync_f32_s4",
+    "b_transpose_ststore_cpasync_f32_s4",
+    "v_transpose_r64x256g4096place_ststore_cpasync_f32_s2_cap132",
+    "b_transpose_ststore_cpasync_f32_s2_cap132",
+    "v_transpose_r128x256g4096place_ststore_cpasync_bf16_s3_cap132",
+    "v_transpose_r128x256g4096_ststore_cpasync_bf16_s3_cap132",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_swap_is_a_permutation_and_its_own_inverse() {
+        for side in [1, 4, 64] {
+            let (rows, cols) = (2 * side, 3 * side);
+            // Destination is cols x rows; every source element lands exactly once.
+            let mut seen = vec![false; (rows * cols) as usize];
+            for r in 0..cols {
+                for c in 0..rows {
+                    let (sr, sc) = swap_source(side, r, c);
+                    assert!(sr < rows && sc < cols, "({r}, {c}) from ({sr}, {sc})");
+                    assert!(!std::mem::replace(
+                        &mut seen[(sr * cols + sc) as usize],
+                        true
+                    ));
+                    assert_eq!(swap_source(side, sr, sc), (r, c));
+                }
+            }
+            // Within a tile, the swap keeps the element's place (unlike the transpose).
+            assert_eq!(swap_source(side, 0, side - 1), (0, side - 1));
+        }
+        // Side 1 tiles: the swap is the transpose.
+        assert_eq!(swap_source(1, 5, 9), (9, 5));
+    }
+
+    #[test]
+    fn place_rows_pair_each_placement_kernel_with_its_real_transpose() {
+        for (e, bytes, sides) in [("f32", 4, 3), ("bf16", 2, 2)] {
+            let rows = place_rows(e);
+            // Two copies, then 2 transfers x depths x 2 grids x (placement, real).
+            assert_eq!(rows.len(), 2 + 2 * sides * 2 * 2, "{e}");
+            let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), rows.len(), "{e}: duplicate row names");
+            for pair in rows[2..].chunks(2) {
+                let (p, real) = (&pair[0], &pair[1]);
+                assert!(p.placement && !real.placement);
+                assert_eq!(
+                    (p.transfer, p.stages, p.max_blocks, p.tile),
+                    (real.transfer, real.stages, real.max_blocks, real.tile)
+                );
+                assert_eq!(p.tile.1 / bytes, p.tile.0, "square tile");
+                // The same store, transfer, type, depth and grid in the name.
+                let tail = |n: &str| n.split_once("_ststore_").map(|(_, t)| t.to_owned());
+                assert!(tail(&p.name).is_some());
+                assert_eq!(tail(&p.name), tail(&real.name));
+            }
+            assert_eq!(place_side(e, bytes), 256 / bytes);
+        }
+        let all: Vec<String> = ["f32", "bf16"]
+            .iter()
+            .flat_map(|e| place_rows(e).into_iter().map(|r| r.name))
+            .collect();
+        for n in NCU_ROWS {
+            assert!(all.iter().any(|a| a == n), "{n} is not a kernel_place row");
+        }
+    }
+
+    #[test]
+    fn a_dollar_pattern_matches_only_at_the_end() {
+        let f = "s4$,cap264";
+        assert!(filter_matches(f, "v_x_s4"));
+        assert!(!filter_matches(f, "v_x_s4_cap132"));
+        assert!(filter_matches(f, "b_y_s2_cap264"));
+        assert!(filter_matches("s4", "v_x_s4_cap132"));
+    }
 }
