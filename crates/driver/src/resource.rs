@@ -312,20 +312,11 @@ impl Drop for StreamOp<'_, '_> {
     }
 }
 
-/// The graphs being captured whose owner keeps what the capture's operations use
-/// ([`CaptureKeeps`]), by graph handle, with what was collected so far. One lock covers both the
-/// lookup and the push, so an operation's keeps land either in the list its owner takes or, once
-/// taken, in a user object of the graph: never in between.
-type Sinks = std::collections::HashMap<usize, Vec<Keep>>;
-
-fn lock_sinks() -> Ranked<std::sync::MutexGuard<'static, Sinks>> {
-    static SINKS: std::sync::OnceLock<std::sync::Mutex<Sinks>> = std::sync::OnceLock::new();
-    Ranked::lock(crate::runtime::park::Rank::Leaf, || {
-        SINKS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    })
+/// The open collections of [`CaptureKeeps`] (`runtime/capture_sinks.rs`).
+fn sinks() -> &'static crate::runtime::capture_sinks::Sinks<Keep> {
+    static SINKS: std::sync::OnceLock<crate::runtime::capture_sinks::Sinks<Keep>> =
+        std::sync::OnceLock::new();
+    SINKS.get_or_init(crate::runtime::capture_sinks::Sinks::new)
 }
 
 /// Collects what the operations recorded into one capture keep alive, for an owner that keeps it
@@ -356,20 +347,16 @@ impl CaptureKeeps {
         else {
             return Err(illegal_state());
         };
-        let mut sinks = lock_sinks();
-        if sinks.contains_key(&(g as usize)) {
+        if !sinks().open(g as usize) {
             return Err(illegal_state());
         }
-        sinks.insert(g as usize, Vec::new());
         Ok(CaptureKeeps { graph: g as usize })
     }
 
     /// Ends the collection and returns what the capture's operations keep alive. Call it once the
     /// capture has ended: an operation recorded after it owns its resources by user object.
     pub fn take(self) -> Vec<Box<dyn Any + Send>> {
-        // The registry's guard is gone before `self` drops (its `Drop` takes the lock again).
-        let taken = lock_sinks().remove(&self.graph);
-        taken.unwrap_or_default()
+        sinks().close(self.graph)
     }
 }
 
@@ -385,8 +372,8 @@ impl Drop for CaptureKeeps {
     /// Ends the collection if [`take`](Self::take) did not (a capture given up): what was
     /// collected is released behind a fence.
     fn drop(&mut self) {
-        let rest = lock_sinks().remove(&self.graph);
-        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+        let rest = sinks().close(self.graph);
+        if !rest.is_empty() {
             crate::runtime::reclaim::defer_drop(rest);
         }
     }
@@ -405,14 +392,9 @@ impl Drop for CaptureKeeps {
 /// `g` is a live graph (being built or captured).
 #[doc(hidden)]
 pub unsafe fn hand_to_graph(g: ferrocuda_sys::CUgraph, keep: Vec<Keep>) -> Result<()> {
-    let mut keep = keep;
-    {
-        let mut sinks = lock_sinks();
-        if let Some(sink) = sinks.get_mut(&(g as usize)) {
-            sink.append(&mut keep);
-            return Ok(());
-        }
-    }
+    let Some(keep) = sinks().offer(g as usize, keep) else {
+        return Ok(());
+    };
     let data = Box::into_raw(Box::new(keep));
     // SAFETY: `release_keep` reclaims `data` exactly once, makes no CUDA call (it hands the values
     // to the reclaimer), and may run on any thread.

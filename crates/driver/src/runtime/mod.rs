@@ -22,6 +22,7 @@
 //! | [`trampoline`] | host jobs, the worker pool, the GPU-write kickoff ring and its notifier |
 //! | [`sync`] | `std::sync` or loom's, for the models |
 
+pub(crate) mod capture_sinks;
 pub(crate) mod context;
 pub mod gates;
 pub mod guard;

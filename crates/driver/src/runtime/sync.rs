@@ -4,7 +4,7 @@
 //!
 //! Only the state a model drives goes through here (the waiter's registry and its counters, the
 //! kickoff ring, the trampoline's worker pool and its parking, the reclaimer's handoff, a host
-//! buffer's pending copies); everything else uses std directly.
+//! buffer's pending copies, the capture collections); everything else uses std directly.
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
