@@ -169,6 +169,39 @@ fn canonical_loop(e: &Env, a: &Args, r: &mut Report) {
         wakeups(s0, c0, 5 * n),
         Threads::snapshot().since(&t0)
     );
+    // One more round, not in the samples: what each of the four enqueues costs the host (mean µs
+    // per call, a clock read around each), as the C baseline reports it.
+    let mut by_op = [0f64; 4];
+    for _ in 0..n {
+        let mut t = [0u64; 5];
+        t[0] = now_ns();
+        ok(e.s.wait_for_host_value(&ready, 1));
+        t[1] = now_ns();
+        ok(e.s.write_host_value(&ready, 0));
+        t[2] = now_ns();
+        // SAFETY: empty_kernel().
+        ok(unsafe {
+            e.s.launch(
+                &e.empty,
+                LaunchConfig::single_thread(),
+                &mut LaunchArgs::new(),
+            )
+        });
+        t[3] = now_ns();
+        ok(e.s.enqueue_async_host_func(&ready, 1, || {}));
+        t[4] = now_ns();
+        for (k, b) in by_op.iter_mut().enumerate() {
+            *b += (t[k + 1] - t[k]) as f64 / 1e3 / n as f64;
+        }
+    }
+    ok(e.s.synchronize());
+    ready
+        .wait(WaitCondition::Equal, 1, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let extra = format!(
+        "{extra},\"enqueue_us_by_op\":[{:.3},{:.3},{:.3},{:.3}]",
+        by_op[0], by_op[1], by_op[2], by_op[3]
+    );
     r.row("canonical_loop", "stream", &mut v, &extra);
     // Graph: one launch per step, with either kickoff.
     for (regime, mode) in [
