@@ -75,6 +75,19 @@ pub fn stream_destroyed(stream: sys::CUstream) -> bool {
     unsafe { destroyed(stream) != 0 }
 }
 
+/// Whether `flag` becomes true within five seconds (releases and destructors run on threads of
+/// the crate or of the driver, a moment after the event that allows them).
+pub fn becomes_true(flag: &std::sync::atomic::AtomicBool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(5) {
+        if flag.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
 /// How many user-object references graph `g` holds now (the fake counts them; CUDA has no query).
 ///
 /// # Panics

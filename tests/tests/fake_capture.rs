@@ -10,7 +10,7 @@ use ferrocuda_tests::fake;
 use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -84,18 +84,6 @@ fn user_object(g: CUgraph) -> Arc<AtomicBool> {
     destroyed
 }
 
-/// Whether `flag` becomes true within five seconds (destructors run on a thread of the driver).
-fn becomes_true(flag: &AtomicBool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < 5 * SEC {
-        if flag.load(Ordering::Acquire) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
-
 fn destroy_graph(g: CUgraph) {
     // SAFETY: the graph is live and not used afterwards.
     fake::check("cuGraphDestroy", unsafe {
@@ -159,7 +147,7 @@ fn fake_capture_basics() {
         assert!(!destroyed.load(Ordering::Acquire));
         destroy_graph(g);
         assert!(
-            becomes_true(&destroyed),
+            fake::becomes_true(&destroyed),
             "the user object outlived its graph"
         );
         a.synchronize().unwrap();
@@ -207,7 +195,7 @@ fn fake_user_objects_outlive_pending_launches() {
         done.wait(WaitCondition::GreaterOrEqual, 1, 5 * SEC)
             .unwrap();
         assert!(
-            becomes_true(&destroyed),
+            fake::becomes_true(&destroyed),
             "the user object outlived the last launch"
         );
         s.synchronize().unwrap();

@@ -13,7 +13,7 @@ use ferrocuda_test_support::deadline;
 use ferrocuda_tests::fake;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -28,18 +28,6 @@ impl Drop for Probe {
 fn probe() -> (Probe, Arc<AtomicBool>) {
     let f = Arc::new(AtomicBool::new(false));
     (Probe(f.clone()), f)
-}
-
-/// Whether `flag` becomes true within five seconds.
-fn becomes_true(flag: &AtomicBool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < 5 * SEC {
-        if flag.load(Ordering::Acquire) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
 }
 
 #[test]
@@ -171,11 +159,11 @@ fn what_a_graph_owns_outlives_its_dropped_executable_until_the_last_launch_finis
             .unwrap();
         assert!(ran.load(Ordering::Acquire), "the host node ran");
         assert!(
-            becomes_true(&owned_dropped),
+            fake::becomes_true(&owned_dropped),
             "the owned value was never released"
         );
         assert!(
-            becomes_true(&closure_dropped),
+            fake::becomes_true(&closure_dropped),
             "the closure was never released"
         );
         s.synchronize().unwrap();

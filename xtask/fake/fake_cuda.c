@@ -1825,20 +1825,15 @@ CUresult cuGraphReleaseUserObject(CUgraph g, CUuserObject o, unsigned count) {
 }
 
 /* For tests: how many user-object references a graph or an executable holds now. */
-size_t fake_cuda_graph_user_objects(CUgraph g) {
+static size_t refs_count(const struct uref *refs, size_t n) {
     pthread_mutex_lock(&g_mu);
-    size_t n = 0;
-    for (size_t i = 0; i < g->nrefs; i++) n += g->refs[i].count;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += refs[i].count;
     pthread_mutex_unlock(&g_mu);
-    return n;
+    return total;
 }
-size_t fake_cuda_exec_user_objects(CUgraphExec e) {
-    pthread_mutex_lock(&g_mu);
-    size_t n = 0;
-    for (size_t i = 0; i < e->nrefs; i++) n += e->refs[i].count;
-    pthread_mutex_unlock(&g_mu);
-    return n;
-}
+size_t fake_cuda_graph_user_objects(CUgraph g) { return refs_count(g->refs, g->nrefs); }
+size_t fake_cuda_exec_user_objects(CUgraphExec e) { return refs_count(e->refs, e->nrefs); }
 
 /* ---- cuGetProcAddress: base name -> the versioned entry point the header maps it to (the one
  * cudaVersion 13000 gets). cuCtxSynchronize is left out: at 13000 it is cuCtxSynchronize_v2,
