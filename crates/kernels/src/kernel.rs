@@ -487,6 +487,29 @@ pub(crate) fn check_store(threads_only: bool, tile: (u32, u32), store: Store) ->
     Ok(())
 }
 
+/// The refusals of a variant launch on a `shape` (rows, columns) source with `store`, in order: a
+/// placement-only variant (`whole_tiles`, square `tile`) takes thread stores on whole tiles only
+/// ([`Error::WholeTiles`], also for a TMA store); a thread-stores-only one refuses a TMA store
+/// ([`Error::ThreadStores`]).
+///
+/// # Errors
+///
+/// As above.
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn check_variant_launch(
+    whole_tiles: bool,
+    threads_only: bool,
+    tile: (u32, u32),
+    shape: (u32, u32),
+    store: Store,
+) -> Result<()> {
+    if whole_tiles {
+        // The kernel writes whole tiles unchecked: nothing else may reach it.
+        check_whole_tiles(tile.0, shape.0, shape.1, store)?;
+    }
+    check_store(threads_only, tile, store)
+}
+
 /// Whether a placement-only transpose variant of `side` x `side`-element tiles may run on a
 /// `rows` x `cols` source with `store`: only with thread stores and whole tiles, because its
 /// kernel checks no edges and has no TMA store (the kernels benchmark's `kbv::TileSwap`).
@@ -775,6 +798,33 @@ mod tests {
         for store in Store::ALL {
             assert!(check_store(false, (64, 256), store).is_ok());
         }
+    }
+
+    #[test]
+    fn a_placement_only_64_kib_variant_is_refused_as_placement_only_first() {
+        let (tile, whole) = ((128, 512), (256, 384));
+        for store in Store::ALL {
+            let r = check_variant_launch(true, true, tile, (257, 384), store);
+            assert!(
+                matches!(r, Err(Error::WholeTiles { side: 128, .. })),
+                "{r:?}"
+            );
+        }
+        assert!(matches!(
+            check_variant_launch(true, true, tile, whole, Store::Tma),
+            Err(Error::WholeTiles {
+                store: Store::Tma,
+                ..
+            })
+        ));
+        assert!(check_variant_launch(true, true, tile, whole, Store::Threads).is_ok());
+        // Not placement-only: any shape, thread stores only.
+        assert!(check_variant_launch(false, true, tile, (257, 385), Store::Threads).is_ok());
+        assert!(matches!(
+            check_variant_launch(false, true, tile, whole, Store::Tma),
+            Err(Error::ThreadStores { .. })
+        ));
+        assert!(check_variant_launch(false, false, (64, 256), (1, 1), Store::Tma).is_ok());
     }
 
     #[test]

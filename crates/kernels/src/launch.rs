@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gate::FusedGate;
 use crate::kernel::{
     KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store, THREADS_PER_BLOCK,
-    Transfer, check_store, check_whole_tiles, grid_size, resident_per_sm, resident_per_sm_of,
+    Transfer, check_variant_launch, grid_size, resident_per_sm, resident_per_sm_of,
     stores_from_threads_only, variant_tile_ok,
 };
 use crate::tensor_map::{L2Promotion, Swizzle, TensorMap, TensorMapBuilder, shared_memory_bytes};
@@ -669,16 +669,13 @@ impl Kernels {
                 row_bytes: variant.tile.1,
             });
         }
-        check_store(variant.threads_only, variant.tile, pipeline.store)?;
-        if variant.whole_tiles {
-            // The kernel writes whole tiles unchecked: nothing else may reach it.
-            check_whole_tiles(
-                variant.tile.0,
-                src_layout.rows,
-                src_layout.cols,
-                pipeline.store,
-            )?;
-        }
+        check_variant_launch(
+            variant.whole_tiles,
+            variant.threads_only,
+            variant.tile,
+            (src_layout.rows, src_layout.cols),
+            pipeline.store,
+        )?;
         let dst_layout = match op {
             Op::Copy2d => MatrixLayout {
                 pitch: dst_pitch,
