@@ -8,8 +8,9 @@
 // with, after the shape, h<load><store> for L2 eviction hints on the loads and stores (n none,
 // f evict_first, l evict_last; ferrocuda/cache_hint.cuh) and c for a contiguous span of work items
 // per block (ferrocuda::ContiguousItems); depths up to 8 stages and 32 KiB transpose stages; and
-// kbv_plain_copy, a grid-stride copy without shared memory (what an SM copy kernel reaches); and
-// placement-only transposes (`place` after the shape: kbv::TileSwap).
+// kbv_plain_copy, a grid-stride copy without shared memory (what an SM copy kernel reaches);
+// placement-only transposes (`place` after the shape: kbv::TileSwap); 64 KiB transpose stages
+// (r128x512); and the copy with TMA bulk row copies (`bulk` after the shape: kbv::BulkCopy).
 #pragma once
 
 #include <ferrocuda/copy2d.cuh>
@@ -169,7 +170,7 @@ struct TileSwap : ferrocuda::Transpose<E, kRows, kRowBytes> {
     const uint32_t pitch = this->a.dst_pitch;
     const uint32_t p = lane / 8;
     const uint32_t q = lane % 8;
-#pragma unroll
+#pragma unroll(Base::kPassUnroll)
     for (uint32_t h = 0; h < Base::kPasses; ++h) {
       // The transpose's loads: the same stage rows and chunk.
       const uint32_t rb = warp * Base::kRowsPerWarp + h * 4 * kR + p * kR;
@@ -201,6 +202,150 @@ KBV_PAIR(transpose_r64x256g4096place, KbvPlace_f32, f32, 3)
 KBV_PAIR(transpose_r64x256g4096place, KbvPlace_f32, f32, 4)
 KBV_PAIR(transpose_r128x256g4096place, KbvPlace_bf16, bf16, 2)
 KBV_PAIR(transpose_r128x256g4096place, KbvPlace_bf16, bf16, 3)
+
+// ---- 64 KiB transpose stages and TMA bulk copies (docs/kernels.md, "64 KiB transpose stages and
+// TMA bulk copies (the experiment)").
+//
+// 64 KiB transpose stages, 128 rows x 512 B: f32 (128 x 128 elements) reads and writes 512-byte
+// runs, bf16 (128 x 256) reads 512 and writes 256. Thread stores only (Transpose::kTmaStore is
+// false at 64 KiB); 2 and 3 stages, one block per SM either way. f32 also with 8 and 16 KiB
+// destination runs per item group (kGroupBytes), and placement-only (square: kbv::TileSwap).
+using KbvTr64_f32 = ferrocuda::Transpose<ferrocuda::F32, 128, 512>;
+using KbvTr64_bf16 = ferrocuda::Transpose<ferrocuda::BF16, 128, 512>;
+using KbvTr64G8192_f32 = ferrocuda::Transpose<ferrocuda::F32, 128, 512, 8192>;
+using KbvTr64G16384_f32 = ferrocuda::Transpose<ferrocuda::F32, 128, 512, 16384>;
+using KbvPlace64_f32 = kbv::TileSwap<kbv::F32, 128, 512>;
+KBV_PAIR(transpose_r128x512g4096, KbvTr64_f32, f32, 2)
+KBV_PAIR(transpose_r128x512g4096, KbvTr64_f32, f32, 3)
+KBV_PAIR(transpose_r128x512g4096, KbvTr64_bf16, bf16, 2)
+KBV_PAIR(transpose_r128x512g4096, KbvTr64_bf16, bf16, 3)
+KBV_PAIR(transpose_r128x512g8192, KbvTr64G8192_f32, f32, 2)
+KBV_PAIR(transpose_r128x512g16384, KbvTr64G16384_f32, f32, 2)
+KBV_PAIR(transpose_r128x512g4096place, KbvPlace64_f32, f32, 2)
+KBV_PAIR(transpose_r128x512g4096place, KbvPlace64_f32, f32, 3)
+
+namespace kbv {
+/// The TMA transfer of a tile of kRows rows x kRowBytes bytes as one 1D bulk copy per tile row
+/// (`cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes`, no tensor map), into a
+/// dense row-major stage (row r at r * kRowBytes). Like the tensor loader it is issued by one
+/// thread and completes the stage's bytes on its full barrier (TmaBarrierHandler: the producer
+/// expects kBytes). A bulk copy has no bounds: only a tile wholly inside the matrix is loaded so;
+/// an edge tile is loaded through the source tensor map as the built-in copy loads it (1-row
+/// boxes kBoxRowBytes wide, zero-filled outside the matrix and counted in the bytes), each box at
+/// its place in the dense stage. The bulk copies' rules hold: the matrix starts 16-byte aligned,
+/// its pitch is a multiple of 16 bytes (MatrixArgs), the tile's first column is a multiple of
+/// kRowBytes bytes and kRowBytes a multiple of 16.
+template <uint32_t kRows, uint32_t kRowBytes, uint32_t kBoxRowBytes>
+struct TmaBulkRowLoader {
+  using Handler = ferrocuda::TmaBarrierHandler;
+  static constexpr uint32_t kBytes = kRows * kRowBytes;
+  static constexpr uint32_t kBoxes = kRowBytes / kBoxRowBytes;
+  static_assert(kRowBytes % 16 == 0, "bulk copies move multiples of 16 bytes");
+  static_assert(kBoxes * kBoxRowBytes == kRowBytes && kBoxRowBytes % 128 == 0,
+                "edge tiles: whole boxes per row, each at a 128-byte aligned place");
+
+  __device__ __forceinline__ static void prefetch(const CUtensorMap* map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+  }
+
+  __device__ __forceinline__ static void load(void* dst, const CUtensorMap* map,
+                                              const ferrocuda::MatrixArgs& a, uint32_t row,
+                                              uint32_t col, uint64_t* full, uint32_t elem_bytes,
+                                              uint32_t /*thread*/) {
+    const uint32_t s = ferrocuda::smem_addr(dst);
+    const uint32_t bar = ferrocuda::smem_addr(full);
+    const uint32_t tile_cols = kRowBytes / elem_bytes;
+    if (row + kRows <= a.rows && col + tile_cols <= a.cols) {
+      const uint64_t pitch = uint64_t(a.src_pitch) * elem_bytes;
+      const char* g = static_cast<const char*>(a.src) + uint64_t(row) * pitch +
+                      uint64_t(col) * elem_bytes;
+#pragma unroll
+      for (uint32_t r = 0; r < kRows; ++r) {
+        asm volatile(
+            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+            " [%0], [%1], %2, [%3];" ::"r"(s + r * kRowBytes),
+            "l"(g + r * pitch), "r"(kRowBytes), "r"(bar)
+            : "memory");
+      }
+    } else {
+      const uint32_t box_cols = kBoxRowBytes / elem_bytes;
+#pragma unroll
+      for (uint32_t r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (uint32_t b = 0; b < kBoxes; ++b) {
+          asm volatile(
+              "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+              " [%0], [%1, {%2, %3}], [%4];" ::"r"(s + r * kRowBytes + b * kBoxRowBytes),
+              "l"(map), "r"(col + b * box_cols), "r"(row + r), "r"(bar)
+              : "memory");
+        }
+      }
+    }
+  }
+};
+
+/// The built-in copy (8 x 2 KiB) with the TMA transfer as TmaBulkRowLoader: a dense stage (one
+/// box kTileRowBytes wide, so the cp.async twin fills it densely too), thread stores only
+/// (kTmaStore false; the host refuses TMA stores). Consumer warp w stores 512-byte column segment
+/// w of every tile row: 512 contiguous bytes per store instruction, as the built-in copy.
+template <class E>
+struct BulkCopy : ferrocuda::Copy2d<E, 8, 2048, 1> {
+  using Base = ferrocuda::Copy2d<E, 8, 2048, 1>;
+  using typename Base::Acc;
+  using T = typename Base::T;
+  using Base::Base;
+  /// The stage layout: one dense box (the loaders' kBoxRowBytes); Base::kBoxRowBytes (512) stays
+  /// the width of a segment and of the edge tiles' tensor boxes.
+  static constexpr uint32_t kBoxRowBytes = Base::kTileRowBytes;
+  static constexpr uint32_t kSegBytes = Base::kBoxRowBytes;
+  static constexpr uint32_t kSegs = Base::kTileRowBytes / kSegBytes;
+  using TmaLoader = TmaBulkRowLoader<Base::kTileRows, Base::kTileRowBytes, kSegBytes>;
+  static constexpr bool kTmaStore = false;
+  static_assert(kSegs == ferrocuda::kConsumerWarps, "warp w takes segment w of every row");
+  static_assert(kSegBytes == 32 * 16, "a lane stores 16 bytes of a segment");
+
+  __device__ void consume(const uint8_t* tile, uint32_t row, uint32_t col, uint32_t warp,
+                          uint32_t lane, Acc&) const {
+    constexpr uint32_t kVec = Base::kVec;
+    union Vec {
+      uint4 v;
+      T e[kVec];
+    };
+    Vec v[Base::kTileRows];
+#pragma unroll
+    for (uint32_t j = 0; j < Base::kTileRows; ++j) {
+      v[j].v = *reinterpret_cast<const uint4*>(tile + j * Base::kTileRowBytes +
+                                               warp * kSegBytes + lane * 16);
+    }
+    T* dst = static_cast<T*>(this->a.dst);
+    const uint32_t c = col + warp * (kSegBytes / E::kBytes) + lane * kVec;
+#pragma unroll
+    for (uint32_t j = 0; j < Base::kTileRows; ++j) {
+      const uint32_t r = row + j;
+      if (r >= this->a.rows || c >= this->a.cols) {
+        continue;
+      }
+      T* p = dst + uint64_t(r) * this->a.dst_pitch + c;
+      if (c + kVec <= this->a.cols) {
+        ferrocuda::store16<ferrocuda::L2Hint::kNone>(p, v[j].v);
+      } else {
+#pragma unroll
+        for (uint32_t k = 0; k < kVec; ++k) {
+          if (c + k < this->a.cols) {
+            p[k] = v[j].e[k];
+          }
+        }
+      }
+    }
+  }
+};
+}  // namespace kbv
+
+// kbv_copy2d_r8x2048bulk_{tma,cpasync}_f32_s<S>: the bulk-copy TMA transfer (the cp.async twin is
+// the same op with the cp.async loader, into the same dense stage).
+using KbvBulk_f32 = kbv::BulkCopy<kbv::F32>;
+KBV_PAIR(copy2d_r8x2048bulk, KbvBulk_f32, f32, 3)
+KBV_PAIR(copy2d_r8x2048bulk, KbvBulk_f32, f32, 4)
 
 // A grid-stride copy of n16 16-byte vectors, 4 loads in flight per thread before its stores.
 extern "C" __global__ void __launch_bounds__(256) kbv_plain_copy(const uint4 *src, uint4 *dst,

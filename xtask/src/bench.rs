@@ -10,6 +10,8 @@
 //!                                benchmarks twice, then ncu on the best rows (needs ncu)
 //! DIR/kernel_place               the placement-only experiment in one device call: its
 //!                                benchmark twice, then ncu on three pairs of rows (needs ncu)
+//! DIR/kernel_k5                  64 KiB transpose stages and TMA bulk copies in one device
+//!                                call: its benchmark twice, then ncu on four rows (needs ncu)
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
 //! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
@@ -507,12 +509,14 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     write("run", &RUN.replace("__DEADLINE__", &DEADLINE_S.to_string()))?;
     write("kernel_sweep", KERNEL_SWEEP)?;
     write("kernel_place", KERNEL_PLACE)?;
+    write("kernel_k5", KERNEL_K5)?;
     util::run(
         Command::new("chmod")
             .arg("+x")
             .arg(dir.join("run"))
             .arg(dir.join("kernel_sweep"))
-            .arg(dir.join("kernel_place")),
+            .arg(dir.join("kernel_place"))
+            .arg(dir.join("kernel_k5")),
     )
 }
 
@@ -653,6 +657,89 @@ FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
 echo "ncu rc=$?"
 # One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
 timeout 20 python3 - "$OUT/ncu.csv" > "$OUT/ncu.txt" <<'PY'
+import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit()
+h = rows[0]
+m = collections.OrderedDict()
+for r in rows[1:]:
+    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
+        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
+for (i, k, g), d in m.items():
+    el = float(d['dram__cycles_elapsed.sum'])
+    rd = float(d['dram__cycles_active_read.sum']) / el * 100
+    wr = float(d['dram__cycles_active_write.sum']) / el * 100
+    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
+          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
+          d['lts__t_sector_hit_rate.pct'])
+PY
+cat "$OUT/ncu.txt"
+"##;
+
+/// The bundle's `kernel_k5`: the kernels program's `kernel_k5` twice, a summary of each row's
+/// range over the rounds, then ncu on four rows (the best 128 x 512 B f32 transpose, its
+/// placement-only twin, and the two copies `NCU_ROWS` of bench/rust/src/bin/kernels_bench/k5.rs
+/// names). Every step has a time limit, 350 s in all.
+const KERNEL_K5: &str = r##"#!/usr/bin/env bash
+# ferrocuda benchmark bundle, written by `cargo xtask bench`: 64 KiB transpose stages and TMA bulk
+# copies in one device call (docs/kernels.md, "64 KiB transpose stages and TMA bulk copies (the
+# experiment)"). Every row of `kernel_k5`, two rounds; a summary (each row's range over the
+# rounds; BEST: the best 128 x 512 B f32 transpose by its worst round); then ncu on four rows: that
+# transpose, its placement-only twin (same transfer and depth), the bulk-copy TMA copy at 4 stages
+# and the built-in TMA copy at 3 stages, both on one block per SM. Writes env.txt, k.jsonl, k5.log,
+# summary.txt, ncu.csv, ncu.err and ncu.txt under $OUT (or /tmp/kernel_k5). Needs ncu at
+# /usr/local/cuda/bin. FERROCUDA_KBENCH_FILTER, if set, narrows the timed rows. Every step has a
+# time limit, 350 s in all.
+#
+#   OUT=DIR kernel_k5
+set -u
+B=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/kernel_k5}
+mkdir -p "$OUT"
+{ date -u; timeout 20 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+  cat "$B/COMMIT"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-85}
+t0=$(date +%s)
+timeout 180 "$B/run" --only kernels --rounds 2 --json "$OUT/k.jsonl" kernel_k5 \
+  > "$OUT/k5.log" 2>&1
+echo "k5 rc=$? in $(( $(date +%s) - t0 )) s; WRONG rows: $(grep -c WRONG "$OUT/k5.log")"
+grep -E "failed|error|refused" "$OUT/k5.log" | head -5
+# Every row as "name min-max" over the rounds, then the BEST 128 x 512 B f32 transpose and its
+# placement-only twin (written to $OUT/pick for ncu).
+timeout 15 python3 - "$OUT/k.jsonl" "$OUT/pick" > "$OUT/summary.txt" <<'PY'
+import collections, json, re, sys
+v = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if d.get('bench') in ('kernel_k5', 'kernel_bandwidth') and 'vs_memcpy' in d:
+        v[d['regime']].append(d['vs_memcpy'])
+for k, x in v.items():
+    print(f"{k} {min(x):.3f}-{max(x):.3f}")
+real = {k: min(x) for k, x in v.items()
+        if re.match(r'v_transpose_r128x512g\d+_ststore_.*_f32_', k)}
+pick = []
+if real:
+    best = max(real, key=real.get)
+    twin = re.sub(r'g\d+_ststore_', 'g4096place_ststore_', best)
+    print('BEST', best, f"{real[best]:.3f}", 'twin', twin,
+          f"{min(v[twin]):.3f}-{max(v[twin]):.3f}" if twin in v else 'not run')
+    pick = [best + '$', twin + '$']
+open(sys.argv[2], 'w').write(','.join(pick))
+PY
+cat "$OUT/summary.txt"
+pick=$(cat "$OUT/pick" 2>/dev/null)
+pick="${pick:+$pick,}"'v_copy2d_r8x2048bulk_ststore_tma_f32_s4_cap132$,b_copy2d_ststore_tma_f32_s3_cap132$'
+echo "ncu on: $pick"
+FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
+  timeout 120 /usr/local/cuda/bin/ncu --clock-control none -k regex:'kbv_|ferrocuda_' -c 4 --csv \
+  --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__cycles_active_read.sum,dram__cycles_active_write.sum,dram__cycles_elapsed.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct \
+  "$B/bin/kernels" --cubin "$B/cubin/bench_kernels.cubin" --json /tmp/ncu.jsonl --commit ncu kernel_k5 \
+  > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+echo "ncu rc=$?"
+# One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
+timeout 15 python3 - "$OUT/ncu.csv" > "$OUT/ncu.txt" <<'PY'
 import collections, csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows:
@@ -825,7 +912,7 @@ echo "results: $json"
 
 #[cfg(test)]
 mod tests {
-    use super::{KERNEL_PLACE, KERNEL_SWEEP, RUN, odd_descriptor_functions};
+    use super::{KERNEL_K5, KERNEL_PLACE, KERNEL_SWEEP, RUN, odd_descriptor_functions};
 
     #[test]
     fn bundle_scripts_parse_and_kernel_place_profiles_the_programs_pairs() {
@@ -833,6 +920,7 @@ mod tests {
             ("run", RUN),
             ("kernel_sweep", KERNEL_SWEEP),
             ("kernel_place", KERNEL_PLACE),
+            ("kernel_k5", KERNEL_K5),
         ] {
             let out = std::process::Command::new("bash")
                 .args(["-n", "-c", text])
@@ -861,6 +949,46 @@ mod tests {
             );
         }
         assert!(KERNEL_PLACE.contains("-c 6 "));
+    }
+
+    #[test]
+    fn kernel_k5_profiles_the_programs_copies_and_limits_every_step() {
+        let k5 = include_str!("../../bench/rust/src/bin/kernels_bench/k5.rs");
+        let list = k5
+            .split("const NCU_ROWS")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("k5.rs has NCU_ROWS");
+        let rows: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            assert!(
+                KERNEL_K5.contains(&format!("{row}$")),
+                "{row} is not profiled"
+            );
+        }
+        // Two rows from the program, two picked: one launch each.
+        assert!(KERNEL_K5.contains("-c 4 "));
+        // Every step under a time limit, and the limits within the script's six minutes.
+        let limits: u32 = KERNEL_K5
+            .split("timeout ")
+            .skip(1)
+            .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
+            .sum();
+        assert!(limits <= 350, "{limits} s of time limits");
+        for step in [
+            "nvidia-smi",
+            "\"$B/run\"",
+            "python3 -",
+            "/usr/local/cuda/bin/ncu",
+        ] {
+            for line in KERNEL_K5
+                .lines()
+                .filter(|l| l.contains(step) && !l.starts_with('#'))
+            {
+                assert!(line.contains("timeout "), "no time limit: {line}");
+            }
+        }
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub enum Error {
         len: u64,
     },
     /// A kernel variant's tile or depth is not one the op templates build (16 KiB of whole load
-    /// boxes, or 32 KiB for transpose; 2 to 8 stages), or a launch of it names another transfer
+    /// boxes, or 32 or 64 KiB for transpose; 2 to 8 stages), or a launch of it names another transfer
     /// or element type than it was resolved for.
     #[error("a {rows} x {row_bytes}-byte tile variant does not fit this op or launch")]
     Variant {
@@ -201,6 +201,19 @@ pub enum Error {
         cols: u32,
         /// The store asked for.
         store: crate::Store,
+    },
+    /// A kernel variant that stores from threads only (the kernels benchmark's 64 KiB transpose
+    /// stages and TMA bulk-copy loads) was launched with TMA stores. Launch it with
+    /// [`Store::Threads`](crate::Store::Threads).
+    #[error(
+        "the {rows} x {row_bytes}-byte tile variant stores from threads only: launch it with \
+         Store::Threads"
+    )]
+    ThreadStores {
+        /// Tile rows.
+        rows: u32,
+        /// Bytes per tile row.
+        row_bytes: u32,
     },
     /// The crate was built without real cubins (docs.rs), so no kernel can be loaded.
     #[error("this build of ferrocuda-kernels has no cubins (built with DOCS_RS set)")]

@@ -439,6 +439,77 @@ impl MatrixLayout {
     }
 }
 
+/// Whether a variant kernel of `op` at `tile` (rows, bytes per row) with TMA load boxes of
+/// `box_rows` rows and `stages` stages is one the op templates build: 16 KiB of whole load boxes
+/// (like the built-in tiles), or 32 or 64 KiB for transpose, 2 to `max_stages` stages. (Whether
+/// the stages fit in shared memory is checked apart.)
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn variant_tile_ok(
+    op: Op,
+    tile: (u32, u32),
+    box_rows: u32,
+    stages: u32,
+    max_stages: u32,
+) -> bool {
+    let (rows, row_bytes) = tile;
+    let bytes = u64::from(rows) * u64::from(row_bytes);
+    let sizes_ok = bytes == op.tile_bytes()
+        || (op == Op::Transpose && (bytes == 2 * op.tile_bytes() || bytes == 4 * op.tile_bytes()));
+    rows != 0
+        && box_rows != 0
+        && rows.is_multiple_of(box_rows)
+        && sizes_ok
+        && row_bytes.is_multiple_of(op.box_row_bytes())
+        && (2..=max_stages).contains(&stages)
+}
+
+/// Whether a variant kernel of `op` at `tile` (rows, bytes per row) stores from threads only:
+/// the 64 KiB transpose stages (their `Transpose::kTmaStore` is false: a TMA store would hold a
+/// lane's whole share of the tile in registers).
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn stores_from_threads_only(op: Op, tile: (u32, u32)) -> bool {
+    op == Op::Transpose && u64::from(tile.0) * u64::from(tile.1) > 2 * op.tile_bytes()
+}
+
+/// Whether a variant that stores from threads only (`threads_only`) may run with `store`.
+///
+/// # Errors
+///
+/// [`Error::ThreadStores`] for a TMA store of such a variant.
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn check_store(threads_only: bool, tile: (u32, u32), store: Store) -> Result<()> {
+    if threads_only && store != Store::Threads {
+        return Err(Error::ThreadStores {
+            rows: tile.0,
+            row_bytes: tile.1,
+        });
+    }
+    Ok(())
+}
+
+/// The refusals of a variant launch on a `shape` (rows, columns) source with `store`, in order: a
+/// placement-only variant (`whole_tiles`, square `tile`) takes thread stores on whole tiles only
+/// ([`Error::WholeTiles`], also for a TMA store); a thread-stores-only one refuses a TMA store
+/// ([`Error::ThreadStores`]).
+///
+/// # Errors
+///
+/// As above.
+#[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
+pub(crate) fn check_variant_launch(
+    whole_tiles: bool,
+    threads_only: bool,
+    tile: (u32, u32),
+    shape: (u32, u32),
+    store: Store,
+) -> Result<()> {
+    if whole_tiles {
+        // The kernel writes whole tiles unchecked: nothing else may reach it.
+        check_whole_tiles(tile.0, shape.0, shape.1, store)?;
+    }
+    check_store(threads_only, tile, store)
+}
+
 /// Whether a placement-only transpose variant of `side` x `side`-element tiles may run on a
 /// `rows` x `cols` source with `store`: only with thread stores and whole tiles, because its
 /// kernel checks no edges and has no TMA store (the kernels benchmark's `kbv::TileSwap`).
@@ -677,6 +748,93 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn variants_take_16_kib_tiles_and_transposes_32_and_64_kib() {
+        let ok = |op, tile, box_rows, stages| variant_tile_ok(op, tile, box_rows, stages, 8);
+        assert!(ok(Op::Copy2d, (8, 2048), 1, 4));
+        assert!(ok(Op::Transpose, (64, 256), 64, 4));
+        assert!(ok(Op::Transpose, (128, 256), 128, 4));
+        // 64 KiB stages: 128 x 512 B, at 2 and 3 stages (the shared memory decides the rest).
+        assert!(ok(Op::Transpose, (128, 512), 128, 2));
+        assert!(ok(Op::Transpose, (128, 512), 128, 3));
+        // Only transposes take more than 16 KiB, and nothing takes 128 KiB or other sizes.
+        assert!(!ok(Op::Copy2d, (16, 4096), 1, 2));
+        assert!(!ok(Op::RowSum, (128, 512), 128, 2));
+        assert!(!ok(Op::Transpose, (256, 512), 256, 2));
+        assert!(!ok(Op::Transpose, (96, 512), 96, 2));
+        // Whole boxes, and 2 to 8 stages.
+        assert!(!ok(Op::Transpose, (128, 512), 96, 2));
+        assert!(!ok(Op::Transpose, (128, 512), 0, 2));
+        assert!(!ok(Op::Transpose, (128, 512), 128, 1));
+        assert!(!ok(Op::Transpose, (128, 512), 128, 9));
+        // Three 64 KiB stages and the alignment slack fit a block; four do not.
+        let fits = |stages| {
+            shared_memory_bytes(stages, 64 * 1024, STATIC_SHARED_BYTES + STAGE_ALIGN).is_ok()
+        };
+        assert!(fits(3) && !fits(4));
+    }
+
+    #[test]
+    fn sixty_four_kib_transposes_store_from_threads_only() {
+        assert!(stores_from_threads_only(Op::Transpose, (128, 512)));
+        for (op, tile) in [
+            (Op::Transpose, (64, 256)),
+            (Op::Transpose, (128, 128)),
+            (Op::Transpose, (128, 256)),
+            (Op::Copy2d, (8, 2048)),
+        ] {
+            assert!(!stores_from_threads_only(op, tile), "{op:?} {tile:?}");
+        }
+        assert!(check_store(true, (128, 512), Store::Threads).is_ok());
+        assert!(matches!(
+            check_store(true, (128, 512), Store::Tma),
+            Err(Error::ThreadStores {
+                rows: 128,
+                row_bytes: 512
+            })
+        ));
+        for store in Store::ALL {
+            assert!(check_store(false, (64, 256), store).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_placement_only_64_kib_variant_is_refused_as_placement_only_first() {
+        let (tile, whole) = ((128, 512), (256, 384));
+        for store in Store::ALL {
+            let r = check_variant_launch(true, true, tile, (257, 384), store);
+            assert!(
+                matches!(r, Err(Error::WholeTiles { side: 128, .. })),
+                "{r:?}"
+            );
+        }
+        assert!(matches!(
+            check_variant_launch(true, true, tile, whole, Store::Tma),
+            Err(Error::WholeTiles {
+                store: Store::Tma,
+                ..
+            })
+        ));
+        assert!(check_variant_launch(true, true, tile, whole, Store::Threads).is_ok());
+        // Not placement-only: any shape, thread stores only.
+        assert!(check_variant_launch(false, true, tile, (257, 385), Store::Threads).is_ok());
+        assert!(matches!(
+            check_variant_launch(false, true, tile, whole, Store::Tma),
+            Err(Error::ThreadStores { .. })
+        ));
+        assert!(check_variant_launch(false, false, (64, 256), (1, 1), Store::Tma).is_ok());
+    }
+
+    #[test]
+    fn one_block_of_a_64_kib_ring_fits_an_sm() {
+        let kib = 1024;
+        for stages in [2, 3] {
+            assert_eq!(resident_per_sm_of(stages * 64 * kib + STAGE_ALIGN, 0), 1);
+        }
+        // A 16384 x 16384 f32 matrix in 128 x 128 tiles on 132 SMs: one block per SM.
+        assert_eq!(grid_size(128 * 128, 132, 1), 132);
     }
 
     #[test]

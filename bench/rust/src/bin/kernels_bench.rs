@@ -26,6 +26,9 @@
 //! poisoned destination (`WRONG` rows are not timed), the other rows as in the sweep; and the
 //! launcher must refuse a placement-only launch with TMA stores or on a shape that is not whole
 //! tiles, or the program stops.
+//!
+//! Benchmark `kernel_k5` (by name) is the experiment with 64 KiB transpose stages and TMA bulk
+//! row copies: [`k5`] says what it runs.
 
 use ferrocuda_bench::{Args, Report, die, print_table, table};
 use ferrocuda_driver::{
@@ -35,6 +38,10 @@ use ferrocuda_kernels::{
     Element, Kernels, L2Promotion, MatrixLayout, Op, Pipeline, Stages, Store, Transfer, Variant,
 };
 use std::num::NonZeroU32;
+
+// Beside this file, not in src/bin/, where cargo would take it for a program of its own.
+#[path = "kernels_bench/k5.rs"]
+mod k5;
 
 const RUNS: usize = 20;
 const WARMUP: usize = 3;
@@ -233,8 +240,12 @@ fn add_row(
 }
 
 fn main() {
-    let Some(args) = Args::parse_lenient(&["kernel_bandwidth", "kernel_sweep", "kernel_place"])
-    else {
+    let Some(args) = Args::parse_lenient(&[
+        "kernel_bandwidth",
+        "kernel_sweep",
+        "kernel_place",
+        "kernel_k5",
+    ]) else {
         return; // only other programs' benchmarks were asked for
     };
     let dev = ok(Device::new(0));
@@ -271,7 +282,7 @@ fn main() {
         rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
     }
     let named = |b: &str| args.names.iter().any(|n| n == b);
-    if named("kernel_sweep") || named("kernel_place") {
+    if named("kernel_sweep") || named("kernel_place") || named("kernel_k5") {
         let image =
             std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
         let module = ok(Module::from_cubin(&dev, &image));
@@ -282,6 +293,10 @@ fn main() {
         if named("kernel_place") {
             place::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
             place::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        }
+        if named("kernel_k5") {
+            k5::run::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+            k5::run::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
         }
     }
     ok(s.synchronize());

@@ -28,6 +28,8 @@
 //   kLoadHint                         the L2 priority of the tile loads (L2Hint::kNone)
 //   kContiguousItems                  true: CTA b walks the contiguous span of items
 //                                     [b n / grid, (b + 1) n / grid) (false: b, b + grid, ...)
+//   TmaLoader                         the TMA transfer's loader (TmaLoaderOf; the tensor
+//                                     loader of the op's tile)
 //
 // Stages start on 1024-byte boundaries (the 128-byte swizzle's pattern repeats every 1024 bytes
 // and a swizzled box must start on one): the kernel rounds the dynamic shared memory's base up,
@@ -114,11 +116,21 @@ __device__ __forceinline__ uint32_t item_step() {
   }
 }
 
+/// Op::TmaLoader if the op names its own TMA loader (a bench variant's: same `load` and
+/// `prefetch` signatures, a Handler of TmaBarrierHandler), else the tensor loader of its tile.
+template <class Op, class = void>
+struct TmaLoaderOf {
+  using type = TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes,
+                             Op::kLoadBoxRows, LoadHintOf<Op>::value>;
+};
+template <class Op>
+struct TmaLoaderOf<Op, std::void_t<typename Op::TmaLoader>> {
+  using type = typename Op::TmaLoader;
+};
+
 template <bool kTma, class Op>
 using LoaderFor = typename std::conditional<
-    kTma,
-    TmaTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, Op::kLoadBoxRows,
-                  LoadHintOf<Op>::value>,
+    kTma, typename TmaLoaderOf<Op>::type,
     CpAsyncTileLoader<Op::kTileRows, Op::kTileRowBytes, Op::kBoxRowBytes, kProducerThreads,
                       Op::kCpAsyncUnroll, LoadHintOf<Op>::value>>::type;
 

@@ -1,22 +1,23 @@
 // ferrocuda/transpose.cuh: 2D transpose through the ring pipeline: dst[c][r] = src[r][c].
 //
 // Tile: kRows rows x kRowBytes bytes, 16 KiB (built in: f32 64 rows x 256 bytes, 64 columns; bf16
-// 128 rows x 128 bytes, 64 columns), loaded as boxes 128 bytes wide (kRowBytes / 128 of them,
-// box-major in the stage, tile_load.cuh). The stage is then 128 "stage rows" of 128 bytes, 8
-// 16-byte chunks each: stage row v is row v % kRows of box v / kRows. Everything below speaks of
-// stage rows; with one box they are the tile's rows. Each lane transposes square blocks of kR x kR
-// elements in registers, kR = 16 / element size (f32 4x4, bf16 8x8): it reads kR stage rows of one
-// chunk (kR 16-byte loads) and writes kR 16-byte vectors, one into each of kR destination rows.
+// 128 rows x 128 bytes, 64 columns; bench variants 32 and 64 KiB), loaded as boxes 128 bytes wide
+// (kRowBytes / 128 of them, box-major in the stage, tile_load.cuh). The stage is then
+// kStageBytes / 128 "stage rows" of 128 bytes (128 at 16 KiB), 8 16-byte chunks each: stage row
+// v is row v % kRows of box v / kRows. Everything below speaks of stage rows; with one box they
+// are the tile's rows. Each lane transposes square blocks of kR x kR elements in registers, kR =
+// 16 / element size (f32 4x4, bf16 8x8): it reads kR stage rows of one chunk (kR 16-byte loads)
+// and writes kR 16-byte vectors, one into each of kR destination rows.
 //
 // Lane = 8p + q: q picks the chunk (tile columns q*kR ..), p the block of rows. Warp w owns stage
-// rows 32w .. 32w + 31, in 32 / (4 kR) passes of 4 kR rows (f32: 2 passes of 16 rows, bf16: 1
-// of 32). Shared memory: the 8 lanes of a quarter warp read 8 different chunks of a 128-byte row
-// (one per bank group), so the 16-byte loads are conflict-free on the dense layout both loaders
-// write. Global memory: in one store instruction the four lanes with the same q write 4 x 16
-// contiguous bytes of one destination row: 8 rows x 64 bytes, full 32-byte sectors (the old
-// mapping wrote 32 rows x 16 bytes per instruction, half sectors). A tile's kRows rows fill
-// kRows x element size contiguous bytes (256 for both built-in tiles) of each destination row it
-// touches.
+// rows 32w .. 32w + 31 (at 16 KiB; a quarter of the stage rows in general), in passes of 4 kR
+// rows (16 KiB f32: 2 passes of 16 rows, bf16: 1 of 32). Shared memory: the 8 lanes of a quarter
+// warp read 8 different chunks of a 128-byte row (one per bank group), so the 16-byte loads are
+// conflict-free on the dense layout both loaders write. Global memory: in one store instruction
+// the four lanes with the same q write 4 x 16 contiguous bytes of one destination row: 8 rows x
+// 64 bytes, full 32-byte sectors (the old mapping wrote 32 rows x 16 bytes per instruction, half
+// sectors). A tile's kRows rows fill kRows x element size contiguous bytes (256 for both built-in
+// tiles) of each destination row it touches.
 //
 // TMA store (MatrixArgs::tma_store): the same lanes read the same blocks into registers, the
 // consumer warps meet at a barrier, and each lane writes its kR column vectors back into the
@@ -70,10 +71,17 @@ struct Transpose {
   static constexpr uint32_t kRowsPerWarp = kStageRows / kConsumerWarps;
   static constexpr uint32_t kPasses = kRowsPerWarp / (4 * kR);
   static_assert(kBoxRowBytes == 8 * 16, "lane % 8 picks one of 8 chunks of a stage row");
-  static_assert(kStageRows * kBoxRowBytes == 16384 || kStageRows * kBoxRowBytes == 32768,
-                "16 KiB stages (the built-in tiles) or 32 KiB (sweep variants)");
+  static constexpr uint32_t kStageBytes = kStageRows * kBoxRowBytes;
+  static_assert(kStageBytes == 16384 || kStageBytes == 32768 || kStageBytes == 65536,
+                "16 KiB stages (the built-in tiles), 32 or 64 KiB (bench variants)");
   static_assert(kPasses * 4 * kR == kRowsPerWarp, "passes must cover the warp's rows");
-  static constexpr bool kTmaStore = true;
+  /// 64 KiB stages store from threads only: `stage_out` holds a lane's whole share of the tile
+  /// in registers at once (kPasses x kR chunks, 32 of them at 64 KiB), where `consume` holds one
+  /// pass's kR. The host refuses TMA stores for them (`Kernels::variant`).
+  static constexpr bool kTmaStore = kStageBytes <= 32768;
+  /// Passes of `consume` unrolled: all of them, but two at 64 KiB (8 passes for f32, 4 for bf16;
+  /// with all 4 unrolled the bf16 TMA kernel spilled, ptxas 13.0).
+  static constexpr uint32_t kPassUnroll = kStageBytes <= 32768 ? kPasses : 2;
   /// TMA store boxes: kBoxCols destination columns (128 bytes, the 128-byte swizzle's span) x
   /// kSubCols destination rows; a transposed tile is kBoxes of them. Store box k holds stage
   /// rows k * kBoxCols ..: destination columns from source row row + (k * kBoxCols) % kTileRows,
@@ -138,7 +146,7 @@ struct Transpose {
     T* dst = static_cast<T*>(a.dst);
     const uint32_t p = lane / 8;
     const uint32_t q = lane % 8;
-#pragma unroll
+#pragma unroll(kPassUnroll)
     for (uint32_t h = 0; h < kPasses; ++h) {
       const uint32_t rb = warp * kRowsPerWarp + h * 4 * kR + p * kR;  // first stage row of block
       Chunk in[kR];
