@@ -12,6 +12,7 @@
 //!                                benchmark twice, then ncu on three pairs of rows (needs ncu)
 //! DIR/kernel_k5                  64 KiB transpose stages and TMA bulk copies in one device
 //!                                call: its benchmark twice, then ncu on four rows (needs ncu)
+//! DIR/ncu_summary.py             the kernel scripts' summary of their ncu CSV: one line per launch
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
 //! DIR/bin/event_cost_probe       run by hand, not by DIR/run: event-call cost after each kind
@@ -510,6 +511,7 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     write("kernel_sweep", KERNEL_SWEEP)?;
     write("kernel_place", KERNEL_PLACE)?;
     write("kernel_k5", KERNEL_K5)?;
+    write("ncu_summary.py", NCU_SUMMARY_PY)?;
     util::run(
         Command::new("chmod")
             .arg("+x")
@@ -519,6 +521,27 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
             .arg(dir.join("kernel_k5")),
     )
 }
+
+/// The bundle's `ncu_summary.py`, which the kernel scripts run on their `ncu --csv` output: one
+/// line per profiled launch with its time, DRAM throughput (% of peak), read and write cycles
+/// active (% of elapsed DRAM cycles), bytes read and written, and L2 hit rate.
+const NCU_SUMMARY_PY: &str = r##"import collections, csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    sys.exit()
+h = rows[0]
+m = collections.OrderedDict()
+for r in rows[1:]:
+    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
+        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
+for (i, k, g), d in m.items():
+    el = float(d['dram__cycles_elapsed.sum'])
+    rd = float(d['dram__cycles_active_read.sum']) / el * 100
+    wr = float(d['dram__cycles_active_write.sum']) / el * 100
+    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
+          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
+          d['lts__t_sector_hit_rate.pct'])
+"##;
 
 /// The bundle's `kernel_sweep`: the kernels program's two benchmarks twice, then ncu on the best
 /// sweep rows (bench/README.md).
@@ -576,24 +599,7 @@ FERROCUDA_KBENCH_FILTER="$pick,b_copy2d_tmastore_tma_f32_s4_cap264,b_transpose_t
   > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
 echo "ncu rc=$?"
 # One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
-python3 - "$OUT/ncu.csv" <<'PY'
-import collections, csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows:
-    sys.exit()
-h = rows[0]
-m = collections.OrderedDict()
-for r in rows[1:]:
-    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
-        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
-for (i, k, g), d in m.items():
-    el = float(d['dram__cycles_elapsed.sum'])
-    rd = float(d['dram__cycles_active_read.sum']) / el * 100
-    wr = float(d['dram__cycles_active_write.sum']) / el * 100
-    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
-          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
-          d['lts__t_sector_hit_rate.pct'])
-PY
+timeout 20 python3 "$B/ncu_summary.py" "$OUT/ncu.csv"
 "##;
 
 /// The bundle's `kernel_place`: the kernels program's `kernel_place` twice, a summary that sets
@@ -656,24 +662,7 @@ FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
   > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
 echo "ncu rc=$?"
 # One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
-timeout 20 python3 - "$OUT/ncu.csv" > "$OUT/ncu.txt" <<'PY'
-import collections, csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows:
-    sys.exit()
-h = rows[0]
-m = collections.OrderedDict()
-for r in rows[1:]:
-    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
-        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
-for (i, k, g), d in m.items():
-    el = float(d['dram__cycles_elapsed.sum'])
-    rd = float(d['dram__cycles_active_read.sum']) / el * 100
-    wr = float(d['dram__cycles_active_write.sum']) / el * 100
-    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
-          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
-          d['lts__t_sector_hit_rate.pct'])
-PY
+timeout 20 python3 "$B/ncu_summary.py" "$OUT/ncu.csv" > "$OUT/ncu.txt"
 cat "$OUT/ncu.txt"
 "##;
 
@@ -739,24 +728,7 @@ FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
   > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
 echo "ncu rc=$?"
 # One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit.
-timeout 15 python3 - "$OUT/ncu.csv" > "$OUT/ncu.txt" <<'PY'
-import collections, csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows:
-    sys.exit()
-h = rows[0]
-m = collections.OrderedDict()
-for r in rows[1:]:
-    m.setdefault((r[h.index('ID')], r[h.index('Kernel Name')], r[h.index('Grid Size')]), {})[
-        r[h.index('Metric Name')]] = r[h.index('Metric Value')].replace(',', '')
-for (i, k, g), d in m.items():
-    el = float(d['dram__cycles_elapsed.sum'])
-    rd = float(d['dram__cycles_active_read.sum']) / el * 100
-    wr = float(d['dram__cycles_active_write.sum']) / el * 100
-    print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
-          f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
-          d['lts__t_sector_hit_rate.pct'])
-PY
+timeout 15 python3 "$B/ncu_summary.py" "$OUT/ncu.csv" > "$OUT/ncu.txt"
 cat "$OUT/ncu.txt"
 "##;
 
@@ -912,7 +884,52 @@ echo "results: $json"
 
 #[cfg(test)]
 mod tests {
-    use super::{KERNEL_K5, KERNEL_PLACE, KERNEL_SWEEP, RUN, odd_descriptor_functions};
+    use super::{
+        KERNEL_K5, KERNEL_PLACE, KERNEL_SWEEP, NCU_SUMMARY_PY, RUN, odd_descriptor_functions,
+    };
+
+    /// The kernel scripts' ncu summary turns one launch's metric rows (ncu's `--csv` layout: one
+    /// row per metric) into one line, with the read and write cycles as shares of elapsed ones.
+    #[test]
+    fn ncu_summary_prints_one_line_per_launch() {
+        let dir = std::env::temp_dir().join(format!("ncu-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (py, csv) = (dir.join("ncu_summary.py"), dir.join("ncu.csv"));
+        std::fs::write(&py, NCU_SUMMARY_PY).unwrap();
+        let head = "\"ID\",\"Process ID\",\"Process Name\",\"Host Name\",\"Kernel Name\",\"Context\",\"Stream\",\"Block Size\",\"Grid Size\",\"Device\",\"CC\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"";
+        let mut text = format!("{head}\n");
+        for (metric, value) in [
+            ("dram__cycles_elapsed.sum", "1,000"),
+            ("dram__cycles_active_read.sum", "400"),
+            ("dram__cycles_active_write.sum", "350"),
+            ("gpu__time_duration.sum", "512,000"),
+            ("dram__throughput.avg.pct_of_peak_sustained_elapsed", "86.1"),
+            ("dram__bytes_read.sum", "1073741824"),
+            ("dram__bytes_write.sum", "1050000000"),
+            ("lts__t_sector_hit_rate.pct", "49.8"),
+        ] {
+            text.push_str(&format!(
+                "\"0\",\"1\",\"kernels\",\"h\",\"k_copy\",\"1\",\"7\",\"(384, 1, 1)\",\"(132, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"{metric}\",\"\",\"{value}\"\n"
+            ));
+        }
+        std::fs::write(&csv, text).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg(&py)
+            .arg(&csv)
+            .output()
+            .expect("python3 runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            "k_copy (132, 1, 1) 512000 ns 86.1 % rd 40.0 wr 35.0 1073741824 1050000000 49.8"
+        );
+    }
 
     #[test]
     fn bundle_scripts_parse_and_kernel_place_profiles_the_programs_pairs() {
