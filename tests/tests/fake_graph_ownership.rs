@@ -170,3 +170,49 @@ fn what_a_graph_owns_outlives_its_dropped_executable_until_the_last_launch_finis
         assert_eq!(fake::violations(), before);
     });
 }
+
+/// A capture that the closure of `Graph::capture` ends itself hands the caller a raw graph: what
+/// its operations used must stay owned (here: alive after the capture's error, the buffer's handle
+/// dropped, while that raw graph is launched), not be released with the failed capture.
+#[test]
+fn a_capture_ended_inside_graph_capture_keeps_what_its_raw_graph_uses() {
+    deadline(30 * SEC, || {
+        let d = fake::device();
+        let before = fake::violations();
+        let s = d.new_stream().unwrap();
+        let mut buf = s.alloc_zeroed::<u32>(1024).unwrap();
+        s.synchronize().unwrap();
+        let mut raw = None;
+        let r = Graph::capture(&s, |cap| {
+            cap.stream().memset_u32(&mut buf, 7)?;
+            raw = Some(cap.stream().end_capture()?);
+            Ok(())
+        });
+        assert!(r.is_err(), "the capture was ended inside the closure");
+        let g = raw.expect("the closure ended the capture");
+        drop(buf);
+        ferrocuda_driver::wait_for_releases(5 * SEC).unwrap();
+        let cu = fake::driver();
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: the graph is live; `exec` is a writable local; the executable and the graph are
+        // destroyed after the launch has finished.
+        unsafe {
+            fake::check(
+                "cuGraphInstantiateWithFlags",
+                cu.cuGraphInstantiateWithFlags(&mut exec, g, 0),
+            );
+            fake::check("cuGraphLaunch", cu.cuGraphLaunch(exec, s.as_raw()));
+        }
+        s.synchronize().unwrap();
+        // SAFETY: both are live and not used afterwards.
+        unsafe {
+            fake::check("cuGraphExecDestroy", cu.cuGraphExecDestroy(exec));
+            fake::check("cuGraphDestroy", cu.cuGraphDestroy(g));
+        }
+        assert_eq!(
+            fake::violations(),
+            before,
+            "the raw graph's memset touched freed memory"
+        );
+    });
+}

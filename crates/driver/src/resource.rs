@@ -353,10 +353,44 @@ impl CaptureKeeps {
         Ok(CaptureKeeps { graph: g as usize })
     }
 
-    /// Ends the collection and returns what the capture's operations keep alive. Call it once the
-    /// capture has ended: an operation recorded after it owns its resources by user object.
-    pub fn take(self) -> Vec<Box<dyn Any + Send>> {
-        sinks().close(self.graph)
+    /// Ends the collection once the capture has ended with graph `ended` (an operation recorded
+    /// after this owns its resources by user object), and returns what the capture's operations
+    /// keep alive. Empty if `ended` is not the collected graph: someone ended that capture before
+    /// (the stream's own `end_capture`) and holds its raw graph, so what was collected stays alive
+    /// for it (leaked).
+    pub fn take(self, ended: ferrocuda_sys::CUgraph) -> Vec<Box<dyn Any + Send>> {
+        let keeps = sinks().close(self.graph);
+        if ended as usize == self.graph {
+            keeps
+        } else {
+            leak(keeps);
+            Vec::new()
+        }
+    }
+
+    /// Ends the collection of a capture that ended with graph `ended`, which its owner discards:
+    /// what was collected is released behind a fence (leaked if `ended` is not the collected
+    /// graph, as in [`take`](Self::take)).
+    pub fn discard(self, ended: ferrocuda_sys::CUgraph) {
+        let keeps = sinks().close(self.graph);
+        if ended as usize == self.graph {
+            if !keeps.is_empty() {
+                crate::runtime::reclaim::defer_drop(keeps);
+            }
+        } else {
+            leak(keeps);
+        }
+    }
+}
+
+/// Keeps what a graph its collector does not own may use alive for the rest of the process.
+fn leak(keeps: Vec<Keep>) {
+    if !keeps.is_empty() {
+        tracing::warn!(
+            count = keeps.len(),
+            "a capture ended outside its collector: what its operations used stays alive"
+        );
+        std::mem::forget(keeps);
     }
 }
 
@@ -369,13 +403,11 @@ fn illegal_state() -> Error {
 }
 
 impl Drop for CaptureKeeps {
-    /// Ends the collection if [`take`](Self::take) did not (a capture given up): what was
-    /// collected is released behind a fence.
+    /// Ends the collection if [`take`](Self::take) or [`discard`](Self::discard) did not: the
+    /// capture did not end through its owner (invalidated, or ended by someone who may hold its
+    /// graph), so what was collected stays alive (leaked).
     fn drop(&mut self) {
-        let rest = sinks().close(self.graph);
-        if !rest.is_empty() {
-            crate::runtime::reclaim::defer_drop(rest);
-        }
+        leak(sinks().close(self.graph));
     }
 }
 

@@ -217,7 +217,11 @@ impl Graph {
     /// or from borrowed host memory, allocations — fail with
     /// [`NotAllowedUnderCapture`](ferrocuda_driver::Error::NotAllowedUnderCapture); use this
     /// crate's host nodes instead. If `f` returns an error or panics, the capture is ended and its
-    /// graph discarded, so the stream is usable again.
+    /// graph discarded, so the stream is usable again. If the capture ends some other way — the
+    /// driver invalidated it, or `f` ended it itself with
+    /// [`DeviceStream::end_capture`](ferrocuda_driver::DeviceStream::end_capture) and holds the raw
+    /// graph — this returns the error, and what the capture's operations used stays alive for the
+    /// rest of the process (leaked), since a raw graph this call does not own may still use it.
     ///
     /// ```no_run
     /// # use ferrocuda_driver::{CompletionFlag, Device, WaitCondition};
@@ -244,40 +248,61 @@ impl Graph {
     ) -> Result<Graph> {
         stream.device().make_current()?;
         stream.begin_capture()?;
+        /// A capture that this call ended and whose graph it discards: what its operations used
+        /// is released after the graph (both behind the reclaimer's fence).
+        fn discard(g: CUgraph, keeps: Option<ferrocuda_driver::CaptureKeeps>) {
+            if let Some(k) = keeps {
+                k.discard(g);
+            }
+            ferrocuda_driver::defer_drop(RawGraph(g));
+        }
         // Ends the capture if `f` panics (the unwind passes through here), discarding its graph.
-        struct Ending<'s>(Option<&'s DeviceStream>);
+        struct Ending<'s> {
+            stream: Option<&'s DeviceStream>,
+            keeps: Option<ferrocuda_driver::CaptureKeeps>,
+        }
         impl Drop for Ending<'_> {
             fn drop(&mut self) {
-                if let Some(s) = self.0.take()
+                if let Some(s) = self.stream.take()
                     && let Ok(g) = s.end_capture()
                 {
-                    ferrocuda_driver::defer_drop(RawGraph(g));
+                    discard(g, self.keeps.take());
                 }
             }
         }
-        let mut ending = Ending(Some(stream));
+        let mut ending = Ending {
+            stream: Some(stream),
+            keeps: None,
+        };
         // What the captured operations use comes to the graph's owner, not into user objects.
-        let keeps = ferrocuda_driver::CaptureKeeps::collect(stream)?;
+        ending.keeps = Some(ferrocuda_driver::CaptureKeeps::collect(stream)?);
         let mut cap = Capture {
             stream,
             owned: Vec::new(),
         };
         let r = f(&mut cap);
-        ending.0 = None;
-        let ended = stream.end_capture();
-        let g = match (r, ended) {
-            (Ok(()), Ok(g)) => g,
-            (Err(e), ended) => {
-                if let Ok(g) = ended {
-                    ferrocuda_driver::defer_drop(RawGraph(g));
-                }
-                return Err(e);
+        let keeps = ending.keeps.take();
+        ending.stream = None;
+        match (r, stream.end_capture()) {
+            (Ok(()), Ok(g)) => {
+                let kept = keeps.map(|k| k.take(g)).unwrap_or_default();
+                let graph = Self::from_raw(stream.device(), g)?;
+                lock(&graph.owned).extend(cap.owned.into_iter().chain(kept));
+                Ok(graph)
             }
-            (Ok(()), Err(e)) => return Err(e.into()),
-        };
-        let graph = Self::from_raw(stream.device(), g)?;
-        lock(&graph.owned).extend(cap.owned.into_iter().chain(keeps.take()));
-        Ok(graph)
+            (Err(e), Ok(g)) => {
+                discard(g, keeps);
+                Err(e)
+            }
+            (r, Err(e)) => {
+                // The capture did not end here: it was invalidated, or `f` ended it itself and
+                // holds its raw graph, whose nodes may still use what the capture's operations and
+                // `Capture::own` kept. They stay alive (leaked) rather than be freed under it.
+                drop(keeps);
+                std::mem::forget(cap.owned);
+                Err(r.err().unwrap_or_else(|| e.into()))
+            }
+        }
     }
 
     /// The device of the graph.
