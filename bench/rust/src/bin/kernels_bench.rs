@@ -953,6 +953,39 @@ fn place<T: Element + FromF32 + PartialEq + Copy>(
     }
     // 1 GiB square, the side rounded down to whole tiles (f32 16384, bf16 23168).
     let n = ((1u64 << 30) / size_of::<T>() as u64).isqrt() as u32 / side * side;
+    let timed = configs.into_iter().map(|c| {
+        let place = c.placement.then_some(side);
+        (c, place)
+    });
+    time_checked::<T>(
+        k,
+        dev,
+        s,
+        r,
+        bandwidth,
+        memcpy_gbs,
+        "kernel_place",
+        n,
+        timed,
+    );
+}
+
+/// Times each configuration as a row of benchmark `bench` on an `n` x `n` matrix (rows on
+/// 512-byte boundaries), each first checked on small matrices unless timing once: a placement-only
+/// kernel (`Some(side)`, its tile side) against the CPU block swap, any other against the CPU
+/// reference. A configuration that computes a wrong result gets a `WRONG` row and no timing.
+#[allow(clippy::too_many_arguments)]
+fn time_checked<T: Element + FromF32 + PartialEq + Copy>(
+    k: &Kernels,
+    dev: &Device,
+    s: &DeviceStream,
+    r: &mut Report,
+    bandwidth: &mut comfy_table::Table,
+    memcpy_gbs: f64,
+    bench: &str,
+    n: u32,
+    configs: impl IntoIterator<Item = (Config, Option<u32>)>,
+) {
     let layout = MatrixLayout::aligned::<T>(n, n);
     let bytes = f64::from(n) * f64::from(n) * size_of::<T>() as f64;
     let host = matrix::<T>(layout.span() as usize, 0x9e37_79b9);
@@ -960,12 +993,11 @@ fn place<T: Element + FromF32 + PartialEq + Copy>(
     drop(host);
     let mut dst: DeviceBuffer<T> = ok(s.alloc(layout.span() as usize));
     let mut sums: DeviceBuffer<f32> = ok(s.alloc(4));
-    for c in configs {
+    for (c, place) in configs {
         if !once() {
-            let right = if c.placement {
-                check_place::<T>(k, s, &c, side)
-            } else {
-                check::<T>(k, s, &c)
+            let right = match place {
+                Some(side) => check_place::<T>(k, s, &c, side),
+                None => check::<T>(k, s, &c),
             };
             if !right {
                 bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
@@ -976,15 +1008,7 @@ fn place<T: Element + FromF32 + PartialEq + Copy>(
         let ms = time_ms(s, dev, || {
             c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
         });
-        add_row(
-            r,
-            bandwidth,
-            "kernel_place",
-            &c.name,
-            2.0 * bytes,
-            ms,
-            memcpy_gbs,
-        );
+        add_row(r, bandwidth, bench, &c.name, 2.0 * bytes, ms, memcpy_gbs);
     }
     drop((src, dst, sums));
 }

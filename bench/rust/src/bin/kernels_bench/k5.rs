@@ -13,11 +13,10 @@
 //! on a shape that is not whole tiles, or the program stops.
 
 use super::{
-    Config, FromF32, add_row, check, check_place, check_place_refused, elem_name, matrix, ok, once,
-    selected, time_ms,
+    Config, FromF32, check_place_refused, elem_name, matrix, ok, once, selected, time_checked,
 };
 use ferrocuda_bench::{Report, die};
-use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream, Module};
+use ferrocuda_driver::{Device, DeviceStream, Module};
 use ferrocuda_kernels::{Element, Kernels, MatrixLayout, Op, Pipeline, Stages, Store, Transfer};
 use std::num::NonZeroU32;
 
@@ -275,41 +274,12 @@ pub(super) fn run<T: Element + FromF32 + PartialEq + Copy>(
         }
     }
     let n = side(size_of::<T>() as u32);
-    let layout = MatrixLayout::aligned::<T>(n, n);
-    let bytes = f64::from(n) * f64::from(n) * size_of::<T>() as f64;
-    let host = matrix::<T>(layout.span() as usize, 0x9e37_79b9);
-    let src = ok(s.clone_htod(&host));
-    drop(host);
-    let mut dst: DeviceBuffer<T> = ok(s.alloc(layout.span() as usize));
-    let mut sums: DeviceBuffer<f32> = ok(s.alloc(4));
-    for (c, kind, tile) in configs {
-        if !once() {
-            let right = if kind == Kind::Placement {
-                // A placement-only tile is square: its side in elements is its rows.
-                check_place::<T>(k, s, &c, tile.0)
-            } else {
-                check::<T>(k, s, &c)
-            };
-            if !right {
-                bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
-                eprintln!("{}: WRONG result on the small matrices", c.name);
-                continue;
-            }
-        }
-        let ms = time_ms(s, dev, || {
-            c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
-        });
-        add_row(
-            r,
-            bandwidth,
-            "kernel_k5",
-            &c.name,
-            2.0 * bytes,
-            ms,
-            memcpy_gbs,
-        );
-    }
-    drop((src, dst, sums));
+    let timed = configs.into_iter().map(|(c, kind, tile)| {
+        // A placement-only tile is square: its side in elements is its rows.
+        let place = (kind == Kind::Placement).then_some(tile.0);
+        (c, place)
+    });
+    time_checked::<T>(k, dev, s, r, bandwidth, memcpy_gbs, "kernel_k5", n, timed);
 }
 
 #[cfg(test)]
