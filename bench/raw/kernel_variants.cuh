@@ -10,7 +10,8 @@
 // per block (ferrocuda::ContiguousItems); depths up to 8 stages and 32 KiB transpose stages; and
 // kbv_plain_copy, a grid-stride copy without shared memory (what an SM copy kernel reaches);
 // placement-only transposes (`place` after the shape: kbv::TileSwap); 64 KiB transpose stages
-// (r128x512); and the copy with TMA bulk row copies (`bulk` after the shape: kbv::BulkCopy).
+// (r128x512); the copy with TMA bulk row copies (`bulk` after the shape: kbv::BulkCopy); and
+// copies with 4 and 8 KiB stages (r2x2048i1, r4x2048i1: the grid experiment).
 #pragma once
 
 #include <ferrocuda/copy2d.cuh>
@@ -346,6 +347,26 @@ struct BulkCopy : ferrocuda::Copy2d<E, 8, 2048, 1> {
 using KbvBulk_f32 = kbv::BulkCopy<kbv::F32>;
 KBV_PAIR(copy2d_r8x2048bulk, KbvBulk_f32, f32, 3)
 KBV_PAIR(copy2d_r8x2048bulk, KbvBulk_f32, f32, 4)
+
+// The grid experiment's smaller copy stages: kbv_copy2d_r<rows>x2048i1_{tma,cpasync}_<elem>_s<S>,
+// the built-in copy's 2 KiB rows in 1-row TMA boxes, 8 KiB stages (4 rows) at 4 to 8 stages and
+// 4 KiB stages (2 rows) at 6 to 8: the bytes a block has in flight in finer steps than 16 KiB.
+using KbvCopy4_f32 = ferrocuda::Copy2d<ferrocuda::F32, 4, 2048, 1>;
+using KbvCopy4_bf16 = ferrocuda::Copy2d<ferrocuda::BF16, 4, 2048, 1>;
+using KbvCopy2_f32 = ferrocuda::Copy2d<ferrocuda::F32, 2, 2048, 1>;
+using KbvCopy2_bf16 = ferrocuda::Copy2d<ferrocuda::BF16, 2, 2048, 1>;
+#define KBV_SMALL_COPY(S)                              \
+  KBV_PAIR(copy2d_r4x2048i1, KbvCopy4_f32, f32, S)     \
+  KBV_PAIR(copy2d_r4x2048i1, KbvCopy4_bf16, bf16, S)
+KBV_SMALL_COPY(4)
+KBV_SMALL_COPY(5)
+KBV_SMALL_COPY(6)
+KBV_SMALL_COPY(7)
+KBV_SMALL_COPY(8)
+KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_f32, f32, 6)
+KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_bf16, bf16, 6)
+KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_f32, f32, 8)
+KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_bf16, bf16, 8)
 
 // A grid-stride copy of n16 16-byte vectors, 4 loads in flight per thread before its stores.
 extern "C" __global__ void __launch_bounds__(256) kbv_plain_copy(const uint4 *src, uint4 *dst,

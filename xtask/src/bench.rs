@@ -12,6 +12,8 @@
 //!                                benchmark twice, then ncu on three pairs of rows (needs ncu)
 //! DIR/kernel_k5                  64 KiB transpose stages and TMA bulk copies in one device
 //!                                call: its benchmark twice, then ncu on four rows (needs ncu)
+//! DIR/kernel_grid                grids and stage sizes (bytes in flight) in one device call:
+//!                                its benchmark twice, then ncu on up to seven rows (needs ncu)
 //! DIR/ncu_summary.py             the kernel scripts' summary of their ncu CSV: one line per launch
 //! DIR/programs                   one program per line: IMPL EXECUTABLE [ARGS...] (bundle-relative)
 //! DIR/bin/raw_bench              the raw driver API baseline in C (bench/raw/*.c)
@@ -511,6 +513,7 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
     write("kernel_sweep", KERNEL_SWEEP)?;
     write("kernel_place", KERNEL_PLACE)?;
     write("kernel_k5", KERNEL_K5)?;
+    write("kernel_grid", KERNEL_GRID)?;
     write("ncu_summary.py", NCU_SUMMARY_PY)?;
     util::run(
         Command::new("chmod")
@@ -518,13 +521,16 @@ pub fn write_bundle(dir: &Path, tk: &setup::Toolkit) -> Result<(), String> {
             .arg(dir.join("run"))
             .arg(dir.join("kernel_sweep"))
             .arg(dir.join("kernel_place"))
-            .arg(dir.join("kernel_k5")),
+            .arg(dir.join("kernel_k5"))
+            .arg(dir.join("kernel_grid")),
     )
 }
 
 /// The bundle's `ncu_summary.py`, which the kernel scripts run on their `ncu --csv` output: one
 /// line per profiled launch with its time, DRAM throughput (% of peak), read and write cycles
-/// active (% of elapsed DRAM cycles), bytes read and written, and L2 hit rate.
+/// active (% of elapsed DRAM cycles), bytes read and written, and L2 hit rate; where the SMs'
+/// active cycles were collected too (`sm__cycles_active.{min,avg,max}`), the least and the mean
+/// SM's as a share of the busiest one's (a tail where SMs wait for the last blocks shows there).
 const NCU_SUMMARY_PY: &str = r##"import collections, csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows:
@@ -540,7 +546,10 @@ for (i, k, g), d in m.items():
     wr = float(d['dram__cycles_active_write.sum']) / el * 100
     print(k, g, d['gpu__time_duration.sum'], 'ns', d['dram__throughput.avg.pct_of_peak_sustained_elapsed'],
           f"% rd {rd:.1f} wr {wr:.1f}", d['dram__bytes_read.sum'], d['dram__bytes_write.sum'],
-          d['lts__t_sector_hit_rate.pct'])
+          d['lts__t_sector_hit_rate.pct'],
+          *([f"sm {float(d['sm__cycles_active.min']) / float(d['sm__cycles_active.max']) * 100:.1f}"
+             f"/{float(d['sm__cycles_active.avg']) / float(d['sm__cycles_active.max']) * 100:.1f}"]
+            if 'sm__cycles_active.max' in d else []))
 "##;
 
 /// The bundle's `kernel_sweep`: the kernels program's two benchmarks twice, then ncu on the best
@@ -732,6 +741,79 @@ timeout 15 python3 "$B/ncu_summary.py" "$OUT/ncu.csv" > "$OUT/ncu.txt"
 cat "$OUT/ncu.txt"
 "##;
 
+/// The bundle's `kernel_grid`: the kernels program's `kernel_grid` twice, a summary of each row's
+/// range over the rounds with the best rows, then ncu on up to seven rows (the three `NCU_ROWS` of
+/// bench/rust/src/bin/kernels_bench/grid.rs names and the best TMA copy and best transpose of each
+/// element type), with the SMs' active cycles. Every step has a time limit, 560 s in all.
+const KERNEL_GRID: &str = r##"#!/usr/bin/env bash
+# ferrocuda benchmark bundle, written by `cargo xtask bench`: grids and stage sizes in one device
+# call (docs/kernels.md, "Grids and bytes in flight (the experiment)"). Every row of `kernel_grid`,
+# two rounds; a summary (each row's range over the rounds; BEST: the best row by its worst round
+# per op, element type and transfer); then ncu on the built-in TMA copy on one block per SM and on
+# the default grid, the one-block-per-SM cp.async copy, and the best TMA copy and transpose of
+# each element type, with the SMs' least, mean and most active cycles. Writes env.txt, k.jsonl,
+# grid.log, summary.txt, ncu.csv, ncu.err and ncu.txt under $OUT (or /tmp/kernel_grid). Needs ncu
+# at /usr/local/cuda/bin. FERROCUDA_KBENCH_FILTER, if set, narrows the timed rows. Every step has a
+# time limit, 560 s in all.
+#
+#   OUT=DIR kernel_grid
+set -u
+B=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/kernel_grid}
+mkdir -p "$OUT"
+{ date -u; timeout 20 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv
+  cat "$B/COMMIT"; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-150}
+t0=$(date +%s)
+timeout 320 "$B/run" --only kernels --rounds 2 --json "$OUT/k.jsonl" kernel_grid \
+  > "$OUT/grid.log" 2>&1
+echo "grid rc=$? in $(( $(date +%s) - t0 )) s; WRONG rows: $(grep -c WRONG "$OUT/grid.log")"
+grep -E "failed|error|refused" "$OUT/grid.log" | head -5
+# Every row as "name min-max" over the rounds; BEST lines (written to $OUT/pick for ncu: the best
+# TMA copy and the best transpose of each element type).
+timeout 15 python3 - "$OUT/k.jsonl" "$OUT/pick" > "$OUT/summary.txt" <<'PY'
+import collections, json, sys
+v = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if d.get('bench') in ('kernel_grid', 'kernel_bandwidth') and 'vs_memcpy' in d:
+        v[d['regime']].append(d['vs_memcpy'])
+best = {}
+for k, x in v.items():
+    print(f"{k} {min(x):.3f}-{max(x):.3f}")
+    if k[:2] in ('v_', 'b_'):
+        op = 'copy2d' if 'copy2d' in k else 'transpose'
+        key = (op, 'bf16' if '_bf16_' in k else 'f32', 'tma' if '_tma_' in k else 'cpasync')
+        if key not in best or min(x) > best[key][1]:
+            best[key] = (k, min(x))
+pick = []
+for key, (k, m) in sorted(best.items()):
+    print('BEST', *key, k, f"{m:.3f}-{max(v[k]):.3f}")
+    if key[0] == 'copy2d' and key[2] == 'tma':
+        pick.append(k + '$')
+for e in ('f32', 'bf16'):
+    tr = [best[k] for k in best if k[0] == 'transpose' and k[1] == e]
+    if tr:
+        pick.append(max(tr, key=lambda b: b[1])[0] + '$')
+open(sys.argv[2], 'w').write(','.join(pick))
+PY
+cat "$OUT/summary.txt"
+pick=$(cat "$OUT/pick" 2>/dev/null)
+pick="${pick:+$pick,}"'b_copy2d_ststore_tma_f32_s3_cap132$,b_copy2d_ststore_tma_f32_s4$,b_copy2d_ststore_cpasync_f32_s4_cap132$'
+echo "ncu on: $pick"
+FERROCUDA_KBENCH_ONCE=1 FERROCUDA_KBENCH_FILTER="$pick" \
+  timeout 180 /usr/local/cuda/bin/ncu --clock-control none -k regex:'kbv_|ferrocuda_' -c 7 --csv \
+  --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__cycles_active_read.sum,dram__cycles_active_write.sum,dram__cycles_elapsed.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,sm__cycles_active.min,sm__cycles_active.avg,sm__cycles_active.max \
+  "$B/bin/kernels" --cubin "$B/cubin/bench_kernels.cubin" --json /tmp/ncu.jsonl --commit ncu kernel_grid \
+  > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+echo "ncu rc=$?"
+# One line per profiled launch: time, DRAM % of peak, read / write cycles active, bytes, L2 hit,
+# least / mean SM active cycles as % of the busiest SM's.
+timeout 15 python3 "$B/ncu_summary.py" "$OUT/ncu.csv" > "$OUT/ncu.txt"
+cat "$OUT/ncu.txt"
+"##;
+
 /// The C baseline: host `cc`, C11, warnings are errors, nothing CUDA linked (libcuda is dlopened).
 fn build_raw(tk: &setup::Toolkit, out: &Path) -> Result<(), String> {
     let src = util::root().join("bench/raw");
@@ -885,7 +967,8 @@ echo "results: $json"
 #[cfg(test)]
 mod tests {
     use super::{
-        KERNEL_K5, KERNEL_PLACE, KERNEL_SWEEP, NCU_SUMMARY_PY, RUN, odd_descriptor_functions,
+        KERNEL_GRID, KERNEL_K5, KERNEL_PLACE, KERNEL_SWEEP, NCU_SUMMARY_PY, RUN,
+        odd_descriptor_functions,
     };
 
     /// The kernel scripts' ncu summary turns one launch's metric rows (ncu's `--csv` layout: one
@@ -898,7 +981,13 @@ mod tests {
         std::fs::write(&py, NCU_SUMMARY_PY).unwrap();
         let head = "\"ID\",\"Process ID\",\"Process Name\",\"Host Name\",\"Kernel Name\",\"Context\",\"Stream\",\"Block Size\",\"Grid Size\",\"Device\",\"CC\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"";
         let mut text = format!("{head}\n");
-        for (metric, value) in [
+        let sm = [
+            ("sm__cycles_active.min", "900"),
+            ("sm__cycles_active.avg", "950"),
+            ("sm__cycles_active.max", "1,000"),
+        ];
+        // Launch 0 without the SMs' cycles, launch 1 with them.
+        for (id, metric, value) in [
             ("dram__cycles_elapsed.sum", "1,000"),
             ("dram__cycles_active_read.sum", "400"),
             ("dram__cycles_active_write.sum", "350"),
@@ -907,9 +996,14 @@ mod tests {
             ("dram__bytes_read.sum", "1073741824"),
             ("dram__bytes_write.sum", "1050000000"),
             ("lts__t_sector_hit_rate.pct", "49.8"),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|m| [(0, m), (1, m)])
+        .chain(sm.map(|m| (1, m)))
+        .map(|(id, (metric, value))| (id, metric, value))
+        {
             text.push_str(&format!(
-                "\"0\",\"1\",\"kernels\",\"h\",\"k_copy\",\"1\",\"7\",\"(384, 1, 1)\",\"(132, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"{metric}\",\"\",\"{value}\"\n"
+                "\"{id}\",\"1\",\"kernels\",\"h\",\"k_copy\",\"1\",\"7\",\"(384, 1, 1)\",\"(132, 1, 1)\",\"0\",\"9.0\",\"Command line profiler metrics\",\"{metric}\",\"\",\"{value}\"\n"
             ));
         }
         std::fs::write(&csv, text).unwrap();
@@ -925,10 +1019,8 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            stdout.trim(),
-            "k_copy (132, 1, 1) 512000 ns 86.1 % rd 40.0 wr 35.0 1073741824 1050000000 49.8"
-        );
+        let line = "k_copy (132, 1, 1) 512000 ns 86.1 % rd 40.0 wr 35.0 1073741824 1050000000 49.8";
+        assert_eq!(stdout.trim(), format!("{line}\n{line} sm 90.0/95.0"));
     }
 
     #[test]
@@ -938,6 +1030,7 @@ mod tests {
             ("kernel_sweep", KERNEL_SWEEP),
             ("kernel_place", KERNEL_PLACE),
             ("kernel_k5", KERNEL_K5),
+            ("kernel_grid", KERNEL_GRID),
         ] {
             let out = std::process::Command::new("bash")
                 .args(["-n", "-c", text])
@@ -968,44 +1061,61 @@ mod tests {
         assert!(KERNEL_PLACE.contains("-c 6 "));
     }
 
-    #[test]
-    fn kernel_k5_profiles_the_programs_copies_and_limits_every_step() {
-        let k5 = include_str!("../../bench/rust/src/bin/kernels_bench/k5.rs");
-        let list = k5
+    /// `script` profiles every row of the `NCU_ROWS` list in `source` (a kernels_bench file),
+    /// `count` launches in all, and puts every step under a time limit, `limit_s` in all.
+    fn profiles_its_rows_and_limits_every_step(
+        name: &str,
+        script: &str,
+        source: &str,
+        count: usize,
+        limit_s: u32,
+    ) {
+        let list = source
             .split("const NCU_ROWS")
             .nth(1)
             .and_then(|rest| rest.split("];").next())
-            .expect("k5.rs has NCU_ROWS");
-        let rows: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
-        assert_eq!(rows.len(), 2);
-        for row in rows {
+            .unwrap_or_else(|| panic!("{name}: the source has no NCU_ROWS"));
+        for row in list.split('"').skip(1).step_by(2) {
             assert!(
-                KERNEL_K5.contains(&format!("{row}$")),
-                "{row} is not profiled"
+                script.contains(&format!("{row}$")),
+                "{name}: {row} is not profiled"
             );
         }
-        // Two rows from the program, two picked: one launch each.
-        assert!(KERNEL_K5.contains("-c 4 "));
-        // Every step under a time limit, and the limits within the script's six minutes.
-        let limits: u32 = KERNEL_K5
+        assert!(script.contains(&format!("-c {count} ")), "{name}");
+        let limits: u32 = script
             .split("timeout ")
             .skip(1)
             .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
             .sum();
-        assert!(limits <= 350, "{limits} s of time limits");
+        assert!(limits <= limit_s, "{name}: {limits} s of time limits");
         for step in [
             "nvidia-smi",
             "\"$B/run\"",
             "python3 -",
             "/usr/local/cuda/bin/ncu",
         ] {
-            for line in KERNEL_K5
+            for line in script
                 .lines()
                 .filter(|l| l.contains(step) && !l.starts_with('#'))
             {
-                assert!(line.contains("timeout "), "no time limit: {line}");
+                assert!(line.contains("timeout "), "{name}: no time limit: {line}");
             }
         }
+    }
+
+    #[test]
+    fn kernel_k5_profiles_the_programs_copies_and_limits_every_step() {
+        let k5 = include_str!("../../bench/rust/src/bin/kernels_bench/k5.rs");
+        // Two rows from the program, two picked: one launch each; within six minutes.
+        profiles_its_rows_and_limits_every_step("kernel_k5", KERNEL_K5, k5, 4, 350);
+    }
+
+    #[test]
+    fn kernel_grid_profiles_the_programs_copies_and_limits_every_step() {
+        let grid = include_str!("../../bench/rust/src/bin/kernels_bench/grid.rs");
+        // Three rows from the program, up to four picked; within the device call's ten minutes.
+        profiles_its_rows_and_limits_every_step("kernel_grid", KERNEL_GRID, grid, 7, 560);
+        assert!(KERNEL_GRID.contains("sm__cycles_active.min,sm__cycles_active.avg"));
     }
 
     #[test]

@@ -441,7 +441,8 @@ impl MatrixLayout {
 
 /// Whether a variant kernel of `op` at `tile` (rows, bytes per row) with TMA load boxes of
 /// `box_rows` rows and `stages` stages is one the op templates build: 16 KiB of whole load boxes
-/// (like the built-in tiles), or 32 or 64 KiB for transpose, 2 to `max_stages` stages. (Whether
+/// (like the built-in tiles), or 32 or 64 KiB for transpose, 4 or 8 KiB for copy, 2 to
+/// `max_stages` stages. (Whether
 /// the stages fit in shared memory is checked apart.)
 #[cfg_attr(not(feature = "launch"), allow(dead_code))] // used by the launchers only
 pub(crate) fn variant_tile_ok(
@@ -454,7 +455,8 @@ pub(crate) fn variant_tile_ok(
     let (rows, row_bytes) = tile;
     let bytes = u64::from(rows) * u64::from(row_bytes);
     let sizes_ok = bytes == op.tile_bytes()
-        || (op == Op::Transpose && (bytes == 2 * op.tile_bytes() || bytes == 4 * op.tile_bytes()));
+        || (op == Op::Transpose && (bytes == 2 * op.tile_bytes() || bytes == 4 * op.tile_bytes()))
+        || (op == Op::Copy2d && (4 * bytes == op.tile_bytes() || 2 * bytes == op.tile_bytes()));
     rows != 0
         && box_rows != 0
         && rows.is_multiple_of(box_rows)
@@ -751,9 +753,16 @@ mod tests {
     }
 
     #[test]
-    fn variants_take_16_kib_tiles_and_transposes_32_and_64_kib() {
+    fn variants_take_16_kib_tiles_copies_4_and_8_kib_and_transposes_32_and_64_kib() {
         let ok = |op, tile, box_rows, stages| variant_tile_ok(op, tile, box_rows, stages, 8);
         assert!(ok(Op::Copy2d, (8, 2048), 1, 4));
+        // Smaller copy stages (the grid experiment): 4 and 8 KiB, up to 8 stages.
+        assert!(ok(Op::Copy2d, (4, 2048), 1, 8));
+        assert!(ok(Op::Copy2d, (2, 2048), 1, 8));
+        assert!(!ok(Op::Copy2d, (1, 2048), 1, 8));
+        assert!(!ok(Op::Copy2d, (3, 2048), 1, 8));
+        assert!(!ok(Op::RowSum, (4, 2048), 1, 4));
+        assert!(!ok(Op::Transpose, (32, 256), 32, 4));
         assert!(ok(Op::Transpose, (64, 256), 64, 4));
         assert!(ok(Op::Transpose, (128, 256), 128, 4));
         // 64 KiB stages: 128 x 512 B, at 2 and 3 stages (the shared memory decides the rest).

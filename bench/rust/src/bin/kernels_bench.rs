@@ -28,7 +28,8 @@
 //! tiles, or the program stops.
 //!
 //! Benchmark `kernel_k5` (by name) is the experiment with 64 KiB transpose stages and TMA bulk
-//! row copies: [`k5`] says what it runs.
+//! row copies: [`k5`] says what it runs. Benchmark `kernel_grid` (by name) moves the bytes in
+//! flight by grid and stage size: [`grid`] says what it runs.
 
 use ferrocuda_bench::{Args, Report, die, print_table, table};
 use ferrocuda_driver::{
@@ -40,6 +41,8 @@ use ferrocuda_kernels::{
 use std::num::NonZeroU32;
 
 // Beside this file, not in src/bin/, where cargo would take it for a program of its own.
+#[path = "kernels_bench/grid.rs"]
+mod grid;
 #[path = "kernels_bench/k5.rs"]
 mod k5;
 
@@ -245,6 +248,7 @@ fn main() {
         "kernel_sweep",
         "kernel_place",
         "kernel_k5",
+        "kernel_grid",
     ]) else {
         return; // only other programs' benchmarks were asked for
     };
@@ -282,7 +286,8 @@ fn main() {
         rows::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, "bf16", memcpy_gbs);
     }
     let named = |b: &str| args.names.iter().any(|n| n == b);
-    if named("kernel_sweep") || named("kernel_place") || named("kernel_k5") {
+    let experiments = ["kernel_sweep", "kernel_place", "kernel_k5", "kernel_grid"];
+    if experiments.into_iter().any(named) {
         let image =
             std::fs::read(&args.cubin).unwrap_or_else(|e| die(&format!("{}: {e}", args.cubin)));
         let module = ok(Module::from_cubin(&dev, &image));
@@ -297,6 +302,10 @@ fn main() {
         if named("kernel_k5") {
             k5::run::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
             k5::run::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+        }
+        if named("kernel_grid") {
+            grid::run::<f32>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
+            grid::run::<half::bf16>(&k, &dev, &s, &mut r, &mut bandwidth, &module, memcpy_gbs);
         }
     }
     ok(s.synchronize());
