@@ -982,7 +982,8 @@ fn place<T: Element + FromF32 + PartialEq + Copy>(
 /// Times each configuration as a row of benchmark `bench` on an `n` x `n` matrix (rows on
 /// 512-byte boundaries), each first checked on small matrices unless timing once: a placement-only
 /// kernel (`Some(side)`, its tile side) against the CPU block swap, any other against the CPU
-/// reference. A configuration that computes a wrong result gets a `WRONG` row and no timing.
+/// reference, before and after its timed launches. A configuration that computes a wrong result
+/// gets a `WRONG` row and no timing.
 #[allow(clippy::too_many_arguments)]
 fn time_checked<T: Element + FromF32 + PartialEq + Copy>(
     k: &Kernels,
@@ -1003,20 +1004,27 @@ fn time_checked<T: Element + FromF32 + PartialEq + Copy>(
     let mut dst: DeviceBuffer<T> = ok(s.alloc(layout.span() as usize));
     let mut sums: DeviceBuffer<f32> = ok(s.alloc(4));
     for (c, place) in configs {
-        if !once() {
-            let right = match place {
-                Some(side) => check_place::<T>(k, s, &c, side),
-                None => check::<T>(k, s, &c),
-            };
-            if !right {
-                bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
-                eprintln!("{}: WRONG result on the small matrices", c.name);
-                continue;
-            }
+        let right = || match place {
+            Some(side) => check_place::<T>(k, s, &c, side),
+            None => check::<T>(k, s, &c),
+        };
+        let wrong = |bandwidth: &mut comfy_table::Table, when: &str| {
+            bandwidth.add_row([c.name.clone(), "WRONG".into(), String::new(), String::new()]);
+            eprintln!("{}: WRONG result on the small matrices {when}", c.name);
+        };
+        if !once() && !right() {
+            wrong(bandwidth, "before timing");
+            continue;
         }
         let ms = time_ms(s, dev, || {
             c.launch(k, s, &src, layout, &mut dst, layout.pitch, &mut sums)
         });
+        // Again after the timed launches: a kernel whose state carries from launch to launch (a
+        // dynamic item order's counters) must still be right, or its timing is not reported.
+        if !once() && !right() {
+            wrong(bandwidth, "after timing");
+            continue;
+        }
         add_row(r, bandwidth, bench, &c.name, 2.0 * bytes, ms, memcpy_gbs);
     }
     drop((src, dst, sums));

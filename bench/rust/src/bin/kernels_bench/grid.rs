@@ -9,11 +9,14 @@
 //!   66 to 132 blocks (at most one per SM), 264, and the launcher's default;
 //! - copies with 8 KiB stages (4 rows of 2 KiB, 4 to 8 stages) and 4 KiB stages (2 rows, 6 and 8
 //!   stages), the same 1-row TMA boxes, on 88 to 264 blocks;
-//! - the 128 x 256 B transposes (32 KiB stages) at 2 and 3 stages on 66 to 132 blocks.
+//! - the 128 x 256 B transposes (32 KiB stages) at 2 and 3 stages on 66 to 132 blocks;
+//! - dynamic item order (`ferrocuda::DynamicItems`, `d` after the shape: each block takes its next
+//!   item from a counter, so the blocks finish together): the built-in copy and transpose tiles
+//!   and the 128 x 256 B transposes on one and two blocks per SM and the default grid.
 //!
-//! On the matrices of `kernel_bandwidth` (f32 16384², bf16 23170², 1 GiB), each kernel first
-//! checked on the sweep's two odd-shaped matrices with poisoned destinations (`WRONG` rows are
-//! not timed). Row names: `<b|v>_<op>[_<shape>]_<store>_<transfer>_<elem>_s<stages>[_cap<grid>]`.
+//! On the matrices of `kernel_bandwidth` (f32 16384², bf16 23170², 1 GiB), each kernel checked
+//! on the sweep's two odd-shaped matrices with poisoned destinations before and after its timed
+//! launches (`WRONG` rows are not timed). Row names: `<b|v>_<op>[_<shape>]_<store>_<transfer>_<elem>_s<stages>[_cap<grid>]`.
 
 use super::{Config, FromF32, elem_name, ok, selected, time_checked};
 use ferrocuda_bench::Report;
@@ -129,8 +132,47 @@ fn rows(e: &str) -> Vec<Row> {
             }
         }
     }
+    // Dynamic item order (`d` after the shape): the built-in copy and transpose tiles and the
+    // 128 x 256 B transposes, on one and two blocks per SM and the default grid.
+    let builtin_transpose = if e == "f32" {
+        ("r64x256g4096d", (64, 256))
+    } else {
+        ("r128x128g4096d", (128, 128))
+    };
+    let dynamic: [DynamicRows; 3] = [
+        (
+            Op::Copy2d,
+            ("r8x2048i1d", (8, 2048)),
+            &[3, 4],
+            &DYNAMIC_GRIDS,
+        ),
+        (Op::Transpose, builtin_transpose, &[2, 3, 4], &DYNAMIC_GRIDS),
+        (
+            Op::Transpose,
+            ("r128x256g4096d", (128, 256)),
+            &[2, 3],
+            &[Some(132), None],
+        ),
+    ];
+    for (op, shape, depths, grids) in dynamic {
+        for &stages in depths {
+            for transfer in Transfer::ALL {
+                for store in Store::ALL {
+                    for &cap in grids {
+                        push(op, Some(shape), transfer, store, stages, cap);
+                    }
+                }
+            }
+        }
+    }
     out
 }
+
+/// Dynamic-order rows: op, (shape, tile), depths, grids.
+type DynamicRows<'a> = (Op, (&'a str, (u32, u32)), &'a [u32], &'a [Option<u32>]);
+
+/// Grids of the dynamic-order kernels: one and two blocks per SM, and the default.
+const DYNAMIC_GRIDS: [Option<u32>; 3] = [Some(132), Some(264), None];
 
 /// The selected rows for `T`, their kernels resolved in `module` (one variant per kernel).
 fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
@@ -238,10 +280,12 @@ mod tests {
             }
             // Built-in: 2 ops x 2 transfers x 3 depths x 2 stores x 8 grids, less the 4-stage
             // cp.async copy's 264 and default grids (2 stores x 2); 7 smaller-stage copies x 2
-            // transfers x 2 stores x 4 grids; 2 depths x 2 x 2 x 4 wide transposes.
+            // transfers x 2 stores x 4 grids; 2 depths x 2 x 2 x 4 wide transposes; dynamic
+            // order: (2 copy + 3 transpose depths) x 2 x 2 x 3 grids, 2 wide depths x 2 x 2 x 2.
+            let dynamic = (2 + 3) * 2 * 2 * 3 + 2 * 2 * 2 * 2;
             assert_eq!(
                 rows.len(),
-                2 * 2 * 3 * 2 * 8 - 4 + 7 * 2 * 2 * 4 + 2 * 2 * 2 * 4
+                2 * 2 * 3 * 2 * 8 - 4 + 7 * 2 * 2 * 4 + 2 * 2 * 2 * 4 + dynamic
             );
         }
     }

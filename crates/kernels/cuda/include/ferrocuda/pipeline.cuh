@@ -59,10 +59,11 @@ struct Pipeline {
 
   /// One thread initialises every barrier; all threads must then pass a CTA barrier
   /// (__syncthreads) before touching the pipeline. Every one of `consumer_threads` calls
-  /// consumer_release once per tile.
-  __device__ __forceinline__ void init(uint32_t consumer_threads) {
+  /// consumer_release once per tile. `extra_full` more arrivals complete each full phase (a
+  /// producer that also publishes a value with the stage arrives for it: dynamic item order).
+  __device__ __forceinline__ void init(uint32_t consumer_threads, uint32_t extra_full = 0) {
     for (uint32_t s = 0; s < kStages; ++s) {
-      mbarrier_init(&full[s], Handler::kFullArrivals);
+      mbarrier_init(&full[s], Handler::kFullArrivals + extra_full);
       mbarrier_init(&empty[s], consumer_threads);
     }
     mbarrier_init_fence();

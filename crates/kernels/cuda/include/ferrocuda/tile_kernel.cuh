@@ -28,6 +28,9 @@
 //   kLoadHint                         the L2 priority of the tile loads (L2Hint::kNone)
 //   kContiguousItems                  true: CTA b walks the contiguous span of items
 //                                     [b n / grid, (b + 1) n / grid) (false: b, b + grid, ...)
+//   kDynamicItems                     true: CTA b starts with item b and takes each next item
+//                                     from a counter in global memory (the entry point passes
+//                                     it; see DynamicItems)
 //   TmaLoader                         the TMA transfer's loader (TmaLoaderOf; the tensor
 //                                     loader of the op's tile)
 //
@@ -89,6 +92,29 @@ struct ContiguousItems : Op {
   using Op::Op;
 };
 
+/// Op::kDynamicItems if the op has it, else false: whether blocks take their work items from a
+/// counter in global memory (the first from blockIdx.x, each next one from
+/// gridDim.x + atomicAdd(counter, 1)), so that a block on a faster SM does more of them and every
+/// block finishes within about one item of the others.
+template <class Op, class = void>
+struct DynamicItemsOf {
+  static constexpr bool value = false;
+};
+template <class Op>
+struct DynamicItemsOf<Op, std::void_t<decltype(Op::kDynamicItems)>> {
+  static constexpr bool value = Op::kDynamicItems;
+};
+
+/// `Op` with dynamic item order. Its kernels take `item_counters`: two words of global memory,
+/// zero before the launch (the next item past the first ones, and the blocks done); the last block
+/// to finish sets them back to zero, so launches that follow one another (in one stream) may
+/// share them, and launches that overlap may not.
+template <class Op>
+struct DynamicItems : Op {
+  static constexpr bool kDynamicItems = true;
+  using Op::Op;
+};
+
 /// The work items of a block: first_item, first_item + item_step, ... below end_item. Round
 /// robin (b, b + grid, ...) unless kContiguous: then the span [b n / grid, (b + 1) n / grid).
 template <bool kContiguous>
@@ -145,9 +171,21 @@ constexpr uint32_t dynamic_smem_bytes() {
 }
 
 template <bool kTma, class Op, uint32_t kStages>
+__device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map,
+                                                          const CUtensorMap* dst_map,
+                                                          const MatrixArgs& args,
+                                                          uint32_t* item_counters);
+
+/// The kernel body: `item_counters` only under dynamic item order (DynamicItems), else unused.
+template <bool kTma, class Op, uint32_t kStages>
 __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
                                                   const CUtensorMap* dst_map,
-                                                  const MatrixArgs& args) {
+                                                  const MatrixArgs& args,
+                                                  uint32_t* item_counters = nullptr) {
+  if constexpr (DynamicItemsOf<Op>::value) {
+    run_dynamic_tile_pipeline<kTma, Op, kStages>(map, dst_map, args, item_counters);
+    return;
+  }
   using Loader = LoaderFor<kTma, Op>;
   using Handler = typename Loader::Handler;
   static_assert(Loader::kBytes % kStageAlign == 0, "stages stay 1024-byte aligned");
@@ -234,6 +272,142 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
   __syncthreads();
   if (threadIdx.x == 0) {
     pipe.invalidate();
+  }
+}
+
+/// run_tile_pipeline under dynamic item order: the producer takes each next item from
+/// `item_counters[0]` (fetched while the current item's stages wait to be free) and writes it
+/// beside the stage; consumers read it after their full wait. A stage naming an item past the last
+/// (and holding no tile) ends the consumers' loop. The block's last thread out counts the block in
+/// `item_counters[1]`; the last block sets both counters back to zero.
+template <bool kTma, class Op, uint32_t kStages>
+__device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map,
+                                                          const CUtensorMap* dst_map,
+                                                          const MatrixArgs& args,
+                                                          uint32_t* item_counters) {
+  using Loader = LoaderFor<kTma, Op>;
+  using Handler = typename Loader::Handler;
+  static_assert(!ContiguousItemsOf<Op>::value, "one item order");
+  // A cp.async producer's lane 0 arrives once more per stage, after writing the stage's item (its
+  // copies' arrivals carry no release of that write); a TMA issuer's expect-tx arrival follows its
+  // write already.
+  constexpr uint32_t kExtraFull = Handler::kSingleIssuer ? 0 : 1;
+  __shared__ Pipeline<Handler, kStages> pipe;
+  __shared__ uint32_t stage_item[kStages];
+  extern __shared__ __align__(128) uint8_t dynamic_smem[];
+  uint8_t* const stage_mem =
+      dynamic_smem + ((kStageAlign - smem_addr(dynamic_smem) % kStageAlign) % kStageAlign);
+
+  const uint32_t warp = threadIdx.x / 32;
+  const uint32_t lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    pipe.init(kConsumerWarps * 32, kExtraFull);
+  }
+  __syncthreads();
+
+  const Op op(args);
+  const uint32_t items = op.num_items();
+  const uint32_t tiles = op.tiles_per_item();
+
+  if (warp == kConsumerWarps) {
+    const bool issuer = Handler::kSingleIssuer ? elect_one() : true;
+    if (issuer) {
+      // The thread that fetches items and writes them beside the stages.
+      const bool leader = Handler::kSingleIssuer || lane == 0;
+      Loader::prefetch(map);
+      PipelineState<kStages> st;
+      uint32_t item = blockIdx.x;
+      while (item < items) {
+        uint32_t next = 0;
+        if (leader) {
+          next = gridDim.x + atomicAdd(&item_counters[0], 1u);
+        }
+        if constexpr (!Handler::kSingleIssuer) {
+          next = __shfl_sync(0xffffffffu, next, 0);
+        }
+        for (uint32_t t = 0; t < tiles; ++t) {
+          uint32_t row, col;
+          op.origin(item, t, row, col);
+          pipe.producer_acquire(st);
+          if (leader) {
+            stage_item[st.index] = item;
+            if constexpr (kExtraFull != 0) {
+              mbarrier_arrive(pipe.full_barrier(st));
+            }
+          }
+          pipe.producer_prepare(st, Loader::kBytes);
+          Loader::load(stage_mem + st.index * Loader::kBytes, map, args, row, col,
+                       pipe.full_barrier(st), Op::Elem::kBytes, lane);
+          pipe.producer_commit(st);
+          st.advance();
+        }
+        item = next;
+      }
+      // The end: a stage that names an item past the last and holds no tile.
+      pipe.producer_acquire(st);
+      if (leader) {
+        stage_item[st.index] = items;
+        mbarrier_arrive(pipe.full_barrier(st));
+      }
+      if constexpr (!Handler::kSingleIssuer) {
+        pipe.producer_commit(st);  // every lane's own arrival (no copies of this stage)
+      }
+    }
+    __syncwarp();
+  } else {
+    PipelineState<kStages> st;
+    const bool tma_store = Op::kTmaStore && args.tma_store != 0;
+    const bool storer = threadIdx.x == 0;
+    for (;;) {
+      pipe.consumer_wait(st);
+      const uint32_t item = stage_item[st.index];
+      if (item >= items) {
+        break;
+      }
+      typename Op::Acc acc;
+      op.begin(acc);
+      for (uint32_t t = 0; t < tiles; ++t) {
+        if (t != 0) {
+          pipe.consumer_wait(st);
+        }
+        uint32_t row, col;
+        op.origin(item, t, row, col);
+        uint8_t* const tile = stage_mem + st.index * Loader::kBytes;
+        bool stored = false;
+        if constexpr (Op::kTmaStore) {
+          if (tma_store) {
+            op.stage_out(tile, warp, lane);
+            if (storer) {
+              Handler::before_async_read();
+              op.store_tile(dst_map, tile, row, col);
+              bulk_commit_group();
+              bulk_wait_read_all();
+            }
+            stored = true;
+          }
+        }
+        if (!stored) {
+          op.consume(tile, row, col, warp, lane, acc);
+        }
+        pipe.consumer_release(st);
+        st.advance();
+      }
+      op.finish(item, acc, warp, lane);
+    }
+    if (tma_store && storer) {
+      bulk_wait_all();
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    pipe.invalidate();
+    // Every fetch of this block precedes this count (its producer finished before the barrier
+    // above), so the block that counts last sets the counters back to zero after every fetch.
+    __threadfence();
+    if (atomicAdd(&item_counters[1], 1u) == gridDim.x - 1) {
+      item_counters[0] = 0;
+      item_counters[1] = 0;
+    }
   }
 }
 
