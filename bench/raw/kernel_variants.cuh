@@ -368,53 +368,6 @@ KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_bf16, bf16, 6)
 KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_f32, f32, 8)
 KBV_PAIR(copy2d_r2x2048i1, KbvCopy2_bf16, bf16, 8)
 
-// Dynamic item order (ferrocuda::DynamicItems, `d` after the shape): the built-in copy tile, the
-// built-in transpose tiles and the 128 x 256 B transposes, each block taking its next item from
-// a counter. The counters are this module's globals, one pair per kernel, zero at load and set
-// back to zero by each launch's last block: the bench launches a kernel in one stream only.
-#define KBV_DYN_PAIR(name, ALIAS, elem, S)                                                     \
-  __device__ uint32_t kbv_##name##_tma_##elem##_s##S##_items[2];                                \
-  __device__ uint32_t kbv_##name##_cpasync_##elem##_s##S##_items[2];                            \
-  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      kbv_##name##_tma_##elem##_s##S(                                                             \
-          const __grid_constant__ CUtensorMap src_map, const __grid_constant__ CUtensorMap dst_map, \
-          const void* src, void* dst, uint32_t rows, uint32_t cols, uint32_t src_pitch,           \
-          uint32_t dst_pitch, uint32_t tma_store) {                                               \
-    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_tile_pipeline<true, ALIAS, S>(&src_map, &dst_map, args,                        \
-                                                 kbv_##name##_tma_##elem##_s##S##_items);         \
-  }                                                                                               \
-  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
-      kbv_##name##_cpasync_##elem##_s##S(const __grid_constant__ CUtensorMap dst_map,           \
-                                         const void* src, void* dst, uint32_t rows, uint32_t cols, \
-                                         uint32_t src_pitch, uint32_t dst_pitch,                  \
-                                         uint32_t tma_store) {                                    \
-    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_tile_pipeline<false, ALIAS, S>(nullptr, &dst_map, args,                        \
-                                                  kbv_##name##_cpasync_##elem##_s##S##_items);    \
-  }
-using KbvDynCopy_f32 = ferrocuda::DynamicItems<ferrocuda::Copy2d<ferrocuda::F32, 8, 2048, 1>>;
-using KbvDynCopy_bf16 = ferrocuda::DynamicItems<ferrocuda::Copy2d<ferrocuda::BF16, 8, 2048, 1>>;
-using KbvDynTr_f32 = ferrocuda::DynamicItems<ferrocuda::Transpose<ferrocuda::F32, 64, 256, 4096>>;
-using KbvDynTr_bf16 =
-    ferrocuda::DynamicItems<ferrocuda::Transpose<ferrocuda::BF16, 128, 128, 4096>>;
-using KbvDynTrW_f32 = ferrocuda::DynamicItems<ferrocuda::Transpose<ferrocuda::F32, 128, 256, 4096>>;
-using KbvDynTrW_bf16 =
-    ferrocuda::DynamicItems<ferrocuda::Transpose<ferrocuda::BF16, 128, 256, 4096>>;
-#define KBV_DYN_BOTH(name, ALIAS, S)    \
-  KBV_DYN_PAIR(name, ALIAS##_f32, f32, S) \
-  KBV_DYN_PAIR(name, ALIAS##_bf16, bf16, S)
-KBV_DYN_BOTH(copy2d_r8x2048i1d, KbvDynCopy, 3)
-KBV_DYN_BOTH(copy2d_r8x2048i1d, KbvDynCopy, 4)
-KBV_DYN_PAIR(transpose_r64x256g4096d, KbvDynTr_f32, f32, 2)
-KBV_DYN_PAIR(transpose_r64x256g4096d, KbvDynTr_f32, f32, 3)
-KBV_DYN_PAIR(transpose_r64x256g4096d, KbvDynTr_f32, f32, 4)
-KBV_DYN_PAIR(transpose_r128x128g4096d, KbvDynTr_bf16, bf16, 2)
-KBV_DYN_PAIR(transpose_r128x128g4096d, KbvDynTr_bf16, bf16, 3)
-KBV_DYN_PAIR(transpose_r128x128g4096d, KbvDynTr_bf16, bf16, 4)
-KBV_DYN_BOTH(transpose_r128x256g4096d, KbvDynTrW, 2)
-KBV_DYN_BOTH(transpose_r128x256g4096d, KbvDynTrW, 3)
-
 // A grid-stride copy of n16 16-byte vectors, 4 loads in flight per thread before its stores.
 extern "C" __global__ void __launch_bounds__(256) kbv_plain_copy(const uint4 *src, uint4 *dst,
                                                                  unsigned long long n16) {

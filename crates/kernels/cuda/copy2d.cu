@@ -2,3 +2,4 @@
 #include "ferrocuda/copy2d.cuh"
 
 FERROCUDA_TILE_KERNELS(copy2d, ferrocuda::BuiltinCopy2d)
+FERROCUDA_TILE_DYNAMIC_KERNELS(copy2d, ferrocuda::BuiltinCopy2d)

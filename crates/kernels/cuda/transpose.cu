@@ -3,3 +3,4 @@
 #include "ferrocuda/transpose.cuh"
 
 FERROCUDA_TILE_KERNELS(transpose, ferrocuda::BuiltinTranspose)
+FERROCUDA_TILE_DYNAMIC_KERNELS(transpose, ferrocuda::BuiltinTranspose)

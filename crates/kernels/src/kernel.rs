@@ -169,6 +169,12 @@ impl Op {
         16 * 1024
     }
 
+    /// Whether the op has kernels under dynamic item order (copy and transpose; row sums run
+    /// under fixed order only): see [`ItemOrder`](crate::ItemOrder).
+    pub const fn has_dynamic_order(self) -> bool {
+        matches!(self, Op::Copy2d | Op::Transpose)
+    }
+
     /// Whether the op can store its output with [`Store::Tma`] (copy and transpose; row sums
     /// write one f32 per row and always store from threads).
     pub const fn has_tma_store(self) -> bool {
@@ -242,7 +248,8 @@ impl Op {
     }
 
     /// At most this many blocks of the op per SM, below what fits (`None`: as many as fit), for
-    /// a launch with `transfer`, `stages` and `store`. The cp.async copy at four stages runs on
+    /// a launch with `transfer`, `stages`, `store` and item `order`. Under fixed item order the
+    /// cp.async copy at four stages runs on
     /// one block per SM, with either store: with three, as fit, its DRAM efficiency was that of
     /// every other copy configuration, and with one it was the fastest copy measured on an H200
     /// (thread stores fastest for f32, both stores alike for bf16); every other configuration
@@ -253,9 +260,10 @@ impl Op {
         transfer: Transfer,
         stages: Stages,
         store: Store,
+        order: ItemOrder,
     ) -> Option<u32> {
-        match (self, transfer, stages.get(), store) {
-            (Op::Copy2d, Transfer::CpAsync, 4, _) => Some(1),
+        match (self, transfer, stages.get(), store, order) {
+            (Op::Copy2d, Transfer::CpAsync, 4, _, ItemOrder::Fixed) => Some(1),
             _ => None,
         }
     }
@@ -340,6 +348,16 @@ impl KernelId {
         )
     }
 
+    /// The entry point of the same kernel under dynamic item order,
+    /// `ferrocuda_<op>_dyn_<transfer>_<element>_s<stages>`, for an op that has one
+    /// ([`Op::has_dynamic_order`]).
+    pub fn dynamic_name(&self) -> Option<String> {
+        self.op.has_dynamic_order().then(|| {
+            self.name()
+                .replacen(self.op.name(), &format!("{}_dyn", self.op.name()), 1)
+        })
+    }
+
     /// Dynamic shared memory the kernel needs (its stages and the [`STAGE_ALIGN`] slack),
     /// checked against the per-block limit together with the static part.
     ///
@@ -355,6 +373,25 @@ impl KernelId {
         // Fits in u32: below SHARED_MEMORY_PER_BLOCK.
         Ok((total - STATIC_SHARED_BYTES) as u32)
     }
+}
+
+/// How the blocks of a copy or transpose share the matrix's work items (row sums always use
+/// [`ItemOrder::Fixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ItemOrder {
+    /// Each block takes its next work item from a counter, so a block on a faster SM does more of
+    /// them and all blocks finish within about one item of each other. The counter is two words of
+    /// device memory that the launch allocates and zeroes in stream order (`cuMemAllocAsync`, a
+    /// memset) and that is released once the kernel has run: two more driver calls per launch.
+    ///
+    /// The launch falls back to [`Fixed`](Self::Fixed) on a stream that captures a graph (the
+    /// executables of one graph may run at the same time, and they must not share a counter) and
+    /// where the grid has fewer than two work items per block (nothing to balance).
+    #[default]
+    Dynamic,
+    /// Block `b` takes work items `b`, `b + grid`, `b + 2 grid`, ...: no counter, no extra driver
+    /// call, but the whole launch waits for its slowest block.
+    Fixed,
 }
 
 /// The shape of a row-major matrix in a buffer of elements.
@@ -584,6 +621,27 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn copies_and_transposes_have_dynamic_order_twins() {
+        let dynamic: std::collections::BTreeSet<String> =
+            KernelId::all().filter_map(|k| k.dynamic_name()).collect();
+        assert_eq!(dynamic.len(), 24);
+        assert!(dynamic.contains("ferrocuda_copy2d_dyn_tma_f32_s3"));
+        assert!(dynamic.contains("ferrocuda_transpose_dyn_cpasync_bf16_s2"));
+        assert!(KernelId::all().all(|k| k.dynamic_name().is_some() == k.op.has_dynamic_order()));
+        assert!(!Op::RowSum.has_dynamic_order());
+        // Each one's source defines it (the kernels xtask builds checks that ptxas compiled it).
+        for (op, src) in [
+            (Op::Copy2d, include_str!("../cuda/copy2d.cu")),
+            (Op::Transpose, include_str!("../cuda/transpose.cu")),
+        ] {
+            assert!(
+                src.contains(&format!("FERROCUDA_TILE_DYNAMIC_KERNELS({},", op.name())),
+                "{op:?}"
+            );
+        }
+    }
+
+    #[test]
     fn there_are_36_kernels_with_distinct_systematic_names() {
         let names: std::collections::BTreeSet<String> = KernelId::all().map(|k| k.name()).collect();
         assert_eq!(names.len(), 36);
@@ -664,7 +722,10 @@ mod tests {
                             && transfer == Transfer::CpAsync
                             && stages == Stages::FOUR;
                         let want = if capped { Some(1) } else { None };
-                        assert_eq!(op.max_blocks_per_sm(transfer, stages, store), want);
+                        let fixed = ItemOrder::Fixed;
+                        assert_eq!(op.max_blocks_per_sm(transfer, stages, store, fixed), want);
+                        let dynamic = ItemOrder::Dynamic;
+                        assert_eq!(op.max_blocks_per_sm(transfer, stages, store, dynamic), None);
                     }
                 }
             }

@@ -5,9 +5,9 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::gate::FusedGate;
 use crate::kernel::{
-    KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store, THREADS_PER_BLOCK,
-    Transfer, check_variant_launch, grid_size, resident_per_sm, resident_per_sm_of,
-    stores_from_threads_only, variant_tile_ok,
+    ItemOrder, KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store,
+    THREADS_PER_BLOCK, Transfer, check_variant_launch, grid_size, resident_per_sm,
+    resident_per_sm_of, stores_from_threads_only, variant_tile_ok,
 };
 use crate::tensor_map::{L2Promotion, Swizzle, TensorMap, TensorMapBuilder, shared_memory_bytes};
 use ferrocuda_driver::{
@@ -20,7 +20,7 @@ use std::num::NonZeroU32;
 const GATED_THREADS_PER_BLOCK: u32 = 256;
 
 /// How to run a pipeline kernel: the transfer (barrier handler), the ring's depth, how output
-/// tiles are stored and, rarely, a cap on the grid.
+/// tiles are stored, how blocks share the work items and, rarely, a cap on the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pipeline {
     /// How tiles are loaded.
@@ -33,17 +33,26 @@ pub struct Pipeline {
     /// item). The grid is persistent, so fewer blocks each walk more work items through their
     /// ring; tests use a single block to make every stage be reused on a small matrix.
     pub max_blocks: Option<NonZeroU32>,
+    /// How blocks share the work items of a copy or transpose.
+    pub item_order: ItemOrder,
 }
 
 impl Pipeline {
-    /// `transfer` with `stages` stages, TMA stores, the grid sized for the device.
+    /// `transfer` with `stages` stages, TMA stores, the grid sized for the device, dynamic item
+    /// order.
     pub const fn new(transfer: Transfer, stages: Stages) -> Pipeline {
         Pipeline {
             transfer,
             stages,
             store: Store::Tma,
             max_blocks: None,
+            item_order: ItemOrder::Dynamic,
         }
+    }
+
+    /// This pipeline with work items shared by `item_order`.
+    pub const fn with_item_order(self, item_order: ItemOrder) -> Pipeline {
+        Pipeline { item_order, ..self }
     }
 
     /// This pipeline with output tiles stored by `store`.
@@ -67,6 +76,9 @@ impl Default for Pipeline {
     }
 }
 
+/// A loaded kernel and the blocks of it one SM holds.
+type Resolved = (Function, u32);
+
 /// The pipeline kernels, loaded on one device.
 ///
 /// Loading happens once, in [`Kernels::load`]: module loads wait behind streams that wait on host
@@ -74,8 +86,9 @@ impl Default for Pipeline {
 pub struct Kernels {
     // Keeps the functions' code loaded.
     _modules: Vec<Module>,
-    /// Each kernel, and the blocks of it one SM holds (shared memory, threads, registers).
-    functions: Vec<(KernelId, Function, u32)>,
+    /// Each kernel, and the blocks of it one SM holds (shared memory, threads, registers); and the
+    /// same for its dynamic-order twin where the op has one.
+    functions: Vec<(KernelId, Function, u32, Option<Resolved>)>,
     /// `cuda/gated.cu`'s `ferrocuda_gated_scale_f32`.
     gated_scale_f32: Function,
     sm_count: u32,
@@ -91,8 +104,9 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// Loads the cubins on `device`, resolves all 36 pipeline kernels (raising each one's dynamic
-    /// shared-memory limit to what its stages need) and the gated kernels.
+    /// Loads the cubins on `device`, resolves all 36 pipeline kernels and the 24 dynamic-order
+    /// twins of the copies and transposes (raising each one's dynamic shared-memory limit to what
+    /// its stages need) and the gated kernels.
     ///
     /// # Errors
     ///
@@ -125,11 +139,17 @@ impl Kernels {
             };
             let module = Module::from_cubin_timeout(device, image, timeout)?;
             for id in KernelId::all().filter(|k| k.op == op) {
-                let f = module.function(&id.name())?;
-                f.set_max_dynamic_shared_memory(id.dynamic_shared_bytes()?)?;
-                let registers = f.attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
-                let resident = resident_per_sm(&id, u32::try_from(registers).unwrap_or(0));
-                functions.push((id, f, resident));
+                let resolve = |name: &str| -> Result<(Function, u32)> {
+                    let f = module.function(name)?;
+                    f.set_max_dynamic_shared_memory(id.dynamic_shared_bytes()?)?;
+                    let registers =
+                        f.attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
+                    let resident = resident_per_sm(&id, u32::try_from(registers).unwrap_or(0));
+                    Ok((f, resident))
+                };
+                let (f, resident) = resolve(&id.name())?;
+                let dynamic = id.dynamic_name().map(|n| resolve(&n)).transpose()?;
+                functions.push((id, f, resident, dynamic));
             }
             modules.push(module);
         }
@@ -144,11 +164,12 @@ impl Kernels {
         })
     }
 
-    fn function(&self, id: &KernelId) -> (&Function, u32) {
+    /// The kernel `id`, the blocks of it an SM holds, and its dynamic-order twin (likewise).
+    fn function(&self, id: &KernelId) -> (&Function, u32, Option<(&Function, u32)>) {
         self.functions
             .iter()
-            .find(|(k, _, _)| k == id)
-            .map(|(_, f, resident)| (f, *resident))
+            .find(|(k, _, _, _)| k == id)
+            .map(|(_, f, resident, dynamic)| (f, *resident, dynamic.as_ref().map(|(g, r)| (g, *r))))
             // Invariant: `load` resolved every id `KernelId::all` yields, and ids come from there.
             .expect("every kernel id was resolved by Kernels::load")
     }
@@ -318,7 +339,7 @@ impl Kernels {
         dst_layout: MatrixLayout,
     ) -> Result<()> {
         let id = KernelId::new::<T>(op, pipeline.transfer, pipeline.stages);
-        let (function, resident) = self.function(&id);
+        let (function, resident, dynamic) = self.function(&id);
         let spec = Spec {
             op,
             tile: op.tile(T::DTYPE),
@@ -326,6 +347,7 @@ impl Kernels {
             function,
             shared: id.dynamic_shared_bytes()?,
             resident,
+            dynamic,
             builtin: true,
             promotion: op.l2_promotion(T::DTYPE),
         };
@@ -435,20 +457,39 @@ impl Kernels {
                 cols: src_layout.cols,
             });
         }
-        let (function, mut resident) = (spec.function, spec.resident);
         let store = if tma_store != 0 {
             Store::Tma
         } else {
             Store::Threads
         };
-        if spec.builtin
-            && let Some(cap) = op.max_blocks_per_sm(pipeline.transfer, pipeline.stages, store)
-        {
-            resident = resident.min(cap);
-        }
-        let mut grid = grid_size(items, self.sm_count, resident);
-        if let Some(cap) = pipeline.max_blocks {
-            grid = grid.min(cap.get());
+        // The grid of `resident` blocks per SM, capped as the op and the caller say.
+        let grid_of = |mut resident: u32, order: ItemOrder| {
+            if spec.builtin
+                && let Some(cap) =
+                    op.max_blocks_per_sm(pipeline.transfer, pipeline.stages, store, order)
+            {
+                resident = resident.min(cap);
+            }
+            let grid = grid_size(items, self.sm_count, resident);
+            pipeline.max_blocks.map_or(grid, |cap| grid.min(cap.get()))
+        };
+        // Dynamic item order where the kernel has it and the grid has work to balance, with the
+        // launch's own counters, zeroed in stream order before it (the launch keeps them alive
+        // until the kernel has run). Not under capture (see `ItemOrder::Dynamic`).
+        let mut counters = None;
+        let (mut function, mut grid) = (spec.function, grid_of(spec.resident, ItemOrder::Fixed));
+        if let Some((f, resident)) = spec.dynamic {
+            let g = grid_of(resident, ItemOrder::Dynamic);
+            if dynamic_order(op, pipeline.item_order, items, g) {
+                match stream.alloc_zeroed::<u32>(2) {
+                    Ok(c) => {
+                        counters = Some(c);
+                        (function, grid) = (f, g);
+                    }
+                    Err(ferrocuda_driver::Error::NotAllowedUnderCapture { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         let cfg = LaunchConfig {
             grid: (grid, 1, 1),
@@ -456,6 +497,7 @@ impl Kernels {
             shared_mem_bytes: shared,
             cluster: None,
         };
+
         let (rows, cols) = (src_layout.rows, src_layout.cols);
         let (src_pitch, dst_pitch) = (src_layout.pitch, dst_layout.pitch);
         let mut args = LaunchArgs::new();
@@ -470,10 +512,17 @@ impl Kernels {
             .arg(&src_pitch)
             .arg(&dst_pitch)
             .arg(&tma_store);
+        if let Some(c) = &counters {
+            args.arg(c);
+        }
         // SAFETY: the arguments match the entry point's signature, generated by
         // FERROCUDA_TILE_ENTRY_POINTS in cuda/include/ferrocuda/tile_kernel.cuh: (for TMA) the source
         // CUtensorMap by value, then the destination CUtensorMap by value, then (const void* src,
-        // void* dst, u32 rows, u32 cols, u32 src_pitch, u32 dst_pitch, u32 tma_store). Both
+        // void* dst, u32 rows, u32 cols, u32 src_pitch, u32 dst_pitch, u32 tma_store); a
+        // dynamic-order twin (FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS, with `counters`) takes
+        // `u32* item_counters` last: this launch's own two zeroed words (the kernel's atomics stay
+        // inside them, nothing else uses them, and the launch keeps them alive until the kernel
+        // has run; the kernel touches the same tiles, each once, only in another order). Both
         // layouts were checked against their buffers above, so every element the kernel reads
         // (rows x cols of `src` at `src_pitch`; the source map describes the same region) or
         // writes (`dst_layout`; the destination map describes exactly that region and the copy
@@ -487,8 +536,15 @@ impl Kernels {
         // when `tma_store` is 1, and then it was encoded above. The stream keeps the buffers named
         // in `args` alive until the kernel has run.
         unsafe { stream.launch(function, cfg, &mut args)? };
+        drop(counters);
         Ok(())
     }
+}
+
+/// Whether a launch of `op` with `items` work items on `grid` blocks takes its items from a
+/// counter: asked for, a copy or transpose, and at least two items per block.
+fn dynamic_order(op: Op, order: ItemOrder, items: u64, grid: u32) -> bool {
+    order == ItemOrder::Dynamic && op != Op::RowSum && items >= 2 * u64::from(grid)
 }
 
 /// What the launch funnel needs to know of a pipeline kernel beyond its [`KernelId`].
@@ -504,6 +560,9 @@ struct Spec<'a> {
     shared: u32,
     /// Blocks of the function one SM holds.
     resident: u32,
+    /// The same kernel under dynamic item order, and the blocks of it one SM holds (`None`: the
+    /// op or the variant has none).
+    dynamic: Option<(&'a Function, u32)>,
     /// A built-in kernel: `Op::max_blocks_per_sm` applies (variants run on the grid asked for).
     builtin: bool,
     /// L2 promotion of the source tensor map's loads (TMA).
@@ -699,9 +758,39 @@ impl Kernels {
             function: &variant.function,
             shared: variant.shared,
             resident: variant.resident,
+            dynamic: None,
             builtin: false,
             promotion: promotion.unwrap_or(op.l2_promotion_of(variant.tile)),
         };
         self.launch_spec(stream, spec, pipeline, src, src_layout, dst, dst_layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_order_is_for_copies_and_transposes_with_two_items_per_block() {
+        for op in [Op::Copy2d, Op::Transpose] {
+            assert!(dynamic_order(op, ItemOrder::Dynamic, 264, 132));
+            assert!(dynamic_order(op, ItemOrder::Dynamic, 65536, 396));
+            assert!(!dynamic_order(op, ItemOrder::Dynamic, 263, 132));
+            assert!(!dynamic_order(op, ItemOrder::Dynamic, 1, 1));
+            assert!(!dynamic_order(op, ItemOrder::Fixed, 65536, 132));
+        }
+        assert!(!dynamic_order(Op::RowSum, ItemOrder::Dynamic, 65536, 132));
+    }
+
+    #[test]
+    fn pipelines_take_items_dynamically_unless_told() {
+        let p = Pipeline::new(Transfer::Tma, Stages::THREE);
+        assert_eq!(p.item_order, ItemOrder::Dynamic);
+        assert_eq!(Pipeline::default().item_order, ItemOrder::Dynamic);
+        assert_eq!(
+            p.with_item_order(ItemOrder::Fixed).item_order,
+            ItemOrder::Fixed
+        );
+        assert_eq!(ItemOrder::default(), ItemOrder::Dynamic);
     }
 }

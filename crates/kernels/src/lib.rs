@@ -96,8 +96,8 @@ pub use error::{Error, Result};
 #[cfg(feature = "launch")]
 pub use gate::FusedGate;
 pub use kernel::{
-    KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store, THREADS_PER_BLOCK,
-    Transfer, grid_size, resident_per_sm,
+    ItemOrder, KernelId, MatrixLayout, Op, STAGE_ALIGN, STATIC_SHARED_BYTES, Stages, Store,
+    THREADS_PER_BLOCK, Transfer, grid_size, resident_per_sm,
 };
 #[cfg(feature = "launch")]
 pub use launch::{Kernels, Pipeline, Variant};

@@ -5,7 +5,8 @@
 //! poisoned before every launch, and the padding past each destination row must still hold the
 //! poison afterwards (nothing is written outside the matrix: with TMA stores, the destination
 //! tensor map's bounds clip every edge box). Copies and transposes run with both stores (TMA
-//! stores from the stage and ordinary thread stores). Copies and transposes must match
+//! stores from the stage and ordinary thread stores) and both item orders (dynamic, where a grid
+//! has two work items per block or more: the one-block and large tests; fixed). Copies and transposes must match
 //! bit for bit; row sums within 1e-5 (f32) or 1e-2 (bf16) relative error of an f64 reference.
 //! Test names say their size: `small_*` (a few tiles; what the compute-sanitizer passes of
 //! `cargo xtask test-gpu` run, filtered with `small_`), `medium_*`, and `large_*` (more tiles
@@ -18,7 +19,9 @@
 #![cfg(feature = "gpu-tests")]
 
 use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
-use ferrocuda_kernels::{Element, Error, Kernels, MatrixLayout, Pipeline, Stages, Store, Transfer};
+use ferrocuda_kernels::{
+    Element, Error, ItemOrder, Kernels, MatrixLayout, Pipeline, Stages, Store, Transfer,
+};
 use ferrocuda_test_support::{deadline, mark, slack};
 use half::bf16;
 use std::num::NonZeroU32;
@@ -117,17 +120,21 @@ const MEDIUM: &[(u32, u32)] = &[(3, 1029), (1000, 777), (301, 1030)];
 /// Large enough that every grid is smaller than the number of tiles.
 const LARGE: (u32, u32) = (2049, 4099);
 
-/// Every transfer, depth and store (row sums ignore the store: they run twice, which is
-/// cheap); with `max_blocks`, grids capped at that many blocks.
+/// Every transfer, depth, store and item order (row sums ignore the store and the order: they
+/// run four times, which is cheap); with `max_blocks`, grids capped at that many blocks.
 fn pipelines(max_blocks: Option<NonZeroU32>) -> impl Iterator<Item = Pipeline> {
     Transfer::ALL.into_iter().flat_map(move |t| {
         Stages::ALL.into_iter().flat_map(move |s| {
-            Store::ALL.into_iter().map(move |store| {
-                let p = Pipeline::new(t, s).with_store(store);
-                match max_blocks {
-                    Some(n) => p.with_max_blocks(n),
-                    None => p,
-                }
+            Store::ALL.into_iter().flat_map(move |store| {
+                [ItemOrder::Dynamic, ItemOrder::Fixed]
+                    .into_iter()
+                    .map(move |order| {
+                        let p = Pipeline::new(t, s).with_store(store).with_item_order(order);
+                        match max_blocks {
+                            Some(n) => p.with_max_blocks(n),
+                            None => p,
+                        }
+                    })
             })
         })
     })
@@ -385,6 +392,119 @@ fn large_matrices_exercise_the_persistent_loop() {
         check_transpose::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
         check_row_sum::<f32>(&g, &mut rng, LARGE, DEVICE_GRID);
         check_row_sum::<bf16>(&g, &mut rng, LARGE, DEVICE_GRID);
+    });
+}
+
+/// Dynamic item order on two streams at once: each launch takes its items from its own counters,
+/// so copies and transposes that overlap on the GPU are each whole, launch after launch.
+#[test]
+fn medium_dynamic_launches_on_two_streams_at_once_are_each_whole() {
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let other = g._device.new_stream().expect("a second stream");
+        let mut rng = Rng(0xc0de_0007);
+        let (rows, cols) = (1000, 777);
+        let l = layout::<f32>(rows, cols, 0);
+        let t = layout::<f32>(cols, rows, 0);
+        // Two blocks: about a hundred items each, taken from the counters.
+        let p = Pipeline::new(Transfer::Tma, Stages::THREE)
+            .with_max_blocks(NonZeroU32::MIN.saturating_add(1));
+        let src_h = source::<f32>(&mut rng, l, false);
+        let src = g.upload(&src_h);
+        let mut outs = Vec::new();
+        for round in 0..8u64 {
+            mark("launch on both streams", round);
+            let mut a = g.upload(&vec![f32::POISON; l.span() as usize]);
+            let mut b = g.upload(&vec![f32::POISON; t.span() as usize]);
+            // The uploads are on the first stream: the second waits for them.
+            g.stream
+                .synchronize_timeout(sync_limit())
+                .expect("uploads complete");
+            g.kernels
+                .copy_2d(&g.stream, p, &src, l, &mut a, l.pitch)
+                .expect("copy_2d launches");
+            g.kernels
+                .transpose(&other, p, &src, l, &mut b, t.pitch)
+                .expect("transpose launches");
+            outs.push((a, b));
+        }
+        other
+            .synchronize_timeout(sync_limit())
+            .expect("the second stream's kernels complete");
+        for (round, (a, b)) in outs.iter().enumerate() {
+            let (a, b) = (g.download(a), g.download(b));
+            for r in 0..rows {
+                for c in 0..cols {
+                    let want = src_h[(r * l.pitch + c) as usize].bits();
+                    assert_eq!(
+                        a[(r * l.pitch + c) as usize].bits(),
+                        want,
+                        "copy {round} ({r},{c})"
+                    );
+                    assert_eq!(
+                        b[(c * t.pitch + r) as usize].bits(),
+                        want,
+                        "transpose {round} ({r},{c})"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// A launch captured into a graph (dynamic order asked for, where the grid would use it) replays
+/// right every time, from two executables of the graph at once too: under capture the launch
+/// takes the fixed order, whose blocks need no counter that replays would share.
+#[test]
+fn small_captured_launches_replay_whole_from_two_executables() {
+    deadline(60 * SEC, || {
+        let g = gpu();
+        let other = g._device.new_stream().expect("a second stream");
+        let mut rng = Rng(0xc0de_0008);
+        let (rows, cols) = (129, 257);
+        let l = layout::<f32>(rows, cols, 0);
+        let p = Pipeline::new(Transfer::CpAsync, Stages::TWO).with_max_blocks(NonZeroU32::MIN);
+        let mut src = g.upload(&vec![0.0f32; l.span() as usize]);
+        let mut dst = g.upload(&vec![f32::POISON; l.span() as usize]);
+        g.stream
+            .synchronize_timeout(sync_limit())
+            .expect("uploads complete");
+        mark("capture", 0);
+        let graph = ferrocuda_graph::Graph::capture(&g.stream, |cap| {
+            g.kernels
+                .copy_2d(cap.stream(), p, &src, l, &mut dst, l.pitch)
+                .expect("copy_2d captures");
+            Ok(())
+        })
+        .expect("the capture ends");
+        let (one, two) = (
+            graph.instantiate().expect("instantiate"),
+            graph.instantiate().expect("instantiate again"),
+        );
+        for replay in 0..4u64 {
+            let src_h = source::<f32>(&mut rng, l, false);
+            g.stream.copy_htod(&src_h, &mut src).expect("new source");
+            g.stream
+                .synchronize_timeout(sync_limit())
+                .expect("the source is written");
+            mark("replay both executables", replay);
+            one.launch(&g.stream).expect("replay");
+            two.launch(&other).expect("replay the twin");
+            other
+                .synchronize_timeout(sync_limit())
+                .expect("the twin's replay completes");
+            let out = g.download(&dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = (r * l.pitch + c) as usize;
+                    assert_eq!(
+                        out[i].bits(),
+                        src_h[i].bits(),
+                        "replay {replay} at ({r},{c})"
+                    );
+                }
+            }
+        }
     });
 }
 

@@ -36,7 +36,8 @@ use ferrocuda_driver::{
     Device, DeviceBuffer, DeviceEvent, DeviceStream, LaunchArgs, LaunchConfig, Module,
 };
 use ferrocuda_kernels::{
-    Element, Kernels, L2Promotion, MatrixLayout, Op, Pipeline, Stages, Store, Transfer, Variant,
+    Element, ItemOrder, Kernels, L2Promotion, MatrixLayout, Op, Pipeline, Stages, Store, Transfer,
+    Variant,
 };
 use std::num::NonZeroU32;
 
@@ -493,6 +494,7 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                             op,
                             variant: None,
                             pipeline: Pipeline::new(transfer, stages)
+                                .with_item_order(ItemOrder::Fixed)
                                 .with_store(store)
                                 .with_max_blocks(cap(c)),
                             promotion: None,
@@ -849,7 +851,9 @@ fn place_configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
                     })
                     .clone()
             });
-            let mut pipeline = Pipeline::new(row.transfer, row.stages).with_store(Store::Threads);
+            let mut pipeline = Pipeline::new(row.transfer, row.stages)
+                .with_store(Store::Threads)
+                .with_item_order(ItemOrder::Fixed);
             if let Some(c) = row.max_blocks.and_then(NonZeroU32::new) {
                 pipeline = pipeline.with_max_blocks(c);
             }

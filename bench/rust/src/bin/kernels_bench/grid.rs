@@ -1,5 +1,6 @@
-//! Benchmark `kernel_grid` (by name, like `kernel_k5`): how the bytes the GPU has in flight set
-//! the copy's and the transpose's DRAM efficiency (docs/kernels.md, "Grids and bytes in flight
+//! Benchmark `kernel_grid` (by name, like `kernel_k5`): how the bytes the GPU has in flight and
+//! the order in which blocks take their work items set the copy's and the transpose's DRAM
+//! efficiency (docs/kernels.md, "Grids and bytes in flight
 //! (the experiment)").
 //!
 //! A pipeline block keeps up to `stages - 1` stages of loads in flight, so the grid and the stage
@@ -10,9 +11,9 @@
 //! - copies with 8 KiB stages (4 rows of 2 KiB, 4 to 8 stages) and 4 KiB stages (2 rows, 6 and 8
 //!   stages), the same 1-row TMA boxes, on 88 to 264 blocks;
 //! - the 128 x 256 B transposes (32 KiB stages) at 2 and 3 stages on 66 to 132 blocks;
-//! - dynamic item order (`ferrocuda::DynamicItems`, `d` after the shape: each block takes its next
-//!   item from a counter, so the blocks finish together): the built-in copy and transpose tiles
-//!   and the 128 x 256 B transposes on one and two blocks per SM and the default grid.
+//! - the built-in copies and transposes under dynamic item order (`ItemOrder::Dynamic`, `_dyn`
+//!   after the op: each block takes its next item from a counter, so the blocks finish together)
+//!   on one and two blocks per SM and the default grid; every other row runs under fixed order.
 //!
 //! On the matrices of `kernel_bandwidth` (f32 16384², bf16 23170², 1 GiB), each kernel checked
 //! on the sweep's two odd-shaped matrices with poisoned destinations before and after its timed
@@ -21,7 +22,7 @@
 use super::{Config, FromF32, elem_name, ok, selected, time_checked};
 use ferrocuda_bench::Report;
 use ferrocuda_driver::{Device, DeviceStream, Module};
-use ferrocuda_kernels::{Element, Kernels, Op, Pipeline, Stages, Store, Transfer};
+use ferrocuda_kernels::{Element, ItemOrder, Kernels, Op, Pipeline, Stages, Store, Transfer};
 use std::num::NonZeroU32;
 use std::rc::Rc;
 
@@ -46,6 +47,8 @@ struct Row {
     stages: u32,
     /// The grid cap (`None`: the launcher's default grid).
     max_blocks: Option<u32>,
+    /// Dynamic (`_dyn` after the op in the name) or fixed item order.
+    order: ItemOrder,
 }
 
 /// Every row of `kernel_grid` for element type `e` (`"f32"`, `"bf16"`), in running order.
@@ -53,11 +56,17 @@ fn rows(e: &str) -> Vec<Row> {
     let mut out = Vec::new();
     let mut push = |op: Op,
                     shape: Option<(&str, (u32, u32))>,
+                    order: ItemOrder,
                     transfer: Transfer,
                     store: Store,
                     stages: u32,
                     cap: Option<u32>| {
         let suffix = cap.map_or(String::new(), |c| format!("_cap{c}"));
+        let dyn_tag = if order == ItemOrder::Dynamic {
+            "_dyn"
+        } else {
+            ""
+        };
         let (t, st) = (transfer.name(), store.name());
         let (prefix, shape_tag, kernel, tile) = match shape {
             None => ("b", String::new(), None, (0, 0)),
@@ -70,7 +79,7 @@ fn rows(e: &str) -> Vec<Row> {
         };
         out.push(Row {
             name: format!(
-                "{prefix}_{}{shape_tag}_{st}_{t}_{e}_s{stages}{suffix}",
+                "{prefix}_{}{dyn_tag}{shape_tag}_{st}_{t}_{e}_s{stages}{suffix}",
                 op.name()
             ),
             op,
@@ -80,6 +89,7 @@ fn rows(e: &str) -> Vec<Row> {
             store,
             stages,
             max_blocks: cap,
+            order,
         });
     };
     for op in [Op::Copy2d, Op::Transpose] {
@@ -94,7 +104,7 @@ fn rows(e: &str) -> Vec<Row> {
                         if one_per_sm && cap.is_none_or(|c| c > 132) {
                             continue;
                         }
-                        push(op, None, transfer, store, stages, cap);
+                        push(op, None, ItemOrder::Fixed, transfer, store, stages, cap);
                     }
                 }
             }
@@ -112,6 +122,7 @@ fn rows(e: &str) -> Vec<Row> {
                         push(
                             Op::Copy2d,
                             Some((shape, tile)),
+                            ItemOrder::Fixed,
                             transfer,
                             store,
                             stages,
@@ -127,39 +138,28 @@ fn rows(e: &str) -> Vec<Row> {
             for store in Store::ALL {
                 for cap in WIDE_GRIDS {
                     let shape = Some(("r128x256g4096", (128, 256)));
-                    push(Op::Transpose, shape, transfer, store, stages, Some(cap));
+                    let order = ItemOrder::Fixed;
+                    push(
+                        Op::Transpose,
+                        shape,
+                        order,
+                        transfer,
+                        store,
+                        stages,
+                        Some(cap),
+                    );
                 }
             }
         }
     }
-    // Dynamic item order (`d` after the shape): the built-in copy and transpose tiles and the
-    // 128 x 256 B transposes, on one and two blocks per SM and the default grid.
-    let builtin_transpose = if e == "f32" {
-        ("r64x256g4096d", (64, 256))
-    } else {
-        ("r128x128g4096d", (128, 128))
-    };
-    let dynamic: [DynamicRows; 3] = [
-        (
-            Op::Copy2d,
-            ("r8x2048i1d", (8, 2048)),
-            &[3, 4],
-            &DYNAMIC_GRIDS,
-        ),
-        (Op::Transpose, builtin_transpose, &[2, 3, 4], &DYNAMIC_GRIDS),
-        (
-            Op::Transpose,
-            ("r128x256g4096d", (128, 256)),
-            &[2, 3],
-            &[Some(132), None],
-        ),
-    ];
-    for (op, shape, depths, grids) in dynamic {
-        for &stages in depths {
-            for transfer in Transfer::ALL {
+    // The built-in kernels under dynamic item order, on one and two blocks per SM and the
+    // launcher's default grid.
+    for op in [Op::Copy2d, Op::Transpose] {
+        for transfer in Transfer::ALL {
+            for stages in Stages::ALL.map(Stages::get) {
                 for store in Store::ALL {
-                    for &cap in grids {
-                        push(op, Some(shape), transfer, store, stages, cap);
+                    for cap in DYNAMIC_GRIDS {
+                        push(op, None, ItemOrder::Dynamic, transfer, store, stages, cap);
                     }
                 }
             }
@@ -167,9 +167,6 @@ fn rows(e: &str) -> Vec<Row> {
     }
     out
 }
-
-/// Dynamic-order rows: op, (shape, tile), depths, grids.
-type DynamicRows<'a> = (Op, (&'a str, (u32, u32)), &'a [u32], &'a [Option<u32>]);
 
 /// Grids of the dynamic-order kernels: one and two blocks per SM, and the default.
 const DYNAMIC_GRIDS: [Option<u32>; 3] = [Some(132), Some(264), None];
@@ -196,7 +193,9 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<Config> {
             });
             // A variant's own depth is fixed in its kernel; `Stages::FOUR` stands in.
             let stages = Stages::new(row.stages).unwrap_or(Stages::FOUR);
-            let mut pipeline = Pipeline::new(row.transfer, stages).with_store(row.store);
+            let mut pipeline = Pipeline::new(row.transfer, stages)
+                .with_store(row.store)
+                .with_item_order(row.order);
             if let Some(c) = row.max_blocks.and_then(NonZeroU32::new) {
                 pipeline = pipeline.with_max_blocks(c);
             }
@@ -280,9 +279,9 @@ mod tests {
             }
             // Built-in: 2 ops x 2 transfers x 3 depths x 2 stores x 8 grids, less the 4-stage
             // cp.async copy's 264 and default grids (2 stores x 2); 7 smaller-stage copies x 2
-            // transfers x 2 stores x 4 grids; 2 depths x 2 x 2 x 4 wide transposes; dynamic
-            // order: (2 copy + 3 transpose depths) x 2 x 2 x 3 grids, 2 wide depths x 2 x 2 x 2.
-            let dynamic = (2 + 3) * 2 * 2 * 3 + 2 * 2 * 2 * 2;
+            // transfers x 2 stores x 4 grids; 2 depths x 2 x 2 x 4 wide transposes; the built-in
+            // kernels under dynamic order: 2 ops x 2 x 3 x 2 x 3 grids.
+            let dynamic = 2 * 2 * 3 * 2 * 3;
             assert_eq!(
                 rows.len(),
                 2 * 2 * 3 * 2 * 8 - 4 + 7 * 2 * 2 * 4 + 2 * 2 * 2 * 4 + dynamic

@@ -17,7 +17,9 @@ use super::{
 };
 use ferrocuda_bench::{Report, die};
 use ferrocuda_driver::{Device, DeviceStream, Module};
-use ferrocuda_kernels::{Element, Kernels, MatrixLayout, Op, Pipeline, Stages, Store, Transfer};
+use ferrocuda_kernels::{
+    Element, ItemOrder, Kernels, MatrixLayout, Op, Pipeline, Stages, Store, Transfer,
+};
 use std::num::NonZeroU32;
 
 /// What runs a row.
@@ -183,7 +185,9 @@ fn configs<T: Element>(k: &Kernels, module: &Module) -> Vec<(Config, Kind, (u32,
             });
             // Built-in rows list 2..=4 stages only; a variant's own depth is fixed in its kernel.
             let stages = Stages::new(row.stages).unwrap_or(Stages::FOUR);
-            let mut pipeline = Pipeline::new(row.transfer, stages).with_store(Store::Threads);
+            let mut pipeline = Pipeline::new(row.transfer, stages)
+                .with_store(Store::Threads)
+                .with_item_order(ItemOrder::Fixed);
             if let Some(c) = row.max_blocks.and_then(NonZeroU32::new) {
                 pipeline = pipeline.with_max_blocks(c);
             }

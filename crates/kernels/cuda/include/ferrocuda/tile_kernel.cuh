@@ -2,10 +2,13 @@
 // operation through the ring pipeline.
 //
 // CTA = kConsumerWarps consumer warps + 1 producer warp (warp index kConsumerWarps).
-// The grid is persistent: CTA b handles work items b, b + gridDim.x, ...; a work item is a
-// sequence of tiles (one for copy and transpose, a row band's column tiles for row sums).
-// Producer and consumers walk the same item/tile sequence and the same ring state, so stage k
-// of the producer is stage k of the consumers.
+// The grid is persistent; a work item is a sequence of tiles (one for copy and transpose, a row
+// band's column tiles for row sums). Fixed item order (run_tile_pipeline): CTA b handles work
+// items b, b + gridDim.x, ...; producer and consumers walk the same item/tile sequence and the
+// same ring state, so stage k of the producer is stage k of the consumers. Dynamic item order
+// (run_dynamic_tile_pipeline, the `_dyn` entry points of copy and transpose): CTA b starts with
+// item b and its producer fetches each next item from a counter in global memory and writes it
+// beside the stage, where the consumers read it.
 //
 // An `Op` provides:
 //   kTileRows, kTileRowBytes          the tile shape: kTileRows rows of kTileRowBytes bytes
@@ -28,9 +31,6 @@
 //   kLoadHint                         the L2 priority of the tile loads (L2Hint::kNone)
 //   kContiguousItems                  true: CTA b walks the contiguous span of items
 //                                     [b n / grid, (b + 1) n / grid) (false: b, b + grid, ...)
-//   kDynamicItems                     true: CTA b starts with item b and takes each next item
-//                                     from a counter in global memory (the entry point passes
-//                                     it; see DynamicItems)
 //   TmaLoader                         the TMA transfer's loader (TmaLoaderOf; the tensor
 //                                     loader of the op's tile)
 //
@@ -92,29 +92,6 @@ struct ContiguousItems : Op {
   using Op::Op;
 };
 
-/// Op::kDynamicItems if the op has it, else false: whether blocks take their work items from a
-/// counter in global memory (the first from blockIdx.x, each next one from
-/// gridDim.x + atomicAdd(counter, 1)), so that a block on a faster SM does more of them and every
-/// block finishes within about one item of the others.
-template <class Op, class = void>
-struct DynamicItemsOf {
-  static constexpr bool value = false;
-};
-template <class Op>
-struct DynamicItemsOf<Op, std::void_t<decltype(Op::kDynamicItems)>> {
-  static constexpr bool value = Op::kDynamicItems;
-};
-
-/// `Op` with dynamic item order. Its kernels take `item_counters`: two words of global memory,
-/// zero before the launch (the next item past the first ones, and the blocks done); the last block
-/// to finish sets them back to zero, so launches that follow one another (in one stream) may
-/// share them, and launches that overlap may not.
-template <class Op>
-struct DynamicItems : Op {
-  static constexpr bool kDynamicItems = true;
-  using Op::Op;
-};
-
 /// The work items of a block: first_item, first_item + item_step, ... below end_item. Round
 /// robin (b, b + grid, ...) unless kContiguous: then the span [b n / grid, (b + 1) n / grid).
 template <bool kContiguous>
@@ -170,22 +147,12 @@ constexpr uint32_t dynamic_smem_bytes() {
   return kStages * Op::kTileRows * Op::kTileRowBytes + kStageAlign;
 }
 
-template <bool kTma, class Op, uint32_t kStages>
-__device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map,
-                                                          const CUtensorMap* dst_map,
-                                                          const MatrixArgs& args,
-                                                          uint32_t* item_counters);
-
-/// The kernel body: `item_counters` only under dynamic item order (DynamicItems), else unused.
+/// The kernel body under fixed item order: block b walks items b, b + gridDim.x, ... (or its
+/// contiguous span, for an op that asks for one).
 template <bool kTma, class Op, uint32_t kStages>
 __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
                                                   const CUtensorMap* dst_map,
-                                                  const MatrixArgs& args,
-                                                  uint32_t* item_counters = nullptr) {
-  if constexpr (DynamicItemsOf<Op>::value) {
-    run_dynamic_tile_pipeline<kTma, Op, kStages>(map, dst_map, args, item_counters);
-    return;
-  }
+                                                  const MatrixArgs& args) {
   using Loader = LoaderFor<kTma, Op>;
   using Handler = typename Loader::Handler;
   static_assert(Loader::kBytes % kStageAlign == 0, "stages stay 1024-byte aligned");
@@ -275,11 +242,14 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
   }
 }
 
-/// run_tile_pipeline under dynamic item order: the producer takes each next item from
-/// `item_counters[0]` (fetched while the current item's stages wait to be free) and writes it
-/// beside the stage; consumers read it after their full wait. A stage naming an item past the last
-/// (and holding no tile) ends the consumers' loop. The block's last thread out counts the block in
-/// `item_counters[1]`; the last block sets both counters back to zero.
+/// The kernel body under dynamic item order. `item_counters`: two words of global memory, zero at
+/// the launch. Block b starts with item b, and its producer takes each next item as
+/// gridDim.x + atomicAdd(&item_counters[0], 1) (fetched while the current item's stages fill, used
+/// once they are issued), so a block on a faster SM does more items and every block finishes within
+/// about one item of the others. The producer writes each stage's item beside it, and the
+/// consumers read it after their full wait; a stage naming an item past the last (and holding no
+/// tile) ends their loop. Each block counts itself in `item_counters[1]` at the end, and the last
+/// one sets both counters back to zero (the launcher gives each launch its own anyway).
 template <bool kTma, class Op, uint32_t kStages>
 __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map,
                                                           const CUtensorMap* dst_map,
@@ -288,6 +258,7 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
   using Loader = LoaderFor<kTma, Op>;
   using Handler = typename Loader::Handler;
   static_assert(!ContiguousItemsOf<Op>::value, "one item order");
+  static_assert(Loader::kBytes % kStageAlign == 0, "stages stay 1024-byte aligned");
   // A cp.async producer's lane 0 arrives once more per stage, after writing the stage's item (its
   // copies' arrivals carry no release of that write); a TMA issuer's expect-tx arrival follows its
   // write already.
@@ -322,9 +293,6 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
         if (leader) {
           next = gridDim.x + atomicAdd(&item_counters[0], 1u);
         }
-        if constexpr (!Handler::kSingleIssuer) {
-          next = __shfl_sync(0xffffffffu, next, 0);
-        }
         for (uint32_t t = 0; t < tiles; ++t) {
           uint32_t row, col;
           op.origin(item, t, row, col);
@@ -340,6 +308,10 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
                        pipe.full_barrier(st), Op::Elem::kBytes, lane);
           pipe.producer_commit(st);
           st.advance();
+        }
+        if constexpr (!Handler::kSingleIssuer) {
+          // Only now wait for the fetch: lane 0 shares it with the warp.
+          next = __shfl_sync(0xffffffffu, next, 0);
         }
         item = next;
       }
@@ -436,6 +408,25 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
     ferrocuda::run_tile_pipeline<false, OP, S>(nullptr, &dst_map, args);                        \
   }
 
+/// FERROCUDA_TILE_ENTRY_POINTS under dynamic item order: the same parameters, then
+/// `uint32_t* item_counters` (two words of global memory, zero at the launch).
+#define FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS(tma_name, cpasync_name, OP, S)                      \
+  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
+      tma_name(const __grid_constant__ CUtensorMap src_map,                                      \
+               const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,          \
+               uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,             \
+               uint32_t tma_store, uint32_t* item_counters) {                                    \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
+    ferrocuda::run_dynamic_tile_pipeline<true, OP, S>(&src_map, &dst_map, args, item_counters); \
+  }                                                                                             \
+  extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
+      cpasync_name(const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,      \
+                   uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,         \
+                   uint32_t tma_store, uint32_t* item_counters) {                                \
+    const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
+    ferrocuda::run_dynamic_tile_pipeline<false, OP, S>(nullptr, &dst_map, args, item_counters); \
+  }
+
 /// The entry points ferrocuda_<name>_{tma,cpasync}_<elem>_s<S> of OP<ELEM> (the op's built-in
 /// tile for that element type).
 #define FERROCUDA_TILE_KERNEL(name, OP, ELEM, elem, S)                                    \
@@ -450,3 +441,18 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
   FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 2)  \
   FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 3)  \
   FERROCUDA_TILE_KERNEL(name, OP, BF16, bf16, 4)
+
+/// The dynamic-order entry points ferrocuda_<name>_dyn_{tma,cpasync}_<elem>_s<S> of OP<ELEM>.
+#define FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, ELEM, elem, S)                             \
+  FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS(ferrocuda_##name##_dyn_tma_##elem##_s##S,            \
+                                      ferrocuda_##name##_dyn_cpasync_##elem##_s##S,        \
+                                      OP<ferrocuda::ELEM>, S)
+
+/// Every dynamic-order entry point of one op: both transfers, f32 and bf16, 2..4 stages.
+#define FERROCUDA_TILE_DYNAMIC_KERNELS(name, OP)          \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, F32, f32, 2)    \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, F32, f32, 3)    \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, F32, f32, 4)    \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, BF16, bf16, 2)  \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, BF16, bf16, 3)  \
+  FERROCUDA_TILE_DYNAMIC_KERNEL(name, OP, BF16, bf16, 4)
