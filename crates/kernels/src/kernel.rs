@@ -380,13 +380,15 @@ impl KernelId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ItemOrder {
     /// Each block takes its next work item from a counter, so a block on a faster SM does more of
-    /// them and all blocks finish within about one item of each other. The counter is two words of
-    /// device memory that the launch allocates and zeroes in stream order (`cuMemAllocAsync`, a
-    /// memset) and that is released once the kernel has run: two more driver calls per launch.
+    /// them and all blocks finish within about one item of each other. The counter is a pair of
+    /// words from a pool the `Kernels` holds (1024 pairs, allocated at load): a launch takes a free
+    /// pair, and the pair is free again once the GPU is past the launch. It costs one driver call
+    /// per launch (whether the stream captures).
     ///
     /// The launch falls back to [`Fixed`](Self::Fixed) on a stream that captures a graph (the
-    /// executables of one graph may run at the same time, and they must not share a counter) and
-    /// where the grid has fewer than two work items per block (nothing to balance).
+    /// executables of one graph may run at the same time, and they must not share a counter),
+    /// where the grid has fewer than two work items per block (nothing to balance), and while
+    /// every pair is held by launches the GPU may not be past yet.
     #[default]
     Dynamic,
     /// Block `b` takes work items `b`, `b + grid`, `b + 2 grid`, ...: no counter, no extra driver

@@ -79,6 +79,75 @@ impl Default for Pipeline {
 /// A loaded kernel and the blocks of it one SM holds.
 type Resolved = (Function, u32);
 
+/// Counter pairs of dynamic-order launches (two words each) that [`Kernels`] holds.
+const COUNTER_SLOTS: u32 = 1024;
+
+/// The counters of dynamic-order launches: [`COUNTER_SLOTS`] pairs of words in one device buffer,
+/// zero when free. A launch takes a free pair; its kernel's last block sets the pair back to zero;
+/// the pair becomes free again once the GPU is past the launch ([`SlotHold`] is dropped behind the
+/// reclaimer's fence). So no two launches that may run at the same time share a pair, and each
+/// starts from zero.
+struct CounterSlots {
+    buf: DeviceBuffer<u32>,
+    pool: SlotPool,
+}
+
+impl CounterSlots {
+    /// The buffer, zeroed on a stream of the crate's own that this waits for (before any launch
+    /// can use it).
+    fn new(device: &Device, slots: u32) -> Result<CounterSlots> {
+        let stream = device.new_stream()?;
+        let buf = stream.alloc_zeroed::<u32>(2 * slots.max(1) as usize)?;
+        stream.synchronize()?;
+        Ok(CounterSlots {
+            buf,
+            pool: SlotPool::new(slots),
+        })
+    }
+}
+
+/// The free slots `0..n` of a pool: taken one at a time, each back when its [`SlotHold`] drops.
+struct SlotPool(std::sync::Arc<std::sync::Mutex<Vec<u32>>>);
+
+impl SlotPool {
+    fn new(n: u32) -> SlotPool {
+        SlotPool(std::sync::Arc::new(std::sync::Mutex::new(
+            (0..n).rev().collect(),
+        )))
+    }
+
+    /// How many slots are free.
+    fn free(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A free slot, or `None` if every one is held.
+    fn take(&self) -> Option<SlotHold> {
+        // The lock guards a Vec only (nothing under it calls the driver or user code); a poisoned
+        // one (a panic inside cannot leave the Vec half changed) is used as is.
+        let slot = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        Some(SlotHold {
+            slot,
+            free: self.0.clone(),
+        })
+    }
+}
+
+/// One slot of a [`SlotPool`], held; dropping it frees the slot.
+struct SlotHold {
+    slot: u32,
+    free: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+impl Drop for SlotHold {
+    fn drop(&mut self) {
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.slot);
+    }
+}
+
 /// The pipeline kernels, loaded on one device.
 ///
 /// Loading happens once, in [`Kernels::load`]: module loads wait behind streams that wait on host
@@ -91,6 +160,8 @@ pub struct Kernels {
     functions: Vec<(KernelId, Function, u32, Option<Resolved>)>,
     /// `cuda/gated.cu`'s `ferrocuda_gated_scale_f32`.
     gated_scale_f32: Function,
+    /// The counters of dynamic-order launches.
+    counters: CounterSlots,
     sm_count: u32,
 }
 
@@ -106,7 +177,8 @@ impl std::fmt::Debug for Kernels {
 impl Kernels {
     /// Loads the cubins on `device`, resolves all 36 pipeline kernels and the 24 dynamic-order
     /// twins of the copies and transposes (raising each one's dynamic shared-memory limit to what
-    /// its stages need) and the gated kernels.
+    /// its stages need) and the gated kernels, and allocates the counters of dynamic-order launches
+    /// (8 KiB, zeroed on a stream of its own, which it waits for).
     ///
     /// # Errors
     ///
@@ -123,6 +195,21 @@ impl Kernels {
     ///
     /// As [`load`](Self::load); [`Error::Launch`] with a timeout if a module did not load in time.
     pub fn load_timeout(device: &Device, timeout: std::time::Duration) -> Result<Kernels> {
+        Self::load_with_counter_slots(device, timeout, COUNTER_SLOTS)
+    }
+
+    /// [`load_timeout`](Self::load_timeout) with `slots` counter pairs for dynamic-order launches
+    /// instead of 1024 (tests run the pool dry with few). Not a stable API.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    #[doc(hidden)]
+    pub fn load_with_counter_slots(
+        device: &Device,
+        timeout: std::time::Duration,
+        slots: u32,
+    ) -> Result<Kernels> {
         if !cubins::available() {
             return Err(Error::NoCubins);
         }
@@ -160,8 +247,16 @@ impl Kernels {
             _modules: modules,
             functions,
             gated_scale_f32,
+            counters: CounterSlots::new(device, slots)?,
             sm_count,
         })
+    }
+
+    /// How many counter pairs for dynamic-order launches are free now: none while every pair is
+    /// held by a launch the GPU may not be past yet. Not a stable API (tests watch the pool).
+    #[doc(hidden)]
+    pub fn free_counter_slots(&self) -> usize {
+        self.counters.pool.free()
     }
 
     /// The kernel `id`, the blocks of it an SM holds, and its dynamic-order twin (likewise).
@@ -473,22 +568,18 @@ impl Kernels {
             let grid = grid_size(items, self.sm_count, resident);
             pipeline.max_blocks.map_or(grid, |cap| grid.min(cap.get()))
         };
-        // Dynamic item order where the kernel has it and the grid has work to balance, with the
-        // launch's own counters, zeroed in stream order before it (the launch keeps them alive
-        // until the kernel has run). Not under capture (see `ItemOrder::Dynamic`).
-        let mut counters = None;
+        // Dynamic item order where the kernel has it and the grid has work to balance, with a free
+        // counter pair; not under capture (see `ItemOrder::Dynamic`).
+        let mut hold = None;
         let (mut function, mut grid) = (spec.function, grid_of(spec.resident, ItemOrder::Fixed));
         if let Some((f, resident)) = spec.dynamic {
             let g = grid_of(resident, ItemOrder::Dynamic);
-            if dynamic_order(op, pipeline.item_order, items, g) {
-                match stream.alloc_zeroed::<u32>(2) {
-                    Ok(c) => {
-                        counters = Some(c);
-                        (function, grid) = (f, g);
-                    }
-                    Err(ferrocuda_driver::Error::NotAllowedUnderCapture { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            if dynamic_order(op, pipeline.item_order, items, g)
+                && !stream.is_capturing()?
+                && let Some(h) = self.counters.pool.take()
+            {
+                hold = Some(h);
+                (function, grid) = (f, g);
             }
         }
         let cfg = LaunchConfig {
@@ -512,17 +603,20 @@ impl Kernels {
             .arg(&src_pitch)
             .arg(&dst_pitch)
             .arg(&tma_store);
-        if let Some(c) = &counters {
-            args.arg(c);
+        let slot = hold.as_ref().map_or(0, |h| h.slot);
+        if hold.is_some() {
+            args.arg(&self.counters.buf).arg(&slot);
         }
         // SAFETY: the arguments match the entry point's signature, generated by
         // FERROCUDA_TILE_ENTRY_POINTS in cuda/include/ferrocuda/tile_kernel.cuh: (for TMA) the source
         // CUtensorMap by value, then the destination CUtensorMap by value, then (const void* src,
         // void* dst, u32 rows, u32 cols, u32 src_pitch, u32 dst_pitch, u32 tma_store); a
-        // dynamic-order twin (FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS, with `counters`) takes
-        // `u32* item_counters` last: this launch's own two zeroed words (the kernel's atomics stay
-        // inside them, nothing else uses them, and the launch keeps them alive until the kernel
-        // has run; the kernel touches the same tiles, each once, only in another order). Both
+        // dynamic-order twin (FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS, with `hold`) takes
+        // `u32* counter_slots, u32 slot` last: the counter buffer and the pair this launch holds,
+        // inside it (slot < COUNTER_SLOTS); the pair is zero (free pairs are), no launch the GPU
+        // may not be past holds it, and the buffer lives as long as `self` (the launch keeps it
+        // alive too); the kernel's atomics stay inside the pair and it touches the same tiles,
+        // each once, only in another order. Both
         // layouts were checked against their buffers above, so every element the kernel reads
         // (rows x cols of `src` at `src_pitch`; the source map describes the same region) or
         // writes (`dst_layout`; the destination map describes exactly that region and the copy
@@ -536,7 +630,12 @@ impl Kernels {
         // when `tma_store` is 1, and then it was encoded above. The stream keeps the buffers named
         // in `args` alive until the kernel has run.
         unsafe { stream.launch(function, cfg, &mut args)? };
-        drop(counters);
+        // The pair is free again once the GPU is past every launch enqueued so far, this one
+        // included (its last block has set the pair back to zero by then). A launch that failed
+        // returned above and freed the pair at once: nothing was enqueued.
+        if let Some(h) = hold {
+            ferrocuda_driver::defer_drop(h);
+        }
         Ok(())
     }
 }
@@ -780,6 +879,39 @@ mod tests {
             assert!(!dynamic_order(op, ItemOrder::Fixed, 65536, 132));
         }
         assert!(!dynamic_order(Op::RowSum, ItemOrder::Dynamic, 65536, 132));
+    }
+
+    #[test]
+    fn counter_slots_are_held_once_and_free_again_when_dropped() {
+        let pool = SlotPool::new(3);
+        let held: Vec<SlotHold> = std::iter::from_fn(|| pool.take()).collect();
+        let mut slots: Vec<u32> = held.iter().map(|h| h.slot).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, [0, 1, 2]);
+        assert!(pool.take().is_none(), "every slot is held");
+        drop(held);
+        let again: Vec<SlotHold> = std::iter::from_fn(|| pool.take()).take(4).collect();
+        assert_eq!(again.len(), 3);
+        // Threads taking and dropping at once never hold one slot twice.
+        let pool = SlotPool::new(8);
+        let in_use: Vec<std::sync::atomic::AtomicBool> = (0..8)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        if let Some(h) = pool.take() {
+                            let flag = &in_use[h.slot as usize];
+                            assert!(!flag.swap(true, std::sync::atomic::Ordering::AcqRel));
+                            flag.store(false, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                });
+            }
+        });
+        let all: Vec<SlotHold> = std::iter::from_fn(|| pool.take()).take(9).collect();
+        assert_eq!(all.len(), 8);
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! the suite.
 #![cfg(feature = "gpu-tests")]
 
-use ferrocuda_driver::{Device, DeviceBuffer, DeviceStream};
+use ferrocuda_driver::{
+    CompletionFlag, Device, DeviceBuffer, DeviceStream, GateStrategy, WaitCondition,
+};
 use ferrocuda_kernels::{
     Element, Error, ItemOrder, Kernels, MatrixLayout, Pipeline, Stages, Store, Transfer,
 };
@@ -449,6 +451,76 @@ fn medium_dynamic_launches_on_two_streams_at_once_are_each_whole() {
                 }
             }
         }
+    });
+}
+
+/// More dynamic launches than the `Kernels` has counter pairs (8 here), all enqueued while the GPU
+/// cannot run them (the stream waits on a host value): each of the first 8 holds a pair (so they
+/// took the dynamic order), the rest take the fixed order, nothing in the launches blocks behind
+/// the pending wait, every result is whole once the wait passes, and every pair is free again once
+/// the GPU is past the launches. (Far more launches behind one wait would block in the driver,
+/// whose queue of pending launches is finite.)
+#[test]
+fn small_more_dynamic_launches_than_counters_behind_a_host_wait_are_each_whole() {
+    deadline(60 * SEC, || {
+        mark("open device 0 and a stream", 0);
+        let device = Device::new(0).expect("a CUDA device");
+        let stream = device.new_stream().expect("a stream");
+        mark("load the kernels with 8 counter pairs", 0);
+        let kernels = Kernels::load_with_counter_slots(&device, 10 * SEC, 8).expect("load");
+        let g = Gpu {
+            _device: device,
+            stream,
+            kernels,
+        };
+        assert_eq!(g.kernels.free_counter_slots(), 8);
+        let mut rng = Rng(0xc0de_0009);
+        // Three items per block on one block: dynamic order where a pair is free.
+        let (rows, cols) = (17, 512);
+        let l = layout::<f32>(rows, cols, 0);
+        let p = Pipeline::new(Transfer::Tma, Stages::TWO).with_max_blocks(NonZeroU32::MIN);
+        let src_h = source::<f32>(&mut rng, l, false);
+        let src = g.upload(&src_h);
+        let mut outs: Vec<DeviceBuffer<f32>> = (0..20)
+            .map(|_| g.upload(&vec![f32::POISON; l.span() as usize]))
+            .collect();
+        g.stream
+            .synchronize_timeout(sync_limit())
+            .expect("uploads complete");
+        let go = CompletionFlag::new(&g._device).expect("a flag");
+        g.stream
+            .wait_value(
+                &go,
+                1,
+                WaitCondition::GreaterOrEqual,
+                GateStrategy::DriverWait,
+            )
+            .expect("the wait enqueues");
+        for (i, out) in outs.iter_mut().enumerate() {
+            mark("launch behind the wait", i as u64);
+            g.kernels
+                .copy_2d(&g.stream, p, &src, l, out, l.pitch)
+                .expect("copy_2d launches");
+            assert_eq!(
+                g.kernels.free_counter_slots(),
+                8 - (i + 1).min(8),
+                "launch {i}"
+            );
+        }
+        mark("release the wait", 0);
+        go.signal(1);
+        for (i, out) in outs.iter().enumerate() {
+            let got = g.download(out);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let k = (r * l.pitch + c) as usize;
+                    assert_eq!(got[k].bits(), src_h[k].bits(), "launch {i} at ({r},{c})");
+                }
+            }
+        }
+        mark("wait for the pairs to come back", 0);
+        ferrocuda_driver::wait_for_releases(sync_limit()).expect("the releases complete");
+        assert_eq!(g.kernels.free_counter_slots(), 8);
     });
 }
 

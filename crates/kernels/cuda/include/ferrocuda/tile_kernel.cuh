@@ -249,7 +249,8 @@ __device__ __forceinline__ void run_tile_pipeline(const CUtensorMap* map,
 /// about one item of the others. The producer writes each stage's item beside it, and the
 /// consumers read it after their full wait; a stage naming an item past the last (and holding no
 /// tile) ends their loop. Each block counts itself in `item_counters[1]` at the end, and the last
-/// one sets both counters back to zero (the launcher gives each launch its own anyway).
+/// one sets both counters back to zero: the launcher hands the same pair to a later launch once
+/// the GPU is past this one.
 template <bool kTma, class Op, uint32_t kStages>
 __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map,
                                                           const CUtensorMap* dst_map,
@@ -409,22 +410,25 @@ __device__ __forceinline__ void run_dynamic_tile_pipeline(const CUtensorMap* map
   }
 
 /// FERROCUDA_TILE_ENTRY_POINTS under dynamic item order: the same parameters, then
-/// `uint32_t* item_counters` (two words of global memory, zero at the launch).
+/// `uint32_t* counter_slots` and `uint32_t slot`: the launch's counters are the two words
+/// `counter_slots[2 slot]` and `counter_slots[2 slot + 1]`, zero at the launch.
 #define FERROCUDA_TILE_DYNAMIC_ENTRY_POINTS(tma_name, cpasync_name, OP, S)                      \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
       tma_name(const __grid_constant__ CUtensorMap src_map,                                      \
                const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,          \
                uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,             \
-               uint32_t tma_store, uint32_t* item_counters) {                                    \
+               uint32_t tma_store, uint32_t* counter_slots, uint32_t slot) {                     \
     const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_dynamic_tile_pipeline<true, OP, S>(&src_map, &dst_map, args, item_counters); \
+    ferrocuda::run_dynamic_tile_pipeline<true, OP, S>(&src_map, &dst_map, args,                 \
+                                                      counter_slots + 2 * uint64_t(slot));      \
   }                                                                                             \
   extern "C" __global__ void __launch_bounds__(ferrocuda::kThreadsPerCta)                       \
       cpasync_name(const __grid_constant__ CUtensorMap dst_map, const void* src, void* dst,      \
                    uint32_t rows, uint32_t cols, uint32_t src_pitch, uint32_t dst_pitch,         \
-                   uint32_t tma_store, uint32_t* item_counters) {                                \
+                   uint32_t tma_store, uint32_t* counter_slots, uint32_t slot) {                 \
     const ferrocuda::MatrixArgs args{src, dst, rows, cols, src_pitch, dst_pitch, tma_store};    \
-    ferrocuda::run_dynamic_tile_pipeline<false, OP, S>(nullptr, &dst_map, args, item_counters); \
+    ferrocuda::run_dynamic_tile_pipeline<false, OP, S>(nullptr, &dst_map, args,                \
+                                                       counter_slots + 2 * uint64_t(slot));     \
   }
 
 /// The entry points ferrocuda_<name>_{tma,cpasync}_<elem>_s<S> of OP<ELEM> (the op's built-in
