@@ -35,6 +35,15 @@
 //! `docs/kernels.md` in the repository explains phases, fences, the layout rules and lists each
 //! kernel's registers and shared memory.
 //!
+//! # Item order
+//!
+//! The grid is persistent: each block walks several work items (tiles) through its ring. Under
+//! [`ItemOrder::Dynamic`], the default for copies and transposes, a block takes its next item from
+//! a counter, so the blocks finish together; on an H200 that took the TMA copy from 0.93-0.96 to
+//! 0.98-0.99 of `cuMemcpyDtoD`. The counters come from a pool the `Kernels` holds, one pair per
+//! launch in flight; under graph capture, or with fewer than two items per block, a launch takes
+//! [`ItemOrder::Fixed`] (block `b` takes items `b`, `b + grid`, ...).
+//!
 //! # The fused gate
 //!
 //! `cuda/include/ferrocuda/gate.cuh` gives CUDA C++ kernels `ferrocuda::wait_flag`: the block waits
