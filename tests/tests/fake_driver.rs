@@ -127,6 +127,9 @@ fn destroyed_streams_finish_their_work_and_free_their_slot() {
             CompletionFlag::new(&d).unwrap(),
         );
         let cu = fake::driver();
+        // The raw wait below is one the crate does not know of: let the crate's background
+        // releases (a module unload would block behind the wait on a real driver) finish first.
+        ferrocuda_driver::wait_for_releases(10 * SEC).unwrap();
         let mut s: CUstream = std::ptr::null_mut();
         // SAFETY: `s` is a writable local; the stream is destroyed once, with work still queued
         // behind the gate, and not used afterwards; the flags outlive the work.
