@@ -393,7 +393,10 @@ pub enum ItemOrder {
     /// The launch falls back to [`Fixed`](Self::Fixed) on a stream that captures a graph (the
     /// executables of one graph may run at the same time, and they must not share a counter),
     /// where the grid has fewer than two work items per block (nothing to balance), and while
-    /// every pair is held by launches the GPU may not be past yet.
+    /// every pair is held by launches the GPU may not be past yet. Do not begin a capture on a
+    /// stream while another thread launches on it: a launch that asked before the capture began
+    /// and enqueued after is captured with its pair, which two executables of that graph would
+    /// then share (their results could miss tiles).
     #[default]
     Dynamic,
     /// Block `b` takes work items `b`, `b + grid`, `b + 2 grid`, ...: no counter, no extra driver
