@@ -93,12 +93,12 @@ struct CounterSlots {
 }
 
 impl CounterSlots {
-    /// The buffer, zeroed on a stream of the crate's own that this waits for (before any launch
-    /// can use it).
-    fn new(device: &Device, slots: u32) -> Result<CounterSlots> {
+    /// The buffer, zeroed on a stream of the crate's own that this waits for, up to `timeout`
+    /// (before any launch can use it).
+    fn new(device: &Device, slots: u32, timeout: std::time::Duration) -> Result<CounterSlots> {
         let stream = device.new_stream()?;
         let buf = stream.alloc_zeroed::<u32>(2 * slots.max(1) as usize)?;
-        stream.synchronize()?;
+        stream.synchronize_timeout(timeout)?;
         Ok(CounterSlots {
             buf,
             pool: SlotPool::new(slots),
@@ -247,7 +247,7 @@ impl Kernels {
             _modules: modules,
             functions,
             gated_scale_f32,
-            counters: CounterSlots::new(device, slots)?,
+            counters: CounterSlots::new(device, slots, timeout)?,
             sm_count,
         })
     }
